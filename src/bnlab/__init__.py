@@ -1,5 +1,8 @@
 """bnlab: batch normalization for PyTorch in Keras's vocabulary, and a lab to measure it."""
 
+from bnlab import convert, functional, nn
+from bnlab.nn import BatchNormalization
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["BatchNormalization", "__version__", "convert", "functional", "nn"]

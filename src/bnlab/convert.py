@@ -1,0 +1,131 @@
+"""Conversions between bnlab's Keras vocabulary and PyTorch's batch norm.
+
+The one place that knows both naming schemes:
+
+============================  ============================  =========================================
+bnlab / Keras                 PyTorch                       relation
+============================  ============================  =========================================
+``momentum`` (old weight)     ``momentum`` (new weight)     ``torch = 1 - keras``; None = cumulative
+``epsilon`` (1e-3)            ``eps`` (1e-5)                same meaning, different defaults
+``gamma`` / ``beta``          ``weight`` / ``bias``         same tensors
+``moving_mean/variance``      ``running_mean/var``          torch stores the *unbiased* variance
+``center``/``scale`` False    ``affine=False``              torch drops both at once
+``trainable=False``           (none) ``eval()`` + no grad   frozen: inference statistics in train()
+============================  ============================  =========================================
+"""
+
+from __future__ import annotations
+
+from torch import nn
+
+from bnlab.nn.batchnorm import BatchNormalization
+
+TORCH_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+KERAS_TO_TORCH_NAMES = {
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+    "num_batches_tracked": "num_batches_tracked",
+}
+
+
+def torch_momentum(keras_momentum: float | None) -> float | None:
+    """PyTorch's momentum (weight of the *new* batch) for a Keras momentum: ``1 - m``.
+
+    >>> torch_momentum(0.99)
+    0.01...
+    """
+    return None if keras_momentum is None else 1.0 - keras_momentum
+
+
+def keras_momentum(torch_momentum: float | None) -> float | None:
+    """Keras's momentum (weight of the *old* value) for a PyTorch momentum: ``1 - m``."""
+    return None if torch_momentum is None else 1.0 - torch_momentum
+
+
+def from_torch_batchnorm(module: nn.modules.batchnorm._BatchNorm) -> BatchNormalization:
+    """Build a bnlab layer that behaves exactly like ``module`` in train and eval mode.
+
+    Copies weight/bias/running statistics and keeps PyTorch's semantics: its momentum
+    (converted), its epsilon, the unbiased moving-variance update and, when
+    ``track_running_stats=False``, batch statistics in eval mode are not available in
+    bnlab and raise.
+    """
+    if not isinstance(module, nn.modules.batchnorm._BatchNorm):
+        raise TypeError(
+            f"from_torch expects a torch.nn.BatchNorm1d/2d/3d or SyncBatchNorm; got {type(module).__name__}"
+        )
+    if not module.track_running_stats:
+        raise ValueError(
+            "from_torch: the module has track_running_stats=False (batch statistics in eval "
+            "mode), which bnlab's BatchNormalization does not model; use a module with running stats"
+        )
+    layer = BatchNormalization(
+        module.num_features,
+        momentum=keras_momentum(module.momentum),
+        epsilon=module.eps,
+        center=module.affine,
+        scale=module.affine,
+        unbiased_moving_variance=True,
+        device=module.running_mean.device,
+        dtype=module.running_mean.dtype,
+    )
+    state = {keras: module.state_dict()[torch_name]
+             for keras, torch_name in KERAS_TO_TORCH_NAMES.items()
+             if torch_name in module.state_dict()}
+    layer.load_state_dict(state)
+    layer.train(module.training)
+    return layer
+
+
+def to_torch_batchnorm(layer: BatchNormalization, dims: int = 2) -> nn.modules.batchnorm._BatchNorm:
+    """The ``torch.nn.BatchNorm{dims}d`` equivalent of a built bnlab layer.
+
+    ``dims`` picks the class by the input it will see: 1 for (N, C) or (N, C, L),
+    2 for (N, C, H, W), 3 for (N, C, D, H, W).
+
+    Needs one channel axis (``axis=1``) and ``center == scale``. The moving
+    statistics are copied as they are; note that PyTorch will continue updating
+    the variance with the unbiased estimate.
+    """
+    if not layer.built:
+        raise ValueError(f"{layer.name}: to_torch needs a built layer; pass num_features or run a forward")
+    if layer.axis not in (1,) or layer.features is None or len(layer.features) != 1:
+        raise ValueError(f"{layer.name}: to_torch needs axis=1 (channel-first); got axis={layer.axis}")
+    if layer.center != layer.scale:
+        raise ValueError(
+            f"{layer.name}: PyTorch has one affine flag; got center={layer.center}, scale={layer.scale}"
+        )
+    classes = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
+    if dims not in classes:
+        raise ValueError(f"{layer.name}: to_torch dims must be 1, 2 or 3; got {dims!r}")
+    module = classes[dims](
+        layer.features[0],
+        eps=layer.epsilon,
+        momentum=torch_momentum(layer.momentum),
+        affine=layer.scale,
+        device=layer.moving_mean.device,
+        dtype=layer.moving_mean.dtype,
+    )
+    module.load_state_dict({torch_name: layer.state_dict()[keras]
+                            for keras, torch_name in KERAS_TO_TORCH_NAMES.items()
+                            if keras in layer.state_dict()})
+    module.train(layer.training)
+    return module
+
+
+def replace_batchnorm(model: nn.Module) -> nn.Module:
+    """Swap every torch BatchNorm1d/2d/3d/SyncBatchNorm in ``model`` for bnlab's, in place.
+
+    Outputs are identical in train and eval mode (same momentum, epsilon, unbiased
+    variance update). Returns ``model``; a bare BN module returns its replacement.
+    """
+    if isinstance(model, TORCH_BATCHNORMS):
+        return from_torch_batchnorm(model)
+    for name, child in model.named_children():
+        if isinstance(child, TORCH_BATCHNORMS):
+            setattr(model, name, from_torch_batchnorm(child))
+        else:
+            replace_batchnorm(child)
+    return model

@@ -1,0 +1,444 @@
+"""Batch normalization as a pure function.
+
+``batch_norm`` computes the normalized output *and* the new moving statistics and
+returns both; it never writes into its arguments. That one property lets the
+same code serve the stateful module, ``torch.func.vmap`` over many models, and
+distributed statistics.
+
+Three implementations compute the same numbers:
+
+- ``"native"``: PyTorch's fused ATen kernel (``torch.native_batch_norm``), used
+  for the standard case of one kept axis and no mask. Its running statistics are
+  computed on scratch buffers and then folded with our own momentum rule.
+- ``"composite"``: plain tensor operations, used for tuples of axes, masks,
+  ``torch.func`` transforms and ill-conditioned inputs. It subtracts a per-channel
+  shift (the float64-accumulated mean) before the two-pass variance, so data with
+  mean 1e4 and standard deviation 1e-2 normalizes as accurately as in float64.
+- ``"reference"``: the paper's Algorithm 1 with the closed-form backward pass
+  (:mod:`bnlab.functional.reference`), kept readable and used to test the others.
+
+``"auto"`` picks native where it applies and falls back to composite otherwise.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal, NamedTuple
+
+import torch
+from torch import Tensor
+
+from bnlab.functional.axes import AxisArg, broadcast_shape, kept_axes, reduced_axes
+from bnlab.functional.reference import reference_batch_norm_train
+
+Implementation = Literal["auto", "native", "composite", "reference"]
+NonFinitePolicy = Literal["skip", "raise"]
+
+_HALF_DTYPES = (torch.float16, torch.bfloat16)
+# Above this ratio |mean| / std the fused kernel's `x * a + b` form loses more than
+# ~1e-4 of the output in float32; such channels take the shifted composite path.
+_ILL_CONDITIONED = 1e3
+
+
+class BatchNormResult(NamedTuple):
+    """What :func:`batch_norm` returns: the output and the *new* moving statistics."""
+
+    output: Tensor
+    moving_mean: Tensor
+    moving_variance: Tensor
+
+
+class NonFiniteStatisticsWarning(RuntimeWarning):
+    """A training batch had non-finite statistics; the moving statistics were kept."""
+
+
+def batch_norm(
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    moving_mean: Tensor,
+    moving_variance: Tensor,
+    *,
+    training: bool,
+    axis: AxisArg = 1,
+    momentum: float | None = 0.99,
+    epsilon: float = 1e-3,
+    num_batches_tracked: int | Tensor = 0,
+    unbiased_moving_variance: bool = False,
+    mask: Tensor | None = None,
+    on_nonfinite: NonFinitePolicy = "skip",
+    implementation: Implementation = "auto",
+    name: str = "batch_norm",
+) -> BatchNormResult:
+    r"""Normalize ``x`` per channel and return the output with updated moving statistics.
+
+    .. math::
+        y = \gamma \, \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta
+
+    In training, :math:`\mu` and :math:`\sigma^2` are the mean and the *biased*
+    variance of the batch, taken over every axis except ``axis``; in inference they
+    are the moving statistics.
+
+    Moving statistics (training only), Keras convention:
+
+    .. math::
+        m \leftarrow \text{momentum} \cdot m + (1 - \text{momentum}) \cdot \mu_B
+
+    ``momentum`` is the weight of the *old* value: Keras's 0.99 equals PyTorch's
+    ``momentum=0.01``. ``momentum=0.0`` keeps only the last batch. ``momentum=None``
+    gives the cumulative average over all batches seen (PyTorch's option), using
+    ``num_batches_tracked`` batches seen so far. The variance update uses the
+    biased batch variance like Keras; ``unbiased_moving_variance=True`` stores the
+    unbiased one like PyTorch (the output always uses the biased variance).
+
+    Args:
+        x: input, any rank >= 2, floating point. float16/bfloat16 are computed in
+            float32 and returned in their own dtype.
+        gamma: scale per kept index, shape ``stat_shape``; None means 1.
+        beta: offset per kept index; None means 0.
+        moving_mean: current moving mean, shape ``stat_shape``. Not modified.
+        moving_variance: current moving variance, shape ``stat_shape``. Not modified.
+        training: batch statistics and an update (True) or moving statistics (False).
+        axis: kept axis or axes, Keras semantics; default 1 is the channel axis of
+            PyTorch's (N, C, ...) layout; -1 for channel-last.
+        momentum: weight of the old moving value in [0, 1], or None (cumulative).
+        epsilon: added to the variance, > 0. Keras default 1e-3 (PyTorch uses 1e-5).
+        num_batches_tracked: batches already folded into the moving statistics;
+            only used when ``momentum`` is None.
+        unbiased_moving_variance: store ``n/(n-1)`` times the batch variance.
+        mask: boolean tensor with the shape of ``x`` without the kept axis (Keras:
+            "one dimension less than the inputs"); False positions are left out of
+            the batch statistics. All positions are normalized.
+        on_nonfinite: when a batch's statistics are NaN/inf: ``"skip"`` keeps the
+            moving statistics and warns; ``"raise"`` raises ``FloatingPointError``.
+        implementation: ``"auto"``, ``"native"``, ``"composite"`` or ``"reference"``.
+        name: the layer's name, used in error messages.
+
+    Shape:
+        - x: ``(N, C, *)`` for ``axis=1``; in general any shape.
+        - statistics: the sizes of the kept axes, ``(C,)`` for one axis.
+        - output: same shape and dtype as ``x``.
+
+    Raises:
+        ValueError: bad rank/axis/shape, or training with one value per channel.
+        FloatingPointError: non-finite batch statistics with ``on_nonfinite="raise"``.
+
+    Example:
+        >>> x = torch.randn(8, 3, 4, 4)
+        >>> y, mm, mv = batch_norm(x, None, None, torch.zeros(3), torch.ones(3), training=True)
+        >>> round(y.mean().item(), 5) == 0.0
+        True
+
+    Reference: Ioffe & Szegedy, "Batch Normalization: Accelerating Deep Network
+    Training by Reducing Internal Covariate Shift", ICML 2015, Algorithm 1.
+    """
+    kept = kept_axes(axis, x.dim())
+    _check_arguments(x, gamma, beta, moving_mean, moving_variance, kept, momentum, epsilon,
+                     mask, implementation, on_nonfinite, name)
+    if not training:
+        return BatchNormResult(
+            _normalize_inference(x, gamma, beta, moving_mean, moving_variance, kept, epsilon),
+            moving_mean,
+            moving_variance,
+        )
+
+    count = _count_per_channel(x, kept, mask)
+    if x.numel() == 0:
+        # An empty batch has no statistics: pass it through the inference transform
+        # (keeps autograd and shape) and leave the moving statistics alone.
+        y = _normalize_inference(x, gamma, beta, moving_mean, moving_variance, kept, epsilon)
+        return BatchNormResult(y, moving_mean, moving_variance)
+    if mask is None and count <= 1:
+        raise ValueError(
+            f"{name}: training needs more than 1 value per channel to compute batch "
+            f"statistics; got input shape {tuple(x.shape)} with axis={kept}. Use a batch "
+            "size > 1 (e.g. drop_last=True in the DataLoader) or call model.eval() to "
+            "normalize with the moving statistics."
+        )
+
+    y, mean, var = _normalize_training(x, gamma, beta, kept, epsilon, mask, implementation)
+    new_mean, new_var = update_moving_statistics(
+        moving_mean, moving_variance, mean.detach(), var.detach(),
+        count=count, momentum=momentum, num_batches_tracked=num_batches_tracked,
+        unbiased=unbiased_moving_variance, on_nonfinite=on_nonfinite, name=name,
+        check=not _any_functorch(x, gamma, beta, moving_mean, moving_variance),
+    )
+    return BatchNormResult(y, new_mean, new_var)
+
+
+def update_moving_statistics(
+    moving_mean: Tensor,
+    moving_variance: Tensor,
+    batch_mean: Tensor,
+    batch_variance: Tensor,
+    *,
+    count: int | Tensor,
+    momentum: float | None,
+    num_batches_tracked: int | Tensor = 0,
+    unbiased: bool = False,
+    on_nonfinite: NonFinitePolicy = "skip",
+    name: str = "batch_norm",
+    check: bool = True,
+) -> tuple[Tensor, Tensor]:
+    r"""Fold one batch's statistics into the moving ones; returns new tensors.
+
+    ``new = momentum * old + (1 - momentum) * batch`` (Keras convention), or the
+    cumulative average ``old + (batch - old) / (t + 1)`` when ``momentum`` is None,
+    where ``t = num_batches_tracked``. ``batch_variance`` is biased; with
+    ``unbiased=True`` it is scaled by ``count / (count - 1)`` first.
+
+    If any batch statistic is not finite, the old statistics are returned unchanged
+    (computed with ``torch.where``, so it also works under ``vmap``); with
+    ``check=True`` a :class:`NonFiniteStatisticsWarning` is issued, or
+    ``FloatingPointError`` raised when ``on_nonfinite="raise"``.
+    """
+    if unbiased:
+        count_t = torch.as_tensor(count, dtype=batch_variance.dtype, device=batch_variance.device)
+        batch_variance = batch_variance * count_t / (count_t - 1).clamp_min(1)
+    dtype = moving_mean.dtype
+    batch_mean = batch_mean.to(dtype)
+    batch_variance = batch_variance.to(moving_variance.dtype)
+    if momentum is None:
+        seen = torch.as_tensor(num_batches_tracked, dtype=dtype, device=moving_mean.device)
+        new_weight = 1.0 / (seen + 1.0)
+        new_mean = moving_mean * (1.0 - new_weight) + batch_mean * new_weight
+        new_var = moving_variance * (1.0 - new_weight) + batch_variance * new_weight
+    else:
+        new_mean = moving_mean * momentum + batch_mean * (1.0 - momentum)
+        new_var = moving_variance * momentum + batch_variance * (1.0 - momentum)
+    finite = torch.isfinite(batch_mean).all() & torch.isfinite(batch_variance).all()
+    if check and not bool(finite):
+        message = (
+            f"{name}: the batch statistics are not finite (NaN or inf in the input or "
+            "activations); the moving statistics were left unchanged"
+        )
+        if on_nonfinite == "raise":
+            raise FloatingPointError(message + "; pass on_nonfinite='skip' to skip such batches")
+        warnings.warn(message, NonFiniteStatisticsWarning, stacklevel=3)
+        return moving_mean, moving_variance
+    return torch.where(finite, new_mean, moving_mean), torch.where(finite, new_var, moving_variance)
+
+
+def batch_moments(
+    x: Tensor, kept: tuple[int, ...], mask: Tensor | None = None
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Shifted two-pass batch mean and biased variance, differentiable.
+
+    With a per-channel shift :math:`s` (the float64-accumulated mean, a constant):
+    :math:`\mu = s + \overline{x - s}`, :math:`\sigma^2 = \overline{(x - s - \overline{x - s})^2}`.
+    Because ``x - s`` is small and exact, cancellation does not eat the variance.
+
+    Returns ``(centered, mean, variance)`` where ``centered = x - mu`` has the shape
+    of ``x`` and ``mean``/``variance`` broadcast against it (1 on reduced axes).
+    With a mask, masked-out positions get weight 0 in both moments.
+    """
+    dims = reduced_axes(kept, x.dim())
+    if mask is None:
+        shift = x.detach().mean(dim=dims, keepdim=True, dtype=torch.float64).to(x.dtype)
+        shifted = x - shift
+        residual = shifted.mean(dim=dims, keepdim=True)
+        centered = shifted - residual
+        variance = centered.square().mean(dim=dims, keepdim=True)
+        return centered, shift + residual, variance
+    weight = _broadcast_mask(mask, x, kept).to(x.dtype)
+    total = weight.sum(dim=dims, keepdim=True).clamp_min(1.0)
+    masked = torch.where(weight > 0, x, torch.zeros((), dtype=x.dtype, device=x.device))
+    shift = (masked.detach().sum(dim=dims, keepdim=True, dtype=torch.float64) / total).to(x.dtype)
+    shifted = x - shift
+    residual = (shifted * weight).sum(dim=dims, keepdim=True) / total
+    centered = shifted - residual
+    variance = (centered.square() * weight).sum(dim=dims, keepdim=True) / total
+    return centered, shift + residual, variance
+
+
+def _normalize_training(
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    kept: tuple[int, ...],
+    epsilon: float,
+    mask: Tensor | None,
+    implementation: Implementation,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Training-mode output and the batch's (mean, biased variance) per kept index."""
+    compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
+    xc = x.to(compute)
+    if implementation == "reference":
+        y, mean, var = reference_batch_norm_train(xc, _cast(gamma, compute), _cast(beta, compute),
+                                                  kept, epsilon)
+        return y.to(x.dtype), mean, var
+    if implementation == "native" or (
+        implementation == "auto" and _native_applies(xc, kept, mask, gamma, beta)
+    ):
+        y, mean, var = _native_training(xc, _cast(gamma, compute), _cast(beta, compute),
+                                        kept[0], epsilon)
+        if implementation == "native" or not _ill_conditioned(mean, var, epsilon):
+            return y.to(x.dtype), mean, var
+    centered, mean, var = batch_moments(xc, kept, mask)
+    y = _affine(centered * torch.rsqrt(var + epsilon), gamma, beta, kept, compute)
+    return y.to(x.dtype), mean.reshape(_stat_shape(x, kept)), var.reshape(_stat_shape(x, kept))
+
+
+def _native_training(
+    x: Tensor, gamma: Tensor | None, beta: Tensor | None, channel_axis: int, epsilon: float
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Fused ATen kernel on (N, C, *) with the channel moved to axis 1.
+
+    The kernel's running statistics are scratch buffers updated with momentum 1.0,
+    which leaves exactly the batch mean and the unbiased batch variance in them.
+    """
+    moved = x if channel_axis == 1 else x.movedim(channel_axis, 1)
+    channels = moved.shape[1]
+    scratch_mean = moved.new_zeros(channels)
+    scratch_var = moved.new_zeros(channels)
+    y, _, _ = torch.native_batch_norm(moved, gamma, beta, scratch_mean, scratch_var,
+                                      True, 1.0, epsilon)
+    n = moved.numel() // channels
+    biased_var = scratch_var * ((n - 1) / n)
+    if channel_axis != 1:
+        y = y.movedim(1, channel_axis)
+    return y, scratch_mean, biased_var
+
+
+def _normalize_inference(
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    mean: Tensor,
+    variance: Tensor,
+    kept: tuple[int, ...],
+    epsilon: float,
+) -> Tensor:
+    r"""Inference transform :math:`\gamma (x - m) / \sqrt{v + \epsilon} + \beta`; samples are independent."""
+    compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
+    xc = x.to(compute)
+    mean_c = mean.to(compute)
+    var_c = variance.to(compute)
+    if (
+        len(kept) == 1
+        and not _any_functorch(x, gamma, beta, mean, variance)
+        and not _ill_conditioned(mean_c, var_c, epsilon)
+    ):
+        moved = xc if kept[0] == 1 else xc.movedim(kept[0], 1)
+        y = torch.nn.functional.batch_norm(moved, mean_c, var_c, _cast(gamma, compute),
+                                           _cast(beta, compute), False, 0.0, epsilon)
+        return (y if kept[0] == 1 else y.movedim(1, kept[0])).to(x.dtype)
+    shape = broadcast_shape(x.shape, kept)
+    normalized = (xc - mean_c.reshape(shape)) * torch.rsqrt(var_c.reshape(shape) + epsilon)
+    return _affine(normalized, gamma, beta, kept, compute).to(x.dtype)
+
+
+def _affine(
+    normalized: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    kept: tuple[int, ...],
+    dtype: torch.dtype,
+) -> Tensor:
+    """``gamma * normalized + beta`` with the parameters broadcast along the kept axes."""
+    shape = broadcast_shape(normalized.shape, kept)
+    if gamma is not None:
+        normalized = normalized * gamma.to(dtype).reshape(shape)
+    if beta is not None:
+        normalized = normalized + beta.to(dtype).reshape(shape)
+    return normalized
+
+
+def _native_applies(
+    x: Tensor, kept: tuple[int, ...], mask: Tensor | None, *params: Tensor | None
+) -> bool:
+    return len(kept) == 1 and mask is None and not _any_functorch(x, *params)
+
+
+def _ill_conditioned(mean: Tensor, variance: Tensor, epsilon: float) -> bool:
+    """True when some channel's |mean| / std is large enough to hurt the fused kernel."""
+    if mean.numel() == 0:
+        return False
+    ratio = mean.detach().abs() * torch.rsqrt(variance.detach().to(mean.dtype) + epsilon)
+    return bool((ratio > _ILL_CONDITIONED).any())
+
+
+def _any_functorch(*tensors: Tensor | None) -> bool:
+    """Whether any tensor is wrapped by a torch.func transform (vmap, grad, jvp)."""
+    return any(
+        t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors
+    )
+
+
+def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
+    return None if t is None else t.to(dtype)
+
+
+def _stat_shape(x: Tensor, kept: tuple[int, ...]) -> tuple[int, ...]:
+    return tuple(x.shape[d] for d in kept)
+
+
+def _count_per_channel(x: Tensor, kept: tuple[int, ...], mask: Tensor | None) -> int | Tensor:
+    """Values per statistic: an int, or a tensor of per-channel counts with a mask."""
+    if mask is None:
+        per_channel = 1
+        for d in reduced_axes(kept, x.dim()):
+            per_channel *= x.shape[d]
+        return per_channel
+    dims = reduced_axes(kept, x.dim())
+    return _broadcast_mask(mask, x, kept).to(torch.float32).sum(dim=dims).reshape(
+        _stat_shape(x, kept)
+    )
+
+
+def _broadcast_mask(mask: Tensor, x: Tensor, kept: tuple[int, ...]) -> Tensor:
+    """Insert size-1 dims at the kept axes so a (x without channel) mask broadcasts."""
+    for d in kept:
+        mask = mask.unsqueeze(d)
+    return mask.expand(x.shape).bool()
+
+
+def _check_arguments(
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    moving_mean: Tensor,
+    moving_variance: Tensor,
+    kept: tuple[int, ...],
+    momentum: float | None,
+    epsilon: float,
+    mask: Tensor | None,
+    implementation: str,
+    on_nonfinite: str,
+    name: str,
+) -> None:
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point input; got dtype {x.dtype}")
+    expected = _stat_shape(x, kept)
+    for label, t in (("gamma", gamma), ("beta", beta), ("moving_mean", moving_mean),
+                     ("moving_variance", moving_variance)):
+        if t is not None and tuple(t.shape) != expected:
+            raise ValueError(
+                f"{name}: {label} has shape {tuple(t.shape)} but the input {tuple(x.shape)} "
+                f"with axis={kept} needs {expected}"
+            )
+    if momentum is not None and not 0.0 <= momentum <= 1.0:
+        raise ValueError(f"{name}: momentum must be in [0, 1] or None; got {momentum!r}")
+    if not epsilon > 0:
+        raise ValueError(f"{name}: epsilon must be > 0; got {epsilon!r}")
+    if implementation not in ("auto", "native", "composite", "reference"):
+        raise ValueError(
+            f"{name}: unknown implementation {implementation!r}; choose from auto, native, "
+            "composite, reference"
+        )
+    if on_nonfinite not in ("skip", "raise"):
+        raise ValueError(f"{name}: on_nonfinite must be 'skip' or 'raise'; got {on_nonfinite!r}")
+    if implementation == "native" and (len(kept) != 1 or mask is not None):
+        raise ValueError(
+            f"{name}: the native implementation needs exactly one kept axis and no mask; "
+            f"got axis={kept} and mask={'given' if mask is not None else None}"
+        )
+    if implementation == "reference" and mask is not None:
+        raise ValueError(f"{name}: the reference implementation does not take a mask")
+    if mask is not None:
+        want = tuple(n for d, n in enumerate(x.shape) if d not in kept)
+        if tuple(mask.shape) != want:
+            raise ValueError(
+                f"{name}: mask must have the input's shape without the kept axis {kept}, "
+                f"i.e. {want}; got {tuple(mask.shape)}"
+            )

@@ -1,0 +1,348 @@
+"""``BatchNormalization``: Keras's layer, as a PyTorch module.
+
+The module holds state (``gamma``, ``beta``, ``moving_mean``, ``moving_variance``,
+``num_batches_tracked``) and delegates every computation to
+:func:`bnlab.functional.batch_norm`, which returns new statistics that the module
+stores.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from bnlab.functional import batch_norm
+from bnlab.functional.axes import kept_axes, stat_shape
+from bnlab.functional.batch_norm import Implementation, NonFinitePolicy
+from bnlab.nn import constraints, initializers, regularizers
+from bnlab.nn.keras_objects import Spec
+
+_WEIGHT_ORDER = ("gamma", "beta", "moving_mean", "moving_variance")
+
+
+class BatchNormalization(nn.Module):
+    r"""Batch normalization with Keras's arguments and defaults, for PyTorch tensors.
+
+    .. math::
+        y = \gamma \, \frac{x - \mu}{\sqrt{\sigma^2 + \epsilon}} + \beta
+
+    **Axes.** ``axis`` is the axis (or tuple of axes) that is *kept*: one
+    statistic per index along it; every other axis is reduced. The default
+    ``axis=1`` is the channel axis of PyTorch's (N, C), (N, C, L), (N, C, H, W)
+    and (N, C, D, H, W) layouts (Keras's default ``-1`` is its channel-last
+    axis). Use ``axis=-1`` for (N, T, C) sequences.
+
+    **Training** (``model.train()``): :math:`\mu, \sigma^2` are the batch mean
+    and *biased* variance; the moving statistics are updated. **Inference**
+    (``model.eval()``): the moving statistics are used; samples are independent
+    and nothing changes. **Frozen** (``trainable=False`` or :meth:`freeze`):
+    inference behaviour even under ``model.train()``, and ``gamma``/``beta`` stop
+    requiring gradients — what Keras does for a non-trainable BN layer, and what
+    fine-tuning usually wants.
+
+    **Moving statistics**, Keras convention:
+    ``moving = momentum * moving + (1 - momentum) * batch``. ``momentum`` is the
+    weight of the *old* value: 0.99 here equals PyTorch's ``momentum=0.01``
+    (see :func:`bnlab.convert.torch_momentum`). ``momentum=0.0`` keeps only the
+    last batch; ``momentum=None`` keeps the cumulative average (PyTorch's option).
+    The variance update uses the biased batch variance (Keras);
+    ``unbiased_moving_variance=True`` stores the unbiased one (PyTorch). A batch
+    whose statistics are NaN/inf never reaches the moving statistics.
+
+    Args:
+        num_features: size of the kept axis (int) or axes (tuple). None builds the
+            layer on the first forward, like Keras's ``build``; create the optimizer
+            after that forward (or pass ``num_features``).
+        axis: kept axis or axes; default 1 (channel-first). Negative values count
+            from the end.
+        momentum: weight of the old moving value, in [0, 1], or None; default 0.99.
+        epsilon: added to the variance, > 0; default 1e-3 (Keras; PyTorch uses 1e-5).
+        center: learn an offset ``beta``; default True. Off: ``beta`` is None.
+        scale: learn a scale ``gamma``; default True. Off: ``gamma`` is None (Keras
+            suggests this when the next layer is linear or ReLU).
+        beta_initializer, gamma_initializer, moving_mean_initializer,
+            moving_variance_initializer: names (``"zeros"``, ``"ones"``,
+            ``"constant(0.5)"``, ``"random_normal"``, ...), tables or callables;
+            see :mod:`bnlab.nn.initializers`.
+        beta_regularizer, gamma_regularizer: ``"l1"``, ``"l2(1e-4)"``,
+            ``"l1_l2(l1=.., l2=..)"`` or a callable; the penalty is returned by
+            :meth:`regularization_loss` for the trainer to add to the loss.
+        beta_constraint, gamma_constraint: ``"non_neg"``, ``"unit_norm"``,
+            ``"max_norm(2)"``, ``"min_max_norm(0.5, 2)"`` or a callable; applied by
+            :meth:`apply_constraints`, which a trainer calls after each step.
+        trainable: False freezes the layer (see above); default True.
+        unbiased_moving_variance: store the unbiased batch variance (PyTorch).
+        on_nonfinite: ``"skip"`` (warn and keep the moving statistics) or
+            ``"raise"`` (``FloatingPointError``) for a non-finite training batch.
+        implementation: ``"auto"`` (native kernel where it applies), ``"native"``,
+            ``"composite"`` or ``"reference"`` (the paper's Algorithm 1).
+        name: label used in error messages; default ``"batch_normalization"``.
+
+    Shape:
+        - Input: ``(N, C, *)`` with ``axis=1``; in general any rank >= 2.
+        - Mask (optional, training): the input's shape without the kept axis;
+          False positions are left out of the batch statistics.
+        - Output: same as the input.
+
+    Raises:
+        ValueError: input rank/axis/feature count not matching the layer, or a
+            training batch with a single value per channel (with the remedy).
+
+    Example:
+        >>> bn = BatchNormalization(16)            # Keras defaults, channel-first
+        >>> y = bn(torch.randn(8, 16, 5, 5))
+        >>> bn.eval(); z = bn(torch.randn(2, 16, 5, 5))
+
+    Reference: Ioffe & Szegedy, ICML 2015.
+    """
+
+    gamma: nn.Parameter | None
+    beta: nn.Parameter | None
+    moving_mean: Tensor
+    moving_variance: Tensor
+    num_batches_tracked: Tensor
+
+    def __init__(
+        self,
+        num_features: int | Sequence[int] | None = None,
+        *,
+        axis: int | Sequence[int] = 1,
+        momentum: float | None = 0.99,
+        epsilon: float = 1e-3,
+        center: bool = True,
+        scale: bool = True,
+        beta_initializer: Spec = "zeros",
+        gamma_initializer: Spec = "ones",
+        moving_mean_initializer: Spec = "zeros",
+        moving_variance_initializer: Spec = "ones",
+        beta_regularizer: Spec = None,
+        gamma_regularizer: Spec = None,
+        beta_constraint: Spec = None,
+        gamma_constraint: Spec = None,
+        trainable: bool = True,
+        unbiased_moving_variance: bool = False,
+        on_nonfinite: NonFinitePolicy = "skip",
+        implementation: Implementation = "auto",
+        name: str = "batch_normalization",
+        device: torch.device | str | None = None,
+        dtype: torch.dtype | None = None,
+    ) -> None:
+        super().__init__()
+        if momentum is not None and not (isinstance(momentum, int | float) and 0.0 <= momentum <= 1.0):
+            raise ValueError(
+                f"{name}: momentum must be in [0, 1] (weight of the old moving value, Keras "
+                f"convention) or None (cumulative average); got {momentum!r}"
+            )
+        if not (isinstance(epsilon, int | float) and epsilon > 0):
+            raise ValueError(f"{name}: epsilon must be a number > 0; got {epsilon!r}")
+        if on_nonfinite not in ("skip", "raise"):
+            raise ValueError(f"{name}: on_nonfinite must be 'skip' or 'raise'; got {on_nonfinite!r}")
+        self.axis = axis if isinstance(axis, int) else tuple(axis)
+        self.momentum = None if momentum is None else float(momentum)
+        self.epsilon = float(epsilon)
+        self.center = bool(center)
+        self.scale = bool(scale)
+        self.unbiased_moving_variance = bool(unbiased_moving_variance)
+        self.on_nonfinite: NonFinitePolicy = on_nonfinite
+        self.implementation: Implementation = implementation
+        self.name = name
+        self.beta_initializer = initializers.get(beta_initializer)
+        self.gamma_initializer = initializers.get(gamma_initializer)
+        self.moving_mean_initializer = initializers.get(moving_mean_initializer)
+        self.moving_variance_initializer = initializers.get(moving_variance_initializer)
+        self.beta_regularizer = regularizers.get(beta_regularizer)
+        self.gamma_regularizer = regularizers.get(gamma_regularizer)
+        self.beta_constraint = constraints.get(beta_constraint)
+        self.gamma_constraint = constraints.get(gamma_constraint)
+        self._factory: dict[str, Any] = {"device": device, "dtype": dtype or torch.float32}
+        self._trainable = bool(trainable)
+        self.features: tuple[int, ...] | None = None
+        self.register_parameter("gamma", None)
+        self.register_parameter("beta", None)
+        if num_features is not None:
+            self.build(num_features)
+
+    # ----------------------------------------------------------------- state
+    @property
+    def built(self) -> bool:
+        """Whether the weights exist (``num_features`` given or a forward has run)."""
+        return self.features is not None
+
+    def build(self, num_features: int | Sequence[int]) -> None:
+        """Create ``gamma``, ``beta`` and the moving statistics for ``num_features``."""
+        features = (num_features,) if isinstance(num_features, int) else tuple(num_features)
+        if not features or any(not isinstance(n, int) or n < 0 for n in features):
+            raise ValueError(f"{self.name}: num_features must be positive int(s); got {num_features!r}")
+        self.features = features
+        empty = lambda: torch.empty(features, **self._factory)  # noqa: E731
+        if self.scale:
+            self.gamma = nn.Parameter(empty(), requires_grad=self._trainable)
+            self.gamma_initializer(self.gamma)
+        if self.center:
+            self.beta = nn.Parameter(empty(), requires_grad=self._trainable)
+            self.beta_initializer(self.beta)
+        self.register_buffer("moving_mean", empty())
+        self.register_buffer("moving_variance", empty())
+        self.moving_mean_initializer(self.moving_mean)
+        self.moving_variance_initializer(self.moving_variance)
+        self.register_buffer(
+            "num_batches_tracked",
+            torch.zeros((), dtype=torch.long, device=self._factory["device"]),
+        )
+
+    def reset_moving_statistics(self) -> None:
+        """Re-initialize the moving statistics and the batch count."""
+        self._require_built("reset_moving_statistics")
+        self.moving_mean_initializer(self.moving_mean)
+        self.moving_variance_initializer(self.moving_variance)
+        self.num_batches_tracked.zero_()
+
+    @property
+    def trainable(self) -> bool:
+        """False: frozen — inference statistics in any mode, no parameter gradients."""
+        return self._trainable
+
+    @trainable.setter
+    def trainable(self, value: bool) -> None:
+        self._trainable = bool(value)
+        for p in (self.gamma, self.beta):
+            if p is not None:
+                p.requires_grad_(self._trainable)
+
+    def freeze(self) -> BatchNormalization:
+        """Freeze (``trainable = False``) and return self."""
+        self.trainable = False
+        return self
+
+    def unfreeze(self) -> BatchNormalization:
+        """Unfreeze (``trainable = True``) and return self."""
+        self.trainable = True
+        return self
+
+    @property
+    def uses_batch_statistics(self) -> bool:
+        """True when a forward pass normalizes with batch statistics and updates."""
+        return self.training and self._trainable
+
+    # --------------------------------------------------------------- compute
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Normalize ``x``; in training also update the moving statistics."""
+        kept = kept_axes(self.axis, x.dim())
+        features = stat_shape(x.shape, kept)
+        if not self.built:
+            self.build(features)
+        elif features != self.features:
+            raise ValueError(
+                f"{self.name}: expected {_plural(self.features)} along axis {self.axis}, got "
+                f"input shape {tuple(x.shape)} ({_plural(features)}); the layer was built for "
+                f"{self.features}"
+            )
+        training = self.uses_batch_statistics
+        result = batch_norm(
+            x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+            training=training, axis=kept, momentum=self.momentum, epsilon=self.epsilon,
+            num_batches_tracked=self.num_batches_tracked,
+            unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
+            on_nonfinite=self.on_nonfinite, implementation=self.implementation, name=self.name,
+        )
+        if training and result.moving_mean is not self.moving_mean:
+            with torch.no_grad():
+                self.moving_mean.copy_(result.moving_mean)
+                self.moving_variance.copy_(result.moving_variance)
+                self.num_batches_tracked.add_(1)
+        return result.output
+
+    def regularization_loss(self) -> Tensor:
+        """Sum of the gamma/beta regularizer penalties (a scalar; 0 when none)."""
+        total = torch.zeros((), device=self.moving_mean.device if self.built else None)
+        for weight, regularizer in ((self.gamma, self.gamma_regularizer),
+                                    (self.beta, self.beta_regularizer)):
+            if weight is not None and regularizer is not None:
+                total = total + regularizer(weight)
+        return total
+
+    def apply_constraints(self) -> None:
+        """Project gamma/beta onto their constraints, in place; call after each step."""
+        for weight, constraint in ((self.gamma, self.gamma_constraint),
+                                   (self.beta, self.beta_constraint)):
+            if weight is not None:
+                constraints.apply_(weight, constraint)
+
+    # ---------------------------------------------------------- Keras weights
+    def get_keras_weights(self) -> list[np.ndarray]:
+        """Weights in Keras's ``get_weights()`` order: [gamma], [beta], moving_mean, moving_variance."""
+        self._require_built("get_keras_weights")
+        return [getattr(self, n).detach().cpu().numpy().copy() for n in self._keras_names()]
+
+    def set_keras_weights(self, weights: Sequence[np.ndarray | Tensor]) -> None:
+        """Load weights given in Keras's ``get_weights()`` order (e.g. from a Keras model)."""
+        names = self._keras_names()
+        if len(weights) != len(names):
+            raise ValueError(
+                f"{self.name}: expected {len(names)} arrays ({', '.join(names)}); got {len(weights)}"
+            )
+        if not self.built:
+            self.build(tuple(np.shape(weights[0])))
+        for name, value in zip(names, weights, strict=True):
+            target = getattr(self, name)
+            tensor = torch.as_tensor(np.asarray(value), dtype=target.dtype)
+            if tuple(tensor.shape) != tuple(target.shape):
+                raise ValueError(
+                    f"{self.name}: {name} must have shape {tuple(target.shape)}; got {tuple(tensor.shape)}"
+                )
+            with torch.no_grad():
+                target.copy_(tensor)
+
+    def _keras_names(self) -> list[str]:
+        return [n for n in _WEIGHT_ORDER
+                if (n != "gamma" or self.scale) and (n != "beta" or self.center)]
+
+    # ------------------------------------------------------------ PyTorch interop
+    @classmethod
+    def from_torch(cls, module: nn.modules.batchnorm._BatchNorm) -> BatchNormalization:
+        """A bnlab layer with the same statistics, parameters and behaviour as a torch BN."""
+        from bnlab.convert import from_torch_batchnorm  # convert imports this module
+
+        return from_torch_batchnorm(module)
+
+    def to_torch(self, dims: int = 2) -> nn.modules.batchnorm._BatchNorm:
+        """The equivalent ``torch.nn.BatchNorm{dims}d`` (channel axis 1 only)."""
+        from bnlab.convert import to_torch_batchnorm  # convert imports this module
+
+        return to_torch_batchnorm(self, dims)
+
+    # ------------------------------------------------------------ state dict
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        # A not-yet-built layer takes its feature count from the checkpoint.
+        key = prefix + "moving_mean"
+        if not self.built and key in state_dict:
+            self.build(tuple(state_dict[key].shape))
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
+    def _require_built(self, what: str) -> None:
+        if not self.built:
+            raise RuntimeError(
+                f"{self.name}: {what} needs the layer built; pass num_features or run a forward first"
+            )
+
+    def extra_repr(self) -> str:
+        momentum = "None (cumulative)" if self.momentum is None else self.momentum
+        parts = [f"{self.features if self.built else 'unbuilt'}", f"axis={self.axis}",
+                 f"momentum={momentum}", f"epsilon={self.epsilon}"]
+        if not self.center:
+            parts.append("center=False")
+        if not self.scale:
+            parts.append("scale=False")
+        if not self._trainable:
+            parts.append("trainable=False")
+        return ", ".join(parts)
+
+
+def _plural(features: tuple[int, ...] | None) -> str:
+    if features is None:
+        return "no features"
+    return f"{features[0]} features" if len(features) == 1 else f"{features} features"
