@@ -29,10 +29,10 @@ from bnlab.data.npz import load_npz
 from bnlab.data.params import DatasetParam
 from bnlab.data.registry import (
     DatasetInfo,
+    check_dataset_options,
     dataset_info,
     list_datasets,
     load_dataset,
-    resolve_options,
 )
 from bnlab.data.toy import load_blobs, load_circles, load_moons
 
@@ -44,6 +44,7 @@ __all__ = [
     "DatasetInfo",
     "DatasetParam",
     "cache_dir",
+    "check_dataset_options",
     "clear_memory_cache",
     "dataset_info",
     "list_datasets",
@@ -58,6 +59,5 @@ __all__ = [
     "load_moons",
     "load_npz",
     "read_idx",
-    "resolve_options",
     "write_idx",
 ]

@@ -3,7 +3,7 @@
 ``load_dataset("circles", noise=0.2)`` validates the options against the entry's
 `DatasetParam` declarations (unknown names and bad values raise a one-line
 `DatasetError`), fills in the defaults and calls the loader. The lab uses
-`resolve_options` to check a TOML ``[data]`` table before anything is loaded and to
+`check_dataset_options` to check a TOML ``[data]`` table before anything is loaded and to
 record the resolved options, and `dataset_info` to list what each dataset accepts.
 """
 
@@ -35,7 +35,7 @@ from bnlab.data.params import (
 )
 from bnlab.data.toy import load_blobs, load_circles, load_moons
 
-__all__ = ["DatasetInfo", "dataset_info", "list_datasets", "load_dataset", "resolve_options"]
+__all__ = ["DatasetInfo", "check_dataset_options", "dataset_info", "list_datasets", "load_dataset"]
 
 
 @dataclass(frozen=True)
@@ -287,7 +287,7 @@ def dataset_info(name: str) -> DatasetInfo:
     return _ENTRIES[name]
 
 
-def resolve_options(
+def check_dataset_options(
     name: str, options: Mapping[str, Any], *, where: str | None = None
 ) -> dict[str, Any]:
     """Validate ``options`` for dataset ``name`` and return every option, defaults filled in.
@@ -344,8 +344,8 @@ def load_dataset(name: str, /, **options: Any) -> Dataset:
         ((500, 2), 2)
 
     Raises:
-        DatasetError: see `resolve_options`, plus whatever the loader reports (missing
+        DatasetError: see `check_dataset_options`, plus whatever the loader reports (missing
             files with what to install or which path to give, corrupt files).
     """
-    resolved = resolve_options(name, options)
+    resolved = check_dataset_options(name, options)
     return _ENTRIES[name].loader(**resolved)
