@@ -1,1 +1,43 @@
-"""bnlab.models."""
+"""bnlab.models: Keras-vocabulary layer specs -> ``torch.nn.Module``, and Keras's summary().
+
+::
+
+    from bnlab.models import parse_layers, apply_edits, build_model, summary
+
+    base = parse_layers(
+        [{"type": "Dense", "units": 50, "activation": "relu"},
+         {"type": "Dense", "units": 1, "activation": "sigmoid"}],
+        where="circles.toml: layers",
+    )
+    bn = apply_edits(base, [{"insert_after": 0, "layer": {"type": "BatchNormalization"}}],
+                     where="circles.toml: variants.bn.edits")
+    model = build_model(bn, input_shape=(2,), seed=0)
+    print(summary(model))
+"""
+
+from bnlab.models.activations import get_activation, list_activations
+from bnlab.models.edits import apply_edits
+from bnlab.models.errors import SpecError
+from bnlab.models.registry import LayerType, get_layer_type, list_layer_types
+from bnlab.models.sequential import SequentialModel, build_model
+from bnlab.models.spec import LayerSpec, layer_names, parse_layer, parse_layers
+from bnlab.models.summary import ParamCounts, count_params, summary
+
+__all__ = [
+    "LayerSpec",
+    "LayerType",
+    "ParamCounts",
+    "SequentialModel",
+    "SpecError",
+    "apply_edits",
+    "build_model",
+    "count_params",
+    "get_activation",
+    "get_layer_type",
+    "layer_names",
+    "list_activations",
+    "list_layer_types",
+    "parse_layer",
+    "parse_layers",
+    "summary",
+]
