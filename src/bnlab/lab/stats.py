@@ -57,6 +57,7 @@ __all__ = [
     "DEFAULT_THRESHOLD_METRIC",
     "QUANTITIES",
     "Comparison",
+    "GridPoint",
     "Interval",
     "MetricSummary",
     "ThresholdSummary",
@@ -67,9 +68,14 @@ __all__ = [
     "describe",
     "difference_test",
     "first_reach",
+    "fmt_number",
+    "fmt_p",
     "group_label",
+    "group_runs",
     "summarize",
     "t_interval",
+    "threshold_settings",
+    "threshold_words",
 ]
 
 CONFIDENCE = 0.95
