@@ -38,7 +38,14 @@ Check = Callable[[Any], Any]
 
 
 class InvalidArgError(ValueError):
-    """Raised by a check; the message starts with ``expected ...``."""
+    """Raised by a check: the message says what was expected and what was received.
+
+    ``key`` names the argument when a whole-layer validation finds the culprit.
+    """
+
+    def __init__(self, message: str, key: str | None = None) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class _Required:
@@ -172,7 +179,10 @@ def initializer(value: Any) -> Any:
     try:
         initializers.get(value)
     except (ValueError, TypeError, KeyError) as error:
-        raise InvalidArgError(f"expected an initializer; got {received(value)}: {error}") from None
+        message = str(error)
+        if repr(value) not in message:
+            message = f"expected an initializer; got {received(value)}: {message}"
+        raise InvalidArgError(message) from None
     return freeze(value)
 
 

@@ -231,11 +231,24 @@ def _bn_kwargs(args: dict[str, Any]) -> dict[str, Any]:
 
 def _validate_bn(args: dict[str, Any]) -> None:
     if args.get("axis", -1) == 0:
-        raise ValueError(
-            "BatchNormalization: axis 0 is the batch axis; use -1 (the channel axis, Keras default)"
+        raise A.InvalidArgError(
+            "expected -1 (the channel axis, Keras's default) or another non-batch axis; "
+            "got 0 (int), the batch axis",
+            key="axis",
         )
-    # The layer checks every other argument itself; an unbuilt layer allocates nothing.
-    BatchNormalization(None, name=args.get("name") or "BatchNormalization", **_bn_kwargs(args))
+    # The layer checks its own arguments; an unbuilt layer allocates nothing. One argument
+    # at a time first, so the message can name the key.
+    label = args.get("name") or "BatchNormalization"
+    kwargs = _bn_kwargs(args)
+    for key, value in kwargs.items():
+        try:
+            BatchNormalization(None, name=label, **{key: value})
+        except (ValueError, TypeError) as error:
+            message = str(error)
+            if repr(value) not in message:
+                message += f"; got {A.received(value)}"
+            raise A.InvalidArgError(message, key=key) from None
+    BatchNormalization(None, name=label, **kwargs)
 
 
 def _build_bn(args: dict[str, Any], shape: Shape, channels_first: bool):

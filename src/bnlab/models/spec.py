@@ -65,6 +65,8 @@ def _check_args(layer_type: LayerType, args: Mapping[str, Any], where: str) -> d
     if layer_type.validate is not None:
         try:
             layer_type.validate(out)
+        except InvalidArgError as error:
+            raise SpecError(f"{where}{'.' + error.key if error.key else ''}: {error}") from None
         except (ValueError, TypeError) as error:
             raise SpecError(f"{where}: {error}") from None
     return out

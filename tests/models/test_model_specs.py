@@ -1,0 +1,414 @@
+"""Parsing and validating layer specs: every layer type, every error path."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from bnlab.models import (
+    LayerSpec,
+    SpecError,
+    layer_names,
+    list_layer_types,
+    parse_layer,
+    parse_layers,
+)
+from bnlab.models.activations import list_activations
+
+WHERE = "circles.toml: variants.bn_after.layers"
+
+ALL_TYPES = [
+    "Activation",
+    "BatchNormalization",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Flatten",
+    "Input",
+    "LSTM",
+    "MaxPooling2D",
+    "ZeroPadding2D",
+]
+
+# (raw dict, expected stored args, some resolved defaults)
+VALID = [
+    ({"type": "Input", "shape": [28, 28, 1]}, {"shape": (28, 28, 1)}, {}),
+    (
+        {"type": "Dense", "units": 50, "activation": "relu", "kernel_initializer": "he_uniform"},
+        {"units": 50, "activation": "relu", "kernel_initializer": "he_uniform"},
+        {"use_bias": True, "bias_initializer": "zeros", "name": None},
+    ),
+    (
+        {"type": "Dense", "units": 1},
+        {"units": 1},
+        {"activation": None, "kernel_initializer": "glorot_uniform"},
+    ),
+    ({"type": "Activation", "activation": "softmax"}, {"activation": "softmax"}, {}),
+    ({"type": "Activation", "activation": None}, {"activation": None}, {}),
+    (
+        {"type": "BatchNormalization"},
+        {},
+        {"axis": -1, "momentum": 0.99, "epsilon": 1e-3, "center": True},
+    ),
+    (
+        {
+            "type": "BatchNormalization",
+            "momentum": 0.9,
+            "epsilon": 1e-5,
+            "scale": False,
+            "gamma_regularizer": "l2(1e-4)",
+            "beta_constraint": "non_neg",
+            "trainable": False,
+        },
+        {
+            "momentum": 0.9,
+            "epsilon": 1e-5,
+            "scale": False,
+            "gamma_regularizer": "l2(1e-4)",
+            "beta_constraint": "non_neg",
+            "trainable": False,
+        },
+        {"axis": -1, "center": True},
+    ),
+    ({"type": "Dropout", "rate": 0.2}, {"rate": 0.2}, {}),
+    ({"type": "Dropout", "rate": 0}, {"rate": 0.0}, {}),
+    ({"type": "Flatten"}, {}, {}),
+    (
+        {"type": "Conv2D", "filters": 16, "kernel_size": 3, "activation": "relu"},
+        {"filters": 16, "kernel_size": 3, "activation": "relu"},
+        {
+            "strides": 1,
+            "padding": "valid",
+            "use_bias": True,
+            "kernel_initializer": "glorot_uniform",
+        },
+    ),
+    (
+        {
+            "type": "Conv2D",
+            "filters": 8,
+            "kernel_size": [3, 5],
+            "strides": [2, 1],
+            "padding": "SAME",
+        },
+        {"filters": 8, "kernel_size": (3, 5), "strides": (2, 1), "padding": "same"},
+        {},
+    ),
+    ({"type": "MaxPooling2D"}, {}, {"pool_size": 2, "strides": None, "padding": "valid"}),
+    (
+        {"type": "MaxPooling2D", "pool_size": [3, 3], "strides": 1, "padding": "same"},
+        {"pool_size": (3, 3), "strides": 1, "padding": "same"},
+        {},
+    ),
+    ({"type": "ZeroPadding2D"}, {}, {"padding": 1}),
+    ({"type": "ZeroPadding2D", "padding": [1, 2]}, {"padding": (1, 2)}, {}),
+    ({"type": "ZeroPadding2D", "padding": [[1, 2], [0, 3]]}, {"padding": ((1, 2), (0, 3))}, {}),
+    (
+        {"type": "LSTM", "units": 32, "return_sequences": True},
+        {"units": 32, "return_sequences": True},
+        {
+            "activation": "tanh",
+            "recurrent_activation": "sigmoid",
+            "recurrent_initializer": "orthogonal",
+            "unit_forget_bias": True,
+            "kernel_initializer": "glorot_uniform",
+            "bias_initializer": "zeros",
+        },
+    ),
+    ({"type": "dense", "units": 3, "name": "head"}, {"units": 3, "name": "head"}, {}),
+    (
+        {"type": "Convolution2D", "filters": 2, "kernel_size": 1},
+        {"filters": 2, "kernel_size": 1},
+        {},
+    ),
+    ({"type": "MaxPool2D"}, {}, {}),
+]
+
+
+def test_registry_lists_every_type():
+    assert list_layer_types() == ALL_TYPES
+
+
+@pytest.mark.parametrize(("raw", "args", "defaults"), VALID, ids=lambda v: str(v)[:40])
+def test_parse_valid_layer(raw, args, defaults):
+    spec = parse_layer(raw, where=WHERE)
+    canonical = {t.lower(): t for t in ALL_TYPES} | {
+        "convolution2d": "Conv2D",
+        "maxpool2d": "MaxPooling2D",
+    }
+    assert spec.type == canonical[raw["type"].lower()]
+    assert dict(spec.args) == args
+    resolved = spec.resolved_args()
+    for key, value in defaults.items():
+        assert resolved[key] == value
+    for key, value in args.items():
+        assert resolved[key] == value
+
+
+def test_every_registered_type_is_covered_by_a_valid_case():
+    covered = {parse_layer(raw, where=WHERE).type for raw, _, _ in VALID}
+    assert covered == set(ALL_TYPES)
+
+
+def test_layer_spec_is_immutable_hashable_and_round_trips():
+    spec = parse_layer({"type": "Conv2D", "filters": 4, "kernel_size": [3, 3]}, where=WHERE)
+    with pytest.raises(AttributeError):
+        spec.type = "Dense"  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        spec.args["filters"] = 5  # type: ignore[index]
+    assert spec.to_dict() == {"type": "Conv2D", "filters": 4, "kernel_size": [3, 3]}
+    assert parse_layer(spec.to_dict(), where=WHERE) == spec
+    assert hash(parse_layer(spec.to_dict(), where=WHERE)) == hash(spec)
+    assert LayerSpec("Conv2D", {"filters": 4, "kernel_size": (3, 3)}) == spec
+    assert spec.replace_args({"filters": 8}).args["filters"] == 8
+    assert spec.args["filters"] == 4
+
+
+def test_raw_lists_are_copied_not_shared():
+    raw = {"type": "Input", "shape": [4, 2]}
+    spec = parse_layer(raw, where=WHERE)
+    raw["shape"].append(9)
+    assert spec.args["shape"] == (4, 2)
+
+
+def test_parse_layers_locates_each_entry():
+    specs = parse_layers(
+        [{"type": "Input", "shape": [2]}, {"type": "Dense", "units": 4}], where=WHERE
+    )
+    assert [s.type for s in specs] == ["Input", "Dense"]
+
+
+# ---------------------------------------------------------------- errors
+
+
+def _error(raw, where=WHERE) -> str:
+    with pytest.raises(SpecError) as info:
+        if isinstance(raw, list):
+            parse_layers(raw, where=where)
+        else:
+            parse_layer(raw, where=where)
+    message = str(info.value)
+    assert "\n" not in message
+    assert isinstance(info.value, ValueError)
+    return message
+
+
+def test_unknown_layer_lists_every_valid_type():
+    message = _error([{"type": "Dense", "units": 1}, {"type": "Dense2", "units": 1}])
+    assert message == (f"{WHERE}[1]: unknown layer 'Dense2'; choose from: " + ", ".join(ALL_TYPES))
+
+
+def test_unknown_argument_names_it_suggests_and_lists_allowed():
+    message = _error({"type": "Dense", "unit": 10})
+    assert message.startswith(f"{WHERE}: unknown argument 'unit' for Dense (did you mean 'units'?)")
+    assert (
+        "allowed: activation, bias_initializer, kernel_initializer, name, units, use_bias"
+        in message
+    )
+
+
+def test_unknown_batchnorm_argument_lists_the_layer_arguments():
+    message = _error({"type": "BatchNormalization", "moment": 0.9})
+    assert "unknown argument 'moment'" in message and "did you mean 'momentum'" in message
+    for allowed in (
+        "axis",
+        "momentum",
+        "epsilon",
+        "center",
+        "scale",
+        "gamma_regularizer",
+        "trainable",
+    ):
+        assert allowed in message
+    assert "device" not in message and "dtype" not in message
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "shown", "allowed"),
+    [
+        ({"type": "Dense", "units": "10"}, "units", "'10' (str)", "an integer >= 1"),
+        ({"type": "Dense", "units": True}, "units", "True (bool)", "an integer >= 1"),
+        ({"type": "Dense", "units": 0}, "units", "0 (int)", "an integer >= 1"),
+        ({"type": "Dense", "units": 2.5}, "units", "2.5 (float)", "an integer >= 1"),
+        (
+            {"type": "Dense", "units": 2, "use_bias": "no"},
+            "use_bias",
+            "'no' (str)",
+            "true or false",
+        ),
+        (
+            {"type": "Dense", "units": 2, "activation": "rellu"},
+            "activation",
+            "'rellu' (str)",
+            ", ".join(list_activations()),
+        ),
+        ({"type": "Activation", "activation": 3}, "activation", "3 (int)", "relu"),
+        (
+            {"type": "Dense", "units": 2, "kernel_initializer": "glorot"},
+            "kernel_initializer",
+            "'glorot'",
+            "glorot_uniform",
+        ),
+        ({"type": "Dropout", "rate": 1.5}, "rate", "1.5 (float)", "a number >= 0.0 and <= 1.0"),
+        ({"type": "Dropout", "rate": -0.1}, "rate", "-0.1 (float)", ">= 0.0"),
+        ({"type": "Dropout", "rate": "0.2"}, "rate", "'0.2' (str)", "a number"),
+        (
+            {"type": "Conv2D", "filters": 2, "kernel_size": [3, 3, 3]},
+            "kernel_size",
+            "(3, 3, 3) (tuple)",
+            "an integer >= 1 or a pair of them",
+        ),
+        (
+            {"type": "Conv2D", "filters": 2, "kernel_size": 3, "padding": "full"},
+            "padding",
+            "'full' (str)",
+            "'valid', 'same'",
+        ),
+        (
+            {"type": "Conv2D", "filters": 2, "kernel_size": 3, "strides": 0},
+            "strides",
+            "0 (int)",
+            "an integer >= 1",
+        ),
+        ({"type": "MaxPooling2D", "strides": -1}, "strides", "-1 (int)", "an integer >= 1"),
+        ({"type": "MaxPooling2D", "pool_size": "2"}, "pool_size", "'2' (str)", "an integer >= 1"),
+        (
+            {"type": "ZeroPadding2D", "padding": [[1, 2], 3]},
+            "padding",
+            "((1, 2), 3) (tuple)",
+            "((top, bottom), (left, right))",
+        ),
+        ({"type": "ZeroPadding2D", "padding": -1}, "padding", "-1 (int)", "an integer >= 0"),
+        ({"type": "Input", "shape": []}, "shape", "() (tuple)", "positive integers"),
+        ({"type": "Input", "shape": [28, -1]}, "shape", "(28, -1) (tuple)", "e.g. [28, 28, 1]"),
+        (
+            {"type": "LSTM", "units": 4, "return_sequences": "yes"},
+            "return_sequences",
+            "'yes' (str)",
+            "true or false",
+        ),
+        (
+            {"type": "LSTM", "units": 4, "recurrent_initializer": "orthogonall"},
+            "recurrent_initializer",
+            "'orthogonall'",
+            "orthogonal",
+        ),
+        ({"type": "Dense", "units": 2, "name": "1st"}, "name", "'1st' (str)", "letters, digits"),
+        ({"type": "Dense", "units": 2, "name": "a.b"}, "name", "'a.b' (str)", "letters, digits"),
+        ({"type": "BatchNormalization", "axis": "x"}, "axis", "'x' (str)", "an integer"),
+    ],
+    ids=lambda v: str(v)[:30],
+)
+def test_bad_value_names_key_received_value_and_what_is_allowed(raw, key, shown, allowed):
+    message = _error(raw)
+    assert message.startswith(f"{WHERE}.{key}: ")
+    assert shown in message
+    assert allowed in message
+
+
+@pytest.mark.parametrize(
+    ("raw", "key", "shown"),
+    [
+        ({"type": "BatchNormalization", "momentum": 1.5}, "momentum", "1.5"),
+        ({"type": "BatchNormalization", "epsilon": 0}, "epsilon", "got 0"),
+        ({"type": "BatchNormalization", "gamma_regularizer": "l3"}, "gamma_regularizer", "'l3'"),
+        (
+            {"type": "BatchNormalization", "beta_initializer": "zeroes"},
+            "beta_initializer",
+            "'zeroes'",
+        ),
+        ({"type": "BatchNormalization", "on_nonfinite": "warn"}, "on_nonfinite", "'warn'"),
+        ({"type": "BatchNormalization", "axis": 0}, "axis", "got 0 (int)"),
+    ],
+    ids=["momentum", "epsilon", "regularizer", "initializer", "on_nonfinite", "axis0"],
+)
+def test_batchnorm_values_are_checked_by_the_layer_and_located(raw, key, shown):
+    message = _error(raw)
+    assert message.startswith(f"{WHERE}.{key}: ")
+    assert shown in message
+
+
+def test_missing_required_argument_gives_an_example():
+    message = _error({"type": "Conv2D", "filters": 3})
+    assert message == (
+        f"{WHERE}: Conv2D needs the argument 'kernel_size', e.g. "
+        '{type = "Conv2D", filters = 32, kernel_size = 3}'
+    )
+    assert "'units'" in _error({"type": "Dense"})
+    assert "'rate'" in _error({"type": "Dropout"})
+
+
+def test_missing_type_and_non_table_entries():
+    message = _error([{"units": 3}])
+    assert message.startswith(f"{WHERE}[0]: a layer needs a 'type' key")
+    assert "{'units': 3}" in message
+    message = _error([3])
+    assert message.startswith(f"{WHERE}[0]: expected a layer table") and "3 (int)" in message
+    message = _error([{"type": 7}])
+    assert "unknown layer 7" in message
+
+
+def test_layer_list_must_be_a_list_with_a_real_layer():
+    for raw, shown in (({"type": "Dense"}, "dict"), ("Dense", "'Dense' (str)")):
+        with pytest.raises(SpecError, match=re.escape(shown)):
+            parse_layers(raw, where=WHERE)  # type: ignore[arg-type]
+    assert "got 0 entries" in _error([])
+    assert "got 1 entries" in _error([{"type": "Input", "shape": [2]}])
+
+
+def test_input_only_first():
+    message = _error([{"type": "Dense", "units": 2}, {"type": "Input", "shape": [2]}])
+    assert message == f"{WHERE}[1]: Input may only be the first entry; found at index 1"
+
+
+def test_duplicate_names_rejected():
+    message = _error(
+        [{"type": "Dense", "units": 2, "name": "a"}, {"type": "Dense", "units": 2, "name": "a"}]
+    )
+    assert message.startswith(f"{WHERE}[1].name: layer name 'a' is already used by entry [0]")
+
+
+def test_layer_spec_constructor_validates_too():
+    with pytest.raises(SpecError, match=r"^LayerSpec: unknown layer 'Nope'"):
+        LayerSpec("Nope", {})
+    with pytest.raises(SpecError, match=r"^LayerSpec\.units: expected an integer >= 1; got -1"):
+        LayerSpec("Dense", {"units": -1})
+    with pytest.raises(SpecError, match=r"got \[1\] \(list\)"):
+        LayerSpec("Dense", [1])  # type: ignore[arg-type]
+
+
+def test_keras_auto_names():
+    specs = parse_layers(
+        [
+            {"type": "Input", "shape": [8, 8, 1]},
+            {"type": "Conv2D", "filters": 2, "kernel_size": 3},
+            {"type": "BatchNormalization"},
+            {"type": "Conv2D", "filters": 2, "kernel_size": 3, "name": "conv2d_1"},
+            {"type": "Conv2D", "filters": 2, "kernel_size": 3},
+            {"type": "MaxPooling2D"},
+            {"type": "ZeroPadding2D"},
+            {"type": "Flatten"},
+            {"type": "Dense", "units": 3},
+            {"type": "Dense", "units": 3},
+            {"type": "BatchNormalization"},
+            {"type": "Activation", "activation": "relu"},
+            {"type": "Dropout", "rate": 0.1},
+        ],
+        where=WHERE,
+    )
+    assert layer_names(specs) == [
+        None,
+        "conv2d",
+        "batch_normalization",
+        "conv2d_1",
+        "conv2d_2",  # skips the explicit conv2d_1
+        "max_pooling2d",
+        "zero_padding2d",
+        "flatten",
+        "dense",
+        "dense_1",
+        "batch_normalization_1",
+        "activation",
+        "dropout",
+    ]
