@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from bnlab.functional import batch_norm
 from bnlab.functional.axes import kept_axes, stat_shape
 from bnlab.functional.batch_norm import Implementation, NonFinitePolicy
+from bnlab.functional.sync import sync_batch_norm
 from bnlab.nn import constraints, initializers, regularizers
 from bnlab.nn.keras_objects import Spec
 
@@ -81,6 +82,14 @@ class BatchNormalization(nn.Module):
         implementation: ``"auto"`` (native kernel where it applies), ``"native"``,
             ``"composite"`` or ``"reference"`` (the paper's Algorithm 1).
         name: label used in error messages; default ``"batch_normalization"``.
+        synchronized: compute training statistics over every rank of the
+            ``torch.distributed`` process group (:attr:`process_group`, default the
+            world), weighted by each rank's batch size, with the gradients of that
+            computation (Keras's ``synchronized``); plain BN without a process
+            group. See :func:`bnlab.functional.sync.sync_batch_norm`.
+        sync_timeout: seconds a synchronized layer waits for the other ranks
+            before raising :class:`bnlab.functional.sync.SynchronizationError`
+            naming the layer; None (default) uses the process group's timeout.
 
     Shape:
         - Input: ``(N, C, *)`` with ``axis=1``; in general any rank >= 2.
@@ -128,6 +137,8 @@ class BatchNormalization(nn.Module):
         on_nonfinite: NonFinitePolicy = "skip",
         implementation: Implementation = "auto",
         name: str = "batch_normalization",
+        synchronized: bool = False,
+        sync_timeout: float | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -150,6 +161,11 @@ class BatchNormalization(nn.Module):
         self.on_nonfinite: NonFinitePolicy = on_nonfinite
         self.implementation: Implementation = implementation
         self.name = name
+        if sync_timeout is not None and not (isinstance(sync_timeout, int | float) and sync_timeout > 0):
+            raise ValueError(f"{name}: sync_timeout must be seconds > 0 or None; got {sync_timeout!r}")
+        self.synchronized = bool(synchronized)
+        self.sync_timeout = None if sync_timeout is None else float(sync_timeout)
+        self.process_group: Any = None  # torch.distributed group for synchronized; None = world
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.moving_mean_initializer = initializers.get(moving_mean_initializer)
@@ -242,13 +258,24 @@ class BatchNormalization(nn.Module):
                 f"{self.features}"
             )
         training = self.uses_batch_statistics
-        result = batch_norm(
-            x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-            training=training, axis=kept, momentum=self.momentum, epsilon=self.epsilon,
-            num_batches_tracked=self.num_batches_tracked,
-            unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
-            on_nonfinite=self.on_nonfinite, implementation=self.implementation, name=self.name,
-        )
+        if self.synchronized:
+            result = sync_batch_norm(
+                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                training=training, axis=kept, momentum=self.momentum, epsilon=self.epsilon,
+                num_batches_tracked=self.num_batches_tracked,
+                unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
+                on_nonfinite=self.on_nonfinite, group=self.process_group,
+                timeout=self.sync_timeout, name=self.name,
+            )
+        else:
+            result = batch_norm(
+                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                training=training, axis=kept, momentum=self.momentum, epsilon=self.epsilon,
+                num_batches_tracked=self.num_batches_tracked,
+                unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
+                on_nonfinite=self.on_nonfinite, implementation=self.implementation,
+                name=self.name,
+            )
         if training and result.moving_mean is not self.moving_mean:
             with torch.no_grad():
                 self.moving_mean.copy_(result.moving_mean)
@@ -339,6 +366,8 @@ class BatchNormalization(nn.Module):
             parts.append("scale=False")
         if not self._trainable:
             parts.append("trainable=False")
+        if self.synchronized:
+            parts.append("synchronized=True")
         return ", ".join(parts)
 
 
