@@ -1,0 +1,369 @@
+"""The ``bnlab`` command: parse arguments, call the lab, print where the results went.
+
+::
+
+    bnlab list                                   # bundled experiments
+    bnlab show EXPERIMENT                        # settings and each variant's summary()
+    bnlab run EXPERIMENT [--seeds N] [--epochs N] [--out DIR] [--workers N]
+                         [--executor auto|sequential|process|ray] [--set KEY=VALUE ...]
+                         [--no-report] [--quiet] [--debug]
+    bnlab report DIR                             # rebuild results.json and the report from the store
+
+Exit status: 0 success; 1 some runs failed; 2 bad input (one line on stderr, no
+traceback unless --debug); 130 interrupted (finished runs are kept; the same
+command resumes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import shlex
+import sys
+import tomllib
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, TextIO
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED_RUNS, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
+    return value
+
+
+def _assignment(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(
+            f"expected KEY=VALUE like train.batch_size=64, got {text!r}"
+        )
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw  # a bare word: take it as a string
+    return key.strip(), value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+
+    parser = argparse.ArgumentParser(
+        prog="bnlab",
+        description="Batch normalization lab: run declarative studies over many seeds.",
+        parents=[common],
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("list", parents=[common], help="list the bundled experiments")
+
+    show = sub.add_parser(
+        "show", parents=[common], help="an experiment's settings and each variant's summary()"
+    )
+    show.add_argument("experiment", help="bundled experiment name or path to a .toml file")
+
+    run = sub.add_parser("run", parents=[common], help="run (or resume) a study")
+    run.add_argument("experiment", help="bundled experiment name or path to a .toml file")
+    run.add_argument("--seeds", type=_positive_int, help="number of seeds (0..N-1)")
+    run.add_argument("--epochs", type=_positive_int, help="epochs for every variant")
+    run.add_argument("--out", type=Path, help="output folder (default: runs/<experiment>)")
+    run.add_argument("--workers", type=_positive_int, help="parallel runs (default: min(2, CPUs))")
+    run.add_argument(
+        "--executor",
+        default="auto",
+        choices=["auto", "sequential", "process", "ray"],
+        help="where runs execute (default auto: processes when --workers > 1)",
+    )
+    run.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        type=_assignment,
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a setting of the file, e.g. --set train.batch_size=64 (TOML value)",
+    )
+    run.add_argument("--no-report", action="store_true", help="skip curves.png and report.html")
+    run.add_argument("--quiet", action="store_true", help="no progress display")
+
+    report = sub.add_parser(
+        "report", parents=[common], help="rebuild results.json and the report from a run folder"
+    )
+    report.add_argument("dir", type=Path, help="the --out folder of a `bnlab run`")
+    return parser
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from bnlab.data import DatasetError
+    from bnlab.lab import LabError
+    from bnlab.models import SpecError
+
+    return (LabError, SpecError, DatasetError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``bnlab`` command; returns the exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    try:
+        command = {"list": _list, "show": _show, "run": _run, "report": _report}[args.command]
+        return command(args, argv)
+    except KeyboardInterrupt:
+        print("bnlab: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except _user_errors() as e:
+        if args.debug:
+            raise
+        message = " ".join(str(e).split("\n"))
+        print(f"bnlab: error: {message}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# --------------------------------------------------------------------------- list / show
+
+
+def _list(args: argparse.Namespace, argv: list[str]) -> int:
+    from bnlab.lab import list_experiments
+
+    infos = list_experiments()
+    width = max((len(i.name) for i in infos), default=0)
+    for info in infos:
+        print(f"{info.name:<{width}}  — {info.description}")
+    return EXIT_OK
+
+
+def _show(args: argparse.Namespace, argv: list[str]) -> int:
+    import json
+
+    from bnlab.lab import load_experiment
+    from bnlab.lab.runs import load_variant_data
+    from bnlab.models import build_model, summary
+
+    exp = load_experiment(args.experiment)
+    print(f"{exp.name} — {exp.description}")
+    print(f"source: {exp.source}")
+    print(f"seeds: {len(exp.seeds)} ({_seed_range(exp.seeds)})")
+    if exp.grid:
+        print("grid: " + ", ".join(f"{a} = {list(v)}" for a, v in exp.grid.items()))
+    r = exp.report
+    print(f"threshold: {r.threshold_metric} >= {r.threshold:g}; reference: {r.reference}")
+    for v in exp.variants:
+        cfg = v.config()
+        print()
+        print(f"== variant {v.name}" + (f" — {v.description}" if v.description else ""))
+        print(f"data: {json.dumps(cfg['data'])}")
+        print(f"train: {json.dumps(cfg['train'])}")
+        shape = v.input_shape or load_variant_data(v).input_shape
+        model = build_model(v.layers, shape, seed=0, where=f"variant {v.name}")
+        print(summary(model))
+    return EXIT_OK
+
+
+def _seed_range(seeds: Sequence[int]) -> str:
+    if list(seeds) == list(range(len(seeds))):
+        return f"0..{len(seeds) - 1}"
+    return ", ".join(map(str, seeds))
+
+
+# --------------------------------------------------------------------------- run
+
+
+class _Progress:
+    """Rich progress bar over runs on a terminal; nothing otherwise."""
+
+    def __init__(self, enabled: bool, stream: TextIO) -> None:
+        from bnlab.lab import Observer
+
+        self.enabled = enabled
+        self.stream = stream
+        self.finished = 0
+        self.failed: list[str] = []
+        self._bar: Any = None
+        self._task: Any = None
+        outer = self
+
+        class _Observer(Observer):
+            def planned(self, experiment: Any, total: int, reused: int) -> None:
+                outer._planned(experiment, total, reused)
+
+            def started(self, spec: Any) -> None:
+                pass
+
+            def finished(self, spec: Any, result: Any) -> None:
+                outer._finished(spec, result)
+
+        self.observer = _Observer()
+
+    def _planned(self, experiment: Any, total: int, reused: int) -> None:
+        todo = total - reused
+        reused_text = f", {reused} reused from the store" if reused else ""
+        print(
+            f"{experiment.name}: {len(experiment.variants)} variants × {len(experiment.seeds)} seeds "
+            f"= {total} runs{reused_text}",
+            file=self.stream,
+        )
+        if self.enabled and todo:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("[progress.description]{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=self.stream),
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task("runs", total=todo)
+
+    def _finished(self, spec: Any, result: Any) -> None:
+        self.finished += 1
+        if result.status == "failed":
+            last = (result.error or "").strip().splitlines()[-1:] or ["(no message)"]
+            self.failed.append(f"{spec.label}: {last[0]}")
+        if self._bar is not None:
+            self._bar.update(self._task, advance=1, description=f"runs (last: {spec.label})")
+
+    def stop(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None
+
+
+def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    from bnlab.lab import load_experiment
+    from bnlab.lab import run as run_study
+
+    exp = load_experiment(args.experiment, overrides=dict(args.overrides))
+    out = args.out if args.out is not None else Path("runs") / exp.name
+    progress = _Progress(enabled=not args.quiet and sys.stderr.isatty(), stream=sys.stderr)
+    try:
+        outcome = run_study(
+            exp,
+            out,
+            seeds=args.seeds,
+            epochs=args.epochs,
+            workers=args.workers,
+            executor=args.executor,
+            observer=progress.observer,
+            report=not args.no_report,
+        )
+    except KeyboardInterrupt:
+        progress.stop()
+        resume = list(argv)
+        if args.out is None:
+            resume += ["--out", str(out)]
+        print(
+            f"bnlab: interrupted; {progress.finished} runs finished in this session are kept in {out} "
+            f"(runs.sqlite, results.json). Resume with: bnlab {shlex.join(resume)}",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
+    finally:
+        progress.stop()
+
+    print_table(outcome.results)
+    print(
+        f"\n{outcome.total} runs ({outcome.reused} reused, {outcome.completed} completed, "
+        f"{outcome.failed} failed) in {outcome.seconds:.1f} s"
+    )
+    _print_paths(outcome.out_dir, outcome.report_path)
+    if progress.failed:
+        print(f"bnlab: {len(progress.failed)} runs failed:", file=sys.stderr)
+        for line in progress.failed[:10]:
+            print(f"  {line}", file=sys.stderr)
+        print("  (full tracebacks under 'error' in results.json)", file=sys.stderr)
+        return EXIT_FAILED_RUNS
+    return EXIT_OK
+
+
+def _print_paths(out: Path, report_path: Path | None) -> None:
+    from bnlab.lab import RESOLVED_FILE, RESULTS_FILE, STORE_FILE
+
+    print(f"results: {out / RESULTS_FILE}")
+    if report_path is not None:
+        print(f"report:  {report_path}")
+    print(f"store:   {out / STORE_FILE} (resolved experiment: {out / RESOLVED_FILE})")
+
+
+def _fmt(x: float, digits: int = 3) -> str:
+    return "—" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+
+
+def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
+    """Per variant: train accuracy mean ± std, test accuracy mean [95% CI], time to threshold, seconds."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from bnlab.lab import stats
+
+    summaries = stats.summarize(results)
+    report = results["experiment"].get("report", {})
+    metric = report.get("threshold_metric", "val_accuracy")
+    threshold = report.get("threshold", 0.8)
+    table = Table(title=f"{results['experiment']['name']}: {len(results['seeds'])} seeds")
+    table.add_column("variant")
+    table.add_column("runs", justify="right")
+    table.add_column("train acc (mean ± std)", justify="right")
+    table.add_column("test acc mean [95% CI]", justify="right")
+    table.add_column(f"epochs to {metric} ≥ {threshold:g}: median (never)", justify="right")
+    table.add_column("seconds", justify="right")
+    for s in summaries:
+        tr, te, tt = s.train_accuracy, s.test_accuracy, s.time_to_threshold
+        ci = f" [{_fmt(te.ci.low)}, {_fmt(te.ci.high)}]" if te.ci is not None else ""
+        median = "never" if math.isinf(tt.median) else _fmt(tt.median, 1)
+        runs = f"{s.completed}/{len(s.seeds)}" + (f" ({s.failed} failed)" if s.failed else "")
+        table.add_row(
+            s.label,
+            runs,
+            f"{_fmt(tr.mean)} ± {_fmt(tr.std)}",
+            f"{_fmt(te.mean)}{ci}",
+            f"{median} ({tt.never}/{tt.n} never)",
+            _fmt(s.seconds.mean, 1),
+        )
+    console = Console(file=file or sys.stdout, width=None if (file or sys.stdout).isatty() else 140)
+    console.print(table)
+    reference = report.get("reference")
+    if reference is not None and len(summaries) > 1:
+        try:
+            comparisons = stats.compare_all(summaries, reference=reference)
+        except ValueError:
+            comparisons = []
+        for c in comparisons:
+            console.print(f"• {c.sentence()}", highlight=False)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _report(args: argparse.Namespace, argv: list[str]) -> int:
+    from bnlab.lab import read_results, write_results
+    from bnlab.lab.report import write_report
+
+    write_results(args.dir)
+    report_path = write_report(args.dir)
+    print_table(read_results(args.dir))
+    _print_paths(args.dir, report_path)
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,308 @@
+"""Executors map runs to results: in this process, in worker processes, or on Ray.
+
+Every executor has the same shape::
+
+    for spec, result in executor.map(specs, on_start=callback):
+        ...   # results arrive as runs finish (any order); on_start(spec) fires at hand-off
+
+and keeps at most ``workers`` runs in flight, so a stopped study loses only those.
+A failing run comes back as a ``failed`` RunResult; it never stops the others.
+
+- `SequentialExecutor`: one run after the other in this process.
+- `ProcessExecutor`: N spawned worker processes (1 torch thread each by default).
+  A worker that dies (killed, out of memory) fails its run and is replaced.
+  Ctrl-C in the parent terminates the workers at once.
+- `RayExecutor`: Ray tasks (``pip install 'bnlab[ray]'``), for clusters.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import signal
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+from bnlab.lab.errors import LabError
+from bnlab.lab.results import RunResult
+from bnlab.lab.runs import RunSpec, execute_payload, execute_run
+
+__all__ = [
+    "EXECUTORS",
+    "Executor",
+    "ProcessExecutor",
+    "RayExecutor",
+    "SequentialExecutor",
+    "default_workers",
+    "make_executor",
+]
+
+ExecutorName = Literal["auto", "sequential", "process", "ray"]
+EXECUTORS: tuple[str, ...] = ("auto", "sequential", "process", "ray")
+OnStart = Callable[[RunSpec], None]
+
+
+def _no_op(spec: RunSpec) -> None:
+    pass
+
+
+class Executor(Protocol):
+    """Maps runs to results as they finish (see the module docstring)."""
+
+    workers: int
+
+    def map(
+        self, specs: Sequence[RunSpec], on_start: OnStart = _no_op
+    ) -> Iterator[tuple[RunSpec, RunResult]]: ...
+
+
+def default_workers() -> int:
+    """Workers when none are asked for: ``min(2, CPUs available to this process)``."""
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cpus = os.cpu_count() or 1
+    return max(1, min(2, cpus))
+
+
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
+class SequentialExecutor:
+    """Runs one after the other in this process.
+
+    Args:
+        threads: torch intra-op threads while running (None: leave torch's setting).
+    """
+
+    workers = 1
+
+    def __init__(self, *, threads: int | None = None) -> None:
+        self.threads = threads
+
+    def map(
+        self, specs: Sequence[RunSpec], on_start: OnStart = _no_op
+    ) -> Iterator[tuple[RunSpec, RunResult]]:
+        import torch
+
+        before = torch.get_num_threads()
+        _set_threads(self.threads)
+        try:
+            for spec in specs:
+                on_start(spec)
+                yield spec, execute_run(spec)
+        finally:
+            torch.set_num_threads(before)
+
+
+def _worker_main(tasks: Any, results: Any, threads: int) -> None:
+    """Worker loop: run specs from `tasks`, put ``(index, result dict)`` on `results`."""
+    # Ctrl-C reaches the whole process group; the parent alone decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _set_threads(threads)
+    while True:
+        item = tasks.get()
+        if item is None:
+            return
+        index, payload = item
+        results.put((index, execute_payload(payload)))
+
+
+@dataclass
+class _Worker:
+    process: Any
+    tasks: Any
+    busy: int | None = None
+
+
+class ProcessExecutor:
+    """Runs in `workers` spawned processes, each with `threads` torch threads.
+
+    Processes are started with ``spawn`` (a fresh interpreter: no inherited torch
+    thread pools or locks); each imports bnlab once and then runs many runs.
+    """
+
+    def __init__(self, workers: int, *, threads: int = 1) -> None:
+        if workers < 1:
+            raise LabError(f"--workers: expected an integer >= 1, got {workers}")
+        self.workers = workers
+        self.threads = threads
+        self._ctx = mp.get_context("spawn")
+
+    def _start(self, results: Any) -> _Worker:
+        tasks = self._ctx.SimpleQueue()
+        process = self._ctx.Process(
+            target=_worker_main, args=(tasks, results, self.threads), daemon=True
+        )
+        process.start()
+        return _Worker(process, tasks)
+
+    def map(
+        self, specs: Sequence[RunSpec], on_start: OnStart = _no_op
+    ) -> Iterator[tuple[RunSpec, RunResult]]:
+        if not specs:
+            return
+        results = self._ctx.Queue()
+        pending = deque(range(len(specs)))
+        workers = [self._start(results) for _ in range(min(self.workers, len(specs)))]
+        finished = False
+        try:
+            while pending or any(w.busy is not None for w in workers):
+                for w in workers:
+                    if w.busy is None and pending:
+                        w.busy = pending.popleft()
+                        on_start(specs[w.busy])
+                        w.tasks.put((w.busy, specs[w.busy].to_payload()))
+                try:
+                    index, payload = results.get(timeout=0.5)
+                except queue.Empty:
+                    for i, w in enumerate(workers):
+                        if w.busy is not None and not w.process.is_alive():
+                            spec = specs[w.busy]
+                            workers[i] = self._start(results)
+                            yield spec, _died(spec, w.process.exitcode)
+                    continue
+                for w in workers:
+                    if w.busy == index:
+                        w.busy = None
+                yield specs[index], RunResult.from_dict(payload)
+            finished = True
+        finally:
+            for w in workers:
+                if finished and w.process.is_alive():
+                    w.tasks.put(None)
+                else:
+                    w.process.terminate()
+            deadline = time.monotonic() + 5.0
+            for w in workers:
+                w.process.join(timeout=max(0.0, deadline - time.monotonic()))
+                if w.process.is_alive():
+                    w.process.kill()
+                    w.process.join()
+            results.cancel_join_thread()
+            results.close()
+
+
+def _died(spec: RunSpec, exitcode: int | None) -> RunResult:
+    how = (
+        f"was killed by signal {-exitcode}"
+        if exitcode and exitcode < 0
+        else f"exited with code {exitcode}"
+    )
+    return RunResult(
+        experiment=spec.experiment,
+        variant=spec.variant.base,
+        seed=spec.seed,
+        status="failed",
+        history=None,
+        seconds=0.0,
+        error=f"the worker process running this run {how} (out of memory?)",
+        grid=dict(spec.variant.grid),
+    )
+
+
+def _ray_task(payload: dict[str, Any], threads: int) -> dict[str, Any]:
+    _set_threads(threads)
+    return execute_payload(payload)
+
+
+class RayExecutor:
+    """Runs as Ray tasks, one CPU each, at most `workers` in flight.
+
+    Connects to ``address`` (e.g. ``"auto"`` for a running cluster) or starts a local
+    Ray with `workers` CPUs. Output folders must be on storage the Ray workers share.
+
+    Raises:
+        LabError: Ray is not installed (``pip install 'bnlab[ray]'``).
+    """
+
+    def __init__(self, workers: int, *, address: str | None = None, threads: int = 1) -> None:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise LabError(
+                "--executor ray: Ray is not installed; install it with: pip install 'bnlab[ray]'"
+            ) from None
+        self.workers = workers
+        self.address = address
+        self.threads = threads
+
+    def map(
+        self, specs: Sequence[RunSpec], on_start: OnStart = _no_op
+    ) -> Iterator[tuple[RunSpec, RunResult]]:
+        import ray
+
+        if not ray.is_initialized():
+            if self.address is None:
+                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=self.address, log_to_driver=False)
+        task = ray.remote(num_cpus=1)(_ray_task)
+        pending = deque(range(len(specs)))
+        in_flight: dict[Any, int] = {}
+        try:
+            while pending or in_flight:
+                while pending and len(in_flight) < self.workers:
+                    index = pending.popleft()
+                    on_start(specs[index])
+                    in_flight[task.remote(specs[index].to_payload(), self.threads)] = index
+                done, _ = ray.wait(list(in_flight), num_returns=1)
+                for ref in done:
+                    index = in_flight.pop(ref)
+                    try:
+                        payload = ray.get(ref)
+                    except Exception as e:  # a crashed Ray worker
+                        yield specs[index], _died_ray(specs[index], e)
+                    else:
+                        yield specs[index], RunResult.from_dict(payload)
+        finally:
+            for ref in in_flight:
+                ray.cancel(ref, force=True)
+
+
+def _died_ray(spec: RunSpec, error: Exception) -> RunResult:
+    return RunResult(
+        experiment=spec.experiment,
+        variant=spec.variant.base,
+        seed=spec.seed,
+        status="failed",
+        history=None,
+        seconds=0.0,
+        error=f"the Ray task failed: {type(error).__name__}: {error}",
+        grid=dict(spec.variant.grid),
+    )
+
+
+def make_executor(
+    name: ExecutorName | str = "auto", workers: int | None = None, *, address: str | None = None
+) -> Executor:
+    """The executor called `name` with `workers` workers.
+
+    ``auto``: sequential for 1 worker, else processes. `workers` defaults to
+    `default_workers()` (``sequential`` always uses 1).
+
+    Raises:
+        LabError: unknown name (lists them), workers < 1, or Ray missing.
+    """
+    if name not in EXECUTORS:
+        raise LabError(
+            f"--executor: unknown executor {name!r}; choose from: {', '.join(EXECUTORS)}"
+        )
+    if workers is not None and (
+        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
+    ):
+        raise LabError(f"--workers: expected an integer >= 1, got {workers!r}")
+    n = default_workers() if workers is None else workers
+    if name == "sequential" or (name == "auto" and n == 1):
+        return SequentialExecutor()
+    if name == "ray":
+        return RayExecutor(n, address=address)
+    return ProcessExecutor(n)

@@ -1,0 +1,251 @@
+"""Run records and ``results.json``: the documented, versioned output of a study.
+
+``results.json`` (schema: ``results.schema.json`` beside this file, ``SCHEMA_VERSION``)::
+
+    {"schema_version": 1,
+     "experiment": {resolved experiment: name, description, source, seeds, grid, report,
+                    variants: [{name, base, description, grid, data, input_shape, layers,
+                                train, config_hash}]},
+     "variants": [base variant names, file order],
+     "seeds": [int],
+     "runs": [RunResult],          # completed and failed runs of the current config
+     "versions": {"bnlab", "torch", "numpy", "python"},
+     "created": "2025-01-01T12:00:00+00:00"}
+
+A RunResult is ``{"experiment", "variant" (base name), "seed", "status"
+("completed"|"failed"), "history" (History dict | null), "seconds", "error"
+(traceback | null), "grid" ({axis: value}, {} without a grid)}``. Non-finite numbers
+are written as null. The file is rebuilt from the store (`bnlab report DIR` does it
+too), written to a temporary file and renamed into place, so a reader never sees a
+half-written file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import os
+import platform
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "RESULTS_FILE",
+    "SCHEMA_VERSION",
+    "RunResult",
+    "atomic_write_bytes",
+    "atomic_write_text",
+    "build_results",
+    "dumps",
+    "json_ready",
+    "load_schema",
+    "now_iso",
+    "read_results",
+    "versions",
+    "write_results",
+]
+
+SCHEMA_VERSION = 1
+RESULTS_FILE = "results.json"
+Status = Literal["completed", "failed"]
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one run (experiment, variant, seed) produced.
+
+    Attributes:
+        experiment: experiment name.
+        variant: base variant name (as under ``[variants.NAME]``).
+        seed: the run's seed.
+        status: "completed" or "failed".
+        history: ``History.to_dict()`` for completed runs, None for failed ones.
+        seconds: wall-clock time of the run (data, model, training, saving).
+        error: the traceback of a failed run, else None.
+        grid: the grid values of the run's variant (``{}`` without a grid).
+    """
+
+    experiment: str
+    variant: str
+    seed: int
+    status: Status
+    history: Mapping[str, Any] | None
+    seconds: float
+    error: str | None = None
+    grid: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-ready record (non-finite numbers as null)."""
+        return json_ready(
+            {
+                "experiment": self.experiment,
+                "variant": self.variant,
+                "seed": self.seed,
+                "status": self.status,
+                "history": self.history,
+                "seconds": self.seconds,
+                "error": self.error,
+                "grid": dict(self.grid),
+            }
+        )
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> RunResult:
+        return cls(
+            experiment=d["experiment"],
+            variant=d["variant"],
+            seed=int(d["seed"]),
+            status=d["status"],
+            history=d.get("history"),
+            seconds=float(d.get("seconds") or 0.0),
+            error=d.get("error"),
+            grid=dict(d.get("grid") or {}),
+        )
+
+
+def json_ready(obj: Any) -> Any:
+    """A copy with tuples as lists and non-finite floats as None (strict JSON)."""
+    if isinstance(obj, Mapping):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
+def versions() -> dict[str, str]:
+    """Versions of bnlab, torch, numpy and Python, recorded with every run."""
+    import numpy
+    import torch
+
+    import bnlab
+
+    return {
+        "bnlab": bnlab.__version__,
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601 with offset, seconds precision."""
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same folder, fsync, then rename."""
+    path = Path(path)
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder, fsync, then rename.
+
+    A reader sees the old file or the new one, never a partial one. The file gets the
+    usual permissions (0o666 minus the umask), not mkstemp's private 0o600.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def dumps(obj: Any) -> str:
+    """Strict JSON (no NaN/Infinity), indented, UTF-8 text with a final newline."""
+    return json.dumps(json_ready(obj), indent=1, allow_nan=False, ensure_ascii=False) + "\n"
+
+
+def load_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of results.json shipped with the package."""
+    text = resources.files("bnlab.lab").joinpath("results.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def read_results(out_dir: str | Path) -> dict[str, Any]:
+    """``results.json`` of a run folder as a dict.
+
+    Raises:
+        LabError: no results.json there, or it is not valid JSON.
+    """
+    from bnlab.lab.errors import LabError
+
+    path = Path(out_dir) / RESULTS_FILE
+    try:
+        return json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise LabError(
+            f"{path}: no results file; run `bnlab run EXPERIMENT --out {out_dir}` first"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise LabError(
+            f"{path}: not valid JSON ({e}); rebuild it with `bnlab report {out_dir}`"
+        ) from None
+
+
+def build_results(out_dir: str | Path) -> dict[str, Any]:
+    """The results.json document for the latest experiment in `out_dir`'s store.
+
+    Holds the completed and failed runs whose (variant, seed, config hash) belong to that
+    resolved experiment, ordered by variant then seed; runs of other settings stay in the
+    store but are not part of this experiment's results.
+
+    Raises:
+        LabError: no store in `out_dir`, or the store holds no experiment.
+    """
+    from bnlab.lab.errors import LabError
+    from bnlab.lab.store import Store
+
+    with Store.in_folder(out_dir, create=False) as store:
+        resolved = store.latest_experiment()
+        if resolved is None:
+            raise LabError(
+                f"{out_dir}: the store holds no experiment; run one with --out {out_dir}"
+            )
+        rows = {
+            (r.experiment, r.variant, r.seed, r.config_hash): r
+            for r in store.runs()
+            if r.status in ("completed", "failed") and r.result is not None
+        }
+    runs = []
+    for variant in resolved["variants"]:
+        for seed in resolved["seeds"]:
+            row = rows.get((resolved["name"], variant["base"], seed, variant["config_hash"]))
+            if row is not None and row.result is not None:
+                runs.append(row.result.to_dict())
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "experiment": resolved,
+        "variants": list(dict.fromkeys(v["base"] for v in resolved["variants"])),
+        "seeds": list(resolved["seeds"]),
+        "runs": runs,
+        "versions": versions(),
+        "created": now_iso(),
+    }
+
+
+def write_results(out_dir: str | Path) -> Path:
+    """Rebuild ``results.json`` in `out_dir` from its store, atomically; returns its path."""
+    path = Path(out_dir) / RESULTS_FILE
+    atomic_write_text(path, dumps(build_results(out_dir)))
+    return path

@@ -1,0 +1,206 @@
+"""Run a whole study into an output folder, resuming what is already there.
+
+``run(experiment, out_dir)``:
+
+1. writes ``experiment.resolved.json`` (the experiment after grid and edit expansion)
+   and records it in the store (``runs.sqlite``);
+2. plans every (variant, seed) run and reuses each completed run of the same
+   config (its weights file present); the rest go to the executor;
+3. stores each run the moment it finishes (a failure is stored with its traceback);
+4. writes ``results.json`` from the store, then the report (``curves.png``,
+   ``report.html``) — on Ctrl-C the finished runs are kept and results.json is
+   written for them before the interrupt propagates.
+
+Only one study may write to a folder at a time (an advisory lock file).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bnlab.lab.errors import LabError
+from bnlab.lab.executors import default_workers, make_executor
+from bnlab.lab.experiment import Experiment, load_experiment
+from bnlab.lab.results import RunResult, atomic_write_text, dumps, versions, write_results
+from bnlab.lab.runs import RunSpec, plan_runs
+from bnlab.lab.store import Store
+
+__all__ = ["RESOLVED_FILE", "Observer", "StudyOutcome", "run"]
+
+RESOLVED_FILE = "experiment.resolved.json"
+LOCK_FILE = ".bnlab.lock"
+
+
+class Observer:
+    """Hooks for progress display; the default does nothing. Subclass what you need."""
+
+    def planned(self, experiment: Experiment, total: int, reused: int) -> None:
+        """Before running: `total` runs, of which `reused` are already in the store."""
+
+    def started(self, spec: RunSpec) -> None:
+        """A run was handed to a worker."""
+
+    def finished(self, spec: RunSpec, result: RunResult) -> None:
+        """A run finished and is stored."""
+
+
+@dataclass(frozen=True)
+class StudyOutcome:
+    """What `run` did.
+
+    Attributes:
+        out_dir: the output folder.
+        results_path: its results.json.
+        report_path: report.html, or None when no report was written.
+        total: runs in the study; reused: taken from the store;
+        completed / failed: runs done now, by status.
+        seconds: wall-clock time of this call.
+        results: the results.json document.
+    """
+
+    out_dir: Path
+    results_path: Path
+    report_path: Path | None
+    total: int
+    reused: int
+    completed: int
+    failed: int
+    seconds: float
+    results: dict[str, Any]
+
+
+@contextlib.contextmanager
+def _folder_lock(out_dir: Path) -> Iterator[None]:
+    try:
+        import fcntl
+    except ImportError:  # no advisory locks here: trust the user
+        yield
+        return
+    with open(out_dir / LOCK_FILE, "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise LabError(
+                f"{out_dir}: another bnlab study is writing to this folder; wait for it or use "
+                "another --out folder"
+            ) from None
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _reusable(
+    store: Store, specs: Sequence[RunSpec], out_dir: Path
+) -> set[tuple[str, str, int, str]]:
+    keys = {spec.key for spec in specs}
+    reuse = set()
+    for row in store.runs(status="completed"):
+        key = (row.experiment, row.variant, row.seed, row.config_hash)
+        if key in keys and (row.weights is None or (out_dir / row.weights).is_file()):
+            reuse.add(key)
+    return reuse
+
+
+def run(
+    experiment: Experiment | str | Path,
+    out_dir: str | Path,
+    *,
+    seeds: int | Sequence[int] | None = None,
+    epochs: int | None = None,
+    workers: int | None = None,
+    executor: str = "auto",
+    observer: Observer | None = None,
+    report: bool = True,
+) -> StudyOutcome:
+    """Run (or resume) a study into `out_dir` and write its results and report.
+
+    Args:
+        experiment: an `Experiment`, a bundled experiment name or a ``.toml`` path.
+        out_dir: output folder (created).
+        seeds: number of seeds (0..N-1) or the seeds; default the experiment's.
+        epochs: train every variant for this many epochs instead (e.g. a short check).
+        workers: parallel runs; default `default_workers()`.
+        executor: "auto" (processes when workers > 1), "sequential", "process" or "ray".
+        observer: progress hooks.
+        report: also write curves.png and report.html (``bnlab.lab.report``).
+
+    Raises:
+        LabError (and SpecError/DatasetError from reading an experiment): bad input.
+        KeyboardInterrupt: after storing the finished runs and writing results.json.
+    """
+    start = time.perf_counter()
+    exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
+    if seeds is not None:
+        exp = exp.with_seeds(seeds)
+    if epochs is not None:
+        exp = exp.with_epochs(epochs)
+    observer = observer or Observer()
+    out = Path(out_dir)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise LabError(f"--out {out}: cannot create the folder: {e.strerror}") from None
+    if not os.access(out, os.W_OK):
+        raise LabError(f"--out {out}: the folder is not writable; choose another --out folder")
+
+    with _folder_lock(out), Store.in_folder(out) as store:
+        resolved = exp.to_dict()
+        atomic_write_text(out / RESOLVED_FILE, dumps(resolved))
+        store.add_experiment(resolved)
+        specs = plan_runs(exp, out_dir=out)
+        reuse = _reusable(store, specs, out)
+        todo = [s for s in specs if s.key not in reuse]
+        observer.planned(exp, len(specs), len(specs) - len(todo))
+        counts = {"completed": 0, "failed": 0}
+        vers = versions()
+
+        def started(spec: RunSpec) -> None:
+            store.mark_running(spec.key, spec.variant.name, vers)
+            observer.started(spec)
+
+        try:
+            if todo:
+                n = default_workers() if workers is None else workers
+                if executor == "auto":
+                    n = min(n, len(todo))
+                runner = make_executor(executor, n)
+                for spec, result in runner.map(todo, on_start=started):
+                    weights = spec.weights if result.status == "completed" else None
+                    store.record(
+                        spec.key, spec.variant.name, result, weights=weights, versions=vers
+                    )
+                    counts[result.status] += 1
+                    observer.finished(spec, result)
+        finally:
+            store.drop_running()
+            results_path = write_results(out)
+
+    from bnlab.lab.results import read_results
+
+    results = read_results(out)
+    report_path = _write_report(out) if report else None
+    return StudyOutcome(
+        out_dir=out,
+        results_path=results_path,
+        report_path=report_path,
+        total=len(specs),
+        reused=len(specs) - len(todo),
+        completed=counts["completed"],
+        failed=counts["failed"],
+        seconds=time.perf_counter() - start,
+        results=results,
+    )
+
+
+def _write_report(out: Path) -> Path | None:
+    """``bnlab.lab.report.write_report(out)`` (curves.png, report.html)."""
+    from bnlab.lab import report
+
+    return report.write_report(out)
