@@ -104,12 +104,15 @@ def read_mnist_pickle(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
         raise DatasetError(f"MNIST pickle {p} does not hold {layout}")
 
     def to_uint8(x: np.ndarray) -> np.ndarray:
-        k = np.rint(x * np.float32(256.0))
-        if k.min() < 0 or k.max() > 255 or not np.array_equal(k, x * np.float32(256.0)):
+        k = x * np.float32(256.0)
+        if not (k.min() >= 0 and k.max() <= 255):  # also False for NaN
+            raise DatasetError(f"MNIST pickle {p} holds pixels outside [0, 255/256]")
+        u = k.astype(np.uint8)
+        if not np.array_equal(u, k):
             raise DatasetError(
                 f"MNIST pickle {p} holds pixels that are not k/256 for integer k in [0, 255]"
             )
-        return k.astype(np.uint8).reshape(-1, 28, 28)  # (N, 28, 28)
+        return u.reshape(-1, 28, 28)  # (N, 28, 28)
 
     return {
         "x_train": np.concatenate([to_uint8(x_tr), to_uint8(x_va)]),
