@@ -181,6 +181,17 @@ SEQUENCE_MODEL = [
     {"type": "Dense", "units": 2, "activation": "sigmoid"},
 ]
 
+# Dense on a 4D image (Keras: the last axis), then back to convolutions.
+MIXED_LAYOUTS = [
+    conv(3, 1, activation="relu"),
+    {"type": "Dense", "units": 4},
+    BN,
+    conv(2, 3, strides=2, padding="same"),
+    {"type": "Activation", "activation": "softmax"},
+    {"type": "Flatten"},
+    {"type": "Dense", "units": 2},
+]
+
 SEQUENCE_FLATTEN = [
     {"type": "LSTM", "units": 4, "return_sequences": True, "unit_forget_bias": False},
     {"type": "Flatten"},
@@ -196,8 +207,9 @@ SEQUENCE_FLATTEN = [
         (MNIST_CNN_BN, (28, 28, 1)),
         (PADDING_CNN, (9, 10, 3)),
         (SEQUENCE_MODEL, (6, 3)),
+        (MIXED_LAYOUTS, (6, 5, 3)),
     ],
-    ids=["image_cnn_bn", "mnist_cnn", "mnist_cnn_bn", "padding_cnn", "sequence"],
+    ids=["image_cnn_bn", "mnist_cnn", "mnist_cnn_bn", "padding_cnn", "sequence", "mixed"],
 )
 def test_names_shapes_and_parameter_counts_match_keras(layers, shape):
     assert_same_structure(keras_model(layers, shape), build_model(layers, shape))
@@ -233,8 +245,9 @@ def test_frozen_batchnorm_counts_like_keras():
         (MNIST_CNN_BN, (28, 28, 1)),
         (SEQUENCE_MODEL, (6, 3)),
         (SEQUENCE_FLATTEN, (5, 2)),
+        (MIXED_LAYOUTS, (6, 5, 3)),
     ],
-    ids=["padding_cnn", "mnist_cnn_bn", "sequence", "sequence_flatten"],
+    ids=["padding_cnn", "mnist_cnn_bn", "sequence", "sequence_flatten", "mixed"],
 )
 @pytest.mark.parametrize("training", [False, True], ids=["inference", "training"])
 def test_outputs_match_keras_with_copied_weights(layers, shape, training):

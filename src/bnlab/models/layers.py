@@ -28,7 +28,6 @@ __all__ = [
     "Conv2D",
     "Dense",
     "MaxPooling2D",
-    "Permute",
     "ZeroPadding2D",
     "same_padding",
 ]
@@ -47,20 +46,6 @@ def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
     out = math.ceil(size / stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
-
-
-class Permute(nn.Module):
-    """``x.permute(0, *dims)``: moves between channel-last and channel-first."""
-
-    def __init__(self, dims: tuple[int, ...]) -> None:
-        super().__init__()
-        self.dims = (0, *dims)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.permute(self.dims)
-
-    def extra_repr(self) -> str:
-        return f"dims={self.dims}"
 
 
 class Dense(nn.Module):
@@ -170,6 +155,10 @@ class LSTM(nn.Module):
 
     One bias vector like Keras (``torch.nn.LSTM`` has two, ``bias_ih`` and
     ``bias_hh``, so its parameter count differs from Keras's). States start at zero.
+    Not supported (Keras options): ``dropout``, ``recurrent_dropout``, masking,
+    ``return_state``, ``go_backwards``, ``stateful``. The steps run in a Python loop
+    (the input projection is one matmul for all steps): fine for the short sequences
+    of the studies, slower than cuDNN for long ones.
 
     Shape: ``(N, T, in_features) -> (N, T, units)`` if ``return_sequences`` else
     ``(N, units)``.

@@ -7,9 +7,14 @@ Each :class:`LayerType` knows
   ``(N, C, H, W)`` through Conv2D/MaxPooling2D/ZeroPadding2D; Dense, Flatten and LSTM
   take channel-last input like Keras; the others work on either;
 - ``build(args, shape, channels_first) -> (module, output_shape)``: ``args`` has every
-  default filled in and ``name`` set to the layer's name, ``shape`` is the input shape in Keras's channel-last form
-  without the batch axis, the returned output shape likewise. Shape problems raise
-  ``ValueError`` and the model builder adds the location.
+  default filled in and ``name`` set to the layer's name; ``shape`` is the input shape
+  in Keras's channel-last form without the batch axis, the returned output shape
+  likewise. Shape problems raise ``ValueError``; the model builder adds the location.
+
+Differences from Keras: Dropout has no ``noise_shape``/``seed`` (it draws from torch's
+RNG); LSTM lacks dropout, masking and state options (see :class:`bnlab.models.layers.LSTM`);
+BatchNormalization takes one int ``axis``, not a list; Conv2D has no ``dilation_rate``
+or ``groups``; no kernel regularizers or constraints on Dense/Conv2D/LSTM.
 
 Lookup is case-insensitive (``"dense"`` finds ``Dense``); ``Convolution2D`` and
 ``MaxPool2D`` are accepted as Keras's aliases. The BatchNormalization entry takes
@@ -25,7 +30,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
@@ -60,7 +65,6 @@ class LayerType:
     build: Builder | None
     layout: Layout = "any"
     validate: Callable[[dict[str, Any]], None] | None = None
-    doc: str = field(default="", compare=False)
 
 
 def keras_shape(shape: Shape) -> str:
