@@ -12,8 +12,17 @@ import keras
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from bnlab.models import build_model, count_params, get_activation, list_activations, summary
+from bnlab.models import (
+    SpecError,
+    build_model,
+    count_params,
+    get_activation,
+    list_activations,
+    summary,
+)
 from bnlab.models.layers import LSTM, Conv2D, Dense
 from bnlab.nn import BatchNormalization
 
@@ -285,3 +294,40 @@ def test_activations_match_keras(name):
     ours = get_activation(name)(x)
     theirs = keras.activations.get(name)(x).detach().cpu()
     torch.testing.assert_close(ours, theirs, atol=ATOL, rtol=1e-5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    kind=st.sampled_from(["Conv2D", "MaxPooling2D"]),
+    size=st.tuples(st.integers(1, 12), st.integers(1, 12)),
+    window=st.tuples(st.integers(1, 5), st.integers(1, 5)),
+    strides=st.tuples(st.integers(1, 4), st.integers(1, 4)),
+    padding=st.sampled_from(["valid", "same"]),
+)
+def test_window_output_shapes_match_keras(kind, size, window, strides, padding):
+    if kind == "Conv2D":
+        raw = {
+            "type": kind,
+            "filters": 2,
+            "kernel_size": list(window),
+            "strides": list(strides),
+            "padding": padding,
+        }
+        klayer = keras.layers.Conv2D(2, window, strides=strides, padding=padding)
+    else:
+        raw = {
+            "type": kind,
+            "pool_size": list(window),
+            "strides": list(strides),
+            "padding": padding,
+        }
+        klayer = keras.layers.MaxPooling2D(window, strides=strides, padding=padding)
+    try:
+        expected = tuple(klayer.compute_output_shape((None, *size, 3)))
+    except ValueError:  # Keras: "Computed output size would be zero or negative"
+        with pytest.raises(SpecError, match="does not fit input"):
+            build_model([raw], (*size, 3))
+        return
+    model = build_model([raw], (*size, 3))
+    assert (None, *model.output_shape) == expected
+    assert model(torch.zeros(1, *size, 3)).shape == (1, *expected[1:])
