@@ -18,11 +18,15 @@ from torch import Tensor, nn
 from bnlab.functional import batch_norm
 from bnlab.functional.axes import kept_axes, stat_shape
 from bnlab.functional.batch_norm import Implementation, NonFinitePolicy
+from bnlab.functional.ghost import check_virtual_batch_size, ghost_batch_norm
+from bnlab.functional.renorm import batch_renorm, check_renorm_clipping
 from bnlab.functional.sync import sync_batch_norm
 from bnlab.nn import constraints, initializers, regularizers
 from bnlab.nn.keras_objects import Spec
 
 _WEIGHT_ORDER = ("gamma", "beta", "moving_mean", "moving_variance")
+# Extra state of batch renormalization, in Keras's weight order after the above.
+_RENORM_STATE = ("moving_stddev", "renorm_mean", "renorm_stddev")
 
 
 class BatchNormalization(nn.Module):
@@ -90,6 +94,20 @@ class BatchNormalization(nn.Module):
         sync_timeout: seconds a synchronized layer waits for the other ranks
             before raising :class:`bnlab.functional.sync.SynchronizationError`
             naming the layer; None (default) uses the process group's timeout.
+        renorm: batch renormalization (Ioffe 2017, Keras 3 semantics): training
+            output corrected towards the moving statistics by ``r``/``d`` (constants
+            in the backward pass); adds the buffers ``moving_stddev``,
+            ``renorm_mean``, ``renorm_stddev``. See :mod:`bnlab.functional.renorm`.
+        renorm_clipping: ``{"rmax": .., "rmin": .., "dmax": ..}`` (each optional) or
+            None; settable later (``layer.renorm_clipping = ...``), e.g. by
+            :class:`bnlab.nn.RenormClippingScheduler`. Ignored without ``renorm``.
+        renorm_momentum: weight of the old value of ``renorm_mean``/``renorm_stddev``,
+            in [0, 1]; default 0.99 (Keras).
+        virtual_batch_size: ghost batch normalization: in training, each group of
+            this many consecutive samples is normalized with its own statistics and
+            the moving statistics take the groups' averages (one update per step);
+            the batch size must be a multiple. None (default): the whole batch. See
+            :mod:`bnlab.functional.ghost`.
 
     Shape:
         - Input: ``(N, C, *)`` with ``axis=1``; in general any rank >= 2.
@@ -139,6 +157,10 @@ class BatchNormalization(nn.Module):
         name: str = "batch_normalization",
         synchronized: bool = False,
         sync_timeout: float | None = None,
+        renorm: bool = False,
+        renorm_clipping: dict[str, float] | None = None,
+        renorm_momentum: float = 0.99,
+        virtual_batch_size: int | None = None,
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -166,6 +188,16 @@ class BatchNormalization(nn.Module):
         self.synchronized = bool(synchronized)
         self.sync_timeout = None if sync_timeout is None else float(sync_timeout)
         self.process_group: Any = None  # torch.distributed group for synchronized; None = world
+        self.renorm = bool(renorm)
+        self.renorm_clipping = renorm_clipping  # validated by the property setter
+        if isinstance(renorm_momentum, bool) or not (
+            isinstance(renorm_momentum, int | float) and 0.0 <= renorm_momentum <= 1.0
+        ):
+            raise ValueError(f"{name}: renorm_momentum must be in [0, 1]; got {renorm_momentum!r}")
+        self.renorm_momentum = float(renorm_momentum)
+        check_virtual_batch_size(virtual_batch_size, name=name)
+        self.virtual_batch_size = virtual_batch_size
+        _check_combination(self)
         self.beta_initializer = initializers.get(beta_initializer)
         self.gamma_initializer = initializers.get(gamma_initializer)
         self.moving_mean_initializer = initializers.get(moving_mean_initializer)
@@ -209,13 +241,35 @@ class BatchNormalization(nn.Module):
             "num_batches_tracked",
             torch.zeros((), dtype=torch.long, device=self._factory["device"]),
         )
+        if self.renorm:
+            for state in _RENORM_STATE:
+                self.register_buffer(state, empty())
+            self._init_renorm_state()
+
+    def _init_renorm_state(self) -> None:
+        # Keras: the stddevs start at sqrt(moving variance), renorm_mean at the moving mean.
+        with torch.no_grad():
+            self.moving_stddev.copy_(self.moving_variance.sqrt())
+            self.renorm_stddev.copy_(self.moving_variance.sqrt())
+            self.renorm_mean.copy_(self.moving_mean)
 
     def reset_moving_statistics(self) -> None:
         """Re-initialize the moving statistics and the batch count."""
         self._require_built("reset_moving_statistics")
         self.moving_mean_initializer(self.moving_mean)
         self.moving_variance_initializer(self.moving_variance)
+        if self.renorm:
+            self._init_renorm_state()
         self.num_batches_tracked.zero_()
+
+    @property
+    def renorm_clipping(self) -> dict[str, float]:
+        """The renorm clipping in effect, ``{"rmax", "rmin", "dmax"}`` (missing = unclipped)."""
+        return dict(self._renorm_clipping)
+
+    @renorm_clipping.setter
+    def renorm_clipping(self, value: dict[str, float] | None) -> None:
+        self._renorm_clipping = check_renorm_clipping(value, name=self.name)
 
     @property
     def trainable(self) -> bool:
@@ -267,6 +321,26 @@ class BatchNormalization(nn.Module):
                 on_nonfinite=self.on_nonfinite, group=self.process_group,
                 timeout=self.sync_timeout, name=self.name,
             )
+        elif self.renorm:
+            result = batch_renorm(
+                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                self.moving_stddev, self.renorm_mean, self.renorm_stddev,
+                training=training, axis=kept, momentum=self.momentum,
+                renorm_momentum=self.renorm_momentum, renorm_clipping=self._renorm_clipping,
+                epsilon=self.epsilon, num_batches_tracked=self.num_batches_tracked, mask=mask,
+                on_nonfinite=self.on_nonfinite, implementation=self.implementation,
+                name=self.name,
+            )
+        elif self.virtual_batch_size is not None:
+            result = ghost_batch_norm(
+                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                virtual_batch_size=self.virtual_batch_size, training=training, axis=kept,
+                momentum=self.momentum, epsilon=self.epsilon,
+                num_batches_tracked=self.num_batches_tracked,
+                unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
+                on_nonfinite=self.on_nonfinite, implementation=self.implementation,
+                name=self.name,
+            )
         else:
             result = batch_norm(
                 x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
@@ -278,8 +352,9 @@ class BatchNormalization(nn.Module):
             )
         if training and result.moving_mean is not self.moving_mean:
             with torch.no_grad():
-                self.moving_mean.copy_(result.moving_mean)
-                self.moving_variance.copy_(result.moving_variance)
+                # Result fields after the output are named like the buffers they update.
+                for field, value in zip(result._fields[1:], result[1:], strict=True):
+                    getattr(self, field).copy_(value)
                 self.num_batches_tracked.add_(1)
         return result.output
 
@@ -325,8 +400,9 @@ class BatchNormalization(nn.Module):
                 target.copy_(tensor)
 
     def _keras_names(self) -> list[str]:
-        return [n for n in _WEIGHT_ORDER
-                if (n != "gamma" or self.scale) and (n != "beta" or self.center)]
+        names = [n for n in _WEIGHT_ORDER
+                 if (n != "gamma" or self.scale) and (n != "beta" or self.center)]
+        return names + list(_RENORM_STATE) if self.renorm else names
 
     # ------------------------------------------------------------ PyTorch interop
     @classmethod
@@ -368,7 +444,29 @@ class BatchNormalization(nn.Module):
             parts.append("trainable=False")
         if self.synchronized:
             parts.append("synchronized=True")
+        if self.renorm:
+            parts.append(f"renorm=True, renorm_clipping={self._renorm_clipping}, "
+                         f"renorm_momentum={self.renorm_momentum}")
+        if self.virtual_batch_size is not None:
+            parts.append(f"virtual_batch_size={self.virtual_batch_size}")
         return ", ".join(parts)
+
+
+def _check_combination(layer: BatchNormalization) -> None:
+    """Options that do not compose (yet) fail at construction, not mid-training."""
+    chosen = [f"{flag}" for flag, on in (("synchronized=True", layer.synchronized),
+                                         ("renorm=True", layer.renorm),
+                                         ("virtual_batch_size", layer.virtual_batch_size is not None))
+              if on]
+    if len(chosen) > 1:
+        raise ValueError(
+            f"{layer.name}: {' and '.join(chosen)} cannot be combined; choose one of them"
+        )
+    if layer.renorm and layer.unbiased_moving_variance:
+        raise ValueError(
+            f"{layer.name}: renorm=True derives moving_variance from moving_stddev (Keras), so "
+            "unbiased_moving_variance=True does not apply; drop one of them"
+        )
 
 
 def _plural(features: tuple[int, ...] | None) -> str:
