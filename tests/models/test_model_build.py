@@ -416,13 +416,23 @@ def test_softmax_activation_normalizes_the_channel_axis_in_both_layouts():
     [
         ([conv(3, 1), BN], (5, 4, 2), -1, 3, 1),  # after a conv: channel-first inside, axis 1
         ([BN], (5, 4, 2), -1, 2, -1),  # no conv: the image stays channel-last
-        ([conv(3, 1), {"type": "BatchNormalization", "axis": 1}], (5, 4, 2), 1, 5, 2),  # height
-        ([{"type": "BatchNormalization", "axis": 2}], (5, 4, 2), 2, 4, 2),  # width, channel-last
+        ([conv(3, 1), {"type": "BatchNormalization", "axis": 1}], (5, 4, 2), 1, 5, -2),  # height
+        ([conv(3, 1), {"type": "BatchNormalization", "axis": 2}], (5, 4, 2), 2, 4, -1),  # width
+        ([{"type": "BatchNormalization", "axis": 2}], (5, 4, 2), 2, 4, -2),  # width, channel-last
         ([dense(3), BN], (6,), -1, 3, 1),
         ([dense(3), BN], (7, 6), -1, 3, -1),  # a sequence (N, T, F)
-        ([dense(3), {"type": "BatchNormalization", "axis": 1}], (7, 6), 1, 7, 1),  # time axis
+        ([dense(3), {"type": "BatchNormalization", "axis": 1}], (7, 6), 1, 7, -2),  # time axis
     ],
-    ids=["conv_then_bn", "bn_only", "height_axis", "width_axis", "vector", "sequence", "time_axis"],
+    ids=[
+        "conv_then_bn",
+        "bn_only",
+        "height_axis",
+        "width_axis_channel_first",
+        "width_axis_channel_last",
+        "vector",
+        "sequence",
+        "time_axis",
+    ],
 )
 def test_batchnorm_normalizes_the_keras_axis(layers, shape, keras_axis, features, internal_axis):
     model = build_model(layers, shape, seed=0)

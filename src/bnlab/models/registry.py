@@ -266,7 +266,9 @@ def _build_bn(args: dict[str, Any], shape: Shape, channels_first: bool):
     if axis == rank - 1:  # Keras's channel axis
         internal = 1 if channels_first or rank == 2 else -1
     else:
-        internal = axis + 1 if channels_first else axis
+        # Another axis (height, width, time), counted from the end so that it never
+        # reads as a channel axis 1 (e.g. to bnlab.nn.fold after a Dense).
+        internal = (axis + 1 if channels_first else axis) - rank
     module = BatchNormalization(
         shape[axis - 1], axis=internal, name=args["name"], **_bn_kwargs(args)
     )
