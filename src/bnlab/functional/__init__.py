@@ -1,5 +1,6 @@
 """Pure batch-normalization functions: inputs in, output and new statistics out."""
 
+from bnlab.functional.act import activate, batch_norm_act
 from bnlab.functional.axes import kept_axes, reduced_axes
 from bnlab.functional.batch_norm import (
     BatchNormResult,
@@ -8,14 +9,21 @@ from bnlab.functional.batch_norm import (
     batch_norm,
     update_moving_statistics,
 )
+from bnlab.functional.ghost import ghost_batch_norm
 from bnlab.functional.reference import ReferenceBatchNorm, reference_batch_norm_train
+from bnlab.functional.renorm import BatchRenormResult, batch_renorm
 
 __all__ = [
     "BatchNormResult",
+    "BatchRenormResult",
     "NonFiniteStatisticsWarning",
     "ReferenceBatchNorm",
+    "activate",
     "batch_moments",
     "batch_norm",
+    "batch_norm_act",
+    "batch_renorm",
+    "ghost_batch_norm",
     "kept_axes",
     "reduced_axes",
     "reference_batch_norm_train",
