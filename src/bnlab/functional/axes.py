@@ -20,12 +20,21 @@ def kept_axes(axis: AxisArg, ndim: int) -> tuple[int, ...]:
     Raises:
         ValueError: rank below 2, an axis out of range, a repeated axis, or no axis
             left to reduce.
+        TypeError: ``axis`` is neither an int nor a sequence of ints.
     """
     if ndim < 2:
         raise ValueError(
             f"batch normalization expects at least 2D input (N, C, ...); got a {ndim}D tensor"
         )
-    axes = (axis,) if isinstance(axis, int) else tuple(axis)
+    if isinstance(axis, int):
+        axes: tuple[int, ...] = (axis,)
+    elif isinstance(axis, Sequence) and not isinstance(axis, str):
+        axes = tuple(axis)
+    else:
+        raise TypeError(
+            f"axis must be an int or a sequence of ints such as (1, 2); got {axis!r} "
+            f"of type {type(axis).__name__}"
+        )
     if not axes:
         raise ValueError("axis must name at least one axis to keep; got an empty sequence")
     normalized = []

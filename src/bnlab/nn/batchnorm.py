@@ -174,6 +174,11 @@ class BatchNormalization(nn.Module):
             raise ValueError(f"{name}: epsilon must be a number > 0; got {epsilon!r}")
         if on_nonfinite not in ("skip", "raise"):
             raise ValueError(f"{name}: on_nonfinite must be 'skip' or 'raise'; got {on_nonfinite!r}")
+        if not isinstance(axis, int) and (not isinstance(axis, Sequence) or isinstance(axis, str)):
+            raise TypeError(
+                f"{name}: axis must be an int or a sequence of ints such as (1, 2); got "
+                f"{axis!r} of type {type(axis).__name__}"
+            )
         self.axis = axis if isinstance(axis, int) else tuple(axis)
         self.momentum = None if momentum is None else float(momentum)
         self.epsilon = float(epsilon)
