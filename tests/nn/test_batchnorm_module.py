@@ -262,6 +262,11 @@ def test_bad_arguments(kwargs, pattern):
         BatchNormalization(3, **kwargs)
 
 
+def test_axis_of_wrong_type():
+    with pytest.raises(TypeError, match=r"axis must be an int or a sequence of ints.*got 1\.0"):
+        BatchNormalization(axis=1.0)
+
+
 def test_unbuilt_layer_refuses_keras_weights():
     with pytest.raises(RuntimeError, match="num_features"):
         BatchNormalization().get_keras_weights()
