@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import math
+import pickle
 
 import pytest
 import torch
@@ -499,6 +501,14 @@ def test_regularization_loss_and_constraints():
     plain = build_model([dense(2)], (3,))
     assert plain.regularization_loss().item() == 0.0 and plain.regularization_loss().shape == ()
     plain.apply_constraints()
+
+
+def test_model_deepcopies_and_pickles():
+    model = build_model(mnist_bn(), (28, 28, 1), seed=0).eval()
+    x = torch.rand(2, 28, 28, 1)
+    for clone in (copy.deepcopy(model), pickle.loads(pickle.dumps(model))):
+        assert clone.specs == model.specs and list(clone.layers) == list(model.layers)
+        torch.testing.assert_close(clone(x), model(x), rtol=0, atol=0)
 
 
 def test_state_dict_round_trip_and_gradients():

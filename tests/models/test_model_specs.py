@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+import pickle
 import re
 
 import pytest
@@ -163,6 +165,14 @@ def test_layer_spec_is_immutable_hashable_and_round_trips():
     assert LayerSpec("Conv2D", {"filters": 4, "kernel_size": (3, 3)}) == spec
     assert spec.replace_args({"filters": 8}).args["filters"] == 8
     assert spec.args["filters"] == 4
+
+
+def test_layer_spec_pickles_and_copies():
+    spec = parse_layer(
+        {"type": "BatchNormalization", "momentum": 0.9, "gamma_regularizer": "l2"}, where=WHERE
+    )
+    assert pickle.loads(pickle.dumps(spec)) == spec
+    assert copy.deepcopy(spec) == spec and copy.copy(spec) is spec
 
 
 def test_raw_lists_are_copied_not_shared():

@@ -58,7 +58,7 @@ class Dense(nn.Module):
         super().__init__()
         self.in_features, self.units = in_features, units
         self.weight = nn.Parameter(torch.empty(units, in_features))
-        self.bias = nn.Parameter(torch.empty(units)) if use_bias else None
+        self.register_parameter("bias", nn.Parameter(torch.empty(units)) if use_bias else None)
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,7 +93,7 @@ class Conv2D(nn.Module):
         self.in_channels, self.filters = in_channels, filters
         self.kernel_size, self.strides, self.padding = kernel_size, strides, padding
         self.weight = nn.Parameter(torch.empty(filters, in_channels, *kernel_size))
-        self.bias = nn.Parameter(torch.empty(filters)) if use_bias else None
+        self.register_parameter("bias", nn.Parameter(torch.empty(filters)) if use_bias else None)
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -178,7 +178,7 @@ class LSTM(nn.Module):
         self.in_features, self.units, self.return_sequences = in_features, units, return_sequences
         self.weight_ih = nn.Parameter(torch.empty(4 * units, in_features))
         self.weight_hh = nn.Parameter(torch.empty(4 * units, units))
-        self.bias = nn.Parameter(torch.empty(4 * units)) if use_bias else None
+        self.register_parameter("bias", nn.Parameter(torch.empty(4 * units)) if use_bias else None)
         self.activation = activation
         self.recurrent_activation = recurrent_activation
 

@@ -13,7 +13,7 @@ Vectors ``(N, F)`` and sequences ``(N, T, F)`` stay as they are.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -23,11 +23,21 @@ from bnlab.models.errors import SpecError
 from bnlab.models.spec import LayerSpec, check_sequence, layer_names, parse_layer
 from bnlab.nn import BatchNormalization
 
-__all__ = ["SequentialModel", "build_model"]
+__all__ = ["BuiltLayer", "SequentialModel", "build_model"]
 
 _TO_FIRST = (0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
 _TO_LAST = (0, 2, 3, 1)  # (N, C, H, W) -> (N, H, W, C)
 _RESERVED = frozenset(dir(nn.ModuleDict()))  # names a ModuleDict key may not take
+
+
+class BuiltLayer(NamedTuple):
+    """One layer of a :class:`SequentialModel`, as :func:`build_model` makes it."""
+
+    name: str
+    spec: LayerSpec
+    module: nn.Module
+    output_shape: tuple[int, ...]  # Keras form, without the batch axis
+    permute: tuple[int, ...] | None  # applied to the tensor before ``module``
 
 
 class SequentialModel(nn.Module):
@@ -38,6 +48,9 @@ class SequentialModel(nn.Module):
         specs: the :class:`LayerSpec` of each layer, same order.
         input_shape: Keras input shape without the batch axis, e.g. ``(28, 28, 1)``.
         output_shapes: name -> Keras output shape without the batch axis.
+        permutes: per layer, the permutation applied to the tensor before it (or None):
+            ``(0, 3, 1, 2)`` to channel-first, ``(0, 2, 3, 1)`` back to channel-last.
+        final_permute: the permutation applied to the output (or None).
         name: model name shown by :func:`bnlab.models.summary` (``"sequential"``).
 
     Shape: ``(N, *input_shape) -> (N, *output_shapes[last])``.
@@ -45,7 +58,7 @@ class SequentialModel(nn.Module):
 
     def __init__(
         self,
-        layers: Sequence[tuple[str, LayerSpec, nn.Module, tuple[int, ...], tuple[int, ...] | None]],
+        layers: Sequence[BuiltLayer],
         *,
         input_shape: tuple[int, ...],
         final_permute: tuple[int, ...] | None,
@@ -54,15 +67,13 @@ class SequentialModel(nn.Module):
         super().__init__()
         self.name = name
         self.input_shape = input_shape
-        self.layers = nn.ModuleDict()
-        self.specs: tuple[LayerSpec, ...] = tuple(spec for _, spec, _, _, _ in layers)
-        self.output_shapes: dict[str, tuple[int, ...]] = {}
-        self._permutes: list[tuple[int, ...] | None] = []
-        for layer_name, _, module, out_shape, permute in layers:
-            self.layers[layer_name] = module
-            self.output_shapes[layer_name] = out_shape
-            self._permutes.append(permute)
-        self._final_permute = final_permute
+        self.layers = nn.ModuleDict({layer.name: layer.module for layer in layers})
+        self.specs: tuple[LayerSpec, ...] = tuple(layer.spec for layer in layers)
+        self.output_shapes: dict[str, tuple[int, ...]] = {
+            layer.name: layer.output_shape for layer in layers
+        }
+        self.permutes: tuple[tuple[int, ...] | None, ...] = tuple(layer.permute for layer in layers)
+        self.final_permute = final_permute
 
     @property
     def output_shape(self) -> tuple[int, ...]:
@@ -76,6 +87,11 @@ class SequentialModel(nn.Module):
         return self.layers[name]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run the layers on channel-last ``x`` of shape ``(N, *input_shape)``.
+
+        ``permutes[i]`` (if any) is applied before layer ``i``, ``final_permute`` after
+        the last one, so the output has Keras's layout.
+        """
         if tuple(x.shape[1:]) != self.input_shape:
             channel_first = x.dim() == 4 and (*x.shape[2:], x.shape[1]) == self.input_shape
             fix = (
@@ -87,12 +103,12 @@ class SequentialModel(nn.Module):
                 f"{self.name} expects input of shape (N, {', '.join(map(str, self.input_shape))}) "
                 f"channel-last like Keras; got {tuple(x.shape)}; {fix}"
             )
-        for module, permute in zip(self.layers.values(), self._permutes, strict=True):
+        for module, permute in zip(self.layers.values(), self.permutes, strict=True):
             if permute is not None:
                 x = x.permute(permute)
             x = module(x)
-        if self._final_permute is not None:
-            x = x.permute(self._final_permute)
+        if self.final_permute is not None:
+            x = x.permute(self.final_permute)
         return x
 
     def batch_norm_layers(self) -> dict[str, BatchNormalization]:
@@ -198,7 +214,7 @@ def _build(
     names = layer_names(specs)
     shape = input_shape
     channels_first = False
-    built = []
+    built: list[BuiltLayer] = []
     for i, (spec, layer_name) in enumerate(zip(specs, names, strict=True)):
         layer_type = spec.layer_type
         if layer_type.build is None:  # Input
@@ -221,7 +237,7 @@ def _build(
             raise SpecError(f"{where}[{i}] ({layer_name}): {error}") from None
         if len(out_shape) != 3:
             channels_first = False  # only 4D tensors are ever channel-first
-        built.append((layer_name, spec, module, out_shape, permute))
+        built.append(BuiltLayer(layer_name, spec, module, out_shape, permute))
         shape = out_shape
     final = _TO_LAST if channels_first else None
     return SequentialModel(built, input_shape=input_shape, final_permute=final, name=name)

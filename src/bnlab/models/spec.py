@@ -148,6 +148,17 @@ class LayerSpec:
     def __repr__(self) -> str:
         return f"LayerSpec(type={self.type!r}, args={dict(self.args)!r})"
 
+    # A read-only mapping cannot be pickled: rebuild from a plain dict (pickle, deepcopy,
+    # multiprocessing); immutable, so a copy may share the original.
+    def __reduce__(self) -> tuple[type[LayerSpec], tuple[str, dict[str, Any]]]:
+        return (LayerSpec, (self.type, dict(self.args)))
+
+    def __copy__(self) -> LayerSpec:
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> LayerSpec:
+        return self
+
 
 def parse_layer(raw: Mapping[str, Any] | LayerSpec, *, where: str) -> LayerSpec:
     """Parse one layer dict ``{type = "Dense", units = 10, ...}`` into a :class:`LayerSpec`.
