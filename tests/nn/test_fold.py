@@ -46,7 +46,9 @@ def _check(model: nn.Module, x: torch.Tensor, folded_names: list[str], **kwargs)
     folded = fold(model, **kwargs)
     assert [bn for bn, _ in fold_report(model, **kwargs).folded] == folded_names
     for name in folded_names:
-        assert isinstance(folded.get_submodule(name), nn.Identity)
+        replacement = folded.get_submodule(name)
+        assert not _is_bn(replacement)
+        assert isinstance(replacement, nn.Identity) or isinstance(model.get_submodule(name), bnlab.nn.BatchNormAct)
     assert not folded.training and model.training  # the original keeps its mode ...
     for key, value in model.state_dict().items():  # ... and its weights
         assert torch.equal(value, state[key]), key
@@ -75,6 +77,13 @@ def test_conv1d_then_bnlab_bn(center: bool, scale: bool) -> None:
     model = nn.Sequential(nn.Conv1d(3, 4, 3),
                           bnlab.BatchNormalization(4, center=center, scale=scale, epsilon=1e-3))
     _check(model, torch.randn(2, 3, 10), ["1"])
+
+
+def test_fused_bn_activation_leaves_its_activation() -> None:
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), bnlab.nn.BatchNormAct(4, activation="leaky_relu"),
+                          nn.Conv2d(4, 2, 1))
+    folded = _check(model, torch.randn(2, 3, 6, 6), ["1"])
+    assert isinstance(folded[1], nn.LeakyReLU) and folded[1].negative_slope == 0.2
 
 
 def test_conv3d_and_identity_between() -> None:

@@ -229,3 +229,18 @@ def test_model_without_bn_and_bad_arguments() -> None:
         recalibrate(model, [torch.randn(2, 3, 6, 6), {"x": torch.randn(2, 3, 6, 6)}])
     for name, stats in _statistics(model).items():  # no half-done statistics after an error
         torch.testing.assert_close(stats, before[name], rtol=0, atol=0)
+
+
+def test_renorm_layer_gets_a_consistent_stddev_and_keeps_its_renorm_state() -> None:
+    layer = bnlab.BatchNormalization(3, renorm=True, renorm_clipping={"rmax": 2.0, "dmax": 1.0})
+    layer.train()
+    for _ in range(3):
+        layer(torch.randn(6, 3) * 2 + 1)
+    renorm_state = (layer.renorm_mean.clone(), layer.renorm_stddev.clone())
+    batches = [torch.randn(10, 3) * 3 - 2 for _ in range(3)]
+    recalibrate(layer, batches)
+    values = torch.cat(batches).double()
+    torch.testing.assert_close(layer.moving_variance, values.var(0, correction=0).float(), **F32)
+    torch.testing.assert_close(layer.moving_stddev, (layer.moving_variance + layer.epsilon).sqrt())
+    assert torch.equal(layer.renorm_mean, renorm_state[0])
+    assert torch.equal(layer.renorm_stddev, renorm_state[1])

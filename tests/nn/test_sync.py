@@ -335,3 +335,11 @@ def test_bad_timeout_is_rejected_with_the_value(timeout) -> None:
     with pytest.raises(ValueError, match="timeout must be a number of seconds > 0"):
         sync_batch_norm(torch.randn(4, 3), None, None, torch.zeros(3), torch.ones(3),
                         training=True, timeout=timeout)
+
+
+def test_convert_sync_refuses_renorm_and_ghost_layers_and_changes_nothing() -> None:
+    model = nn.Sequential(nn.BatchNorm1d(3), bnlab.BatchNormalization(3, renorm=True, name="rn"),
+                          bnlab.BatchNormalization(3, virtual_batch_size=2))
+    with pytest.raises(ValueError, match=r"layer\(s\) '1', '2' use renorm or virtual_batch_size"):
+        convert_sync(model)
+    assert type(model[0]) is nn.BatchNorm1d and not model[1].synchronized

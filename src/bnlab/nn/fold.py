@@ -12,7 +12,7 @@ two collapse into one:
 with the moving mean :math:`m` and variance :math:`v` (computed in float64,
 stored in the layer's dtype). The BN layer is replaced by ``nn.Identity``; the
 model computes the same function in eval mode with one pass over the activations
-fewer.
+fewer. A :class:`~bnlab.nn.BatchNormAct` is replaced by its activation alone.
 
 **Where.** Only inside *chain containers*, whose forward feeds each child's
 output to the next child and nowhere else — ``nn.Sequential`` (and subclasses
@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from bnlab.nn.act import BatchNormAct
 from bnlab.nn.views import batch_norm_layers, view
 
 __all__ = [
@@ -154,7 +155,8 @@ def fold(model: nn.Module, *, example_input: Any = None, strict: bool = False) -
 
     Outputs equal ``model.eval()``'s up to rounding (float32: ~1e-6 relative).
     Returns a deep copy in eval mode; ``model`` is untouched. Folded BN layers
-    become ``nn.Identity``; producers without a bias get one. The folded model is
+    become ``nn.Identity`` (a ``BatchNormAct``: its activation module); producers
+    without a bias get one. The folded model is
     for inference: training it no longer normalizes those activations.
 
     Works for bnlab's :class:`BatchNormalization` (one kept axis; ``center`` /
@@ -191,8 +193,11 @@ def fold(model: nn.Module, *, example_input: Any = None, strict: bool = False) -
                          "pass strict=False to leave them in place")
     folded = copy.deepcopy(model)
     for bn_name, producer_name in pairs:
-        _fold_pair(folded.get_submodule(producer_name), folded.get_submodule(bn_name))
-        _replace(folded, bn_name, nn.Identity())
+        bn = folded.get_submodule(bn_name)
+        _fold_pair(folded.get_submodule(producer_name), bn)
+        # A fused BN + activation leaves its activation behind.
+        _replace(folded, bn_name, bn.activation_module() if isinstance(bn, BatchNormAct)
+                 else nn.Identity())
     return folded.eval()
 
 

@@ -297,10 +297,14 @@ def _sync_group(module: nn.Module) -> Any:
 
 
 def _save(layer: BatchNormView) -> dict[str, Tensor] | None:
+    """Every buffer a training-mode forward may change (renorm layers have more)."""
     if layer.mean is None:
         return None  # an unbuilt bnlab layer: built by the first forward
-    return {"mean": layer.mean.detach().clone(), "variance": layer.variance.detach().clone(),
-            "num_batches_tracked": layer.num_batches_tracked.detach().clone()}
+    return {name: buffer.detach().clone() for name, buffer in layer.module.named_buffers()}
+
+
+def _buffer(layer: BatchNormView, name: str) -> Tensor:
+    return layer.module.get_buffer(name)
 
 
 def _restore(layer: BatchNormView, saved: dict[str, Tensor] | None, moments: Moments | None) -> None:
@@ -311,9 +315,8 @@ def _restore(layer: BatchNormView, saved: dict[str, Tensor] | None, moments: Mom
         if saved is None:
             layer.num_batches_tracked.zero_()
         else:
-            layer.mean.copy_(saved["mean"])
-            layer.variance.copy_(saved["variance"])
-            layer.num_batches_tracked.copy_(saved["num_batches_tracked"])
+            for key, value in saved.items():
+                _buffer(layer, key).copy_(value)
     if moments is not None and moments.count > 0:
         _write(layer, moments)
 
@@ -321,8 +324,12 @@ def _restore(layer: BatchNormView, saved: dict[str, Tensor] | None, moments: Mom
 def _write(layer: BatchNormView, moments: Moments) -> None:
     with torch.no_grad():
         layer.mean.copy_(moments.mean.reshape(layer.mean.shape))
-        variance = moments.variance(unbiased=layer.unbiased)
-        layer.variance.copy_(variance.reshape(layer.variance.shape))
+        variance = moments.variance(unbiased=layer.unbiased).reshape(layer.variance.shape)
+        layer.variance.copy_(variance)
+        module = layer.module
+        if isinstance(module, BatchNormalization) and module.renorm:
+            # Renorm tracks sqrt(variance + epsilon) and derives the variance from it.
+            module.moving_stddev.copy_((variance + layer.epsilon).sqrt())
 
 
 def _model_input(batch: Any, device: torch.device | None) -> Tensor:

@@ -146,6 +146,10 @@ def convert_sync(
     Returns:
         ``model`` (or the replacement when ``model`` itself is a torch BN layer).
 
+    Raises:
+        ValueError: a bnlab layer uses ``renorm`` or ``virtual_batch_size`` (not
+            synchronizable); the model is left unchanged.
+
     Example::
 
         model = bnlab.nn.convert_sync(model, sync_timeout=60)
@@ -153,6 +157,14 @@ def convert_sync(
     """
     if sync_timeout is not None and not (isinstance(sync_timeout, int | float) and sync_timeout > 0):
         raise ValueError(f"convert_sync: sync_timeout must be seconds > 0 or None; got {sync_timeout!r}")
+    incompatible = [name or type(m).__name__ for name, m in model.named_modules()
+                    if isinstance(m, BatchNormalization) and (m.renorm or m.virtual_batch_size)]
+    if incompatible:
+        raise ValueError(
+            f"convert_sync: layer(s) {', '.join(map(repr, incompatible))} use renorm or "
+            "virtual_batch_size, which do not synchronize; nothing was converted. Turn those "
+            "options off first, or synchronize plain batch normalization only"
+        )
     root = _convert(model, "", process_group, sync_timeout)
     for name, module in list(model.named_modules()):
         for child_name, child in list(module.named_children()):
