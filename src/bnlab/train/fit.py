@@ -250,13 +250,12 @@ def _check_output(out: object, y: torch.Tensor, loss: str, loss_fn: LossFn) -> N
             f"fit: the model must return a tensor (N, K) of probabilities; got {shape}; "
             f"end the model with a Dense layer (sigmoid for K=1, softmax for K>1)"
         )
-    loss_fn(y, out)  # raises a one-line ValueError when targets and outputs do not fit
     if out.shape[1] == 1 and not y.dtype.is_floating_point and bool((y > 1).any() | (y < 0).any()):
         raise ValueError(
             f"fit: the model has one output unit (binary) but the targets hold class ids up to "
-            f"{int(y.max())}; end the model with Dense(num_classes, softmax) and use {loss!r} "
-            f"with several outputs"
+            f"{int(y.max())}; end the model with Dense(num_classes, softmax) and a categorical loss"
         )
+    loss_fn(y, out)  # raises a one-line ValueError when targets and outputs do not fit
 
 
 def evaluate(
@@ -383,10 +382,18 @@ def _fit(
 
     # A forward pass in inference mode builds lazily-shaped layers (so the optimizer sees
     # every parameter) without touching moving statistics, and checks the output early.
-    with torch.no_grad():
-        modes = [(m, m.training) for m in model.modules()]
-        model.eval()
-        probe_out = model(t.x_train[: min(bs, n_train)])
+    modes = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            probe_out = model(t.x_train[: min(bs, n_train)])
+    except RuntimeError as error:  # e.g. a Linear layer built for another feature count
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"fit: the model cannot take the training data (samples of shape "
+            f"{tuple(t.x_train.shape[1:])}): {first_line}; build the model for data.input_shape"
+        ) from error
+    finally:
         for m, mode in modes:
             m.training = mode
     _check_output(probe_out, t.y_train[: min(bs, n_train)], config.loss, loss_fn)

@@ -94,7 +94,48 @@ def _check_bool(opt: str, name: str, value: object) -> bool:
     return value
 
 
-class SGD(torch.optim.Optimizer):
+class _KerasOptimizer(torch.optim.Optimizer):
+    """Shared plumbing: parameter groups checked with the optimizer's own validator.
+
+    ``add_param_group`` and ``zero_grad`` are our own (same behaviour as
+    ``torch.optim.Optimizer``'s) because PyTorch's versions import ``torch._dynamo`` on
+    first use, which costs seconds in every fresh process (each worker of a study).
+    """
+
+    _name: str
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if not isinstance(param_group, dict):
+            raise TypeError(f"{self._name}: a parameter group must be a dict; got {type(param_group).__name__}")
+        params = param_group["params"]
+        if isinstance(params, set):
+            raise TypeError(f"{self._name}: parameters must be in an ordered collection (list), not a set")
+        params = [params] if isinstance(params, torch.Tensor) else list(params)
+        for p in params:
+            if not isinstance(p, torch.Tensor):
+                raise TypeError(f"{self._name}: can only optimize tensors; got {type(p).__name__}")
+            if not (p.is_leaf or p.retains_grad):
+                raise ValueError(f"{self._name}: cannot optimize a non-leaf tensor; pass the model's parameters")
+        seen = {id(q) for group in self.param_groups for q in group["params"]}
+        if len({id(p) for p in params}) != len(params) or any(id(p) in seen for p in params):
+            raise ValueError(f"{self._name}: a parameter appears more than once; pass each parameter once")
+        options = {k: v for k, v in param_group.items() if k != "params"}
+        group = {"params": params, **_VALIDATORS[self._name](**{**self.defaults, **options})}
+        self.param_groups.append(group)
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    p.grad.detach_()
+                    p.grad.zero_()
+
+
+class SGD(_KerasOptimizer):
     """Stochastic gradient descent with Keras's momentum convention.
 
     Equation (per parameter ``w`` with gradient ``g``, velocity ``v`` starting at 0)::
@@ -113,6 +154,8 @@ class SGD(torch.optim.Optimizer):
     Raises:
         ValueError / TypeError: an argument outside its range or of the wrong type.
     """
+
+    _name = "sgd"
 
     def __init__(
         self,
@@ -155,7 +198,7 @@ class SGD(torch.optim.Optimizer):
         return loss
 
 
-class Adam(torch.optim.Optimizer):
+class Adam(_KerasOptimizer):
     """Adam with Keras 3's epsilon placement.
 
     Equation (step ``t`` = 1, 2, ...; ``m``, ``v`` start at 0)::
@@ -181,6 +224,8 @@ class Adam(torch.optim.Optimizer):
     Raises:
         ValueError / TypeError: an argument outside its range or of the wrong type.
     """
+
+    _name = "adam"
 
     def __init__(
         self,
@@ -243,7 +288,7 @@ class Adam(torch.optim.Optimizer):
         return loss
 
 
-class RMSprop(torch.optim.Optimizer):
+class RMSprop(_KerasOptimizer):
     """RMSprop with Keras 3's epsilon placement (inside the square root).
 
     Equation (``v``, ``mean_g``, ``buf`` start at 0)::
@@ -268,6 +313,8 @@ class RMSprop(torch.optim.Optimizer):
     Raises:
         ValueError / TypeError: an argument outside its range or of the wrong type.
     """
+
+    _name = "rmsprop"
 
     def __init__(
         self,

@@ -1,0 +1,142 @@
+"""Losses against keras.losses (torch backend) on the same numbers, values and gradients;
+accuracy against Keras's metrics; the registry."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+from bnlab.train import (
+    binary_crossentropy,
+    categorical_crossentropy,
+    correct_count,
+    get_loss,
+    list_losses,
+    mse,
+    sparse_categorical_crossentropy,
+)
+
+assert keras.backend.backend() == "torch"
+
+
+def _binary_case():
+    # Includes saturated probabilities (0, 1, 1 - 1e-9) where Keras's clipping decides.
+    p = torch.tensor([[0.0], [1e-9], [0.2], [0.5], [0.7], [1 - 1e-9], [1.0], [0.999]], dtype=torch.float32)
+    y = torch.tensor([0, 1, 0, 1, 1, 0, 1, 1])
+    return p, y
+
+
+def _softmax_case():
+    g = torch.Generator().manual_seed(1)
+    p = torch.softmax(3 * torch.randn(6, 4, generator=g), dim=1)
+    p[0] = torch.tensor([1.0, 0.0, 0.0, 0.0])  # a saturated row, wrong class below
+    y = torch.tensor([2, 1, 0, 3, 3, 1])
+    return p, y
+
+
+def _keras_value_and_grad(keras_loss, y_true, p):
+    p = p.clone().requires_grad_(True)
+    value = keras_loss(y_true, p)
+    value = torch.as_tensor(value)
+    (grad,) = torch.autograd.grad(value, p)
+    return value.detach(), grad
+
+
+def _ours_value_and_grad(fn, y_true, p):
+    p = p.clone().requires_grad_(True)
+    value = fn(y_true, p)
+    (grad,) = torch.autograd.grad(value, p)
+    return value.detach(), grad
+
+
+def _check(fn, keras_loss, keras_y, our_y, p):
+    ours, ours_grad = _ours_value_and_grad(fn, our_y, p)
+    theirs, theirs_grad = _keras_value_and_grad(keras_loss, keras_y, p)
+    torch.testing.assert_close(ours, theirs.to(ours.dtype), rtol=1e-6, atol=1e-7)
+    torch.testing.assert_close(ours_grad, theirs_grad.to(ours_grad.dtype), rtol=1e-5, atol=1e-6)
+
+
+def test_binary_crossentropy_matches_keras_with_clipping():
+    p, y = _binary_case()
+    _check(binary_crossentropy, keras.losses.BinaryCrossentropy(), y.float().unsqueeze(1), y, p)
+    # The clipped extreme: p = 0 for a positive sample costs -log(1e-7), not inf or 100.
+    value = binary_crossentropy(torch.tensor([1]), torch.tensor([[0.0]]))
+    assert value.item() == pytest.approx(-np.log(np.float32(1e-7)), rel=1e-5)
+
+
+def test_categorical_crossentropy_matches_keras_for_one_hot_and_ids():
+    p, y = _softmax_case()
+    one_hot = torch.nn.functional.one_hot(y, 4).float()
+    _check(categorical_crossentropy, keras.losses.CategoricalCrossentropy(), one_hot, one_hot, p)
+    _check(categorical_crossentropy, keras.losses.CategoricalCrossentropy(), one_hot, y, p)
+
+
+def test_sparse_categorical_crossentropy_matches_keras():
+    p, y = _softmax_case()
+    _check(sparse_categorical_crossentropy, keras.losses.SparseCategoricalCrossentropy(), y, y, p)
+
+
+def test_categorical_normalises_rows_like_keras():
+    # Rows that do not sum to one are divided by their sum first (Keras does).
+    p = torch.tensor([[0.2, 0.2], [0.9, 0.3]])
+    y = torch.tensor([0, 1])
+    expected = -(np.log(0.5) + np.log(0.25)) / 2
+    assert categorical_crossentropy(y, p).item() == pytest.approx(expected, rel=1e-6)
+    assert sparse_categorical_crossentropy(y, p).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_mse_matches_keras():
+    g = torch.Generator().manual_seed(2)
+    p = torch.rand(5, 1, generator=g)
+    y = torch.tensor([0, 1, 1, 0, 1])
+    _check(mse, keras.losses.MeanSquaredError(), y.float().unsqueeze(1), y, p)
+    p3 = torch.softmax(torch.randn(5, 3, generator=g), dim=1)
+    y3 = torch.tensor([0, 2, 1, 1, 0])
+    one_hot = torch.nn.functional.one_hot(y3, 3).float()
+    _check(mse, keras.losses.MeanSquaredError(), one_hot, y3, p3)
+
+
+def test_accuracy_matches_keras_metrics():
+    p, y = _binary_case()
+    expected = keras.metrics.BinaryAccuracy()
+    expected.update_state(y.float().unsqueeze(1), p)
+    assert correct_count(y, p).item() / len(y) == pytest.approx(expected.result().item())
+    # Exactly 0.5 is predicted 0 (Keras uses p > 0.5).
+    assert correct_count(torch.tensor([0, 1]), torch.tensor([[0.5], [0.5]])).item() == 1
+
+    p, y = _softmax_case()
+    expected = keras.metrics.SparseCategoricalAccuracy()
+    expected.update_state(y, p)
+    assert correct_count(y, p).item() / len(y) == pytest.approx(expected.result().item())
+    one_hot = torch.nn.functional.one_hot(y, 4)
+    assert correct_count(one_hot, p).item() == correct_count(y, p).item()
+
+
+def test_losses_are_float64_formulas_too():
+    p = torch.tensor([[0.25], [0.9]], dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    expected = -(np.log(0.75) + np.log(0.9)) / 2
+    assert binary_crossentropy(y, p).item() == pytest.approx(expected, rel=1e-12)
+    assert mse(y, p).item() == pytest.approx((0.25**2 + 0.1**2) / 2, rel=1e-12)
+
+
+def test_registry():
+    assert list_losses() == [
+        "binary_crossentropy", "categorical_crossentropy", "mse", "sparse_categorical_crossentropy",
+    ]
+    assert get_loss("mse") is mse
+    with pytest.raises(ValueError, match=r"unknown loss 'hinge'; choose from: binary_crossentropy, "):
+        get_loss("hinge")
+
+
+def test_shape_mismatch_messages_name_the_shapes():
+    with pytest.raises(ValueError, match=r"targets of shape \(3, 2\) do not fit predictions of shape \(3, 4\)"):
+        categorical_crossentropy(torch.zeros(3, 2), torch.full((3, 4), 0.25))
+    with pytest.raises(ValueError, match=r"expects int class ids \(N,\).*got targets \(3, 4\)"):
+        sparse_categorical_crossentropy(torch.zeros(3, 4), torch.full((3, 4), 0.25))
