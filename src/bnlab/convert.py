@@ -34,14 +34,20 @@ def torch_momentum(keras_momentum: float | None) -> float | None:
     """PyTorch's momentum (weight of the *new* batch) for a Keras momentum: ``1 - m``.
 
     >>> torch_momentum(0.99)
-    0.01...
+    0.01
     """
-    return None if keras_momentum is None else 1.0 - keras_momentum
+    return None if keras_momentum is None else _complement(keras_momentum)
 
 
 def keras_momentum(torch_momentum: float | None) -> float | None:
     """Keras's momentum (weight of the *old* value) for a PyTorch momentum: ``1 - m``."""
-    return None if torch_momentum is None else 1.0 - torch_momentum
+    return None if torch_momentum is None else _complement(torch_momentum)
+
+
+def _complement(m: float) -> float:
+    """``1 - m`` rounded to 15 significant digits, so that 0.1 -> 0.9 -> 0.1 round-trips
+    exactly (plain ``1 - (1 - 0.1)`` is 0.09999999999999998)."""
+    return float(f"{1.0 - m:.15g}")
 
 
 def from_torch_batchnorm(module: nn.modules.batchnorm._BatchNorm) -> BatchNormalization:
