@@ -449,6 +449,28 @@ def test_batchnorm_normalizes_the_keras_axis(layers, shape, keras_axis, features
     assert torch.all(var < 1) and torch.all(var > 0.9)  # x^2 / (x^2 + eps) with eps = 1e-3
 
 
+def test_batch_norm_act_equals_batch_normalization_then_activation():
+    conv_bn = [
+        conv(4, 3, use_bias=False),
+        {"type": "BatchNormAct", "activation": "relu", "momentum": 0.5},
+    ]
+    split = [
+        conv(4, 3, use_bias=False),
+        {"type": "BatchNormalization", "momentum": 0.5},
+        {"type": "Activation", "activation": "relu"},
+    ]
+    fused, plain = build_model(conv_bn, (6, 6, 2), seed=3), build_model(split, (6, 6, 2), seed=3)
+    assert list(fused.layers) == ["conv2d", "batch_norm_act"]
+    x = torch.randn(5, 6, 6, 2)
+    for training in (True, False):
+        fused.train(training), plain.train(training)
+        torch.testing.assert_close(fused(x), plain(x))
+    act, bn = fused.get_layer("batch_norm_act"), plain.get_layer("batch_normalization")
+    torch.testing.assert_close(act.moving_variance, bn.moving_variance)
+    assert count_params(fused) == count_params(plain)
+    assert fused.batch_norm_layers().keys() == {"batch_norm_act"}
+
+
 def test_lstm_matches_torch_nn_lstm_with_one_bias():
     model = build_model([{"type": "LSTM", "units": 4, "return_sequences": True}], (6, 3), seed=0)
     ours = model.get_layer("lstm")

@@ -14,6 +14,7 @@ from bnlab.models import build_model, list_layer_types
 EXAMPLES = {
     "Activation": ({"type": "Activation", "activation": "gelu"}, (3, 4, 2)),
     "BatchNormalization": ({"type": "BatchNormalization", "momentum": 0.5}, (3, 4, 2)),
+    "BatchNormAct": ({"type": "BatchNormAct", "activation": "tanh"}, (3, 4, 2)),
     "Conv2D": (
         {"type": "Conv2D", "filters": 3, "kernel_size": 2, "strides": 2, "padding": "same"},
         (5, 4, 2),

@@ -22,6 +22,7 @@ WHERE = "circles.toml: variants.bn_after.layers"
 
 ALL_TYPES = [
     "Activation",
+    "BatchNormAct",
     "BatchNormalization",
     "Conv2D",
     "Dense",
@@ -72,6 +73,11 @@ VALID = [
             "trainable": False,
         },
         {"axis": -1, "center": True},
+    ),
+    (
+        {"type": "BatchNormAct", "activation": "leaky_relu", "renorm": True},
+        {"activation": "leaky_relu", "renorm": True},
+        {"axis": -1, "momentum": 0.99, "activation_kwargs": None},
     ),
     ({"type": "Dropout", "rate": 0.2}, {"rate": 0.2}, {}),
     ({"type": "Dropout", "rate": 0}, {"rate": 0.0}, {}),
@@ -330,13 +336,31 @@ def test_bad_value_names_key_received_value_and_what_is_allowed(raw, key, shown,
         ),
         ({"type": "BatchNormalization", "on_nonfinite": "warn"}, "on_nonfinite", "'warn'"),
         ({"type": "BatchNormalization", "axis": 0}, "axis", "got 0 (int)"),
+        ({"type": "BatchNormAct", "activation": "softmax"}, "activation", "'softmax'"),
+        ({"type": "BatchNormAct", "momentum": -1}, "momentum", "-1"),
     ],
-    ids=["momentum", "epsilon", "regularizer", "initializer", "on_nonfinite", "axis0"],
+    ids=[
+        "momentum",
+        "epsilon",
+        "regularizer",
+        "initializer",
+        "on_nonfinite",
+        "axis0",
+        "act",
+        "act_momentum",
+    ],
 )
 def test_batchnorm_values_are_checked_by_the_layer_and_located(raw, key, shown):
     message = _error(raw)
     assert message.startswith(f"{WHERE}.{key}: ")
     assert shown in message
+
+
+def test_batchnorm_option_combinations_are_checked_by_the_layer():
+    message = _error({"type": "BatchNormalization", "renorm": True, "virtual_batch_size": 4})
+    assert message.startswith(
+        f"{WHERE}: BatchNormalization: renorm=True and virtual_batch_size cannot be combined"
+    )
 
 
 def test_missing_required_argument_gives_an_example():

@@ -17,12 +17,16 @@ BatchNormalization takes one int ``axis``, not a list; Conv2D has no ``dilation_
 or ``groups``; no kernel regularizers or constraints on Dense/Conv2D/LSTM.
 
 Lookup is case-insensitive (``"dense"`` finds ``Dense``); ``Convolution2D`` and
-``MaxPool2D`` are accepted as Keras's aliases. The BatchNormalization entry takes
-every keyword argument of :class:`bnlab.nn.BatchNormalization` (read from its
-signature, so new options appear here by themselves) except ``device`` and ``dtype``
-(use ``model.to(...)``); ``name`` is the layer name. Only ``axis`` changes meaning:
-it is Keras's axis of the channel-last input (one int), default -1, the channel axis,
-which becomes axis 1 of the channel-first tensor inside the model.
+``MaxPool2D`` are accepted as Keras's aliases.
+
+Batch normalization: every class of :mod:`bnlab.nn`'s layer registry is a layer type
+named like the class (``BatchNormalization``, ``BatchNormAct``), auto-named by its
+registry key (``batch_normalization``, ``batch_norm_act``). It takes every keyword
+argument of the class (read from the signatures, so new options appear here by
+themselves) except ``device`` and ``dtype`` (use ``model.to(...)``); ``name`` is the
+layer name. The class checks the values itself. Only ``axis`` changes meaning: it is
+Keras's axis of the channel-last input (one int), default -1, the channel axis, which
+becomes axis 1 of the channel-first tensor inside the model.
 """
 
 from __future__ import annotations
@@ -41,6 +45,8 @@ from bnlab.models.activations import get_activation
 from bnlab.models.arguments import Arg
 from bnlab.models.layers import LSTM, Conv2D, Dense, MaxPooling2D, ZeroPadding2D, same_padding
 from bnlab.nn import BatchNormalization, initializers
+from bnlab.nn import get_layer_class as get_bn_class
+from bnlab.nn import list_layers as list_bn_layers
 
 __all__ = [
     "LAYER_TYPES",
@@ -213,66 +219,93 @@ def _build_lstm(args: dict[str, Any], shape: Shape, channels_first: bool):
 # --- BatchNormalization: arguments read from bnlab.nn.BatchNormalization -------------
 
 
-#: BatchNormalization constructor arguments that are no part of a spec: placement belongs
+#: Constructor arguments of the BN classes that are no part of a spec: placement belongs
 #: to the whole model (``model.to(device, dtype)``); ``name`` is the layer name.
 _BN_EXCLUDED = ("self", "num_features", "device", "dtype", "name")
 
 
-def _bn_args() -> dict[str, Arg]:
+def _bn_args(cls: type[BatchNormalization]) -> dict[str, Arg]:
+    """Every keyword argument of ``cls`` and its BatchNormalization bases (subclass first)."""
     args: dict[str, Arg] = {}
-    for param in inspect.signature(BatchNormalization.__init__).parameters.values():
-        if param.name in _BN_EXCLUDED or param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+    for klass in cls.__mro__:
+        if not (isinstance(klass, type) and issubclass(klass, BatchNormalization)):
             continue
-        args[param.name] = Arg(A.anything, param.default)
+        for param in inspect.signature(klass.__init__).parameters.values():
+            if param.name in _BN_EXCLUDED or param.kind in (
+                param.VAR_POSITIONAL,
+                param.VAR_KEYWORD,
+            ):
+                continue
+            args.setdefault(param.name, Arg(A.anything, param.default))
     args["axis"] = Arg(A.integer(), -1)  # Keras's axis of the channel-last input
     return args
 
 
 def _bn_kwargs(args: dict[str, Any]) -> dict[str, Any]:
-    """The constructor arguments of bnlab's layer (everything but axis, name)."""
+    """The constructor arguments of the BN class (everything but axis, name)."""
     return {k: v for k, v in args.items() if k not in ("axis", "name")}
 
 
-def _validate_bn(args: dict[str, Any]) -> None:
-    if args.get("axis", -1) == 0:
-        raise A.InvalidArgError(
-            "expected -1 (the channel axis, Keras's default) or another non-batch axis; "
-            "got 0 (int), the batch axis",
-            key="axis",
-        )
-    # The layer checks its own arguments; an unbuilt layer allocates nothing. One argument
-    # at a time first, so the message can name the key.
-    label = args.get("name") or "BatchNormalization"
-    kwargs = _bn_kwargs(args)
-    for key, value in kwargs.items():
+def _bn_validator(cls: type[BatchNormalization]) -> Callable[[dict[str, Any]], None]:
+    def validate(args: dict[str, Any]) -> None:
+        if args.get("axis", -1) == 0:
+            raise A.InvalidArgError(
+                "expected -1 (the channel axis, Keras's default) or another non-batch axis; "
+                "got 0 (int), the batch axis",
+                key="axis",
+            )
+        # The layer checks its own arguments; an unbuilt layer allocates nothing.
+        label = args.get("name") or cls.__name__
+        kwargs = _bn_kwargs(args)
         try:
-            BatchNormalization(None, name=label, **{key: value})
+            cls(None, name=label, **kwargs)
         except (ValueError, TypeError) as error:
-            message = str(error)
-            if repr(value) not in message:
-                message += f"; got {A.received(value)}"
-            raise A.InvalidArgError(message, key=key) from None
-    BatchNormalization(None, name=label, **kwargs)
+            # Name the culprit when one argument fails on its own; otherwise the
+            # combination is the problem and the layer's message says which.
+            for key, value in kwargs.items():
+                try:
+                    cls(None, name=label, **{key: value})
+                except (ValueError, TypeError) as single:
+                    message = str(single)
+                    if repr(value) not in message:
+                        message += f"; got {A.received(value)}"
+                    raise A.InvalidArgError(message, key=key) from None
+            raise A.InvalidArgError(str(error)) from None
+
+    return validate
 
 
-def _build_bn(args: dict[str, Any], shape: Shape, channels_first: bool):
-    rank = len(shape) + 1
-    axis = args["axis"] + rank if args["axis"] < 0 else args["axis"]
-    if not 1 <= axis < rank:
-        raise ValueError(
-            f"BatchNormalization axis {args['axis']} is out of range for input "
-            f"{keras_shape(shape)}; use -1 (the channel axis) or 1..{rank - 1}"
+def _bn_builder(cls: type[BatchNormalization]) -> Builder:
+    def build(args: dict[str, Any], shape: Shape, channels_first: bool):
+        rank = len(shape) + 1
+        axis = args["axis"] + rank if args["axis"] < 0 else args["axis"]
+        if not 1 <= axis < rank:
+            raise ValueError(
+                f"{cls.__name__} axis {args['axis']} is out of range for input "
+                f"{keras_shape(shape)}; use -1 (the channel axis) or 1..{rank - 1}"
+            )
+        if axis == rank - 1:  # Keras's channel axis
+            internal = 1 if channels_first or rank == 2 else -1
+        else:
+            # Another axis (height, width, time), counted from the end so that it never
+            # reads as a channel axis 1 (e.g. to bnlab.nn.fold after a Dense).
+            internal = (axis + 1 if channels_first else axis) - rank
+        module = cls(shape[axis - 1], axis=internal, name=args["name"], **_bn_kwargs(args))
+        return module, shape
+
+    return build
+
+
+def _bn_types() -> list[LayerType]:
+    """One layer type per class of bnlab.nn's BN registry, named like the class."""
+    types = []
+    for key in list_bn_layers():
+        cls = get_bn_class(key)
+        args = {**_bn_args(cls), **_NAME}
+        types.append(
+            LayerType(cls.__name__, key, args, _bn_builder(cls), "any", _bn_validator(cls))
         )
-    if axis == rank - 1:  # Keras's channel axis
-        internal = 1 if channels_first or rank == 2 else -1
-    else:
-        # Another axis (height, width, time), counted from the end so that it never
-        # reads as a channel axis 1 (e.g. to bnlab.nn.fold after a Dense).
-        internal = (axis + 1 if channels_first else axis) - rank
-    module = BatchNormalization(
-        shape[axis - 1], axis=internal, name=args["name"], **_bn_kwargs(args)
-    )
-    return module, shape
+    return types
 
 
 def _layer(
@@ -297,7 +330,7 @@ _TYPES = [
         "channels_last",
     ),
     _layer("Activation", "activation", {"activation": Arg(A.activation)}, _build_activation),
-    _layer("BatchNormalization", "batch_normalization", _bn_args(), _build_bn, "any", _validate_bn),
+    *_bn_types(),
     _layer("Dropout", "dropout", {"rate": Arg(A.real(0.0, 1.0))}, _build_dropout),
     _layer("Flatten", "flatten", {}, _build_flatten, "channels_last"),
     _layer(
