@@ -24,7 +24,7 @@ from bnlab.train import (
     percentiles,
     seeded,
 )
-from bnlab.train.fit import _derive_streams
+from bnlab.train.fit import derive_streams
 from bnlab.train.probes import MAX_PROBE_VALUES
 
 
@@ -162,7 +162,7 @@ def test_train_mode_accuracy_uses_batch_statistics_in_training_batches(rings, ml
     model = mlp(bn)
     history = fit(model, rings, config(epochs=1, batch_size=16), seed=4)
     # Recompute on a copy in training mode with the same (seeded) order and batch size.
-    order = _derive_streams(4)[1].permutation(len(rings.x_test))
+    order = derive_streams(4)[1].permutation(len(rings.x_test))
     replica = copy.deepcopy(model).train()
     correct = 0
     with torch.no_grad():

@@ -14,7 +14,8 @@ from bnlab.train.batchnorm import (
     regularization_loss,
 )
 from bnlab.train.config import ProbeSpec, TrainConfig
-from bnlab.train.fit import EpochCallback, TrainTestArrays, evaluate, fit, seeded
+from bnlab.train.evaluation import evaluate
+from bnlab.train.fit import EpochCallback, TrainTestArrays, fit, seeded
 from bnlab.train.history import EvalRecord, FinalMetrics, History, ProbeTrace
 from bnlab.train.losses import (
     LOSSES,
