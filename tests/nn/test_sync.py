@@ -31,6 +31,7 @@ from bnlab.functional.sync import (
     sync_batch_norm,
 )
 from bnlab.nn.freeze import freeze
+from bnlab.nn.recalibrate import recalibrate
 from bnlab.nn.sync import SyncBatchNorm, convert_sync
 
 WORLD = 3
@@ -107,6 +108,33 @@ def _train(model: nn.Module, kind: str, sizes: tuple[int, ...], rank: int | None
     return record
 
 
+RECALIBRATION_SIZES = [(3, 2, 0), (1, 4, 2)]  # per step, per rank
+
+
+def _recalibration_model() -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(11)
+        return nn.Sequential(
+            nn.Conv2d(2, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
+            nn.Linear(3 * 2 * 2, 4), bnlab.BatchNormalization(4, dtype=torch.float64),
+        ).double()
+
+
+def _recalibration_batches(rank: int | None) -> list[torch.Tensor]:
+    """Rank ``rank``'s batch of each step, or (None) each step's concatenated batch."""
+    batches = []
+    for step, sizes in enumerate(RECALIBRATION_SIZES):
+        g = torch.Generator().manual_seed(50 + step)
+        x = torch.randn(sum(sizes), 2, 4, 4, generator=g, dtype=torch.float64) * 2 + 1
+        batches.append(x if rank is None else _slice({"x": x}, sizes, rank)["x"])
+    return batches
+
+
+def _recalibrated(model: nn.Module, rank: int | None, mode: str) -> dict[str, torch.Tensor]:
+    recalibrate(model, _recalibration_batches(rank), mode=mode)
+    return {n: b.clone() for n, b in model.named_buffers()}
+
+
 # ------------------------------------------------------------------ worker
 def _worker(rank: int, world: int, folder: str) -> None:
     torch.set_num_threads(1)
@@ -117,6 +145,10 @@ def _worker(rank: int, world: int, folder: str) -> None:
         model = _model(kind)
         model = convert_sync(model)
         results[f"{kind}/{split}"] = _train(model, kind, SIZES[split], rank)
+
+    for mode in ("train", "eval"):
+        model = convert_sync(_recalibration_model())
+        results[f"recalibrate/{mode}"] = _recalibrated(model, rank, mode)
 
     # One value per channel over all ranks together: every rank gets the same error.
     layer = bnlab.BatchNormalization(3, synchronized=True, name="tiny")
@@ -135,24 +167,23 @@ def _worker(rank: int, world: int, folder: str) -> None:
         results["mismatch"] = str(error)
 
     # A rank that skips the layer: the other waits sync_timeout seconds, then raises.
-    pair = dist.new_group([0, 1])
-    if rank == 0:
+    # Both cases run at once, on two pairs of ranks.
+    forward_pair, backward_pair = dist.new_group([0, 1]), dist.new_group([1, 2])
+    if rank == 0:  # rank 1 never runs this layer
         layer = bnlab.BatchNormalization(3, synchronized=True, sync_timeout=1.0, name="block3.bn")
-        layer.process_group = pair
+        layer.process_group = forward_pair
         started = time.monotonic()
         try:
             layer(torch.randn(4, 3))
             results["skipped_forward"] = None
         except SynchronizationError as error:
             results["skipped_forward"] = (str(error), time.monotonic() - started)
-    # A rank that runs forward but skips backward.
-    other_pair = dist.new_group([0, 2])
-    if rank in (0, 2):
+    if rank in (1, 2):  # both run forward; rank 1 skips backward
         layer = bnlab.BatchNormalization(3, synchronized=True, sync_timeout=1.0, name="head.bn")
-        layer.process_group = other_pair
+        layer.process_group = backward_pair
         x = torch.randn(4, 3, requires_grad=True)
         y = layer(x)
-        if rank == 0:
+        if rank == 2:
             try:
                 y.sum().backward()
                 results["skipped_backward"] = None
@@ -202,6 +233,17 @@ def test_equals_plain_bn_on_concatenated_batch(ranks: list[dict[str, Any]], kind
             )
 
 
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_recalibrate_merges_every_rank(ranks: list[dict[str, Any]], mode: str) -> None:
+    # Synchronized layers normalize each step's global batch, so the population
+    # statistics equal one process recalibrating on the concatenated batches.
+    reference = _recalibrated(_recalibration_model(), None, mode)
+    for rank, got in enumerate(ranks):
+        for name, want in reference.items():
+            torch.testing.assert_close(got[f"recalibrate/{mode}"][name], want, **TOL,
+                                       msg=f"{name} on rank {rank}")
+
+
 def test_moving_statistics_moved(ranks: list[dict[str, Any]]) -> None:
     # Guards against a vacuous comparison: the statistics really were updated.
     buffers = ranks[1]["bnlab_conv_input/empty"]["buffers"]
@@ -229,7 +271,7 @@ def test_skipped_layer_times_out_with_the_layer_name(ranks: list[dict[str, Any]]
 
 
 def test_skipped_backward_times_out_with_the_layer_name(ranks: list[dict[str, Any]]) -> None:
-    message = ranks[0]["skipped_backward"]
+    message = ranks[2]["skipped_backward"]
     assert message is not None and "head.bn" in message and "gradient sums" in message
 
 
