@@ -15,6 +15,7 @@
     print(summary(model))
 """
 
+from bnlab.models import folding as _folding  # noqa: F401  (registers our layers with bnlab.nn.fold)
 from bnlab.models.activations import get_activation, list_activations
 from bnlab.models.edits import apply_edits
 from bnlab.models.errors import SpecError
