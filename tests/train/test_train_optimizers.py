@@ -180,3 +180,31 @@ def test_unknown_argument_lists_allowed_ones():
 def test_bad_values_are_named_with_the_value(name, args, error, pattern):
     with pytest.raises(error, match=pattern):
         validate_optimizer_args(name, args)
+
+
+def test_parameter_groups_take_keras_names_and_are_validated():
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(2))
+    opt = get_optimizer("sgd", [{"params": [a], "learning_rate": 0.5}, {"params": [b], "lr": 0.25}], {"momentum": 0.5})
+    assert [(g["lr"], g["momentum"]) for g in opt.param_groups] == [(0.5, 0.5), (0.25, 0.5)]
+    a.grad, b.grad = torch.ones(2), torch.ones(2)
+    opt.step()
+    assert a.tolist() == [0.5, 0.5] and b.tolist() == [0.75, 0.75]
+    opt.zero_grad()
+    assert a.grad is None and b.grad is None
+    with pytest.raises(ValueError, match=r"sgd: unknown argument\(s\) 'beta_1'; allowed: "):
+        SGD([{"params": [a], "beta_1": 0.9}])
+    with pytest.raises(ValueError, match=r"momentum must be in \[0.0, 1.0\]; got 2"):
+        SGD([{"params": [a], "momentum": 2}])
+    with pytest.raises(ValueError, match=r"a parameter appears more than once"):
+        SGD([{"params": [a]}, {"params": [a]}])
+
+
+def test_works_with_torch_learning_rate_schedulers():
+    p = torch.nn.Parameter(torch.zeros(1, dtype=torch.float64))
+    opt = SGD([p], learning_rate=1.0)
+    schedule = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    for _ in range(3):
+        p.grad = torch.ones(1, dtype=torch.float64)
+        opt.step()
+        schedule.step()
+    assert p.item() == pytest.approx(-(1.0 + 0.5 + 0.25))

@@ -94,8 +94,17 @@ def _check_bool(opt: str, name: str, value: object) -> bool:
     return value
 
 
+def _torch_keys(args: dict[str, Any]) -> dict[str, Any]:
+    """Keras argument names with ``learning_rate`` stored as PyTorch's ``lr``."""
+    return {("lr" if k == "learning_rate" else k): v for k, v in args.items()}
+
+
 class _KerasOptimizer(torch.optim.Optimizer):
     """Shared plumbing: parameter groups checked with the optimizer's own validator.
+
+    Parameter groups take Keras's argument names, except that the learning rate is stored
+    under PyTorch's key ``"lr"`` so that ``torch.optim.lr_scheduler`` schedulers work; a
+    group given to the constructor may say ``learning_rate`` or ``lr``.
 
     ``add_param_group`` and ``zero_grad`` are our own (same behaviour as
     ``torch.optim.Optimizer``'s) because PyTorch's versions import ``torch._dynamo`` on
@@ -120,8 +129,13 @@ class _KerasOptimizer(torch.optim.Optimizer):
         if len({id(p) for p in params}) != len(params) or any(id(p) in seen for p in params):
             raise ValueError(f"{self._name}: a parameter appears more than once; pass each parameter once")
         options = {k: v for k, v in param_group.items() if k != "params"}
-        group = {"params": params, **_VALIDATORS[self._name](**{**self.defaults, **options})}
-        self.param_groups.append(group)
+        if "lr" in options:
+            if "learning_rate" in options:
+                raise ValueError(f"{self._name}: a parameter group gives both lr and learning_rate; give one")
+            options["learning_rate"] = options.pop("lr")
+        defaults = {("learning_rate" if k == "lr" else k): v for k, v in self.defaults.items()}
+        args = validate_optimizer_args(self._name, {**defaults, **options})
+        self.param_groups.append({"params": params, "lr": args.pop("learning_rate"), **args})
 
     def zero_grad(self, set_to_none: bool = True) -> None:
         for group in self.param_groups:
@@ -165,7 +179,7 @@ class SGD(_KerasOptimizer):
         nesterov: bool = False,
     ) -> None:
         defaults = _validate_sgd(learning_rate=learning_rate, momentum=momentum, nesterov=nesterov)
-        super().__init__(params, defaults)
+        super().__init__(params, _torch_keys(defaults))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:  # type: ignore[override]
@@ -178,7 +192,7 @@ class SGD(_KerasOptimizer):
             if not params:
                 continue
             grads = [p.grad for p in params]
-            lr, momentum = group["learning_rate"], group["momentum"]
+            lr, momentum = group["lr"], group["momentum"]
             if momentum == 0.0:
                 torch._foreach_add_(params, grads, alpha=-lr)
                 continue
@@ -243,7 +257,7 @@ class Adam(_KerasOptimizer):
             epsilon=epsilon,
             amsgrad=amsgrad,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, _torch_keys(defaults))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:  # type: ignore[override]
@@ -273,7 +287,7 @@ class Adam(_KerasOptimizer):
                     vhats.append(state["v_hat"])
             # All parameters of a group step together, so they share t.
             t = self.state[params[0]]["step"]
-            alpha = _adam_step_size(group["learning_rate"], b1, b2, t, params[0].dtype)
+            alpha = _adam_step_size(group["lr"], b1, b2, t, params[0].dtype)
             # Same operation order as Keras's torch backend, so results agree to rounding.
             torch._foreach_mul_(ms, b1)
             torch._foreach_add_(ms, grads, alpha=1.0 - b1)
@@ -332,7 +346,7 @@ class RMSprop(_KerasOptimizer):
             epsilon=epsilon,
             centered=centered,
         )
-        super().__init__(params, defaults)
+        super().__init__(params, _torch_keys(defaults))
 
     @torch.no_grad()
     def step(self, closure: Callable[[], torch.Tensor] | None = None) -> torch.Tensor | None:  # type: ignore[override]
@@ -368,7 +382,7 @@ class RMSprop(_KerasOptimizer):
                 torch._foreach_add_(mean_gs, grads, alpha=1.0 - rho)
                 torch._foreach_addcmul_(denom, mean_gs, mean_gs, value=-1.0)
             torch._foreach_sqrt_(denom)
-            increments = torch._foreach_div(torch._foreach_mul(grads, group["learning_rate"]), denom)
+            increments = torch._foreach_div(torch._foreach_mul(grads, group["lr"]), denom)
             if momentum > 0.0:
                 torch._foreach_mul_(bufs, momentum)
                 torch._foreach_add_(bufs, increments)
