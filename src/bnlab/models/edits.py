@@ -15,7 +15,9 @@ The target of an operation selects entries of the *base* list:
   every entry of that type, e.g. ``{insert_after = "Conv2D", layer = {type = "BatchNormalization"}}``
   puts a BatchNormalization after each convolution;
 - a layer name: an explicit ``name`` or the Keras auto-name the entry gets in the
-  base model (``"dense"``, ``"dense_1"``, ``"conv2d_2"``; see :func:`layer_names`);
+  base model (``"dense"``, ``"dense_1"``, ``"conv2d_2"``; see :func:`layer_names`).
+  Type names are CamelCase and auto-names snake_case, so they do not clash; a layer
+  explicitly *named* like a type (``name = "Dense"``) is reached by its index;
 - a list of the above (their union).
 
 All edits refer to the base list, so their order does not shift indices. Several
