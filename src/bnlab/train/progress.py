@@ -13,10 +13,12 @@ from rich.progress import (
     TaskID,
     TextColumn,
     TimeElapsedColumn,
-    TimeRemainingColumn,
 )
 
 __all__ = ["TrainProgress"]
+
+# What the bar shows of an epoch's logs, abbreviated to fit an 80-column terminal.
+_SHORT = {"loss": "loss", "accuracy": "acc", "val_loss": "val_loss", "val_accuracy": "val_acc"}
 
 
 class TrainProgress:
@@ -31,10 +33,9 @@ class TrainProgress:
         if enabled and sys.stdout.isatty():
             self._progress = Progress(
                 TextColumn("{task.description}"),
-                BarColumn(),
+                BarColumn(bar_width=20),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
-                TimeRemainingColumn(),
                 TextColumn("{task.fields[metrics]}"),
                 transient=True,
             )
@@ -65,7 +66,9 @@ class TrainProgress:
         if self._progress is None:
             return
         shown = "  ".join(
-            f"{k} {v:.4f}" for k, v in logs.items() if v is not None and not math.isnan(v)
+            f"{_SHORT[k]} {v:.4f}"
+            for k, v in logs.items()
+            if k in _SHORT and v is not None and not math.isnan(v)
         )
         self._progress.update(self._epochs, advance=1, metrics=shown)
         self._progress.reset(self._steps)
