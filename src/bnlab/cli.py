@@ -156,12 +156,16 @@ def _show(args: argparse.Namespace, argv: list[str]) -> int:
         print("grid: " + ", ".join(f"{a} = {list(v)}" for a, v in exp.grid.items()))
     r = exp.report
     print(f"threshold: {r.threshold_metric} >= {r.threshold:g}; reference: {r.reference}")
+    first = exp.variants[0].config()
+    print(f"data: {json.dumps(first['data'])}")
+    print(f"train: {json.dumps(first['train'])}")
     for v in exp.variants:
         cfg = v.config()
         print()
         print(f"== variant {v.name}" + (f" — {v.description}" if v.description else ""))
-        print(f"data: {json.dumps(cfg['data'])}")
-        print(f"train: {json.dumps(cfg['train'])}")
+        for key in ("data", "train"):  # only where the variant differs from the first
+            if cfg[key] != first[key]:
+                print(f"{key}: {json.dumps(cfg[key])}")
         shape = v.input_shape or load_variant_data(v).input_shape
         model = build_model(v.layers, shape, seed=0, where=f"variant {v.name}")
         print(summary(model))

@@ -69,7 +69,13 @@ from typing import Any
 from bnlab.data import check_dataset_options
 from bnlab.lab.errors import LabError
 from bnlab.models import LayerSpec, apply_edits, layer_names, parse_layers
-from bnlab.train import TrainConfig
+from bnlab.train import (
+    ProbeSpec,
+    TrainConfig,
+    list_losses,
+    list_optimizers,
+    validate_optimizer_args,
+)
 
 __all__ = [
     "THRESHOLD_METRICS",
@@ -684,8 +690,18 @@ def _parse_train(w: _Where, path: str, train: dict[str, Any], at: str) -> dict[s
             f"{_got(out['optimizer'])}"
         )
     out["optimizer"] = optimizer
+    opt_args = {k: v for k, v in optimizer.items() if k != "name"}
+    try:
+        validate_optimizer_args(optimizer["name"], opt_args)
+    except (ValueError, TypeError) as e:
+        key = "optimizer.name" if optimizer["name"] not in list_optimizers() else "optimizer"
+        raise LabError(f"{w(path)}.{key}{at}: {e}") from None
     if not isinstance(out["loss"], str):
         raise LabError(f"{w(path)}.loss{at}: expected a loss name string, {_got(out['loss'])}")
+    if out["loss"] not in list_losses():
+        raise LabError(
+            f"{w(path)}.loss{at}: unknown loss {out['loss']!r}; choose from: {', '.join(list_losses())}"
+        )
     out["epochs"] = _positive_int(w, f"{path}.epochs", out["epochs"], at)
     out["batch_size"] = _positive_int(w, f"{path}.batch_size", out["batch_size"], at)
     if out["eval_every_steps"] is not None:
@@ -697,11 +713,17 @@ def _parse_train(w: _Where, path: str, train: dict[str, Any], at: str) -> dict[s
     probes = out["probes"]
     if not isinstance(probes, list) or not all(isinstance(p, dict) for p in probes):
         raise LabError(f"{w(path)}.probes{at}: expected a list of tables, {_got(probes)}")
+    normalized = []
+    for i, probe in enumerate(probes):
+        try:
+            normalized.append(ProbeSpec.from_dict(probe).to_dict())
+        except (ValueError, TypeError) as e:
+            raise LabError(f"{w(path)}.probes[{i}]{at}: {e}") from None
+    out["probes"] = normalized
     try:
-        config = _train_config(out)
+        _train_config(out)
     except (ValueError, TypeError) as e:
         raise LabError(f"{w(path)}{at}: {e}") from None
-    out["probes"] = [p.to_dict() for p in config.probes]
     return out
 
 

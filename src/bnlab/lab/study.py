@@ -142,6 +142,7 @@ def run(
     if epochs is not None:
         exp = exp.with_epochs(epochs)
     observer = observer or Observer()
+    make_executor(executor, workers)  # bad executor/workers fail before anything is written
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)

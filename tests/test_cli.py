@@ -1,0 +1,233 @@
+"""The bnlab command: exit codes, output, files written, errors without tracebacks, Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from bnlab.cli import main
+from bnlab.lab import LabError, load_schema
+
+TINY = """
+name = "tiny"
+description = "two small variants on 200 circles points"
+seeds = 2
+
+[data]
+name = "circles"
+n_samples = 200
+train_size = 100
+
+[model]
+layers = [
+  { type = "Dense", units = 8, activation = "relu" },
+  { type = "Dense", units = 1, activation = "sigmoid" },
+]
+
+[train]
+optimizer = { name = "sgd", learning_rate = 0.05, momentum = 0.9 }
+loss = "binary_crossentropy"
+epochs = 3
+
+[variants.base]
+[variants.bn]
+edits = [{ insert_after = "dense", layer = { type = "BatchNormalization" } }]
+
+[report]
+threshold = 0.6
+"""
+
+
+def completed_runs(path: Path) -> int:
+    """Completed rows in a store another process is writing (0 before it has its tables)."""
+    if not path.exists():
+        return 0
+    db = sqlite3.connect(path, timeout=5)
+    try:
+        return db.execute("SELECT COUNT(*) FROM runs WHERE status = 'completed'").fetchone()[0]
+    except sqlite3.OperationalError:  # created, tables not yet
+        return 0
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def tiny(tmp_path: Path) -> Path:
+    path = tmp_path / "tiny.toml"
+    path.write_text(TINY)
+    return path
+
+
+def test_list_shows_bundled_experiments(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    circles = [line for line in lines if line.startswith("circles")]
+    assert len(circles) == 1
+    assert " — Circles MLP" in circles[0]
+
+
+def test_show_prints_settings_and_each_summary(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["show", "circles"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("== variant ") == 6
+    assert '"learning_rate": 0.01' in out and '"n_samples": 1000' in out
+    # Dense(2->50) + Dense(50->1) = 150 + 51; BN adds 4 * 50, half of it non-trainable
+    assert "Total params: 201 " in out
+    assert "Total params: 401 " in out and "Non-trainable params: 100 " in out
+    # no_beta_gamma: BN without beta/gamma keeps only the 100 moving statistics
+    assert "Total params: 301 " in out
+
+
+def test_run_writes_files_prints_table_and_resumes(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "out"
+    args = ["run", str(tiny), "--seeds", "2", "--epochs", "2", "--out", str(out), "--workers", "1"]
+    assert main(args) == 0
+    printed = capsys.readouterr()
+    for name in ("results.json", "runs.sqlite", "experiment.resolved.json", "report.html", "curves.png"):
+        assert (out / name).is_file(), name
+    doc = json.loads((out / "results.json").read_text())
+    jsonschema.validate(doc, load_schema())
+    assert len(doc["runs"]) == 4
+    assert {len(r["history"]["epochs"]["loss"]) for r in doc["runs"]} == {2}
+    table = printed.out
+    assert "tiny: 2 seeds" in table
+    for row in ("base", "bn"):
+        assert any(line.strip("│┃ ").startswith(row) for line in table.splitlines()), row
+    test_acc = [r["history"]["final"]["test_accuracy"] for r in doc["runs"] if r["variant"] == "base"]
+    assert f"{sum(test_acc) / 2:.3f} [" in table  # mean test accuracy with its interval
+    assert "epochs to" in table and "never" in table
+    assert f"results: {out / 'results.json'}" in table
+    assert f"report:  {out / 'report.html'}" in table
+    assert "4 runs (0 reused, 4 completed, 0 failed)" in table
+    assert "2 variants × 2 seeds = 4 runs" in printed.err  # quiet progress: no bar, one line
+
+    assert main([*args, "--quiet"]) == 0
+    assert "4 runs (4 reused, 0 completed, 0 failed)" in capsys.readouterr().out
+
+    # `bnlab report DIR` rebuilds results.json and the report from the store alone
+    (out / "results.json").unlink()
+    (out / "report.html").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.html").is_file()
+    again = json.loads((out / "results.json").read_text())
+    assert again["runs"] == doc["runs"]
+
+
+def test_set_overrides_a_setting(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    args = ["run", str(tiny), "--seeds", "1", "--out", str(out), "--workers", "1", "--no-report"]
+    assert main([*args, "--set", "train.batch_size=64", "--set", "train.epochs=1"]) == 0
+    doc = json.loads((out / "results.json").read_text())
+    assert {v["train"]["batch_size"] for v in doc["experiment"]["variants"]} == {64}
+    assert {r["history"]["steps_per_epoch"] for r in doc["runs"]} == {2}
+    assert not (out / "report.html").exists()
+
+
+@pytest.mark.parametrize(
+    ("args", "pattern"),
+    [
+        (["run", "circlez"], r"^bnlab: error: unknown experiment 'circlez'; bundled experiments: .*circles"),
+        (["show", "nope.toml"], r"^bnlab: error: experiment file 'nope\.toml' does not exist"),
+        (["run", "{tiny}", "--set", "train.epoch=2"], r"^bnlab: error: .*tiny\.toml: train\.epoch: unknown key; allowed here: optimizer"),
+        (["run", "{tiny}", "--set", "data.noise=-1"], r"^bnlab: error: .*tiny\.toml: data: dataset 'circles': invalid noise=-1; expected a number >= 0"),
+        (["run", "{tiny}", "--set", "model.layers=[{type='Dense',units=0}]"], r"^bnlab: error: .*tiny\.toml: model\.layers\[0\]\.units: .*0"),
+        (["run", "{tiny}", "--executor", "ray", "--out", "{out}"], r"^bnlab: error: --executor ray: Ray is not installed; install it with: pip install 'bnlab\[ray\]'"),
+        (["report", "{out}"], r"^bnlab: error: .*no runs\.sqlite here"),
+    ],
+    ids=["unknown-experiment", "missing-file", "unknown-key", "bad-data-value", "bad-layer", "ray-missing", "report-empty"],
+)
+def test_bad_input_is_one_line_and_exit_2(
+    args: list[str], pattern: str, tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    if "ray" in args:
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            pass
+        else:
+            pytest.skip("ray is installed here")
+    args = [a.replace("{tiny}", str(tiny)).replace("{out}", str(tmp_path / "out")) for a in args]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert "Traceback" not in err
+    import re
+
+    assert re.search(pattern, err.strip()), err
+
+
+def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(LabError, match="unknown experiment 'circlez'"):
+        main(["run", "circlez", "--debug"])
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["run", "circles", "--seeds", "0"], ["run", "circles", "--epochs", "x"], ["frobnicate"], ["run"]],
+    ids=["zero-seeds", "epochs-not-int", "unknown-command", "missing-experiment"],
+)
+def test_bad_arguments_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert "usage: bnlab" in capsys.readouterr().err
+
+
+def test_failed_runs_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(
+        TINY.replace("n_samples = 200\ntrain_size = 100", "").replace(
+            'name = "circles"', f'name = "npz"\npath = "{tmp_path / "missing.npz"}"'
+        )
+    )
+    code = main(["run", str(path), "--seeds", "1", "--out", str(tmp_path / "out"), "--workers", "1", "--no-report"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "bnlab: 2 runs failed:" in captured.err
+    assert "base seed 0: bnlab.data.dataset.DatasetError:" in captured.err
+    assert "0/1 (1 failed)" in captured.out
+
+
+def test_ctrl_c_keeps_finished_runs_and_says_how_to_resume(tiny: Path, tmp_path: Path) -> None:
+    path = tmp_path / "slow.toml"
+    path.write_text(TINY.replace("seeds = 2", "seeds = 5").replace("epochs = 3", "epochs = 15"))
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bnlab.cli", "run", str(path), "--out", str(out), "--workers", "1"]
+    log = tmp_path / "stderr.txt"
+    with open(log, "w") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "PYTHONWARNINGS": "error"})
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            done = completed_runs(out / "runs.sqlite")
+            if done >= 1:
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, log.read_text()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=30) == 130
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    message = log.read_text()
+    assert "Traceback" not in message
+    assert "bnlab: interrupted; " in message
+    assert f"Resume with: bnlab run {path} --out {out} --workers 1" in message
+    doc = json.loads((out / "results.json").read_text())  # written for the finished runs
+    assert 1 <= len(doc["runs"]) < 10
+    db = sqlite3.connect(out / "runs.sqlite")
+    assert db.execute("SELECT COUNT(*) FROM runs WHERE status = 'running'").fetchone()[0] == 0
+    assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    db.close()
