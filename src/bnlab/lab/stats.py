@@ -72,6 +72,7 @@ __all__ = [
     "fmt_p",
     "group_label",
     "group_runs",
+    "report_comparisons",
     "summarize",
     "t_interval",
     "threshold_settings",
@@ -732,6 +733,8 @@ class Comparison:
         if not t.estimable:
             if self.reach_counts is not None:
                 (ra, na), (rb, nb) = self.reach_counts
+                if ra == 0 and rb == 0:
+                    return f"neither {self.a} nor {self.b} reached {self.words} (0/{na} and 0/{nb} seeds)"
                 return (
                     f"{self.a} reached {self.words} in {ra}/{na} seeds and {self.b} in {rb}/{nb}; "
                     f"too few seeds reached it in both to estimate the difference in time"
@@ -763,11 +766,16 @@ class Comparison:
             return f"{claim} ({stats}){note}"
         diff = t.difference * scale
         unit = _unit_words(self.unit, diff)
+        disagree = (
+            "; the bootstrap CI excludes zero but the t-test does not confirm it: more seeds needed"
+            if ci.excludes(0.0)
+            else ""
+        )
         return (
             f"no detectable difference in {self.words} between {self.a} and {self.b} at {seeds} "
             f"({self.a} − {self.b} = {'+' if diff > 0 else ''}{fmt_number(diff)}{unit}, "
             f"95% CI {fmt_number(ci.low * scale)} to {fmt_number(ci.high * scale)}, "
-            f"{t.test} {fmt_p(t.p_value)}){note}"
+            f"{t.test} {fmt_p(t.p_value)}){disagree}{note}"
         )
 
 
@@ -821,14 +829,17 @@ def compare_all(
     summaries: Sequence[VariantSummary],
     *,
     reference: str | None = None,
+    pairs: Sequence[Sequence[str]] | None = None,
     quantities: Sequence[str] = ("test_accuracy", "time_to_threshold"),
 ) -> list[Comparison]:
-    """Each variant against the reference variant at the same grid point.
+    """Comparisons between variants at equal grid points, in variant order.
 
-    ``reference`` defaults to the first variant (the experiment's first, usually the baseline).
+    ``pairs`` lists ``(variant, reference)`` names to compare; without it every other variant
+    is compared with ``reference`` (default: the first variant, usually the baseline). A pair
+    is compared at each grid point where both variants have runs.
 
     Raises:
-        ValueError: ``reference`` is not one of the variants, or a quantity is unknown.
+        ValueError: a name is not one of the variants, or a quantity is unknown.
     """
     for q in quantities:
         if q not in QUANTITIES:
@@ -838,19 +849,48 @@ def compare_all(
         return []
     if reference is None:
         reference = variants[0]
-    elif reference not in variants:
-        raise ValueError(
-            f"reference variant {reference!r} is not in the results; choose from: {', '.join(variants)}"
-        )
-    by_point: dict[GridPoint, list[VariantSummary]] = {}
+    if pairs is None:
+        if reference not in variants:
+            raise ValueError(
+                f"reference variant {reference!r} is not in the results; "
+                f"choose from: {', '.join(variants)}"
+            )
+        pairs = [(v, reference) for v in variants if v != reference]
+    for pair in pairs:
+        for name in pair:
+            if name not in variants:
+                raise ValueError(
+                    f"comparison names variant {name!r}, which is not in the results; "
+                    f"choose from: {', '.join(variants)}"
+                )
+    by_point: dict[GridPoint, dict[str, VariantSummary]] = {}
     for s in summaries:
-        by_point.setdefault(s.grid, []).append(s)
+        by_point.setdefault(s.grid, {})[s.variant] = s
     out = []
-    for group in by_point.values():
-        refs = [s for s in group if s.variant == reference]
-        if not refs:
-            continue
-        for s in group:
-            if s.variant != reference:
-                out.extend(compare(s, refs[0], quantity=q) for q in quantities)
+    for a_name, b_name in pairs:
+        for group in by_point.values():
+            if a_name in group and b_name in group:
+                out.extend(compare(group[a_name], group[b_name], quantity=q) for q in quantities)
     return out
+
+
+def report_comparisons(
+    results: Mapping[str, Any], summaries: Sequence[VariantSummary]
+) -> list[Comparison]:
+    """``compare_all`` with the experiment's ``report.reference`` and ``report.comparisons``.
+
+    Names that are not in the results (e.g. a run limited to some variants) are skipped
+    rather than raised: the report of a partial study still shows what it can.
+    """
+    experiment = results.get("experiment") if isinstance(results, Mapping) else None
+    report = experiment.get("report") if isinstance(experiment, Mapping) else None
+    report = report if isinstance(report, Mapping) else {}
+    variants = list(dict.fromkeys(s.variant for s in summaries))
+    reference = report.get("reference")
+    if reference not in variants:
+        reference = variants[0] if variants else None
+    pairs = [tuple(p) for p in report.get("comparisons") or [] if len(p) == 2]
+    pairs = [p for p in pairs if p[0] in variants and p[1] in variants] or None
+    if reference is None:
+        return []
+    return compare_all(summaries, reference=reference, pairs=pairs)

@@ -1,0 +1,480 @@
+"""The study report: ``report.html`` (offline, self-contained) and the per-variant table.
+
+``write_report(out_dir)`` reads ``out_dir/results.json`` only — never the live training state —
+so ``bnlab report DIR`` rebuilds the same report from stored results. It writes the plots as
+PNG files (``curves.png`` always; ``grid.png`` / ``probes.png`` when the experiment has a grid
+or probes) and ``report.html``, a single file whose images are embedded as base64 data URIs,
+with inline CSS and no scripts, fonts or other external resources. Every piece of text from
+the results is escaped with ``html.escape``.
+
+The report holds: the experiment's name, description and settings (seeds, grid, data,
+training configuration, each variant's layers), the per-variant table, the comparison
+statements of ``bnlab.lab.stats`` (a conclusion is worded only when its 95% CI excludes zero
+and the t-test agrees), the plots, diverged/failed runs, per-seed numbers, and the library
+versions and times.
+
+``table_rows`` / ``format_table`` give the same per-variant table as text (aligned columns or
+Markdown) for the command line.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from bnlab.lab import plots
+from bnlab.lab.stats import (
+    BOOTSTRAP_RESAMPLES,
+    Comparison,
+    VariantSummary,
+    fmt_number,
+    report_comparisons,
+    summarize,
+    threshold_words,
+)
+
+__all__ = [
+    "REPORT_FILE",
+    "RESULTS_FILE",
+    "format_table",
+    "load_results",
+    "render_html",
+    "table_rows",
+    "write_report",
+]
+
+REPORT_FILE = "report.html"
+RESULTS_FILE = "results.json"
+
+
+# --------------------------------------------------------------------------- table
+
+
+def _acc(x: float) -> str:
+    return "n/a" if math.isnan(x) else f"{x:.3f}"
+
+
+def table_rows(summaries: Sequence[VariantSummary]) -> tuple[list[str], list[list[str]]]:
+    """Headers and one row of strings per variant (and grid point).
+
+    Columns: variant; runs completed/total; train accuracy mean ± std (ddof=1); test accuracy
+    mean [95% bootstrap CI]; time to the threshold, median over seeds and how many never
+    reached it; mean seconds per run; diverged runs; failed runs.
+    """
+    first = summaries[0].time_to_threshold if summaries else None
+    reach = f"{first.unit} to {threshold_words(first)}" if first else "epochs to threshold"
+    headers = [
+        "variant",
+        "runs",
+        "train acc (mean ± std)",
+        "test acc mean [95% CI]",
+        f"{reach}: median (never)",
+        "seconds",
+        "diverged",
+        "failed",
+    ]
+    rows = []
+    for s in summaries:
+        tr, te, tt = s.train_accuracy, s.test_accuracy, s.time_to_threshold
+        train = f"{_acc(tr.mean)} ± {_acc(tr.std)}" if tr.n >= 2 else _acc(tr.mean)
+        test = (
+            f"{_acc(te.mean)} [{_acc(te.ci.low)}, {_acc(te.ci.high)}]" if te.ci else _acc(te.mean)
+        )
+        median = "n/a" if math.isnan(tt.median) else fmt_number(tt.median)
+        rows.append(
+            [
+                s.label,
+                f"{s.completed}/{len(s.seeds)}",
+                train,
+                test,
+                f"{median} (never: {tt.never}/{tt.n})",
+                fmt_number(s.seconds.mean),
+                str(s.diverged),
+                str(s.failed),
+            ]
+        )
+    return headers, rows
+
+
+def format_table(summaries: Sequence[VariantSummary], *, markdown: bool = False) -> str:
+    """The per-variant table as aligned plain text, or as a Markdown table."""
+    headers, rows = table_rows(summaries)
+    if markdown:
+
+        def line(cells: Sequence[str]) -> str:
+            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
+
+        align = ["---"] + ["---:"] * (len(headers) - 1)
+        return "\n".join([line(headers), "| " + " | ".join(align) + " |", *map(line, rows)])
+    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
+
+    def pad(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest]).rstrip()
+
+    return "\n".join([pad(headers), "  ".join("-" * w for w in widths), *map(pad, rows)])
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def load_results(out_dir: str | Path) -> dict[str, Any]:
+    """``out_dir/results.json`` as a dict.
+
+    Raises:
+        ValueError: the file is missing or is not a JSON object.
+    """
+    path = Path(out_dir) / RESULTS_FILE
+    try:
+        data = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        raise ValueError(
+            f"{path}: no results file; run `bnlab run EXPERIMENT --out {out_dir}` first"
+        ) from None
+    except json.JSONDecodeError as e:
+        raise ValueError(
+            f"{path}: not valid JSON ({e}); rebuild it with `bnlab report {out_dir}`"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"{path}: expected a JSON object, got {type(data).__name__}; rebuild it with `bnlab report {out_dir}`"
+        )
+    return data
+
+
+# --------------------------------------------------------------------------- html pieces
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)
+
+
+def _scalar(value: Any) -> str:
+    if value is None:
+        return "none"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return f"{value:g}" if math.isfinite(value) and value.is_integer() else repr(value)
+    return str(value)
+
+
+def _call(name: str, args: Mapping[str, Any]) -> str:
+    """``Dense(units=50, activation=relu)`` — a layer or optimizer spec on one line."""
+    inner = ", ".join(f"{k}={_compact(v)}" for k, v in args.items())
+    return f"{name}({inner})"
+
+
+def _compact(value: Any) -> str:
+    if isinstance(value, Mapping):
+        if "name" in value and len(value) > 0:
+            return _call(str(value["name"]), {k: v for k, v in value.items() if k != "name"})
+        return "{" + ", ".join(f"{k}={_compact(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_compact(v) for v in value) + "]"
+    return _scalar(value)
+
+
+def _kv_table(pairs: Sequence[tuple[str, Any]], css: str = "kv") -> str:
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_compact(v))}</td></tr>" for k, v in pairs)
+    return f'<table class="{css}">{rows}</table>'
+
+
+def _layers_list(layers: Sequence[Any]) -> str:
+    items = []
+    for layer in layers:
+        if isinstance(layer, Mapping) and "type" in layer:
+            text = _call(str(layer["type"]), {k: v for k, v in layer.items() if k != "type"})
+        else:
+            text = _compact(layer)
+        items.append(f"<li><code>{_e(text)}</code></li>")
+    return f'<ol class="layers">{"".join(items)}</ol>'
+
+
+def _summary_table(summaries: Sequence[VariantSummary]) -> str:
+    headers, rows = table_rows(summaries)
+    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
+    body = []
+    for s, row in zip(summaries, rows, strict=True):
+        cells = [f'<th scope="row">{_e(row[0])}</th>']
+        for i, cell in enumerate(row[1:], start=1):
+            warn = (i == 6 and s.diverged) or (i == 7 and s.failed)
+            cells.append(f'<td class="num{" warn" if warn else ""}">{_e(cell)}</td>')
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+
+
+def _comparisons_html(comparisons: Sequence[Comparison]) -> str:
+    if not comparisons:
+        return "<p>Only one variant: nothing to compare.</p>"
+    items = []
+    for c in comparisons:
+        css = "detected" if c.detected else "none"
+        items.append(f'<li class="{css}">{_e(c.sentence())}</li>')
+    return f'<ul class="comparisons">{"".join(items)}</ul>'
+
+
+def _problems_html(summaries: Sequence[VariantSummary]) -> str:
+    items = []
+    for s in summaries:
+        if s.diverged_seeds:
+            seeds = ", ".join(map(str, s.diverged_seeds))
+            items.append(f"<li>{_e(s.label)}: diverged (NaN/inf loss) at seeds {_e(seeds)}</li>")
+        for seed, error in s.errors:
+            items.append(f"<li>{_e(s.label)}: seed {seed} failed — <code>{_e(error)}</code></li>")
+    if not items:
+        return "<p>No run diverged or failed.</p>"
+    return f'<ul class="problems">{"".join(items)}</ul>'
+
+
+def _per_seed_html(summaries: Sequence[VariantSummary]) -> str:
+    head = "".join(
+        f"<th>{h}</th>"
+        for h in (
+            "variant",
+            "seed",
+            "train acc",
+            "test acc",
+            "time to threshold",
+            "seconds",
+            "status",
+        )
+    )
+    body = []
+    for s in summaries:
+        train, test = s.train_accuracy.by_seed(), s.test_accuracy.by_seed()
+        reach, secs = s.time_to_threshold.by_seed(), s.seconds.by_seed()
+        for seed in s.seeds:
+            status = (
+                "failed"
+                if seed in s.failed_seeds
+                else "diverged"
+                if seed in s.diverged_seeds
+                else "completed"
+            )
+            cells = [
+                _e(s.label),
+                str(seed),
+                _acc(train.get(seed, math.nan)),
+                _acc(test.get(seed, math.nan)),
+                _e(fmt_number(reach.get(seed, math.nan))),
+                _e(fmt_number(secs.get(seed, math.nan))),
+                status,
+            ]
+            body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+    return (
+        f'<table class="seeds"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+    )
+
+
+def _settings_html(results: Mapping[str, Any]) -> str:
+    experiment = results.get("experiment")
+    experiment = experiment if isinstance(experiment, Mapping) else {}
+    seeds = results.get("seeds") or experiment.get("seeds") or []
+    general: list[tuple[str, Any]] = [("seeds", f"{len(seeds)}: {', '.join(map(str, seeds))}")]
+    if experiment.get("source"):
+        general.append(("source", experiment["source"]))
+    for axis, values in (experiment.get("grid") or {}).items():
+        general.append((f"grid: {axis}", values))
+    for key, value in (experiment.get("report") or {}).items():
+        general.append((f"report: {key}", value))
+    parts = [_kv_table(general)]
+    variants = [v for v in experiment.get("variants") or [] if isinstance(v, Mapping)]
+    if variants:
+        for key, title in (("data", "Data"), ("train", "Training")):
+            configs = [v.get(key) for v in variants]
+            if all(c == configs[0] for c in configs) and isinstance(configs[0], Mapping):
+                parts.append(
+                    f"<h3>{title} (all variants)</h3>{_kv_table(list(configs[0].items()))}"
+                )
+            else:
+                rows = [(v.get("name", "?"), v.get(key)) for v in variants]
+                parts.append(f"<h3>{title} (per variant)</h3>{_kv_table(rows)}")
+        parts.append("<h3>Variants</h3>")
+        by_base: dict[str, list[Mapping[str, Any]]] = {}
+        for v in variants:
+            by_base.setdefault(str(v.get("base", v.get("name", "?"))), []).append(v)
+        for base, group in by_base.items():
+            description = group[0].get("description") or ""
+            parts.append(f'<h4>{_e(base)}</h4><p class="desc">{_e(description)}</p>')
+            layer_lists = [v.get("layers") or [] for v in group]
+            if all(layers == layer_lists[0] for layers in layer_lists):
+                shape = group[0].get("input_shape")
+                if shape:
+                    parts.append(f"<p>input shape {_e(_compact(shape))}</p>")
+                parts.append(_layers_list(layer_lists[0]))
+            else:
+                for v, layers in zip(group, layer_lists, strict=True):
+                    parts.append(
+                        f"<p><code>{_e(v.get('name', base))}</code></p>{_layers_list(layers)}"
+                    )
+    else:
+        other = [
+            (k, v)
+            for k, v in experiment.items()
+            if k not in ("name", "description", "report", "grid")
+        ]
+        if other:
+            parts.append(_kv_table(other))
+    config = json.dumps(experiment, indent=1, ensure_ascii=False, allow_nan=False, default=str)
+    parts.append(
+        f"<details><summary>Resolved experiment (JSON)</summary><pre>{_e(config)}</pre></details>"
+    )
+    return "".join(parts)
+
+
+_CAPTIONS = {
+    "curves": (
+        "Learning curves: mean over seeds per variant. Accuracy on the left, loss on the right. "
+        "Solid: test data in inference mode (moving statistics), with a shaded band spanning the "
+        f"{plots.BAND}. Dashed: training, the mean over each epoch's batches in training mode "
+        "(as Keras reports it). Dotted (models with batch normalization): test data with BN in "
+        "training mode (batch statistics) — the gap between dotted and solid is the lag of the "
+        "moving averages."
+    ),
+    "grid": (
+        "Mean final test accuracy over seeds at each grid point (with its 95% bootstrap CI when "
+        "the grid has one axis); 'k div/fail' counts runs that diverged or failed there."
+    ),
+    "probes": (
+        "Percentiles of the probed layers' inputs/outputs over training steps, mean over seeds: "
+        "median solid, outer percentiles dashed, one colour per variant."
+    ),
+}
+
+_CSS = """
+body{font-family:system-ui,-apple-system,"Segoe UI",Roboto,Helvetica,Arial,sans-serif;
+margin:2em auto;max-width:1250px;padding:0 1em;color:#222;line-height:1.45}
+h1{margin-bottom:.2em}h2{border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.8em}
+.meta,.desc,.note,figcaption,footer{color:#555}
+table{border-collapse:collapse;margin:.6em 0}
+th,td{border:1px solid #ddd;padding:.3em .6em;text-align:left;vertical-align:top}
+thead th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
+td.warn{background:#fde8e8}table.kv th{background:#f8f8f8;font-weight:600}
+ul.comparisons li{margin:.3em 0}li.detected{font-weight:600}li.none{color:#444}
+figure{margin:1em 0}img{max-width:100%;height:auto;border:1px solid #eee}
+pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:.85em}
+code{font-size:.9em}ol.layers{margin:.2em 0 .8em}
+"""
+
+
+def _data_uri(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def render_html(
+    results: Mapping[str, Any],
+    *,
+    summaries: Sequence[VariantSummary],
+    comparisons: Sequence[Comparison],
+    images: Mapping[str, bytes],
+    built: str | None = None,
+) -> str:
+    """The report as one HTML document; ``images`` maps plot names to PNG bytes."""
+    experiment = results.get("experiment")
+    experiment = experiment if isinstance(experiment, Mapping) else {}
+    name = str(experiment.get("name") or "experiment")
+    seeds = results.get("seeds") or []
+    built = built or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    variants = list(dict.fromkeys(s.variant for s in summaries))
+    first = summaries[0].time_to_threshold if summaries else None
+    reach = f"{first.unit} to first reach {threshold_words(first)}" if first else ""
+    versions = results.get("versions") or {}
+    version_text = ", ".join(f"{k} {v}" for k, v in versions.items()) or "not recorded"
+    figures = "".join(
+        f'<figure id="plot-{_e(key)}"><img src="{_data_uri(png)}" alt="{_e(key)} plot of {_e(name)}">'
+        f"<figcaption>{_e(_CAPTIONS.get(key, key))}</figcaption></figure>"
+        for key, png in images.items()
+    )
+    body = f"""<header>
+<h1>{_e(name)}</h1>
+<p class="desc">{_e(experiment.get("description") or "")}</p>
+<p class="meta">{len(variants)} variants × {len(seeds)} seeds · results created {_e(results.get("created", "unknown"))}</p>
+</header>
+<section id="summary"><h2>Results per variant</h2>
+{_summary_table(summaries)}
+<p class="note">Accuracies are final, measured in inference mode after training. ± is the standard
+deviation over seeds (ddof=1); the 95% CI of the mean is a percentile bootstrap over seeds
+({BOOTSTRAP_RESAMPLES:,} resamples, fixed seed). {_e(reach.capitalize())}: median over seeds;
+a seed that never reaches it counts as “never” (the median is “never” when at least half never
+do). Diverged: NaN/inf loss or null final metrics; failed: the run raised an error.</p>
+</section>
+<section id="comparisons"><h2>Comparisons</h2>
+{_comparisons_html(comparisons)}
+<p class="note">Differences are the first variant minus the second, at equal grid points. Paired
+by seed (paired t-test) when both variants ran the same seeds — runs with equal seeds share the
+data order — and Welch's t-test otherwise. A difference is stated only when its 95% bootstrap CI
+excludes zero and the t-test gives p &lt; 0.05; otherwise “no detectable difference”.</p>
+</section>
+<section id="plots"><h2>Plots</h2>
+{figures}
+</section>
+<section id="problems"><h2>Diverged and failed runs</h2>
+{_problems_html(summaries)}
+</section>
+<section id="settings"><h2>Settings</h2>
+{_settings_html(results)}
+</section>
+<section id="per-seed"><h2>Per seed</h2>
+<details><summary>Every run's final numbers</summary>{_per_seed_html(summaries)}</details>
+</section>
+<footer><p>Versions: {_e(version_text)}. Results created {_e(results.get("created", "unknown"))};
+report built {_e(built)}.</p></footer>"""
+    return f"""<!DOCTYPE html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>bnlab report: {_e(name)}</title>
+<style>{_CSS}</style>
+</head>
+<body>
+{body}
+</body>
+</html>
+"""
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    """Write via a temporary file in the same folder, then rename: never a half-written file."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_report(out_dir: str | Path) -> Path:
+    """Build ``report.html`` and the plot PNGs in ``out_dir`` from ``out_dir/results.json``.
+
+    Writes ``curves.png`` (and ``grid.png`` / ``probes.png`` when the results have a grid or
+    probes) and ``report.html``, each atomically. Returns the path of ``report.html``.
+
+    Raises:
+        ValueError: results.json is missing, unreadable or not in the documented shape.
+    """
+    out = Path(out_dir)
+    results = load_results(out)
+    summaries = summarize(results)
+    comparisons = report_comparisons(results, summaries)
+    images: dict[str, bytes] = {}
+    for key, fig in plots.make_figures(results, summaries).items():
+        images[key] = plots.figure_png(fig)
+        _atomic_write(out / f"{key}.png", images[key])
+    page = render_html(results, summaries=summaries, comparisons=comparisons, images=images)
+    path = out / REPORT_FILE
+    _atomic_write(path, page.encode("utf-8"))
+    return path
