@@ -158,19 +158,20 @@ def test_val_metrics_are_inference_mode_on_the_test_set(rings, mlp):
 
 
 @pytest.mark.parametrize("bn", ["bnlab", "torch"])
-def test_train_mode_accuracy_uses_batch_statistics_in_training_batches(rings, mlp, bn):
+def test_train_mode_accuracy_uses_batch_statistics_in_training_batches(make_rings, mlp, bn):
+    data = make_rings(n_test=33)  # batches of 16, 16 and a lone sample that is skipped
     model = mlp(bn)
-    history = fit(model, rings, config(epochs=1, batch_size=16), seed=4)
+    history = fit(model, data, config(epochs=1, batch_size=16), seed=4)
     # Recompute on a copy in training mode with the same (seeded) order and batch size.
-    order = derive_streams(4)[1].permutation(len(rings.x_test))
+    order = derive_streams(4)[1].permutation(len(data.x_test))
     replica = copy.deepcopy(model).train()
     correct = 0
     with torch.no_grad():
-        for start in range(0, len(order), 16):
+        for start in (0, 16):
             idx = order[start : start + 16]
-            p = replica(torch.from_numpy(rings.x_test[idx]))
-            correct += int(((p[:, 0] > 0.5).long() == torch.from_numpy(rings.y_test[idx])).sum())
-    assert history.val_accuracy_train_mode[0] == pytest.approx(correct / len(order))
+            p = replica(torch.from_numpy(data.x_test[idx]))
+            correct += int(((p[:, 0] > 0.5).long() == torch.from_numpy(data.y_test[idx])).sum())
+    assert history.val_accuracy_train_mode[0] == pytest.approx(correct / 32)
 
 
 @pytest.mark.parametrize("bn", ["bnlab", "torch"])
@@ -228,6 +229,13 @@ def test_sequential_model_from_specs_and_keras_probe_names():
     assert d["probes"]["batch_normalization.output"]["steps"][:2] == [0, 5]
     with pytest.raises(ValueError, match=r"unknown probe layer 'dense_9'; choose from: dense, batch_normalization, dense_1"):
         fit(model, data, config(probes=(ProbeSpec("dense_9"),)), seed=0)
+
+
+def test_a_float64_model_trains_in_float64(rings, mlp):
+    model = mlp("bnlab", dtype=torch.float64).double()
+    history = fit(model, rings, config(epochs=2), seed=0)
+    assert model[0].weight.dtype == torch.float64
+    assert all(math.isfinite(v) for v in history.loss) and not history.diverged
 
 
 # ------------------------------------------------------------------ batches
