@@ -11,8 +11,8 @@ large; merging *centred* moments does not (Chan, Golub & LeVeque, 1979):
     M_2 = M_{2,a} + M_{2,b} + \delta^2 \frac{n_a n_b}{n}
 
 where :math:`M_2 = \sum_i (x_i - \bar x)^2`, so the biased variance is
-:math:`M_2 / n` and the unbiased one :math:`M_2 / (n - 1)`. Every function here
-works in float64 and returns new tensors.
+:math:`M_2 / n` and the unbiased one :math:`M_2 / (n - 1)`. Moments are float64
+tensors; merging happens in float64; every function returns new tensors.
 """
 
 from __future__ import annotations
@@ -45,38 +45,48 @@ class Moments(NamedTuple):
 
 
 def moments_of(x: Tensor, kept: tuple[int, ...], mask: Tensor | None = None) -> Moments:
-    r"""Moments of ``x`` per kept index, taken over every other axis, in float64.
+    r"""Moments of ``x`` per kept index, taken over every other axis.
 
-    Two passes around the mean, so :math:`M_2` has no cancellation. ``mask`` (bool,
-    the shape of ``x`` without the kept axes, or already broadcast to ``x``) leaves
-    False positions out. An empty input gives count 0, mean 0 and M2 0.
+    Two passes around the mean (a second pass corrects the first pass's rounding),
+    so :math:`M_2` has no cancellation. They run in float32 (float64 for float64
+    input; half precision is promoted) without a float64 copy of ``x``; the
+    results are float64. ``mask`` (bool, the shape of ``x`` without the kept axes,
+    or already broadcast to ``x``) leaves False positions out. An empty input gives
+    count 0, mean 0 and M2 0.
 
     Shape: ``x`` any rank >= 2; ``mean``/``m2`` have the sizes of the kept axes.
     """
     dims = reduced_axes(kept, x.dim())
     stat = tuple(x.shape[d] for d in kept)
-    x64 = x.detach().to(torch.float64)
+    compute = torch.float64 if x.dtype == torch.float64 else torch.float32
+    values = x.detach().to(compute)
     if mask is None:
-        count = torch.tensor(x.numel() // max(1, _prod(stat)), dtype=torch.float64,
-                             device=x.device)
-        if count == 0:
-            zeros = x64.new_zeros(stat)
+        n = x.numel() // max(1, _prod(stat))
+        count = torch.tensor(float(n), dtype=torch.float64, device=x.device)
+        if n == 0:
+            zeros = torch.zeros(stat, dtype=torch.float64, device=x.device)
             return Moments(count, zeros, zeros.clone())
-        mean = x64.mean(dim=dims, keepdim=True)
-        m2 = (x64 - mean).square().sum(dim=dims)
-        return Moments(count, mean.reshape(stat), m2)
+        first = values.mean(dim=dims, keepdim=True)
+        centered = values - first
+        residual = centered.mean(dim=dims, keepdim=True)
+        # sum (x - mean)^2 = sum (x - first)^2 - n * residual^2, residual tiny.
+        m2 = centered.square().sum(dim=dims) - n * residual.square().reshape(stat)
+        return Moments(count, _add64(first, residual, stat), m2.clamp_min(0).to(torch.float64))
     weight = mask
     if weight.dim() != x.dim():
         for d in kept:
             weight = weight.unsqueeze(d)
-    weight = weight.expand(x.shape).to(torch.float64)
+    weight = weight.expand(x.shape).to(compute)
     per_channel = weight.sum(dim=dims, keepdim=True)
-    count = per_channel.reshape(-1)[0] if per_channel.numel() else x64.new_zeros(())
+    count = per_channel.reshape(-1)[0] if per_channel.numel() else values.new_zeros(())
     safe = per_channel.clamp_min(1.0)
-    values = torch.where(weight > 0, x64, torch.zeros((), dtype=torch.float64, device=x.device))
-    mean = values.sum(dim=dims, keepdim=True) / safe
-    m2 = ((values - mean).square() * weight).sum(dim=dims)
-    return Moments(count.reshape(()), mean.reshape(stat), m2)
+    values = torch.where(weight > 0, values, torch.zeros((), dtype=compute, device=x.device))
+    first = values.sum(dim=dims, keepdim=True) / safe
+    centered = (values - first) * weight
+    residual = centered.sum(dim=dims, keepdim=True) / safe
+    m2 = centered.square().sum(dim=dims) - (per_channel * residual.square()).reshape(stat)
+    return Moments(count.reshape(()).to(torch.float64), _add64(first, residual, stat),
+                   m2.clamp_min(0).to(torch.float64))
 
 
 def merge_moments(a: Moments, b: Moments) -> Moments:
@@ -103,6 +113,11 @@ def stack_merge(counts: Tensor, means: Tensor, m2s: Tensor) -> Moments:
     mean = (weights * means).sum(dim=0) / total.clamp_min(1.0)
     m2 = (m2s + weights * (means - mean).square()).sum(dim=0)
     return Moments(total, mean, m2)
+
+
+def _add64(first: Tensor, residual: Tensor, stat: tuple[int, ...]) -> Tensor:
+    # In float32, a residual below half an ulp of the mean would vanish in the sum.
+    return (first.to(torch.float64) + residual.to(torch.float64)).reshape(stat)
 
 
 def _prod(shape: tuple[int, ...]) -> int:
