@@ -347,3 +347,11 @@ def test_plots_are_drawn_without_warnings_for_all_null_curves():
     fig = plots.curves_figure(r)  # warnings are errors under pytest
     assert "broken: test accuracy" not in lines_by_label(fig.axes[0])
     assert "broken: train accuracy" in lines_by_label(fig.axes[0])
+
+
+def test_grid_map_leaves_out_variants_that_use_no_grid_axis():
+    r = grid_study({"learning_rate": (0.001, 0.01), "activation": ("sigmoid", "relu")})
+    r["runs"] += [run("plain", s, history("baseline", s, bn=False)) for s in SEEDS]
+    r["variants"].append("plain")
+    fig = plots.grid_figure(r)
+    assert [ax.get_title() for ax in fig.axes if ax.images] == ["no_bn", "bn"]

@@ -447,3 +447,45 @@ def test_bad_results_raise_one_line_errors_naming_the_value(mutate, message):
     mutate(r)
     with pytest.raises(ValueError, match=message):
         stats.summarize(r)
+
+
+def test_compare_all_with_explicit_pairs_and_a_reference_without_grid():
+    runs = [run("ref", s, history(step_curve(6))) for s in range(3)]  # uses no grid axis
+    for lr in (0.1, 0.01):
+        for s in range(3):
+            runs.append(run("bn", s, history(step_curve(2)), grid={"learning_rate": lr}))
+            runs.append(run("other", s, history(step_curve(4)), grid={"learning_rate": lr}))
+    summaries = stats.summarize(results(runs, ["ref", "bn", "other"], [0, 1, 2]))
+    comps = stats.compare_all(summaries, quantities=("time_to_threshold",))
+    assert [(c.a, c.b) for c in comps] == [
+        ("bn [learning_rate=0.1]", "ref"),
+        ("bn [learning_rate=0.01]", "ref"),
+        ("other [learning_rate=0.1]", "ref"),
+        ("other [learning_rate=0.01]", "ref"),
+    ]
+    assert [c.test.difference for c in comps] == [-4.0, -4.0, -2.0, -2.0]
+    pairs = stats.compare_all(summaries, pairs=[("bn", "other")], quantities=("time_to_threshold",))
+    assert [(c.a, c.b, c.test.difference) for c in pairs] == [
+        ("bn [learning_rate=0.1]", "other [learning_rate=0.1]", -2.0),
+        ("bn [learning_rate=0.01]", "other [learning_rate=0.01]", -2.0),
+    ]
+    with pytest.raises(ValueError, match=r"variant 'nope'.*choose from: ref, bn, other"):
+        stats.compare_all(summaries, pairs=[("bn", "nope")])
+
+
+def test_report_comparisons_follow_the_experiment_report_table():
+    r = study()
+    r["experiment"]["report"] = {"reference": "fast", "comparisons": []}
+    summaries = stats.summarize(r)
+    assert [(c.a, c.b) for c in stats.report_comparisons(r, summaries)][::2] == [
+        ("baseline", "fast"),
+        ("shaky", "fast"),
+    ]
+    r["experiment"]["report"] = {"reference": "fast", "comparisons": [["shaky", "baseline"]]}
+    assert {(c.a, c.b) for c in stats.report_comparisons(r, summaries)} == {("shaky", "baseline")}
+    # Names missing from a partial run fall back to the defaults instead of failing the report.
+    r["experiment"]["report"] = {"reference": "gone", "comparisons": [["gone", "baseline"]]}
+    assert [(c.a, c.b) for c in stats.report_comparisons(r, summaries)][::2] == [
+        ("fast", "baseline"),
+        ("shaky", "baseline"),
+    ]

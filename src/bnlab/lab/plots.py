@@ -306,7 +306,8 @@ def grid_figure(
     ``k div`` when k runs there diverged. One axis: mean with its 95% bootstrap CI per variant.
     """
     summaries = list(summaries) if summaries is not None else summarize(results)
-    if not any(s.grid for s in summaries):
+    summaries = [s for s in summaries if s.grid]  # variants that use no grid axis have no cell
+    if not summaries:
         return None
     axes_names = _grid_axes({(s.variant, s.grid): None for s in summaries})
     variants = _variant_order(results, [(s.variant, s.grid) for s in summaries])

@@ -836,7 +836,8 @@ def compare_all(
 
     ``pairs`` lists ``(variant, reference)`` names to compare; without it every other variant
     is compared with ``reference`` (default: the first variant, usually the baseline). A pair
-    is compared at each grid point where both variants have runs.
+    is compared at each grid point where both variants have runs; a reference that uses no
+    grid axis (one group without grid values) is compared with the variant at every point.
 
     Raises:
         ValueError: a name is not one of the variants, or a quantity is unknown.
@@ -869,8 +870,10 @@ def compare_all(
     out = []
     for a_name, b_name in pairs:
         for group in by_point.values():
-            if a_name in group and b_name in group:
-                out.extend(compare(group[a_name], group[b_name], quantity=q) for q in quantities)
+            # A variant that uses no grid axis is the same at every grid point.
+            ref = group.get(b_name) or by_point.get((), {}).get(b_name)
+            if a_name in group and ref is not None:
+                out.extend(compare(group[a_name], ref, quantity=q) for q in quantities)
     return out
 
 
