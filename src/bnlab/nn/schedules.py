@@ -18,7 +18,7 @@ Example:
     >>> for step in range(3):
     ...     loss = model(torch.randn(16, 4)).square().mean()
     ...     loss.backward()                            # optimizer.step() here
-    ...     scheduler.step()
+    ...     clipping = scheduler.step()
     >>> renorm_clipping_schedule(22_500)
     {'rmax': 2.0, 'rmin': 0.5, 'dmax': 4.375}
 """
