@@ -214,20 +214,23 @@ def test_table_rows_hold_the_summary_numbers():
     summaries = stats.summarize(make_results())
     headers, rows = report.table_rows(summaries)
     assert headers[:4] == ["variant", "runs", "train acc (mean ± std)", "test acc mean [95% CI]"]
-    assert headers[4] == "epochs to 80% test accuracy: median (never)"
     base = rows[0]
     acc = np.array(TEST_ACC["baseline"])
     ci = stats.bootstrap_mean_ci(acc)
     assert base[0] == "baseline" and base[1] == "4/4"
     assert base[2] == f"{(acc - 0.01).mean():.3f} ± {(acc - 0.01).std(ddof=1):.3f}"
     assert base[3] == f"{acc.mean():.3f} [{ci.low:.3f}, {ci.high:.3f}]"
-    assert base[4] == "5 (never: 0/4)"
-    assert rows[1][4] == "2 (never: 0/4)"
+    assert headers[4] == "test acc, BN training mode" and base[4] == "—"
+    assert rows[1][4] == "0.870"  # last epoch 0.85 + 0.02
+    assert headers[5] == "epochs to 80% test accuracy: median (never)"
+    assert base[5] == "5 (never: 0/4)"
+    assert rows[1][5] == "2 (never: 0/4)"
     assert rows[2] == [
         "shaky",
         "3/4",
         "0.690 ± 0.000",
         "0.700 [0.700, 0.700]",
+        "—",
         "never (never: 3/3)",
         "1",
         "1",
@@ -244,10 +247,10 @@ def test_format_table_as_text_and_markdown():
     assert len({len(line) for line in text[:2]}) == 1  # aligned columns
     md = report.format_table(summaries, markdown=True).splitlines()
     assert md[0].startswith("| variant | runs | train acc (mean ± std) |")
-    assert md[1] == "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    assert md[1] == "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     assert (
         md[4]
-        == "| shaky | 3/4 | 0.690 ± 0.000 | 0.700 [0.700, 0.700] | never (never: 3/3) | 1 | 1 | 1 |"
+        == "| shaky | 3/4 | 0.690 ± 0.000 | 0.700 [0.700, 0.700] | — | never (never: 3/3) | 1 | 1 | 1 |"
     )
 
 

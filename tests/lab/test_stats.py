@@ -298,6 +298,8 @@ def test_summarize_reports_per_variant_numbers_divergence_and_failures():
     assert base.time_to_threshold.median == 14.0 and base.time_to_threshold.never == 0
     assert fast.time_to_threshold.median == 5.0
     assert base.seconds.mean == pytest.approx(4.0)  # 2 + mean(0..4)
+    assert base.test_accuracy_train_mode.n == 0  # no BN: nothing recorded, nothing missing
+    assert base.test_accuracy_train_mode.missing == ()
     assert (base.completed, base.failed, base.diverged) == (5, 0, 0)
     # shaky: seed 4 failed, seed 1 diverged with null finals, seeds 1 and 3 never reach 0.80.
     assert shaky.seeds == (0, 1, 2, 3, 4)
@@ -419,6 +421,17 @@ def test_compare_all_compares_each_variant_with_the_reference_at_each_grid_point
     )
     with pytest.raises(ValueError, match=r"'base'.*no_bn, bn"):
         stats.compare_all(summaries, reference="base")
+
+
+def test_train_mode_accuracy_is_the_last_epoch_with_batch_statistics():
+    runs = []
+    for seed in range(3):
+        h = history(step_curve(2, epochs=4))
+        h["epochs"]["val_accuracy_train_mode"] = [0.5, 0.9, 0.95, 0.97 + 0.01 * seed]
+        runs.append(run("bn", seed, h))
+    (bn,) = stats.summarize(results(runs, ["bn"], [0, 1, 2]))
+    assert bn.test_accuracy_train_mode.values == pytest.approx((0.97, 0.98, 0.99))
+    assert bn.test_accuracy.mean == pytest.approx(0.85)
 
 
 def test_threshold_settings_come_from_the_experiment_report_table():

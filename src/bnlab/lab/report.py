@@ -65,8 +65,9 @@ def table_rows(summaries: Sequence[VariantSummary]) -> tuple[list[str], list[lis
     """Headers and one row of strings per variant (and grid point).
 
     Columns: variant; runs completed/total; train accuracy mean ± std (ddof=1); test accuracy
-    mean [95% bootstrap CI]; time to the threshold, median over seeds and how many never
-    reached it; mean seconds per run; diverged runs; failed runs.
+    mean [95% bootstrap CI]; mean last-epoch test accuracy with BN in training mode ("—"
+    without BN); time to the threshold, median over seeds and how many never reached it; mean
+    seconds per run; diverged runs; failed runs.
     """
     first = summaries[0].time_to_threshold if summaries else None
     reach = f"{first.unit} to {threshold_words(first)}" if first else "epochs to threshold"
@@ -75,6 +76,7 @@ def table_rows(summaries: Sequence[VariantSummary]) -> tuple[list[str], list[lis
         "runs",
         "train acc (mean ± std)",
         "test acc mean [95% CI]",
+        "test acc, BN training mode",
         f"{reach}: median (never)",
         "seconds",
         "diverged",
@@ -88,12 +90,15 @@ def table_rows(summaries: Sequence[VariantSummary]) -> tuple[list[str], list[lis
             f"{_acc(te.mean)} [{_acc(te.ci.low)}, {_acc(te.ci.high)}]" if te.ci else _acc(te.mean)
         )
         median = "n/a" if math.isnan(tt.median) else fmt_number(tt.median)
+        tm = s.test_accuracy_train_mode
+        train_mode = "—" if tm.n == 0 else _acc(tm.mean)
         rows.append(
             [
                 s.label,
                 f"{s.completed}/{len(s.seeds)}",
                 train,
                 test,
+                train_mode,
                 f"{median} (never: {tt.never}/{tt.n})",
                 fmt_number(s.seconds.mean),
                 str(s.diverged),
@@ -205,8 +210,8 @@ def _summary_table(summaries: Sequence[VariantSummary]) -> str:
     body = []
     for s, row in zip(summaries, rows, strict=True):
         cells = [f'<th scope="row">{_e(row[0])}</th>']
-        for i, cell in enumerate(row[1:], start=1):
-            warn = (i == 6 and s.diverged) or (i == 7 and s.failed)
+        for header, cell in zip(headers[1:], row[1:], strict=True):
+            warn = (header == "diverged" and s.diverged) or (header == "failed" and s.failed)
             cells.append(f'<td class="num{" warn" if warn else ""}">{_e(cell)}</td>')
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
@@ -403,7 +408,9 @@ def render_html(
 {_summary_table(summaries)}
 <p class="note">Accuracies are final, measured in inference mode after training. ± is the standard
 deviation over seeds (ddof=1); the 95% CI of the mean is a percentile bootstrap over seeds
-({BOOTSTRAP_RESAMPLES:,} resamples, fixed seed). {_e(reach.capitalize())}: median over seeds;
+({BOOTSTRAP_RESAMPLES:,} resamples, fixed seed). “BN training mode”: the last epoch's test
+accuracy computed with batch statistics instead of the moving averages; a large gap to the test
+accuracy means the moving statistics are stale. {_e(reach.capitalize())}: median over seeds;
 a seed that never reaches it counts as “never” (the median is “never” when at least half never
 do). Diverged: NaN/inf loss or null final metrics; failed: the run raised an error.</p>
 </section>

@@ -342,7 +342,10 @@ class VariantSummary:
 
     ``seeds`` lists every seed with a run record. ``completed``/``failed`` count run statuses;
     ``diverged_seeds`` are completed runs whose history says ``diverged`` or whose final metrics
-    hold a null. ``errors`` keeps the first line of each failed run's error, by seed.
+    hold a null. ``errors`` keeps the last line of each failed run's error (the exception), by
+    seed. ``test_accuracy_train_mode`` is the last epoch's test accuracy with BN in training
+    mode (batch statistics); it has no values for models without BN. Its gap to
+    ``test_accuracy`` (inference mode, moving statistics) measures stale moving statistics.
     """
 
     variant: str
@@ -355,6 +358,7 @@ class VariantSummary:
     test_accuracy: MetricSummary
     train_loss: MetricSummary
     test_loss: MetricSummary
+    test_accuracy_train_mode: MetricSummary
     time_to_threshold: ThresholdSummary
     seconds: MetricSummary
     errors: tuple[tuple[int, str], ...]
@@ -467,6 +471,16 @@ def _is_diverged(history: Mapping[str, Any]) -> bool:
     return any(_finite_or_none(final.get(k)) is None for k in _FINAL_KEYS)
 
 
+def _last_train_mode(histories: Mapping[int, Mapping[str, Any]]) -> dict[int, float | None]:
+    """Last epoch's test accuracy with BN in training mode, for seeds whose model has BN."""
+    out: dict[int, float | None] = {}
+    for seed, h in histories.items():
+        values = (h.get("epochs") or {}).get("val_accuracy_train_mode")
+        if values:
+            out[seed] = values[-1]
+    return out
+
+
 def summarize(
     results: Mapping[str, Any],
     *,
@@ -516,6 +530,9 @@ def summarize(
                 test_accuracy=describe(finals("test_accuracy"), name="test_accuracy"),
                 train_loss=describe(finals("train_loss"), name="train_loss"),
                 test_loss=describe(finals("test_loss"), name="test_loss"),
+                test_accuracy_train_mode=describe(
+                    _last_train_mode(histories), name="test_accuracy_train_mode"
+                ),
                 time_to_threshold=_threshold_summary(
                     histories, metric=metric, threshold=threshold, unit=unit
                 ),
