@@ -174,6 +174,11 @@ class BatchNormalization(nn.Module):
             raise ValueError(f"{name}: epsilon must be a number > 0; got {epsilon!r}")
         if on_nonfinite not in ("skip", "raise"):
             raise ValueError(f"{name}: on_nonfinite must be 'skip' or 'raise'; got {on_nonfinite!r}")
+        if implementation not in ("auto", "native", "composite", "reference"):
+            raise ValueError(
+                f"{name}: unknown implementation {implementation!r}; choose from auto, native, "
+                "composite, reference"
+            )
         if not isinstance(axis, int) and (not isinstance(axis, Sequence) or isinstance(axis, str)):
             raise TypeError(
                 f"{name}: axis must be an int or a sequence of ints such as (1, 2); got "
