@@ -1,8 +1,16 @@
 """bnlab: batch normalization for PyTorch in Keras's vocabulary, and a lab to measure it."""
 
 from bnlab import convert, functional, nn
-from bnlab.nn import BatchNormalization
+from bnlab.nn import BatchNormalization, fold, recalibrate
 
 __version__ = "0.1.0"
 
-__all__ = ["BatchNormalization", "__version__", "convert", "functional", "nn"]
+__all__ = [
+    "BatchNormalization",
+    "__version__",
+    "convert",
+    "fold",
+    "functional",
+    "nn",
+    "recalibrate",
+]

@@ -15,7 +15,6 @@ import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from bnlab.convert import keras_momentum
 from bnlab.functional import batch_norm
 from bnlab.functional.sync import sync_batch_norm
 from bnlab.nn.batchnorm import BatchNormalization
@@ -91,7 +90,9 @@ class SyncBatchNorm(_BatchNorm):
         var = self.running_var if self.running_var is not None else input.new_ones(channels)
         tracked = self.num_batches_tracked if self.num_batches_tracked is not None else 0
         arguments: dict[str, Any] = {
-            "training": use_batch, "axis": 1, "momentum": keras_momentum(self.momentum),
+            # PyTorch's momentum weighs the new batch; Keras's (bnlab's) the old value.
+            "training": use_batch, "axis": 1,
+            "momentum": None if self.momentum is None else 1.0 - self.momentum,
             "epsilon": self.eps, "num_batches_tracked": tracked,
             "unbiased_moving_variance": True, "name": self.name,
         }
