@@ -339,6 +339,17 @@ def test_report_of_a_grid_with_probes_embeds_the_heat_map_and_probe_plots(tmp_pa
     assert len(statements) == 2  # one per grid point
 
 
+def test_report_of_results_without_completed_runs(tmp_path):
+    r = make_results()
+    r["runs"] = [x for x in r["runs"] if x["status"] == "failed"]  # shaky seed 3 only
+    page = Page(report.write_report(write(tmp_path, r)).read_text("utf-8"))
+    assert page.tables[0][1][:2] == ["shaky", "0/1"]
+    assert "shaky: seed 3 failed — ValueError: <bad> input" in page.items
+    r["runs"] = []
+    text = report.write_report(write(tmp_path, r)).read_text("utf-8")
+    assert "Nothing to compare" in text and len(Page(text).images) == 1
+
+
 def test_missing_or_broken_results_give_one_line_errors(tmp_path):
     with pytest.raises(ValueError, match=r"results\.json: no results file; run `bnlab run"):
         report.write_report(tmp_path)

@@ -210,7 +210,7 @@ def curves_figure(results: Mapping[str, Any]) -> Figure:
     groups = group_runs(results)
     variants = _variant_order(results, list(groups))
     colors = _color_map(variants)
-    points = list(dict.fromkeys(grid for _, grid in groups))
+    points = list(dict.fromkeys(grid for _, grid in groups)) or [()]
     fig = _new_figure(12.0, 0.8 + 3.6 * len(points))
     fig.suptitle(_title(results))
     axes = fig.subplots(len(points), 2, squeeze=False)
@@ -271,6 +271,10 @@ def curves_figure(results: Mapping[str, Any]) -> Figure:
                 band=False,
             )
         for ax, ylabel in ((ax_acc, "accuracy"), (ax_loss, "loss")):
+            if not ax.get_lines():
+                ax.text(
+                    0.5, 0.5, "no completed runs", ha="center", va="center", transform=ax.transAxes
+                )
             ax.set_xlabel("epoch")
             ax.set_ylabel(ylabel)
             ax.grid(True, alpha=0.3)

@@ -219,7 +219,9 @@ def _summary_table(summaries: Sequence[VariantSummary]) -> str:
 
 def _comparisons_html(comparisons: Sequence[Comparison]) -> str:
     if not comparisons:
-        return "<p>Only one variant: nothing to compare.</p>"
+        return (
+            "<p>Nothing to compare: fewer than two variants have runs at the same grid point.</p>"
+        )
     items = []
     for c in comparisons:
         css = "detected" if c.detected else "none"
