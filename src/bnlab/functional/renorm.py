@@ -39,6 +39,7 @@ Dependence in Batch-Normalized Models", NeurIPS 2017.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from typing import NamedTuple
 
@@ -49,6 +50,7 @@ from bnlab.functional.axes import AxisArg, kept_axes, reduced_axes
 from bnlab.functional.batch_norm import (
     Implementation,
     NonFinitePolicy,
+    NonFiniteStatisticsWarning,
     batch_moments,
     batch_norm,
     update_moving_statistics,
@@ -261,25 +263,36 @@ def batch_renorm(
         return BatchRenormResult(y, new_mean, new_var, moving_stddev, renorm_mean, renorm_stddev)
 
     compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
-    mean, variance = _detached_moments(x.detach().to(compute), kept, mask)
+    scratch = torch.zeros(tuple(x.shape[d] for d in kept), dtype=compute, device=x.device)
+    core = {"training": True, "axis": kept, "momentum": 0.0, "epsilon": epsilon, "mask": mask,
+            "implementation": implementation, "name": name}
+    # Pass 1, statistics: with momentum=0.0 the core's "new moving statistics" are exactly
+    # the batch's mean and biased variance. The core also checks the batch (one value per
+    # channel raises) and warns, or raises, once on non-finite statistics.
+    with torch.no_grad():
+        _, mean, variance = batch_norm(x.detach(), None, None, scratch, scratch,
+                                       on_nonfinite=on_nonfinite, **core)
+    skipped = mean is scratch
+    if skipped:  # non-finite statistics: still correct the finite channels' output
+        mean, variance = _detached_moments(x.detach().to(compute), kept, mask)
     stddev = torch.sqrt(variance + epsilon)
     r, d = renorm_correction(mean, stddev, renorm_mean.to(compute), renorm_stddev.to(compute),
                              epsilon=epsilon, renorm_clipping=clipping)
-    # (x_hat * r + d) * gamma + beta == x_hat * (r * gamma) + (d * gamma + beta): the
-    # correction folds into the affine parameters of one ordinary batch-norm call.
+    # Pass 2, output: (x_hat * r + d) * gamma + beta == x_hat * (r * gamma) + (d * gamma +
+    # beta), so the correction folds into the affine parameters of an ordinary batch-norm
+    # call: the native kernel and its backward do the work, r and d are constants.
     scale = r if gamma is None else r * gamma
     offset = d if gamma is None else d * gamma
     if beta is not None:
         offset = offset + beta
-    # The core call normalizes (native kernel where it applies), checks the batch and
-    # updates moving_mean with `momentum`, warning once on non-finite statistics.
-    y, new_mean, _ = batch_norm(
-        x, scale, offset, moving_mean, moving_variance, training=True, axis=kept,
-        momentum=momentum, epsilon=epsilon, num_batches_tracked=num_batches_tracked,
-        mask=mask, on_nonfinite=on_nonfinite, implementation=implementation, name=name,
-    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonFiniteStatisticsWarning)  # reported in pass 1
+        y, _, _ = batch_norm(x, scale, offset, scratch, scratch, on_nonfinite="skip", **core)
+    if skipped:
+        return BatchRenormResult(y, moving_mean, moving_variance, moving_stddev, renorm_mean,
+                                 renorm_stddev)
     count = 1  # only used for the unbiased correction, which renorm does not apply
-    _, new_stddev = update_moving_statistics(
+    new_mean, new_stddev = update_moving_statistics(
         moving_mean, moving_stddev, mean, stddev, count=count, momentum=momentum,
         num_batches_tracked=num_batches_tracked, check=False,
     )
