@@ -1,0 +1,358 @@
+"""The bundled studies: each parses, `bnlab show` prints it, and each runs end to end.
+
+The end-to-end runs use the study files as they are, with the short mode a user has
+(``--seeds 1 --epochs 1``) and ``--set`` pointing the dataset at tiny files written here
+(a Nielsen-format ``mnist.pkl.gz``, Fashion-MNIST IDX files, a folder of PNGs), so they do
+not depend on the real downloads. `bnlab show` on the real data runs where it is installed
+and is skipped, with the reason, where it is not.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import math
+import pickle
+import re
+import struct
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from bnlab.cli import main
+from bnlab.data import DatasetError, load_dataset
+from bnlab.lab import list_experiments, load_experiment, read_results
+from bnlab.models import build_model, summary
+
+STUDIES = (
+    "lr_range",
+    "mnist_cnn",
+    "placement",
+    "placement_mnist",
+    "scenes_momentum",
+    "small_batch",
+)
+
+
+@pytest.fixture(autouse=True)
+def _private_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Decoded arrays of the tiny files go to a throwaway cache, not the user's.
+    monkeypatch.setenv("BNLAB_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def _totals(text: str) -> tuple[int, int, int]:
+    """(total, trainable, non-trainable) params from a Keras-style summary."""
+    found = [
+        int(re.search(rf"{kind} params: ([\d,]+)", text).group(1).replace(",", ""))  # type: ignore[union-attr]
+        for kind in ("Total", "Trainable", "Non-trainable")
+    ]
+    return found[0], found[1], found[2]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+def test_every_study_is_bundled_and_listed(capsys: pytest.CaptureFixture[str]) -> None:
+    names = {info.name for info in list_experiments()}
+    assert set(STUDIES) | {"circles"} <= names
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in STUDIES:
+        assert re.search(rf"^{name}\s+— \S", out, re.MULTILINE), out
+
+
+@pytest.mark.parametrize(
+    ("name", "variants", "seeds"),
+    [
+        ("mnist_cnn", 8, 5),
+        ("scenes_momentum", 3, 10),
+        ("placement", 6, 10),
+        ("placement_mnist", 6, 5),
+        ("lr_range", 36, 5),
+        ("small_batch", 16, 5),
+    ],
+    ids=lambda v: str(v),
+)
+def test_study_parses(name: str, variants: int, seeds: int) -> None:
+    exp = load_experiment(name)
+    assert exp.name == name
+    assert exp.description
+    assert len(exp.variants) == variants
+    assert len(exp.seeds) == seeds >= 5
+    bases = {v.base for v in exp.variants}
+    for a, b in exp.report.comparisons:
+        assert {a, b} <= bases
+
+
+def test_mnist_cnn_grid_and_parameter_counts() -> None:
+    exp = load_experiment("mnist_cnn")
+    assert exp.grid == {"learning_rate": (0.001, 0.01), "activation": ("sigmoid", "relu")}
+    by_name = {v.name: v for v in exp.variants}
+    plain = by_name["no_bn[learning_rate=0.01,activation=sigmoid]"]
+    bn = by_name["bn[learning_rate=0.01,activation=sigmoid]"]
+    assert plain.train["optimizer"] == {"name": "adam", "learning_rate": 0.01}
+    assert plain.train["batch_size"] == 32 and plain.train["epochs"] == 3
+    assert plain.train["eval_every_steps"] is not None
+    # The notebook's figures: 93,322 without BN; 94,024 with BN after every Conv2D/Dense
+    # (biases dropped: -234; gamma, beta, moving mean/variance of 234 channels: +936).
+    assert _totals(summary(build_model(plain.layers, (28, 28, 1), seed=0))) == (93_322, 93_322, 0)
+    text = summary(build_model(bn.layers, (28, 28, 1), seed=0))
+    assert _totals(text) == (94_024, 93_556, 468)
+    types = [spec.type for spec in bn.layers]
+    assert types.count("BatchNormalization") == 5
+    last = bn.layers[-3:]
+    assert [s.type for s in last] == ["Dense", "BatchNormalization", "Activation"]
+    assert last[0].args["use_bias"] is False and last[2].args["activation"] == "softmax"
+    hidden = [s.args["activation"] for s in bn.layers if s.type == "Activation"][:-1]
+    assert hidden == ["sigmoid"] * 4
+
+
+def test_scenes_momentum_is_the_six_class_cnn_of_the_summary_figures() -> None:
+    # The 224x224x3 figures of the 6-class CNN (lab issue): 279,382 without BN; with BN
+    # after each Conv2D 279,638 of which 128 non-trainable (moving statistics of 64 channels).
+    exp = load_experiment("scenes_momentum")
+    by_name = {v.name: v for v in exp.variants}
+    assert _totals(summary(build_model(by_name["no_bn"].layers, (224, 224, 3), seed=0))) == (
+        279_382,
+        279_382,
+        0,
+    )
+    for name, momentum in (("bn_momentum_0_99", 0.99), ("bn_momentum_0_8", 0.8)):
+        layers = by_name[name].layers
+        text = summary(build_model(layers, (224, 224, 3), seed=0))
+        assert _totals(text) == (279_638, 279_510, 128)
+        bns = [s for s in layers if s.type == "BatchNormalization"]
+        assert [s.args["momentum"] for s in bns] == [momentum] * 3
+    # A few dozen steps per epoch: the point of the study (stale moving statistics).
+    data = by_name["no_bn"].data
+    assert data["name"] == "fashion6"
+    steps = math.ceil(6 * data["train_per_class"] / by_name["no_bn"].train["batch_size"])
+    epochs = by_name["no_bn"].train["epochs"]
+    assert 10 <= steps <= 50 and steps * epochs < math.log(0.05) / math.log(0.99)
+
+
+def test_small_batch_variants_use_the_layer_options() -> None:
+    exp = load_experiment("small_batch")
+    assert exp.grid == {"batch_size": (2, 4, 8, 32)}
+    by_name = {v.name: v for v in exp.variants}
+    for b in (2, 4, 8, 32):
+        assert by_name[f"bn[batch_size={b}]"].train["batch_size"] == b
+        assert by_name[f"no_bn[batch_size={b}]"].data["limit_train"] % b == 0
+    ghost = [s for s in by_name["ghost_bn[batch_size=8]"].layers if s.type == "BatchNormalization"]
+    assert [s.args["virtual_batch_size"] for s in ghost] == [2, 2, 2]
+    renorm = [s for s in by_name["renorm[batch_size=8]"].layers if s.type == "BatchNormalization"]
+    assert all(s.args["renorm"] is True for s in renorm) and len(renorm) == 3
+    assert renorm[0].args["renorm_clipping"] == {"rmax": 3.0, "rmin": 0.3333333, "dmax": 5.0}
+
+
+def test_lr_range_is_a_log_grid_from_1e4_to_1() -> None:
+    exp = load_experiment("lr_range")
+    rates = exp.grid["learning_rate"]
+    assert rates[0] == 1e-4 and rates[-1] == 1.0
+    ratios = np.diff(np.log10(rates))
+    np.testing.assert_allclose(ratios, 0.5, atol=0.03)  # half decades: 1, 3, 10, 30, ...
+    by_name = {v.name: v for v in exp.variants}
+    assert by_name["cnn[learning_rate=1.0]"].data["flatten"] is False
+    assert by_name["mlp[learning_rate=1.0]"].data["flatten"] is True
+
+
+def test_placement_puts_bn_before_and_after_the_activation() -> None:
+    for name in ("placement", "placement_mnist"):
+        exp = load_experiment(name)
+        by_name = {v.name: v for v in exp.variants}
+        for act in ("relu", "sigmoid"):
+            after = [s.type for s in by_name[f"bn_after[activation={act}]"].layers]
+            before = by_name[f"bn_before[activation={act}]"].layers
+            assert after[:2] == ["Dense", "BatchNormalization"]
+            assert [s.type for s in before[:3]] == ["Dense", "BatchNormalization", "Activation"]
+            assert before[0].args["activation"] == "linear"
+            assert before[2].args["activation"] == act
+            assert by_name[f"no_bn[activation={act}]"].layers[0].args["activation"] == act
+
+
+# --------------------------------------------------------------------------- bnlab show
+
+
+def _installed(dataset: str) -> str | None:
+    """None when `dataset` loads here, else the reason to skip."""
+    try:
+        load_dataset(dataset, **({"limit_train": 1, "limit_test": 1} if dataset == "mnist" else {}))
+    except DatasetError as e:
+        return str(e)
+    return None
+
+
+@pytest.mark.parametrize("name", STUDIES)
+def test_show_on_the_installed_data(name: str, capsys: pytest.CaptureFixture[str]) -> None:
+    dataset = load_experiment(name).variants[0].data["name"]
+    reason = _installed(dataset)
+    if reason is not None:
+        pytest.skip(f"{dataset} is not installed: {reason}")
+    assert main(["show", name]) == 0
+    out = capsys.readouterr().out
+    exp = load_experiment(name)
+    for v in exp.variants:
+        assert f"== variant {v.name}" in out
+    assert out.count("Total params:") == len(exp.variants)
+    if name == "mnist_cnn":
+        assert "Total params: 93,322" in out and "Total params: 94,024" in out
+
+
+# --------------------------------------------------------------------------- end to end
+
+
+def _write_mnist_pickle(path: Path, rng: np.random.Generator, n_train: int, n_test: int) -> None:
+    """A tiny ``mnist.pkl.gz`` in Nielsen's layout: pixels k/256, ten classes in turn."""
+
+    def part(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.arange(n, dtype=np.int64) % 10
+        k = rng.integers(0, 64, size=(n, 784))
+        for i, label in enumerate(y):  # a bright block whose place depends on the class
+            k[i, label * 70 : label * 70 + 60] = 250
+        return (k / 256).astype(np.float32), y
+
+    train = part(n_train)
+    with gzip.open(path, "wb") as f:
+        pickle.dump((train, part(10), part(n_test)), f)
+
+
+def _write_idx(path: Path, array: np.ndarray) -> None:
+    magic = 0x0800 | array.ndim
+    header = struct.pack(">I", magic) + b"".join(struct.pack(">I", d) for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def _write_fashion(folder: Path, rng: np.random.Generator, per_class: int) -> None:
+    folder.mkdir()
+    for prefix in ("train", "t10k"):
+        y = np.repeat(np.arange(10), per_class).astype(np.uint8)
+        x = rng.integers(0, 80, size=(len(y), 28, 28))
+        for i, label in enumerate(y):
+            x[i, label * 2 : label * 2 + 8, :] = 240
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", x)
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", y)
+
+
+def _write_image_folder(folder: Path, rng: np.random.Generator, per_class: int) -> None:
+    from PIL import Image
+
+    for c in range(6):
+        sub = folder / f"class_{c}"
+        sub.mkdir(parents=True)
+        for i in range(per_class):
+            pixels = rng.integers(0, 90, size=(20, 20, 3)).astype(np.uint8)
+            pixels[c * 3 : c * 3 + 4] = 230
+            Image.fromarray(pixels).save(sub / f"{i}.png")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny-data")
+    rng = np.random.default_rng(0)
+    _write_mnist_pickle(root / "mnist.pkl.gz", rng, n_train=64, n_test=32)
+    _write_fashion(root / "fashion", rng, per_class=4)
+    _write_image_folder(root / "scenes", rng, per_class=5)
+    return {"mnist": root / "mnist.pkl.gz", "fashion": root / "fashion", "scenes": root / "scenes"}
+
+
+def _short_run(name: str, out: Path, sets: list[str]) -> dict[str, Any]:
+    argv = ["run", name, "--seeds", "1", "--epochs", "1", "--workers", "1", "--quiet"]
+    argv += ["--out", str(out)]
+    for s in sets:
+        argv += ["--set", s]
+    assert main(argv) == 0
+    return read_results(out)
+
+
+# Each study's short mode: its own [data] table, pointed at the tiny files, and limits
+# that fit them (64 training rows: 2 steps of 32, 32 of 2).
+SHORT = {
+    "mnist_cnn": ["data.limit_train=64", "data.limit_test=32", "train.eval_every_steps=1"],
+    "placement_mnist": ["data.limit_train=64", "train.eval_every_steps=1"],
+    "lr_range": ["data.limit_train=64", "data.limit_test=32"],
+    "small_batch": ["data.limit_train=64", "data.limit_test=32"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(SHORT))
+def test_mnist_study_runs_end_to_end(
+    name: str, tiny: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    results = _short_run(
+        name, tmp_path, [f"data.path={json.dumps(str(tiny['mnist']))}", *SHORT[name]]
+    )
+    exp = load_experiment(name)
+    runs = results["runs"]
+    assert len(runs) == len(exp.variants)
+    assert all(r["status"] == "completed" for r in runs), [r["error"] for r in runs]
+    for run in runs:
+        h = run["history"]
+        variant = _variant_of(exp, run)
+        bs = variant.train["batch_size"]
+        assert h["steps_per_epoch"] == 64 // bs
+        has_bn = any(s.type == "BatchNormalization" for s in variant.layers)
+        assert (h["epochs"]["val_accuracy_train_mode"] is not None) == has_bn
+        if not h["diverged"]:
+            assert 0.0 <= h["final"]["test_accuracy"] <= 1.0
+            assert 0.0 <= h["final"]["train_accuracy"] <= 1.0
+        if variant.train["eval_every_steps"] == 1:
+            assert [e["step"] for e in h["evals"]] == list(range(1, h["steps_per_epoch"] + 1))
+    html = (tmp_path / "report.html").read_text()
+    for base in results["variants"]:
+        assert base in html
+    assert (tmp_path / "curves.png").stat().st_size > 0
+    assert (tmp_path / "grid.png").is_file()
+    assert "runs" in capsys.readouterr().out
+
+
+def _variant_of(exp: Any, run: dict[str, Any]) -> Any:
+    """The resolved variant a stored run belongs to: same base name and grid point."""
+    return next(v for v in exp.variants if v.base == run["variant"] and dict(v.grid) == run["grid"])
+
+
+def test_placement_runs_end_to_end(tmp_path: Path) -> None:
+    results = _short_run("placement", tmp_path, [])
+    runs = results["runs"]
+    assert {(r["variant"], r["grid"]["activation"]) for r in runs} == {
+        (v, a) for v in ("no_bn", "bn_after", "bn_before") for a in ("relu", "sigmoid")
+    }
+    assert all(r["status"] == "completed" for r in runs)
+    # circles: 500 training points, batch 32 -> 16 steps (the last batch has 20 points)
+    assert {r["history"]["steps_per_epoch"] for r in runs} == {16}
+
+
+def test_scenes_momentum_runs_end_to_end_on_fashion6_files(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    sets = [
+        f"data.path={json.dumps(str(tiny['fashion']))}",
+        "data.train_per_class=4",
+        "data.test_per_class=2",
+    ]
+    results = _short_run("scenes_momentum", tmp_path, sets)
+    runs = {r["variant"]: r for r in results["runs"]}
+    assert set(runs) == {"no_bn", "bn_momentum_0_99", "bn_momentum_0_8"}
+    for name, run in runs.items():
+        assert run["status"] == "completed", run["error"]
+        h = run["history"]
+        assert h["steps_per_epoch"] == 1  # 24 images, batch 32
+        assert (h["epochs"]["val_accuracy_train_mode"] is None) == (name == "no_bn")
+    html = (tmp_path / "report.html").read_text()
+    assert "training mode" in html
+
+
+def test_scenes_momentum_runs_on_an_image_folder(tiny: dict[str, Path], tmp_path: Path) -> None:
+    # The documented way to run the study on one's own images: replace the [data] table.
+    table = f'{{ name = "image_folder", path = {json.dumps(str(tiny["scenes"]))}, image_size = [28, 28] }}'
+    results = _short_run("scenes_momentum", tmp_path, [f"data={table}"])
+    resolved = results["experiment"]["variants"][0]["data"]
+    assert resolved["name"] == "image_folder" and list(resolved["image_size"]) == [28, 28]
+    for run in results["runs"]:
+        assert run["status"] == "completed", run["error"]
+        # 30 images, validation_split 0.2 -> 24 for training: one step of 24
+        assert run["history"]["steps_per_epoch"] == 1
