@@ -203,3 +203,19 @@ def test_half_input_gives_half_output(assert_close):
     assert y.dtype == torch.float16 and mean.dtype == torch.float32
     y_ref, _, _ = reference_ghost(x, None, None, 2, 1, 1e-3)
     assert_close(y, y_ref)
+
+
+@pytest.mark.parametrize(("shape", "axis"), [((6, 3, 2), 1), ((6, 2, 3), -1), ((6, 2, 2, 2), (1, 2))],
+                         ids=["channel_first", "channel_last", "two_axes"])
+def test_gradcheck_float64(shape, axis):
+    x = sample(shape, seed=8).requires_grad_(True)
+    stat = reference.stat_shape(shape, reference.kept_tuple(axis, len(shape)))
+    gamma = (torch.rand(stat, dtype=F64) + 0.5).requires_grad_(True)
+    beta = torch.randn(stat, dtype=F64).requires_grad_(True)
+    state = (torch.zeros(stat, dtype=F64), torch.ones(stat, dtype=F64))
+
+    def fn(x, gamma, beta):
+        return ghost_batch_norm(x, gamma, beta, *state, virtual_batch_size=3, training=True,
+                                axis=axis).output
+
+    assert torch.autograd.gradcheck(fn, (x, gamma, beta))

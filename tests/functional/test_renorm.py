@@ -318,3 +318,20 @@ def test_state_shape_mismatch_names_the_buffer():
     state["renorm_stddev"] = torch.ones(4)
     with pytest.raises(ValueError, match=r"renorm_stddev has shape \(4,\) but moving_mean has \(3,\)"):
         batch_renorm(torch.randn(4, 3), None, None, *state.values(), training=True)
+
+
+@pytest.mark.parametrize("implementation", ["auto", "composite", "reference"])
+def test_gradcheck_with_pinned_corrections(implementation):
+    """rmin = rmax = 1.5 and dmax = 0 pin r and d, so numerical differentiation (which
+    would otherwise move r and d) agrees with the stop-gradient backward, float64."""
+    x = drifting_batches((6, 3, 2), steps=1, seed=9, dtype=F64)[0].requires_grad_(True)
+    gamma = (torch.rand(3, dtype=F64) + 0.5).requires_grad_(True)
+    beta = torch.randn(3, dtype=F64).requires_grad_(True)
+    state = initial_state(3, F64)
+
+    def fn(x, gamma, beta):
+        return batch_renorm(x, gamma, beta, *state.values(), training=True,
+                            renorm_clipping={"rmin": 1.5, "rmax": 1.5, "dmax": 0.0},
+                            implementation=implementation).output
+
+    assert torch.autograd.gradcheck(fn, (x, gamma, beta))
