@@ -20,6 +20,7 @@ import argparse
 import math
 import shlex
 import sys
+import textwrap
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -314,6 +315,7 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
     """Per variant: train accuracy mean ± std, test accuracy mean [95% CI], time to threshold, seconds."""
+    from rich import box
     from rich.console import Console
     from rich.table import Table
 
@@ -321,29 +323,41 @@ def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
 
     summaries = stats.summarize(results)
     report = results["experiment"].get("report", {})
-    metric = report.get("threshold_metric", "val_accuracy")
-    threshold = report.get("threshold", 0.8)
-    table = Table(title=f"{results['experiment']['name']}: {len(results['seeds'])} seeds")
-    table.add_column("variant")
-    table.add_column("runs", justify="right")
-    table.add_column("train acc (mean ± std)", justify="right")
-    table.add_column("test acc mean [95% CI]", justify="right")
-    table.add_column(f"epochs to {metric} ≥ {threshold:g}: median (never)", justify="right")
-    table.add_column("seconds", justify="right")
+    reach = (
+        stats.threshold_words(summaries[0].time_to_threshold) if summaries else "the threshold"
+    )
+    table = Table(
+        title=f"{results['experiment']['name']}: {len(results['seeds'])} seeds",
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 1, 0, 0),
+    )
+    reach_lines = "\n".join(textwrap.wrap(reach, width=8, break_long_words=False))
+    table.add_column("variant", overflow="fold")
+    for header in (
+        "runs",
+        "train acc\nmean±std",
+        "test acc\nmean [95% CI]",
+        f"epochs to\n{reach_lines}\n(median)",
+        "never",
+        "s/run",
+    ):
+        table.add_column(header, justify="right", no_wrap=True)
     for s in summaries:
         tr, te, tt = s.train_accuracy, s.test_accuracy, s.time_to_threshold
-        ci = f" [{_fmt(te.ci.low)}, {_fmt(te.ci.high)}]" if te.ci is not None else ""
+        ci = f" [{_fmt(te.ci.low)},{_fmt(te.ci.high)}]" if te.ci is not None else ""
         median = "never" if math.isinf(tt.median) else _fmt(tt.median, 1)
         runs = f"{s.completed}/{len(s.seeds)}" + (f" ({s.failed} failed)" if s.failed else "")
         table.add_row(
             s.label,
             runs,
-            f"{_fmt(tr.mean)} ± {_fmt(tr.std)}",
+            f"{_fmt(tr.mean)}±{_fmt(tr.std)}",
             f"{_fmt(te.mean)}{ci}",
-            f"{median} ({tt.never}/{tt.n} never)",
+            median,
+            f"{tt.never}/{tt.n}",
             _fmt(s.seconds.mean, 1),
         )
-    console = Console(file=file or sys.stdout, width=None if (file or sys.stdout).isatty() else 140)
+    console = Console(file=file or sys.stdout)
     console.print(table)
     reference = report.get("reference")
     if reference is not None and len(summaries) > 1:
