@@ -1,0 +1,132 @@
+"""Doctor for a model the lab trained: :func:`examine_run` on a run folder.
+
+The run folder (``bnlab run ... --out DIR``) holds the resolved experiment in its store
+and each completed run's final weights as safetensors. :func:`examine_run` rebuilds the
+variant's model from the resolved config, loads the weights with
+:func:`bnlab.lab.load_run_model` (safetensors only: no pickle ever runs; a corrupt or
+mismatched file is a :class:`~bnlab.lab.LabError`), loads the variant's dataset
+(evaluation on its test split = the lab's validation data, statistics from its
+training split), and examines the model with the run's training batch size and loss.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bnlab.doctor.examine import Diagnosis, examine
+from bnlab.doctor.fix import Treatment, list_fixes, treat
+from bnlab.lab import LabError, Store, Variant, load_run_model
+from bnlab.lab.runs import load_variant_data
+
+__all__ = ["DoctorError", "examine_run"]
+
+
+class DoctorError(LabError):
+    """Bad input to ``bnlab doctor`` (folder, variant, seed, fix); one line, exit status 2."""
+
+
+def examine_run(
+    run_dir: str | Path,
+    *,
+    variant: str | None = None,
+    seed: int | None = None,
+    fix: str | None = None,
+    max_batches: int | None = None,
+) -> Diagnosis | Treatment:
+    """Examine (and optionally fix) the final model of one run of a lab study.
+
+    Args:
+        run_dir: the ``--out`` folder of ``bnlab run``.
+        variant: the variant's display name (with its grid suffix if any); may be left
+            out when the experiment has one variant.
+        seed: the run's seed; default the first seed with a completed run.
+        fix: None, or a fix from :func:`bnlab.doctor.list_fixes` (``"recalibrate"``):
+            applied to the loaded model (the weights file is not changed).
+        max_batches: at most this many batches per measuring pass.
+
+    Returns:
+        A :class:`Diagnosis`, or a :class:`Treatment` when ``fix`` is given; the
+        ``context`` names the run, its training steps and the accuracies it recorded.
+
+    Raises:
+        DoctorError / LabError: no store, unknown variant or seed, no completed run, a
+            missing, corrupt or mismatched weights file, an unknown fix.
+    """
+    if fix is not None and fix not in list_fixes():
+        raise DoctorError(f"unknown fix {fix!r}; choose from: {', '.join(list_fixes())}")
+    out = Path(run_dir)
+    with Store.in_folder(out, create=False) as store:
+        resolved = store.latest_experiment()
+        if resolved is None:
+            raise DoctorError(f"{out}: the store holds no experiment; run one with --out {out}")
+        entry = _variant(out, resolved, variant)
+        runs = {
+            s: store.get((resolved["name"], entry["base"], s, entry["config_hash"]))
+            for s in resolved["seeds"]
+        }
+    completed = [s for s, r in runs.items() if r is not None and r.status == "completed"]
+    if seed is None:
+        if not completed:
+            raise DoctorError(f"{out}: variant {entry['name']!r} has no completed run; run the "
+                              "study to completion first")
+        seed = completed[0]
+    elif seed not in completed:
+        raise DoctorError(f"{out}: variant {entry['name']!r} has no completed run with seed "
+                          f"{seed}; completed seeds: {completed or 'none'}")
+    model = load_run_model(out, entry["name"], seed)
+    data = load_variant_data(Variant.from_dict(entry))
+    train = entry["train"]
+    run = runs[seed]
+    history = run.result.history if run is not None and run.result is not None else None
+    steps_per_epoch = history.get("steps_per_epoch") if history else None
+    context: dict[str, Any] = {
+        "run_dir": str(out),
+        "experiment": resolved["name"],
+        "variant": entry["name"],
+        "seed": seed,
+        "weights": run.weights if run is not None else None,
+        "epochs": train.get("epochs"),
+        "batch_size": train.get("batch_size"),
+        "loss": train.get("loss"),
+        "train_steps": (train["epochs"] * steps_per_epoch
+                        if steps_per_epoch and train.get("epochs") else None),
+        "recorded": _recorded(history),
+    }
+    args: dict[str, Any] = {
+        "train_batch_size": train.get("batch_size"),
+        "loss": train.get("loss"),
+        "max_batches": max_batches,
+        "context": context,
+    }
+    diagnosis = examine(model, data, **args)
+    if fix is None:
+        return diagnosis
+    return treat(model, data, fix, before=diagnosis, **args)
+
+
+def _variant(out: Path, resolved: dict[str, Any], name: str | None) -> dict[str, Any]:
+    entries = {v["name"]: v for v in resolved["variants"]}
+    if name is None:
+        if len(entries) == 1:
+            return next(iter(entries.values()))
+        raise DoctorError(
+            f"{out}: experiment {resolved['name']!r} has {len(entries)} variants; pass "
+            f"--variant with one of: {', '.join(entries)}"
+        )
+    if name not in entries:
+        raise DoctorError(
+            f"{out}: experiment {resolved['name']!r} has no variant {name!r}; variants: "
+            f"{', '.join(entries)}"
+        )
+    return entries[name]
+
+
+def _recorded(history: dict[str, Any] | None) -> dict[str, Any] | None:
+    """The last validation accuracies the run recorded (both modes), for comparison."""
+    if not history:
+        return None
+    epochs = history.get("epochs", {})
+    last = lambda key: (epochs.get(key) or [None])[-1]  # noqa: E731
+    return {"val_accuracy": last("val_accuracy"),
+            "val_accuracy_train_mode": last("val_accuracy_train_mode")}
