@@ -8,6 +8,8 @@
                          [--executor auto|sequential|process|ray] [--set KEY=VALUE ...]
                          [--no-report] [--quiet] [--debug]
     bnlab report DIR                             # rebuild results.json and the report from the store
+    bnlab doctor DIR [--variant V] [--seed S] [--fix recalibrate] [--json]
+                                                 # diagnose a trained run's BN layers
 
 Exit status: 0 success; 1 some runs failed; 2 bad input (one line on stderr, no
 traceback unless --debug); 130 interrupted (finished runs are kept; the same
@@ -100,6 +102,17 @@ def build_parser() -> argparse.ArgumentParser:
         "report", parents=[common], help="rebuild results.json and the report from a run folder"
     )
     report.add_argument("dir", type=Path, help="the --out folder of a `bnlab run`")
+
+    doctor = sub.add_parser(
+        "doctor", parents=[common], help="diagnose (and fix) the BN layers of a trained run"
+    )
+    doctor.add_argument("dir", type=Path, help="the --out folder of a `bnlab run`")
+    doctor.add_argument("--variant", help="variant name (needed when there are several)")
+    doctor.add_argument("--seed", type=int, help="run seed (default: the first completed)")
+    doctor.add_argument(
+        "--fix", metavar="FIX", help="apply a fix (recalibrate) to the loaded model and measure again"
+    )
+    doctor.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser
 
 
@@ -116,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        command = {"list": _list, "show": _show, "run": _run, "report": _report}[args.command]
+        command = {"list": _list, "show": _show, "run": _run, "report": _report,
+                   "doctor": _doctor}[args.command]
         return command(args, argv)
     except KeyboardInterrupt:
         print("bnlab: interrupted", file=sys.stderr)
@@ -380,6 +394,20 @@ def _report(args: argparse.Namespace, argv: list[str]) -> int:
     report_path = write_report(args.dir)
     print_table(read_results(args.dir))
     _print_paths(args.dir, report_path)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- doctor
+
+
+def _doctor(args: argparse.Namespace, argv: list[str]) -> int:
+    from bnlab.doctor import examine_run, render, to_json
+
+    result = examine_run(args.dir, variant=args.variant, seed=args.seed, fix=args.fix)
+    if args.json:
+        print(to_json(result))
+    else:
+        render(result)
     return EXIT_OK
 
 
