@@ -22,6 +22,11 @@ def kept_axes(axis: AxisArg, ndim: int) -> tuple[int, ...]:
             left to reduce.
         TypeError: ``axis`` is neither an int nor a sequence of ints.
     """
+    # The common cases, met on every forward: one int axis, or one already kept.
+    if type(axis) is tuple and len(axis) == 1:
+        axis = axis[0]
+    if type(axis) is int and ndim >= 2 and -ndim <= axis < ndim:
+        return (axis % ndim,)
     if ndim < 2:
         raise ValueError(
             f"batch normalization expects at least 2D input (N, C, ...); got a {ndim}D tensor"

@@ -22,8 +22,10 @@ Three implementations compute the same numbers:
 
 from __future__ import annotations
 
+import math
 import warnings
-from typing import Literal, NamedTuple
+import weakref
+from typing import Any, Literal, NamedTuple
 
 import torch
 from torch import Tensor
@@ -156,12 +158,23 @@ def batch_norm(
             "normalize with the moving statistics."
         )
 
+    functorch = _any_functorch(x, gamma, beta, moving_mean, moving_variance)
+    if implementation in ("auto", "native") and mask is None and len(kept) == 1 and not functorch:
+        fused = _native_training_step(
+            x, gamma, beta, moving_mean, moving_variance, kept[0], count, momentum, epsilon,
+            num_batches_tracked, unbiased_moving_variance, on_nonfinite, name,
+            fall_back=implementation == "auto",
+        )
+        if fused is not None:
+            return fused
+        implementation = "composite"  # ill-conditioned: the shifted two-pass path
+
     y, mean, var = _normalize_training(x, gamma, beta, kept, epsilon, mask, implementation)
     new_mean, new_var = update_moving_statistics(
         moving_mean, moving_variance, mean.detach(), var.detach(),
         count=count, momentum=momentum, num_batches_tracked=num_batches_tracked,
         unbiased=unbiased_moving_variance, on_nonfinite=on_nonfinite, name=name,
-        check=not _any_functorch(x, gamma, beta, moving_mean, moving_variance),
+        check=not functorch,
     )
     return BatchNormResult(y, new_mean, new_var)
 
@@ -208,15 +221,23 @@ def update_moving_statistics(
         new_var = moving_variance * momentum + batch_variance * (1.0 - momentum)
     finite = torch.isfinite(batch_mean).all() & torch.isfinite(batch_variance).all()
     if check and not bool(finite):
-        message = (
-            f"{name}: the batch statistics are not finite (NaN or inf in the input or "
-            "activations); the moving statistics were left unchanged"
-        )
-        if on_nonfinite == "raise":
-            raise FloatingPointError(message + "; pass on_nonfinite='skip' to skip such batches")
-        warnings.warn(message, NonFiniteStatisticsWarning, stacklevel=3)
+        _report_nonfinite(on_nonfinite, name)
         return moving_mean, moving_variance
     return torch.where(finite, new_mean, moving_mean), torch.where(finite, new_var, moving_variance)
+
+
+def _report_nonfinite(on_nonfinite: str, name: str) -> None:
+    """Warn (``"skip"``) or raise (``"raise"``) about a batch with non-finite statistics.
+
+    Called two frames below the user's call (``batch_norm`` -> update helper -> here).
+    """
+    message = (
+        f"{name}: the batch statistics are not finite (NaN or inf in the input or "
+        "activations); the moving statistics were left unchanged"
+    )
+    if on_nonfinite == "raise":
+        raise FloatingPointError(message + "; pass on_nonfinite='skip' to skip such batches")
+    warnings.warn(message, NonFiniteStatisticsWarning, stacklevel=4)
 
 
 def batch_moments(
@@ -279,6 +300,78 @@ def _normalize_training(
     return y.to(x.dtype), mean.reshape(_stat_shape(x, kept)), var.reshape(_stat_shape(x, kept))
 
 
+def _native_training_step(
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    moving_mean: Tensor,
+    moving_variance: Tensor,
+    channel_axis: int,
+    count: int,
+    momentum: float | None,
+    epsilon: float,
+    num_batches_tracked: int | Tensor,
+    unbiased: bool,
+    on_nonfinite: NonFinitePolicy,
+    name: str,
+    *,
+    fall_back: bool,
+) -> BatchNormResult | None:
+    r"""One training step on the fused kernel, with as few extra operations as possible.
+
+    Same numbers as :func:`_native_training` + :func:`update_moving_statistics`, but
+    per-call overhead matters at small sizes, so: the kernel itself leaves the batch
+    variance (biased or not, as asked) in a scratch tensor; one ``addcmul`` and one
+    ``aminmax`` read back together tell whether the statistics are finite and whether
+    some channel is ill-conditioned (``|mean| > 1e3 * sqrt(var + eps)``); the moving
+    statistics are two ``lerp``\ s (scalar weights; no temporaries).
+
+    Returns None when ``fall_back`` and a channel is ill-conditioned: the caller then
+    takes the shifted composite path.
+    """
+    compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
+    xc = x if x.dtype == compute else x.to(compute)
+    moved = xc if channel_axis == 1 else xc.movedim(channel_axis, 1)
+    if gamma is not None and gamma.dtype != compute:
+        gamma = gamma.to(compute)
+    if beta is not None and beta.dtype != compute:
+        beta = beta.to(compute)
+    # Scratch running statistics starting at 0: the kernel's update with momentum
+    # (n-1)/n leaves exactly the *biased* batch variance in `batch_var` (momentum 1.0:
+    # the unbiased one); the scratch mean is unused, the kernel returns the batch mean.
+    # The kernel saves all of them for the backward pass: never write into them later.
+    channels = moved.shape[1]
+    batch_var = moved.new_zeros(channels)
+    kernel_momentum = 1.0 if unbiased else (count - 1) / count
+    y, batch_mean, _ = torch.native_batch_norm(moved, gamma, beta, moved.new_zeros(channels),
+                                               batch_var, True, kernel_momentum, epsilon)
+    # probe = var - mean^2 / 1e6 is below -eps exactly when |mean| / sqrt(var + eps) > 1e3.
+    # A NaN propagates through aminmax; an inf shows up at one end.
+    low, high = torch.aminmax(torch.addcmul(batch_var, batch_mean, batch_mean,
+                                            value=-1.0 / _ILL_CONDITIONED**2))
+    low_value, high_value = low.item(), high.item()
+    ill = low_value < -epsilon
+    if not (math.isfinite(low_value) and math.isfinite(high_value)):
+        if not bool(torch.isfinite(batch_mean).all() & torch.isfinite(batch_var).all()):
+            _report_nonfinite(on_nonfinite, name)
+            y = y if channel_axis == 1 else y.movedim(1, channel_axis)
+            return BatchNormResult(y.to(x.dtype), moving_mean, moving_variance)
+        ill = True  # finite statistics, but mean^2 overflowed: certainly ill-conditioned
+    if ill and fall_back:
+        return None
+    # Weight of the batch: 1 - momentum, or 1 / (t + 1) for the cumulative average.
+    weight = 1.0 - momentum if momentum is not None else 1.0 / (int(num_batches_tracked) + 1.0)
+    if batch_mean.dtype != moving_mean.dtype:
+        batch_mean = batch_mean.to(moving_mean.dtype)
+    if batch_var.dtype != moving_variance.dtype:
+        batch_var = batch_var.to(moving_variance.dtype)
+    new_mean = torch.lerp(moving_mean, batch_mean, weight)
+    new_var = torch.lerp(moving_variance, batch_var, weight)
+    if channel_axis != 1:
+        y = y.movedim(1, channel_axis)
+    return BatchNormResult(y if y.dtype == x.dtype else y.to(x.dtype), new_mean, new_var)
+
+
 def _native_training(
     x: Tensor, gamma: Tensor | None, beta: Tensor | None, channel_axis: int, epsilon: float
 ) -> tuple[Tensor, Tensor, Tensor]:
@@ -311,18 +404,21 @@ def _normalize_inference(
 ) -> Tensor:
     r"""Inference transform :math:`\gamma (x - m) / \sqrt{v + \epsilon} + \beta`; samples are independent."""
     compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
-    xc = x.to(compute)
-    mean_c = mean.to(compute)
-    var_c = variance.to(compute)
+    xc = x if x.dtype == compute else x.to(compute)
+    mean_c = mean if mean.dtype == compute else mean.to(compute)
+    var_c = variance if variance.dtype == compute else variance.to(compute)
     if (
         len(kept) == 1
         and not _any_functorch(x, gamma, beta, mean, variance)
-        and not _ill_conditioned(mean_c, var_c, epsilon)
+        and not _moving_ill_conditioned(mean, variance, epsilon)
     ):
         moved = xc if kept[0] == 1 else xc.movedim(kept[0], 1)
-        y = torch.nn.functional.batch_norm(moved, mean_c, var_c, _cast(gamma, compute),
-                                           _cast(beta, compute), False, 0.0, epsilon)
-        return (y if kept[0] == 1 else y.movedim(1, kept[0])).to(x.dtype)
+        gamma_c = gamma if gamma is None or gamma.dtype == compute else gamma.to(compute)
+        beta_c = beta if beta is None or beta.dtype == compute else beta.to(compute)
+        y = torch.batch_norm(moved, gamma_c, beta_c, mean_c, var_c, False, 0.0, epsilon,
+                             torch.backends.cudnn.enabled)
+        y = y if kept[0] == 1 else y.movedim(1, kept[0])
+        return y if y.dtype == x.dtype else y.to(x.dtype)
     shape = broadcast_shape(x.shape, kept)
     normalized = (xc - mean_c.reshape(shape)) * torch.rsqrt(var_c.reshape(shape) + epsilon)
     return _affine(normalized, gamma, beta, kept, compute).to(x.dtype)
@@ -358,8 +454,40 @@ def _ill_conditioned(mean: Tensor, variance: Tensor, epsilon: float) -> bool:
     return bool((ratio > _ILL_CONDITIONED).any())
 
 
+# id(moving_mean) -> (weakref(mean), weakref(variance), their _version counters, epsilon,
+# verdict). Inference reuses the same moving statistics call after call; the verdict of
+# _ill_conditioned stays valid until either tensor is modified in place (which bumps its
+# version counter) or replaced. Saves several small operations and a sync per call.
+_CONDITION_CACHE: dict[int, tuple[Any, Any, int, int, float, bool]] = {}
+_CONDITION_CACHE_SIZE = 256
+
+
+def _moving_ill_conditioned(mean: Tensor, variance: Tensor, epsilon: float) -> bool:
+    """:func:`_ill_conditioned` for moving statistics, memoized per tensor version."""
+    if mean.is_inference() or variance.is_inference():  # no version counter to key on
+        return _ill_conditioned(mean, variance, epsilon)
+    versions = (mean._version, variance._version)
+    entry = _CONDITION_CACHE.get(id(mean))
+    if (
+        entry is not None
+        and entry[0]() is mean
+        and entry[1]() is variance
+        and (entry[2], entry[3]) == versions
+        and entry[4] == epsilon
+    ):
+        return entry[5]
+    verdict = _ill_conditioned(mean, variance, epsilon)
+    if len(_CONDITION_CACHE) >= _CONDITION_CACHE_SIZE:
+        _CONDITION_CACHE.clear()
+    _CONDITION_CACHE[id(mean)] = (weakref.ref(mean), weakref.ref(variance), *versions, epsilon,
+                                  verdict)
+    return verdict
+
+
 def _any_functorch(*tensors: Tensor | None) -> bool:
     """Whether any tensor is wrapped by a torch.func transform (vmap, grad, jvp)."""
+    if not torch._C._are_functorch_transforms_active():  # one call instead of one per tensor
+        return False
     return any(
         t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors
     )
@@ -376,10 +504,8 @@ def _stat_shape(x: Tensor, kept: tuple[int, ...]) -> tuple[int, ...]:
 def _count_per_channel(x: Tensor, kept: tuple[int, ...], mask: Tensor | None) -> int | Tensor:
     """Values per statistic: an int, or a tensor of per-channel counts with a mask."""
     if mask is None:
-        per_channel = 1
-        for d in reduced_axes(kept, x.dim()):
-            per_channel *= x.shape[d]
-        return per_channel
+        kept_size = math.prod(x.shape[d] for d in kept)
+        return x.numel() // kept_size if kept_size else 0
     dims = reduced_axes(kept, x.dim())
     return _broadcast_mask(mask, x, kept).to(torch.float32).sum(dim=dims).reshape(
         _stat_shape(x, kept)
@@ -412,7 +538,7 @@ def _check_arguments(
     expected = _stat_shape(x, kept)
     for label, t in (("gamma", gamma), ("beta", beta), ("moving_mean", moving_mean),
                      ("moving_variance", moving_variance)):
-        if t is not None and tuple(t.shape) != expected:
+        if t is not None and t.shape != expected:
             raise ValueError(
                 f"{name}: {label} has shape {tuple(t.shape)} but the input {tuple(x.shape)} "
                 f"with axis={kept} needs {expected}"
