@@ -193,6 +193,39 @@ def test_ill_conditioned_inference_matches_float64():
     torch.testing.assert_close(layer.moving_variance.double(), ref_var, rtol=1e-3, atol=0)
 
 
+def test_huge_finite_statistics_are_not_mistaken_for_nonfinite(assert_close):
+    """Regression: the fused step's probe (var - mean^2 / 1e6) overflows for |mean| ~ 1e23
+    in float32 although mean and variance are finite; such a batch is ill-conditioned,
+    not non-finite: it is normalized on the shifted path and updates the statistics."""
+    g = torch.Generator().manual_seed(3)
+    x = (1e23 + 1e17 * torch.randn(32, 2, generator=g, dtype=torch.float64)).float()
+    y, new_mean, new_var = batch_norm(x, None, None, *ones_zeros(2), training=True,
+                                      momentum=0.0)  # no NonFiniteStatisticsWarning (error)
+    assert (y.double() - reference.training_output(x, None, None, 1, 1e-3)).abs().max() < 1e-3
+    ref_mean, ref_var = reference.moments(x, 1)
+    torch.testing.assert_close(new_mean.double(), ref_mean, rtol=1e-6, atol=0)
+    torch.testing.assert_close(new_var.double(), ref_var, rtol=1e-3, atol=0)
+
+
+def test_inference_notices_statistics_changed_in_place():
+    """The inference path remembers whether the moving statistics are ill-conditioned;
+    an in-place change (fill_, copy_, load_state_dict) must invalidate that."""
+    layer = BatchNormalization(6, epsilon=1e-6).eval()
+    x = ill_conditioned()
+    layer(torch.randn(4, 6, 5))  # well-conditioned statistics: the fused kernel
+    mean, var = reference.moments(x, 1)
+    with torch.no_grad():
+        layer.moving_mean.copy_(mean)
+        layer.moving_variance.copy_(var)
+    expected = reference.inference_output(x, layer.moving_mean, layer.moving_variance,
+                                          layer.gamma, layer.beta, 1, 1e-6)
+    assert (layer(x).double() - expected).abs().max() < 1e-3
+    fresh = BatchNormalization(6, epsilon=1e-6).eval()
+    fresh(x)
+    fresh.load_state_dict(layer.state_dict())
+    assert (fresh(x).double() - expected).abs().max() < 1e-3
+
+
 # ------------------------------------------------------------------ empty batch
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_empty_batch(implementation):
