@@ -8,11 +8,11 @@ value                                           batches
 :class:`bnlab.data.Dataset`                     evaluation: ``(x_test, y_test)``; calibration:
                                                 ``(x_train, y_train)`` (the statistics the
                                                 moving averages estimate come from training)
-``(x, y)`` arrays or tensors (N, ...), (N, ...)  shuffled once with ``seed``, cut in batches
+an ``(x, y)`` tuple of arrays or tensors        shuffled once with ``seed``, cut in batches
 an array or tensor ``x`` alone                  the same, without labels (no accuracy/loss)
 a ``torch.utils.data.Dataset``                  a DataLoader (shuffled with ``seed``)
-an iterable of batches: tensors or ``(x, y,     as given (a DataLoader, a list); a one-shot
-...)`` tuples/lists                             iterator is read once into a list
+an iterable of batches (a list, a DataLoader):  as given; a one-shot iterator is read once
+tensors or ``(x, y, ...)`` tuples/lists         into a list
 ==============================================  ==============================================
 
 Shuffling matters: training-mode (batch statistics) results depend on which samples
@@ -112,7 +112,7 @@ def as_batches(
     if _is_array(data):
         return _tensor_batches(_tensor(data, "x"), None, batch_size, seed, device, dtype, name,
                                max_batches)
-    if isinstance(data, tuple | list) and len(data) == 2 and all(_is_array(v) for v in data):
+    if isinstance(data, tuple) and len(data) == 2 and all(_is_array(v) for v in data):
         x, y = _tensor(data[0], "x"), _tensor(data[1], "y")
         if x.shape[0] != y.shape[0]:
             raise ValueError(

@@ -8,6 +8,7 @@ from typing import Any
 
 from torch import nn
 
+from bnlab.data import Dataset
 from bnlab.doctor.data import Batches, DataLike, as_batches, model_device_dtype, split
 from bnlab.doctor.findings import Finding, diagnose
 from bnlab.doctor.measure import Measurements, measure
@@ -90,8 +91,8 @@ def examine(
             from its training split), ``(x, y)`` arrays/tensors, ``x`` alone (no
             accuracy), a torch ``Dataset`` or an iterable of batches (see
             :mod:`bnlab.doctor.data`).
-        calibration: data for the population statistics; default: the training split of
-            a Dataset, else ``data``.
+        calibration: data for the population statistics (a Dataset gives its training
+            split); default: the training split of a Dataset ``data``, else ``data``.
         batch_size: batch size of the training-mode passes when the data is cut here;
             default ``train_batch_size``, else 32.
         train_batch_size: the batch size the model was trained with, if known (judges
@@ -154,7 +155,9 @@ def prepare_batches(
     if isinstance(calibration, Iterator):
         calibration = list(calibration)
     evaluation_data, calibration_data, evaluation_name, calibration_name = split(data)
-    if calibration is not None:
+    if isinstance(calibration, Dataset):  # its training split, like ``data``'s
+        _, calibration_data, _, calibration_name = split(calibration)
+    elif calibration is not None:
         calibration_data, calibration_name = calibration, "calibration data"
     device, dtype = model_device_dtype(model)
     common = {"batch_size": size, "seed": seed, "device": device, "dtype": dtype,

@@ -50,6 +50,7 @@ from bnlab.doctor.measure import (
     LayerMeasurement,
     Measurements,
     json_number,
+    json_steps,
     momentum_for,
 )
 
@@ -195,7 +196,7 @@ def _layer_distance(layer: LayerMeasurement) -> dict[str, Any]:
         "layer": layer.name,
         "momentum": layer.momentum,
         "steps_seen": layer.steps_seen,
-        "steps_needed": json_number(layer.steps_needed),
+        "steps_needed": json_steps(layer.steps_needed),
         "initial_weight": json_number(layer.initial_weight),
         "mean_distance_max": json_number(_max(d)),
         "mean_distance_median": json_number(_median(d)),
@@ -325,24 +326,9 @@ def _stale(m: Measurements) -> list[Finding]:
         and layer.steps_seen != 0 and not math.isinf(layer.steps_needed)
     ]
     off = [layer for layer in candidates if is_off(layer)]
-    short = [layer for layer in candidates
-             if layer.initial_weight is not None and layer.initial_weight > FADE_THRESHOLD]
-    gap = m.accuracy_gap
     if not off:
-        if not short:
-            return []
-        steps = min(layer.steps_seen or 1 for layer in short)
-        return [Finding(
-            "stale_statistics", "info", "Initial moving values not faded yet (no harm measured)",
-            f"{short[0].name}: {_steps_words(short[0])}, but the moving statistics fit the data "
-            "(every layer within tolerance).",
-            f"Nothing needed now; with more steps or momentum ≤ {momentum_for(steps):.4f} the "
-            "initial values fade within the run.",
-            tuple(layer.name for layer in short),
-            {"layers": [{"layer": layer.name, "steps_seen": layer.steps_seen,
-                         "steps_needed": json_number(layer.steps_needed),
-                         "initial_weight": json_number(layer.initial_weight)} for layer in short]},
-        )]
+        return []  # unfaded initial values that do no measurable harm are not worth a line
+    gap = m.accuracy_gap
     if gap is not None and math.isfinite(gap):
         severity: Severity = "serious" if gap >= GAP_SERIOUS - 1e-9 else "warning"
     else:

@@ -73,6 +73,7 @@ __all__ = [
     "fade_steps",
     "initial_weight",
     "json_number",
+    "json_steps",
     "measure",
     "momentum_for",
 ]
@@ -287,7 +288,7 @@ class LayerMeasurement:
             "momentum": self.momentum,
             "epsilon": self.epsilon,
             "steps_seen": self.steps_seen,
-            "steps_needed": json_number(self.steps_needed),
+            "steps_needed": json_steps(self.steps_needed),
             "initial_weight": json_number(self.initial_weight),
             "frozen": self.frozen,
             "training": self.training,
@@ -677,6 +678,11 @@ def json_number(x: float | None) -> float | None:
         return None
     x = float(x)
     return x if math.isfinite(x) else None
+
+
+def json_steps(steps: float) -> int | None:
+    """A step count for JSON: an int, or None for "never" (inf)."""
+    return int(steps) if math.isfinite(steps) else None
 
 
 def _spread(values: np.ndarray | None, signed: np.ndarray | None = None,
