@@ -375,16 +375,18 @@ def measure(
     """Run every measurement pass (see the module docstring); the model is left as it was."""
     layers = {display_name(model, name): m for name, m in batch_norm_layers(model)}
     modes = {m: m.training for m in model.modules()}
-    with torch.no_grad():
-        population, noise, structure = _population_pass(model, calibration, layers, modes)
-        inference = _metrics(model, evaluation, scorer, mode="eval")
-        train_mode = _metrics(model, evaluation, scorer, mode="batch")
-        as_is = None
-        if _modes_mixed(model, layers, modes):
-            as_is = _metrics(model, evaluation, scorer, mode="as_is")
-        shifts = _dropout_pass(model, calibration, layers, structure, population, seed)
-    for module, training in modes.items():
-        module.training = training
+    try:
+        with torch.no_grad():
+            population, noise, structure = _population_pass(model, calibration, layers, modes)
+            inference = _metrics(model, evaluation, scorer, mode="eval")
+            train_mode = _metrics(model, evaluation, scorer, mode="batch")
+            as_is = None
+            if _modes_mixed(model, layers, modes):
+                as_is = _metrics(model, evaluation, scorer, mode="as_is")
+            shifts = _dropout_pass(model, calibration, layers, structure, population, seed)
+    finally:
+        for module, training in modes.items():  # each pass restores them; this is a backstop
+            module.training = training
     measured = tuple(
         _layer(name, module, population.get(name), noise.get(name), shifts.get(name), modes[module])
         for name, module in layers.items()
@@ -405,11 +407,7 @@ def measure(
 def _modes_mixed(model: nn.Module, layers: Mapping[str, nn.Module],
                  modes: Mapping[nn.Module, bool]) -> bool:
     """Some non-frozen BN layer's mode differs from the model's."""
-    return any(modes[m] != modes[model] for m in layers.values() if not _frozen(m))
-
-
-def _frozen(module: nn.Module) -> bool:
-    return is_frozen(module)
+    return any(modes[m] != modes[model] for m in layers.values() if not is_frozen(m))
 
 
 @contextmanager
@@ -622,7 +620,7 @@ def _layer(
         epsilon=layer.epsilon,
         steps_seen=None if tracked is None else int(tracked),
         steps_needed=fade_steps(momentum),
-        frozen=_frozen(module),
+        frozen=is_frozen(module),
         training=training,
         tracks_statistics=tracks,
         values_per_channel=count,
