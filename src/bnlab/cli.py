@@ -4,7 +4,7 @@
 
     bnlab list                                   # bundled experiments
     bnlab show EXPERIMENT                        # settings and each variant's summary()
-    bnlab run EXPERIMENT [--seeds N] [--epochs N] [--out DIR] [--workers N]
+    bnlab run EXPERIMENT [--seeds N] [--epochs N] [--out DIR] [--workers N] [--threads N]
                          [--executor auto|sequential|process|ray] [--set KEY=VALUE ...]
                          [--no-report] [--quiet] [--debug]
     bnlab report DIR                             # rebuild results.json and the report from the store
@@ -81,6 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--out", type=Path, help="output folder (default: runs/<experiment>)")
     run.add_argument("--workers", type=_positive_int, help="parallel runs (default: min(2, CPUs))")
     run.add_argument(
+        "--threads", type=_positive_int, default=1, help="torch threads per run (default 1)"
+    )
+    run.add_argument(
         "--executor",
         default="auto",
         choices=["auto", "sequential", "process", "ray"],
@@ -110,7 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--variant", help="variant name (needed when there are several)")
     doctor.add_argument("--seed", type=int, help="run seed (default: the first completed)")
     doctor.add_argument(
-        "--fix", metavar="FIX", help="apply a fix (recalibrate) to the loaded model and measure again"
+        "--fix",
+        metavar="FIX",
+        help="apply a fix (recalibrate) to the loaded model and measure again",
     )
     doctor.add_argument("--json", action="store_true", help="print JSON instead of tables")
     return parser
@@ -129,8 +134,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     try:
-        command = {"list": _list, "show": _show, "run": _run, "report": _report,
-                   "doctor": _doctor}[args.command]
+        command = {"list": _list, "show": _show, "run": _run, "report": _report, "doctor": _doctor}[
+            args.command
+        ]
         return command(args, argv)
     except KeyboardInterrupt:
         print("bnlab: interrupted", file=sys.stderr)
@@ -281,6 +287,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             seeds=args.seeds,
             epochs=args.epochs,
             workers=args.workers,
+            threads=args.threads,
             executor=args.executor,
             observer=progress.observer,
             report=not args.no_report,
@@ -337,9 +344,7 @@ def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
 
     summaries = stats.summarize(results)
     report = results["experiment"].get("report", {})
-    reach = (
-        stats.threshold_words(summaries[0].time_to_threshold) if summaries else "the threshold"
-    )
+    reach = stats.threshold_words(summaries[0].time_to_threshold) if summaries else "the threshold"
     table = Table(
         title=f"{results['experiment']['name']}: {len(results['seeds'])} seeds",
         box=box.SIMPLE_HEAD,

@@ -139,9 +139,25 @@ def test_process_executor_gives_the_sequential_results(tiny: Path, tmp_path: Pat
     def by_run(results: dict) -> dict:
         return {(r["variant"], r["seed"]): r["history"] for r in results["runs"]}
 
-    # one torch thread in the workers and in this test process: identical numbers
-    assert torch.get_num_threads() == 1
+    # one torch thread per run in both executors: identical numbers
     assert by_run(par.results) == by_run(seq.results)
+
+
+def test_sequential_runs_use_one_thread_and_restore_the_setting(tiny: Path, tmp_path: Path) -> None:
+    seen = []
+
+    class Watch(lab.Observer):
+        def started(self, spec: lab.RunSpec) -> None:
+            seen.append(torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        lab.run(tiny, tmp_path / "out", seeds=1, executor="sequential", observer=Watch(), report=False)
+        assert seen == [1, 1]
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_a_failing_run_is_recorded_not_raised(tmp_path: Path) -> None:
@@ -180,6 +196,9 @@ def test_bad_executor_and_workers_are_lab_errors(tiny: Path, tmp_path: Path) -> 
         lab.run(tiny, tmp_path / "a", executor="gpu", report=False)
     with pytest.raises(LabError, match=r"--workers: expected an integer >= 1, got 0"):
         lab.run(tiny, tmp_path / "b", workers=0, executor="process", report=False)
+    with pytest.raises(LabError, match=r"--threads: expected an integer >= 1, got 0"):
+        lab.run(tiny, tmp_path / "c", threads=0, report=False)
+    assert not (tmp_path / "a").exists()  # rejected before anything was written
 
 
 def test_a_second_study_in_the_same_folder_is_refused(tiny: Path, tmp_path: Path) -> None:

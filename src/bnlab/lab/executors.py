@@ -80,12 +80,13 @@ class SequentialExecutor:
     """Runs one after the other in this process.
 
     Args:
-        threads: torch intra-op threads while running (None: leave torch's setting).
+        threads: torch intra-op threads while running, restored afterwards
+            (None: leave torch's setting).
     """
 
     workers = 1
 
-    def __init__(self, *, threads: int | None = None) -> None:
+    def __init__(self, *, threads: int | None = 1) -> None:
         self.threads = threads
 
     def map(
@@ -297,27 +298,35 @@ def _died_ray(spec: RunSpec, error: Exception) -> RunResult:
 
 
 def make_executor(
-    name: ExecutorName | str = "auto", workers: int | None = None, *, address: str | None = None
+    name: ExecutorName | str = "auto",
+    workers: int | None = None,
+    *,
+    threads: int = 1,
+    address: str | None = None,
 ) -> Executor:
-    """The executor called `name` with `workers` workers.
+    """The executor called `name` with `workers` workers of `threads` torch threads each.
 
     ``auto``: sequential for 1 worker, else processes. `workers` defaults to
-    `default_workers()` (``sequential`` always uses 1).
+    `default_workers()` (``sequential`` always uses 1). One thread per run is the
+    default everywhere: the lab's parallelism is across runs, small models run fastest
+    on one thread, and intra-op threads on a busy machine mostly wait for each other
+    (the circles study ran 3-5x slower in-process with torch's default 2 threads).
 
     Raises:
-        LabError: unknown name (lists them), workers < 1, or Ray missing.
+        LabError: unknown name (lists them), workers or threads < 1, or Ray missing.
     """
     if name not in EXECUTORS:
         raise LabError(
             f"--executor: unknown executor {name!r}; choose from: {', '.join(EXECUTORS)}"
         )
-    if workers is not None and (
-        isinstance(workers, bool) or not isinstance(workers, int) or workers < 1
-    ):
-        raise LabError(f"--workers: expected an integer >= 1, got {workers!r}")
+    for option, value in (("--workers", workers), ("--threads", threads)):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int) or value < 1
+        ):
+            raise LabError(f"{option}: expected an integer >= 1, got {value!r}")
     n = default_workers() if workers is None else workers
     if name == "sequential" or (name == "auto" and n == 1):
-        return SequentialExecutor()
+        return SequentialExecutor(threads=threads)
     if name == "ray":
-        return RayExecutor(n, address=address)
-    return ProcessExecutor(n)
+        return RayExecutor(n, address=address, threads=threads)
+    return ProcessExecutor(n, threads=threads)

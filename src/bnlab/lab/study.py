@@ -115,6 +115,7 @@ def run(
     seeds: int | Sequence[int] | None = None,
     epochs: int | None = None,
     workers: int | None = None,
+    threads: int = 1,
     executor: str = "auto",
     observer: Observer | None = None,
     report: bool = True,
@@ -127,6 +128,7 @@ def run(
         seeds: number of seeds (0..N-1) or the seeds; default the experiment's.
         epochs: train every variant for this many epochs instead (e.g. a short check).
         workers: parallel runs; default `default_workers()`.
+        threads: torch threads per run (default 1: parallelism is across runs).
         executor: "auto" (processes when workers > 1), "sequential", "process" or "ray".
         observer: progress hooks.
         report: also write curves.png and report.html (``bnlab.lab.report``).
@@ -142,7 +144,7 @@ def run(
     if epochs is not None:
         exp = exp.with_epochs(epochs)
     observer = observer or Observer()
-    make_executor(executor, workers)  # bad executor/workers fail before anything is written
+    make_executor(executor, workers, threads=threads)  # bad options fail before any writing
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -171,7 +173,7 @@ def run(
                 n = default_workers() if workers is None else workers
                 if executor == "auto":
                     n = min(n, len(todo))
-                runner = make_executor(executor, n)
+                runner = make_executor(executor, n, threads=threads)
                 for spec, result in runner.map(todo, on_start=started):
                     weights = spec.weights if result.status == "completed" else None
                     store.record(
