@@ -352,20 +352,27 @@ class BatchNormalization(nn.Module):
                 name=self.name,
             )
         else:
+            # Straight from the registries: nn.Module attribute lookup costs ~1 us per name,
+            # and this path runs once per layer per step.
+            params, buffers = self._parameters, self._buffers
             result = batch_norm(
-                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-                training=training, axis=kept, momentum=self.momentum, epsilon=self.epsilon,
-                num_batches_tracked=self.num_batches_tracked,
+                x, params["gamma"], params["beta"], buffers["moving_mean"],
+                buffers["moving_variance"], training=training, axis=kept,
+                momentum=self.momentum, epsilon=self.epsilon,
+                num_batches_tracked=buffers["num_batches_tracked"],
                 unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
                 on_nonfinite=self.on_nonfinite, implementation=self.implementation,
                 name=self.name,
             )
-        if training and result.moving_mean is not self.moving_mean:
-            with torch.no_grad():
-                # Result fields after the output are named like the buffers they update.
-                for field, value in zip(result._fields[1:], result[1:], strict=True):
-                    getattr(self, field).copy_(value)
-                self.num_batches_tracked.add_(1)
+        buffers = self._buffers
+        if training and result.moving_mean is not buffers["moving_mean"]:
+            # Result fields after the output are named like the buffers they update.
+            values = result[1:]
+            if any(v.requires_grad for v in values):
+                values = tuple(v.detach() for v in values)
+            for field, value in zip(result._fields[1:], values, strict=True):
+                buffers[field].copy_(value)
+            buffers["num_batches_tracked"].add_(1)
         return result.output
 
     def regularization_loss(self) -> Tensor:
