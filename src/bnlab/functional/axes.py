@@ -67,6 +67,8 @@ def reduced_axes(kept: tuple[int, ...], ndim: int) -> tuple[int, ...]:
 
 def stat_shape(shape: Sequence[int], kept: tuple[int, ...]) -> tuple[int, ...]:
     """Shape of one statistic: the sizes of the kept axes, e.g. ``(C,)``."""
+    if len(kept) == 1:
+        return (shape[kept[0]],)
     return tuple(shape[d] for d in kept)
 
 

@@ -30,7 +30,7 @@ from typing import Any, Literal, NamedTuple
 import torch
 from torch import Tensor
 
-from bnlab.functional.axes import AxisArg, broadcast_shape, kept_axes, reduced_axes
+from bnlab.functional.axes import AxisArg, broadcast_shape, kept_axes, reduced_axes, stat_shape
 from bnlab.functional.reference import reference_batch_norm_train
 
 Implementation = Literal["auto", "native", "composite", "reference"]
@@ -464,9 +464,10 @@ _CONDITION_CACHE_SIZE = 256
 
 def _moving_ill_conditioned(mean: Tensor, variance: Tensor, epsilon: float) -> bool:
     """:func:`_ill_conditioned` for moving statistics, memoized per tensor version."""
-    if mean.is_inference() or variance.is_inference():  # no version counter to key on
+    try:
+        versions = (mean._version, variance._version)
+    except RuntimeError:  # inference-mode tensors have no version counter to key on
         return _ill_conditioned(mean, variance, epsilon)
-    versions = (mean._version, variance._version)
     entry = _CONDITION_CACHE.get(id(mean))
     if (
         entry is not None
@@ -498,7 +499,7 @@ def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
 
 
 def _stat_shape(x: Tensor, kept: tuple[int, ...]) -> tuple[int, ...]:
-    return tuple(x.shape[d] for d in kept)
+    return stat_shape(x.shape, kept)
 
 
 def _count_per_channel(x: Tensor, kept: tuple[int, ...], mask: Tensor | None) -> int | Tensor:
@@ -536,13 +537,19 @@ def _check_arguments(
     if not x.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point input; got dtype {x.dtype}")
     expected = _stat_shape(x, kept)
-    for label, t in (("gamma", gamma), ("beta", beta), ("moving_mean", moving_mean),
-                     ("moving_variance", moving_variance)):
-        if t is not None and t.shape != expected:
-            raise ValueError(
-                f"{name}: {label} has shape {tuple(t.shape)} but the input {tuple(x.shape)} "
-                f"with axis={kept} needs {expected}"
-            )
+    if not (
+        moving_mean.shape == expected
+        and moving_variance.shape == expected
+        and (gamma is None or gamma.shape == expected)
+        and (beta is None or beta.shape == expected)
+    ):
+        for label, t in (("gamma", gamma), ("beta", beta), ("moving_mean", moving_mean),
+                         ("moving_variance", moving_variance)):
+            if t is not None and t.shape != expected:
+                raise ValueError(
+                    f"{name}: {label} has shape {tuple(t.shape)} but the input "
+                    f"{tuple(x.shape)} with axis={kept} needs {expected}"
+                )
     if momentum is not None and not 0.0 <= momentum <= 1.0:
         raise ValueError(f"{name}: momentum must be in [0, 1] or None; got {momentum!r}")
     if not epsilon > 0:
