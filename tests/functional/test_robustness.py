@@ -226,6 +226,16 @@ def test_inference_notices_statistics_changed_in_place():
     assert (fresh(x).double() - expected).abs().max() < 1e-3
 
 
+def test_inference_mode_tensors(assert_close):
+    """Statistics created under torch.inference_mode have no version counter; the
+    memoized conditioning check must not need one."""
+    with torch.inference_mode():
+        x = torch.randn(5, 3, 2)
+        mean, var = torch.randn(3), torch.rand(3) + 0.5
+        y, _, _ = batch_norm(x, None, None, mean, var, training=False)
+    assert_close(y, reference.inference_output(x, mean, var, None, None, 1, 1e-3))
+
+
 # ------------------------------------------------------------------ empty batch
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_empty_batch(implementation):
