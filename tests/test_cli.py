@@ -113,7 +113,9 @@ def test_run_writes_files_prints_table_and_resumes(
     assert "2 variants × 2 seeds = 4 runs" in printed.err  # quiet progress: no bar, one line
 
     assert main([*args, "--quiet"]) == 0
-    assert "4 runs (4 reused, 0 completed, 0 failed)" in capsys.readouterr().out
+    quiet = capsys.readouterr()
+    assert "4 runs (4 reused, 0 completed, 0 failed)" in quiet.out
+    assert quiet.err == ""
 
     # `bnlab report DIR` rebuilds results.json and the report from the store alone
     (out / "results.json").unlink()

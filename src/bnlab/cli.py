@@ -205,10 +205,11 @@ def _seed_range(seeds: Sequence[int]) -> str:
 class _Progress:
     """Rich progress bar over runs on a terminal; nothing otherwise."""
 
-    def __init__(self, enabled: bool, stream: TextIO) -> None:
+    def __init__(self, enabled: bool, stream: TextIO, *, quiet: bool = False) -> None:
         from bnlab.lab import Observer
 
         self.enabled = enabled
+        self.quiet = quiet
         self.stream = stream
         self.finished = 0
         self.failed: list[str] = []
@@ -231,11 +232,12 @@ class _Progress:
     def _planned(self, experiment: Any, total: int, reused: int) -> None:
         todo = total - reused
         reused_text = f", {reused} reused from the store" if reused else ""
-        print(
-            f"{experiment.name}: {len(experiment.variants)} variants × {len(experiment.seeds)} seeds "
-            f"= {total} runs{reused_text}",
-            file=self.stream,
-        )
+        if not self.quiet:
+            print(
+                f"{experiment.name}: {len(experiment.variants)} variants × "
+                f"{len(experiment.seeds)} seeds = {total} runs{reused_text}",
+                file=self.stream,
+            )
         if self.enabled and todo:
             from rich.console import Console
             from rich.progress import (
@@ -279,7 +281,9 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
 
     exp = load_experiment(args.experiment, overrides=dict(args.overrides))
     out = args.out if args.out is not None else Path("runs") / exp.name
-    progress = _Progress(enabled=not args.quiet and sys.stderr.isatty(), stream=sys.stderr)
+    progress = _Progress(
+        enabled=not args.quiet and sys.stderr.isatty(), stream=sys.stderr, quiet=args.quiet
+    )
     try:
         outcome = run_study(
             exp,
