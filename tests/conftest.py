@@ -51,7 +51,11 @@ def _as_tensor(value: Any) -> torch.Tensor:
 
 
 def assert_close_for(
-    actual: Any, expected: Any, *, dtype: torch.dtype | None = None, msg: str | Callable[[str], str] | None = None,
+    actual: Any,
+    expected: Any,
+    *,
+    dtype: torch.dtype | None = None,
+    msg: str | Callable[[str], str] | None = None,
     **override: float,
 ) -> None:
     """Compare at the tolerance of ``dtype`` (default: ``actual``'s dtype).
