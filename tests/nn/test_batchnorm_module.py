@@ -290,3 +290,11 @@ def test_float64_layer_and_input(assert_close):
     y = layer(x)
     assert y.dtype == torch.float64 and layer.moving_mean.dtype == torch.float64
     assert_close(y, reference.training_output(x, None, None, 1, 1e-3))
+
+
+def test_wrong_rank_error_names_the_layer_and_the_shape():
+    layer = BatchNormalization(4, name="bn_block3")
+    with pytest.raises(ValueError, match=r"bn_block3: .*at least 2D.*input shape \(4,\)"):
+        layer(torch.randn(4))
+    with pytest.raises(ValueError, match=r"bn_block3: axis 5 is out of range.*input shape \(2, 4\)"):
+        BatchNormalization(axis=5, name="bn_block3")(torch.randn(2, 4))

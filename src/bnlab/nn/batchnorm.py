@@ -311,7 +311,10 @@ class BatchNormalization(nn.Module):
     # --------------------------------------------------------------- compute
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Normalize ``x``; in training also update the moving statistics."""
-        kept = kept_axes(self.axis, x.dim())
+        try:
+            kept = kept_axes(self.axis, x.dim())
+        except ValueError as error:  # name the layer and the shape it was given
+            raise ValueError(f"{self.name}: {error}; input shape {tuple(x.shape)}") from None
         features = stat_shape(x.shape, kept)
         if not self.built:
             self.build(features)
