@@ -75,6 +75,22 @@ def test_list_shows_bundled_experiments(capsys: pytest.CaptureFixture[str]) -> N
     assert " — Circles MLP" in circles[0]
 
 
+def test_list_imports_no_heavy_optional_library() -> None:
+    """Regression: scikit-learn/SciPy (seconds) were imported by every command via the data
+    registry; matplotlib belongs to plotting only, Keras to the tests only."""
+    code = (
+        "import contextlib, io, sys\n"
+        "from bnlab.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        "    assert main(['list']) == 0\n"
+        "print(' '.join(m for m in ('sklearn', 'scipy', 'matplotlib', 'keras') if m in sys.modules))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert done.stdout.strip() == ""
+
+
 def test_show_prints_settings_and_each_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", "circles"]) == 0
     out = capsys.readouterr().out

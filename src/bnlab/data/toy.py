@@ -8,6 +8,10 @@ study therefore trains on rows 0..499 and tests on rows 500..999 of
 
 Features are float32 ``(N, n_features)`` (raw coordinates, not standardized);
 labels are int64 ``(N,)``.
+
+scikit-learn is imported inside each loader, not at module level: importing it (and
+SciPy under it) takes seconds, and every ``bnlab`` command and lab worker imports the
+dataset registry whether or not it draws a toy set.
 """
 
 from __future__ import annotations
@@ -15,7 +19,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from sklearn.datasets import make_blobs, make_circles, make_moons
 
 from bnlab.data.dataset import Dataset, DatasetError
 
@@ -76,6 +79,8 @@ def load_circles(
         >>> d.x_train.shape, d.x_test.shape
         ((500, 2), (500, 2))
     """
+    from sklearn.datasets import make_circles
+
     x, y = make_circles(n_samples=n_samples, noise=noise, factor=factor, random_state=random_state)
     return _split("circles", x, y, train_size, ("outer", "inner"))
 
@@ -102,6 +107,8 @@ def load_moons(
         x: ``(N, 2)`` float32, x1 roughly in ``[-1, 2]``, x2 in ``[-0.5, 1]`` before noise;
         y: ``(N,)`` int64 in {0, 1}.
     """
+    from sklearn.datasets import make_moons
+
     x, y = make_moons(n_samples=n_samples, noise=noise, random_state=random_state)
     return _split("moons", x, y, train_size, ("upper", "lower"))
 
@@ -134,6 +141,8 @@ def load_blobs(
     Shape:
         x: ``(N, n_features)`` float32; y: ``(N,)`` int64 in ``[0, clusters)``.
     """
+    from sklearn.datasets import make_blobs
+
     centers_arg: int | np.ndarray = (
         centers if isinstance(centers, int) else np.asarray(centers, dtype=np.float64)
     )
