@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import signal
 import sqlite3
 import subprocess
@@ -129,6 +130,21 @@ def test_run_writes_store_results_weights_and_resumes(tiny: Path, tmp_path: Path
     with Store.in_folder(out) as store:
         assert len(store.runs()) == 10
         assert store.integrity_ok()
+
+
+def test_run_spec_pickles_as_it_is_for_worker_processes(tiny: Path) -> None:
+    """Executors put RunSpecs on process queues (and Ray) without a dict round trip."""
+    spec = plan_runs(load_experiment(tiny), out_dir="out")[1]
+    clone = pickle.loads(pickle.dumps(spec))
+    assert (clone.key, clone.label, clone.weights, clone.out_dir) == (
+        spec.key,
+        spec.label,
+        spec.weights,
+        "out",
+    )
+    assert clone.variant.layers == spec.variant.layers
+    assert clone.variant.to_dict() == spec.variant.to_dict()
+    assert clone.variant.train_config() == spec.variant.train_config()
 
 
 def test_process_executor_gives_the_sequential_results(tiny: Path, tmp_path: Path) -> None:

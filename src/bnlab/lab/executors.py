@@ -29,7 +29,7 @@ from typing import Any, Literal, Protocol
 
 from bnlab.lab.errors import LabError
 from bnlab.lab.results import RunResult
-from bnlab.lab.runs import RunSpec, execute_payload, execute_run
+from bnlab.lab.runs import RunSpec, execute_run
 
 __all__ = [
     "EXECUTORS",
@@ -105,7 +105,7 @@ class SequentialExecutor:
 
 
 def _worker_main(tasks: Any, results: Any, threads: int) -> None:
-    """Worker loop: run specs from `tasks`, put ``(index, result dict)`` on `results`."""
+    """Worker loop: run specs from `tasks`, put ``(index, RunResult)`` on `results`."""
     # Ctrl-C reaches the whole process group; the parent alone decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _set_threads(threads)
@@ -113,8 +113,8 @@ def _worker_main(tasks: Any, results: Any, threads: int) -> None:
         item = tasks.get()
         if item is None:
             return
-        index, payload = item
-        results.put((index, execute_payload(payload)))
+        index, spec = item
+        results.put((index, execute_run(spec)))
 
 
 def _worker_context() -> Any:
@@ -176,9 +176,9 @@ class ProcessExecutor:
                     if w.busy is None and pending:
                         w.busy = pending.popleft()
                         on_start(specs[w.busy])
-                        w.tasks.put((w.busy, specs[w.busy].to_payload()))
+                        w.tasks.put((w.busy, specs[w.busy]))
                 try:
-                    index, payload = results.get(timeout=0.5)
+                    index, result = results.get(timeout=0.5)
                 except queue.Empty:
                     for i, w in enumerate(workers):
                         if w.busy is not None and not w.process.is_alive():
@@ -189,7 +189,7 @@ class ProcessExecutor:
                 for w in workers:
                     if w.busy == index:
                         w.busy = None
-                yield specs[index], RunResult.from_dict(payload)
+                yield specs[index], result
             finished = True
         finally:
             for w in workers:
@@ -225,9 +225,9 @@ def _died(spec: RunSpec, exitcode: int | None) -> RunResult:
     )
 
 
-def _ray_task(payload: dict[str, Any], threads: int) -> dict[str, Any]:
+def _ray_task(spec: RunSpec, threads: int) -> RunResult:
     _set_threads(threads)
-    return execute_payload(payload)
+    return execute_run(spec)
 
 
 class RayExecutor:
@@ -269,16 +269,16 @@ class RayExecutor:
                 while pending and len(in_flight) < self.workers:
                     index = pending.popleft()
                     on_start(specs[index])
-                    in_flight[task.remote(specs[index].to_payload(), self.threads)] = index
+                    in_flight[task.remote(specs[index], self.threads)] = index
                 done, _ = ray.wait(list(in_flight), num_returns=1)
                 for ref in done:
                     index = in_flight.pop(ref)
                     try:
-                        payload = ray.get(ref)
+                        result = ray.get(ref)
                     except Exception as e:  # a crashed Ray worker
                         yield specs[index], _died_ray(specs[index], e)
                     else:
-                        yield specs[index], RunResult.from_dict(payload)
+                        yield specs[index], result
         finally:
             for ref in in_flight:
                 ray.cancel(ref, force=True)

@@ -159,7 +159,7 @@ class Variant:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Variant:
-        """Rebuild from `to_dict` output (layers re-validated); used to send runs to workers."""
+        """Rebuild from `to_dict` output (layers re-validated), e.g. a variant of results.json."""
         shape = d["input_shape"]
         return cls(
             name=d["name"],

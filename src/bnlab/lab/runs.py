@@ -11,11 +11,9 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
 
 from bnlab.data import Dataset, load_dataset
 from bnlab.lab.experiment import Experiment, Variant
@@ -24,12 +22,12 @@ from bnlab.lab.weights import save_weights, weights_file
 from bnlab.models import build_model
 from bnlab.train import fit
 
-__all__ = ["RunSpec", "execute_payload", "execute_run", "load_variant_data", "plan_runs"]
+__all__ = ["RunSpec", "execute_run", "load_variant_data", "plan_runs"]
 
 
 @dataclass(frozen=True, eq=False)
 class RunSpec:
-    """One run to do.
+    """One run to do; picklable, so executors hand it to worker processes as it is.
 
     Attributes:
         experiment: experiment name.
@@ -57,24 +55,6 @@ class RunSpec:
     def weights(self) -> str:
         """Weights file path relative to the output folder."""
         return weights_file(self.variant.name, self.seed, self.variant.config_hash)
-
-    def to_payload(self) -> dict[str, Any]:
-        """Plain data (JSON-ready) to send to a worker process; `from_payload` reverses it."""
-        return {
-            "experiment": self.experiment,
-            "variant": self.variant.to_dict(),
-            "seed": self.seed,
-            "out_dir": self.out_dir,
-        }
-
-    @classmethod
-    def from_payload(cls, payload: Mapping[str, Any]) -> RunSpec:
-        return cls(
-            experiment=payload["experiment"],
-            variant=Variant.from_dict(payload["variant"]),
-            seed=payload["seed"],
-            out_dir=payload["out_dir"],
-        )
 
 
 def plan_runs(experiment: Experiment, *, out_dir: str | Path | None = None) -> list[RunSpec]:
@@ -139,22 +119,3 @@ def execute_run(spec: RunSpec) -> RunResult:
             error=traceback.format_exc(),
             grid=dict(variant.grid),
         )
-
-
-def execute_payload(payload: Mapping[str, Any]) -> dict[str, Any]:
-    """`execute_run` on a `RunSpec.to_payload` dict, returning the result dict (for workers)."""
-    try:
-        spec = RunSpec.from_payload(payload)
-    except Exception:
-        variant = payload.get("variant", {})
-        return RunResult(
-            experiment=payload.get("experiment", ""),
-            variant=variant.get("base", ""),
-            seed=payload.get("seed", -1),
-            status="failed",
-            history=None,
-            seconds=0.0,
-            error=traceback.format_exc(),
-            grid=dict(variant.get("grid", {})),
-        ).to_dict()
-    return execute_run(spec).to_dict()
