@@ -44,6 +44,12 @@ edits = [{ insert_after = "dense", layer = { type = "BatchNormalization" } }]
 
 [report]
 threshold = 0.6
+
+[report.published.bn]
+train_accuracy = 0.846
+test_accuracy = 0.848
+epochs_to_threshold = 2
+source = "a tutorial"
 """
 
 
@@ -123,6 +129,16 @@ def test_run_writes_files_prints_table_and_resumes(
     test_acc = [r["history"]["final"]["test_accuracy"] for r in doc["runs"] if r["variant"] == "base"]
     assert f"{sum(test_acc) / 2:.3f} [" in table  # mean test accuracy with its interval
     assert "epochs to" in table and "never" in table
+    # the published single run against our seeds, after the table, within 80 columns
+    assert doc["experiment"]["report"]["published"]["bn"]["test_accuracy"] == 0.848
+    lines = table.splitlines()
+    start = lines.index(next(x for x in lines if "published single run vs our seeds (a tutorial)" in x))
+    assert start > next(i for i, x in enumerate(lines) if x.strip().startswith("base"))
+    rows = [x.split() for x in lines[start:] if x.startswith("bn ")]
+    assert [r[1:4] for r in rows[:2]] == [["train", "acc", "0.846"], ["test", "acc", "0.848"]]
+    assert rows[2][1:3] == ["epochs", "2"] and len(rows) == 3
+    end = lines.index(next(x for x in lines if " runs (0 reused" in x))
+    assert all(len(x) <= 80 for x in lines[start:end])
     assert f"results: {out / 'results.json'}" in table
     assert f"report:  {out / 'report.html'}" in table
     assert "4 runs (0 reused, 4 completed, 0 failed)" in table

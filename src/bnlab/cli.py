@@ -390,6 +390,42 @@ def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
             comparisons = []
         for c in comparisons:
             console.print(f"• {c.sentence()}", highlight=False)
+    _print_published(results, summaries, console)
+
+
+def _print_published(results: dict[str, Any], summaries: Sequence[Any], console: Any) -> None:
+    """The published single runs against our seeds, as a compact table (nothing without any)."""
+    from rich import box
+    from rich.table import Table
+
+    from bnlab.lab.published import compact_rows, compare_published
+
+    published = compare_published(results, summaries)
+    if not published:
+        return
+    headers, rows = compact_rows(published)
+    sources = ", ".join(dict.fromkeys(c.source for c in published if c.source))
+    table = Table(
+        title="published single run vs our seeds" + (f" ({sources})" if sources else ""),
+        box=box.SIMPLE_HEAD,
+        show_edge=False,
+        padding=(0, 0, 0, 0),  # 80 columns: the box's one-space separators are enough
+    )
+    table.add_column(headers[0], overflow="fold")
+    table.add_column(headers[1], no_wrap=True)
+    for header in headers[2:]:
+        table.add_column(header, justify="right", no_wrap=True)
+    for row in rows:
+        table.add_row(*row)
+    console.print()
+    console.print(table)
+    epochs = next((c for c in published if c.quantity == "epochs_to_threshold"), None)
+    note = f"epochs = {epochs.words}; " if epochs is not None else ""
+    console.print(
+        f"{note}pub. above k/n: the published number exceeds k of our n seeds "
+        "(=t: t ties); in range/CI: inside our seeds' min–max / the 95% CI of our mean",
+        highlight=False,
+    )
 
 
 # --------------------------------------------------------------------------- report

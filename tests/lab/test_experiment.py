@@ -12,6 +12,7 @@ from bnlab.data import DatasetError
 from bnlab.lab import (
     Experiment,
     LabError,
+    PublishedRun,
     Variant,
     list_experiments,
     load_experiment,
@@ -142,6 +143,8 @@ def test_overrides_apply_before_validation(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- errors
 
+PUB = {"train_accuracy": 0.838, "test_accuracy": 0.846}
+
 # (changes to BASE, error type, regex the one-line message must match)
 ERROR_CASES = [
     ("unknown top key", {"seed": 3}, LabError, r"^tiny\.toml: seed: unknown key; allowed here: name, description, seeds"),
@@ -199,6 +202,17 @@ ERROR_CASES = [
     ("comparisons shape", {"report": {"comparisons": ["bn"]}}, LabError, r"tiny\.toml: report\.comparisons: expected a list of \[variant, reference\] pairs .*got \['bn'\]"),
     ("comparisons name", {"report": {"comparisons": [["bn", "bass"]]}}, LabError, r"tiny\.toml: report\.comparisons\[0\]: unknown variant 'bass'"),
     ("self comparison", {"report": {"comparisons": [["bn", "bn"]]}}, LabError, r"tiny\.toml: report\.comparisons\[0\]: compares 'bn' with itself"),
+    ("published not table", {"report": {"published": ["base"]}}, LabError, r"tiny\.toml: report\.published: expected a table of \[report\.published\.VARIANT\] tables, got \['base'\] \(list\)"),
+    ("published unknown variant", {"report": {"published": {"bn_after": PUB}}}, LabError, r"tiny\.toml: report\.published\.bn_after: unknown variant 'bn_after'; variants: base, bn$"),
+    ("published unknown key", {"report": {"published": {"bn": {**PUB, "val_accuracy": 0.8}}}}, LabError, r"tiny\.toml: report\.published\.bn\.val_accuracy: unknown key; allowed here: train_accuracy, test_accuracy, epochs_to_threshold, source$"),
+    ("published not a table", {"report": {"published": {"bn": 0.846}}}, LabError, r"tiny\.toml: report\.published\.bn: expected a table, got 0\.846 \(float\)"),
+    ("published accuracy type", {"report": {"published": {"bn": {**PUB, "test_accuracy": "0.846"}}}}, LabError, r"tiny\.toml: report\.published\.bn\.test_accuracy: expected a fraction between 0 and 1 like 0\.846, got '0\.846' \(str\)"),
+    ("published accuracy percent", {"report": {"published": {"bn": {**PUB, "train_accuracy": 83.8}}}}, LabError, r"tiny\.toml: report\.published\.bn\.train_accuracy: expected a fraction between 0 and 1 like 0\.846, got 83\.8 \(float\)"),
+    ("published accuracy bool", {"report": {"published": {"bn": {**PUB, "test_accuracy": True}}}}, LabError, r"tiny\.toml: report\.published\.bn\.test_accuracy: expected a fraction .*got True \(bool\)"),
+    ("published missing accuracy", {"report": {"published": {"bn": {"test_accuracy": 0.8}}}}, LabError, r"tiny\.toml: report\.published\.bn: missing key 'train_accuracy'; give train_accuracy and test_accuracy"),
+    ("published epochs type", {"report": {"published": {"bn": {**PUB, "epochs_to_threshold": "~20"}}}}, LabError, r"tiny\.toml: report\.published\.bn\.epochs_to_threshold: expected a number of epochs > 0 like 20, got '~20' \(str\)"),
+    ("published epochs zero", {"report": {"published": {"bn": {**PUB, "epochs_to_threshold": 0}}}}, LabError, r"tiny\.toml: report\.published\.bn\.epochs_to_threshold: expected a number of epochs > 0 like 20, got 0 \(int\)"),
+    ("published source type", {"report": {"published": {"bn": {**PUB, "source": 1}}}}, LabError, r"tiny\.toml: report\.published\.bn\.source: expected a string, got 1 \(int\)"),
 ]
 
 
@@ -393,4 +407,55 @@ epochs = 1
         "threshold": 0.8,
         "reference": "base",
         "comparisons": [],
+        "published": {},
+    }
+
+
+# --------------------------------------------------------------------------- published
+
+
+def test_published_numbers_are_validated_and_carried_into_the_resolved_experiment() -> None:
+    exp = parse(
+        doc(
+            report={
+                "published": {
+                    "bn": {**PUB, "epochs_to_threshold": 20, "source": "a tutorial"},
+                    "base": {"train_accuracy": 1, "test_accuracy": 0},
+                }
+            }
+        )
+    )
+    assert exp.report.published["bn"] == PublishedRun(0.838, 0.846, 20.0, "a tutorial")
+    assert exp.report.published["base"] == PublishedRun(1.0, 0.0, None, "")
+    assert exp.to_dict()["report"]["published"] == {
+        "bn": {
+            "train_accuracy": 0.838,
+            "test_accuracy": 0.846,
+            "epochs_to_threshold": 20.0,
+            "source": "a tutorial",
+        },
+        "base": {
+            "train_accuracy": 1.0,
+            "test_accuracy": 0.0,
+            "epochs_to_threshold": None,
+            "source": "",
+        },
+    }
+    assert parse(doc()).report.published == {}
+
+
+def test_published_numbers_of_a_grid_variant_are_keyed_by_its_base_name() -> None:
+    exp = parse(grid_doc() | {"report": {"published": {"bn": PUB}}})
+    assert list(exp.report.published) == ["bn"]
+    with pytest.raises(LabError, match=r"report\.published\.bn\[learning_rate=0\.01.*unknown variant"):
+        parse(grid_doc() | {"report": {"published": {"bn[learning_rate=0.01]": PUB}}})
+
+
+def test_circles_carries_the_tutorial_single_runs() -> None:
+    published = load_experiment("circles").report.published
+    source = "Keras tutorial single run"
+    assert published == {
+        "baseline": PublishedRun(0.838, 0.846, 35.0, source),
+        "bn_after": PublishedRun(0.846, 0.848, 20.0, source),
+        "bn_before": PublishedRun(0.826, 0.830, None, source),
     }

@@ -182,6 +182,30 @@ def test_curves_show_mean_over_seeds_per_variant_with_train_dashed_and_bn_train_
     assert [ax.get_xlabel() for ax in fig.axes[:2]] == ["epoch", "epoch"]
 
 
+def test_published_test_accuracy_is_a_star_right_of_the_last_epoch():
+    r = study()
+    pub = {"train_accuracy": 0.8, "epochs_to_threshold": None, "source": "tutorial"}
+    r["experiment"]["report"] = {
+        "published": {
+            "bn_after": {**pub, "test_accuracy": 0.846},
+            "broken": {**pub, "test_accuracy": 0.7},
+        }
+    }
+    fig = plots.curves_figure(r)
+    lines = lines_by_label(fig.axes[0])
+    for k, (variant, value) in enumerate((("bn_after", 0.846), ("broken", 0.7)), start=1):
+        star = lines[f"{variant}: published test accuracy"]
+        assert star.get_marker() == "*" and star.get_linestyle() == "None"
+        np.testing.assert_allclose(star.get_xdata(), [EPOCHS * (1 + 0.02 * k)])
+        np.testing.assert_allclose(star.get_ydata(), [value])
+        assert to_rgb(star.get_color()) == to_rgb(lines[f"{variant}: test accuracy"].get_color())
+    assert "baseline: published test accuracy" not in lines
+    legend = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert "published single run: test accuracy" in legend
+    plain = [t.get_text() for t in plots.curves_figure(study()).legends[0].get_texts()]
+    assert "published single run: test accuracy" not in plain
+
+
 def test_curves_use_the_finer_evals_with_fractional_epochs():
     fig = plots.curves_figure(study(evals=True))
     lines = lines_by_label(fig.axes[0])

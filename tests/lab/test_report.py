@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from bnlab.lab import report, stats
+from bnlab.lab import published, report, stats
 
 SEEDS = (0, 1, 2, 3)
 EPOCHS = 8
@@ -337,6 +337,65 @@ def test_report_of_a_grid_with_probes_embeds_the_heat_map_and_probe_plots(tmp_pa
     assert labels[0] == "baseline [learning_rate=0.01, activation=relu]" and len(labels) == 4
     statements = [i for i in page.items if "sooner than baseline [learning_rate=" in i]
     assert len(statements) == 2  # one per grid point
+
+
+def test_report_places_the_published_single_runs_among_our_seeds(built, tmp_path):
+    r = make_results()
+    r["experiment"]["report"]["published"] = {
+        "baseline": {
+            "train_accuracy": 0.838,
+            "test_accuracy": 0.846,
+            "epochs_to_threshold": 4,
+            "source": "Keras tutorial single run",
+        },
+        "bn_after": {
+            "train_accuracy": 0.846,
+            "test_accuracy": 0.848,
+            "epochs_to_threshold": None,
+            "source": "Keras tutorial single run",
+        },
+    }
+    text = report.write_report(write(tmp_path, r)).read_text("utf-8")
+    page = Page(text)
+    assert "<h2>Published single run vs our seeds</h2>" in text
+    table = page.tables[1]  # right after the per-variant table
+    rows = report.published_rows(published.compare_published(r))
+    assert table[0] == report.PUBLISHED_HEADERS and table[1:] == rows
+    by_row = {(row[0], row[1]): row for row in table[1:]}
+    assert list(by_row) == [
+        ("baseline", "train accuracy"),
+        ("baseline", "test accuracy"),
+        ("baseline", "epochs to 80% test accuracy"),
+        ("bn_after", "train accuracy"),
+        ("bn_after", "test accuracy"),
+    ]
+    # baseline test accuracies 0.82, 0.84, 0.83, 0.85: 0.846 is above three of them
+    acc = TEST_ACC["baseline"]
+    ci = stats.bootstrap_mean_ci(acc)
+    assert by_row[("baseline", "test accuracy")][2:7] == [
+        "0.846",
+        f"{np.mean(acc):.3f} [{ci.low:.3f}, {ci.high:.3f}]",
+        "0.820–0.850",
+        "above 3 of 4 seeds",
+        "75",
+    ]
+    # every baseline seed first reaches 80% after epoch 5: the published 4 is below them all
+    assert by_row[("baseline", "epochs to 80% test accuracy")][2:8] == [
+        "4",
+        "5 [5, 5]",
+        "5–5",
+        "below all 4 seeds",
+        "0",
+        "below every seed",
+    ]
+    # bn_after train accuracies 0.84, 0.85, 0.85, 0.86
+    assert by_row[("bn_after", "train accuracy")][5:7] == ["above 1 of 4 seeds", "25"]
+    sentences = [c.sentence() for c in published.compare_published(r)]
+    assert [i for i in page.items if i in sentences] == sentences
+    assert "Published numbers: Keras tutorial single run (baseline, bn_after)." in text
+    assert "report: published" not in text  # not repeated in the settings table
+    # results without published numbers have no such section
+    assert "Published single run" not in (built / "report.html").read_text("utf-8")
 
 
 def test_report_of_results_without_completed_runs(tmp_path):

@@ -29,6 +29,7 @@ from bnlab.lab.executors import (
 from bnlab.lab.experiment import (
     Experiment,
     ExperimentInfo,
+    PublishedRun,
     ReportSettings,
     Variant,
     find_experiment,
@@ -61,6 +62,7 @@ __all__ = [
     "LabError",
     "Observer",
     "ProcessExecutor",
+    "PublishedRun",
     "RayExecutor",
     "ReportSettings",
     "RunResult",

@@ -38,6 +38,12 @@ threshold_metric = "val_accuracy"     # "epochs to first reach" this metric >= t
 threshold = 0.80
 reference = "baseline"                # default: the first variant; each other vs it
 comparisons = [["bn_after", "baseline"]]   # or explicit pairs (matched at equal grid points)
+
+[report.published.baseline]           # optional: numbers a source reported from one run
+train_accuracy = 0.838                # final accuracies as fractions 0..1 (both required)
+test_accuracy = 0.846
+epochs_to_threshold = 35              # optional: epochs to first reach the threshold above
+source = "Keras tutorial single run"  # optional text
 ```
 
 Validation rejects unknown keys at every level; every error is a one-line `LabError`
@@ -49,6 +55,9 @@ refer to (``"$axis"`` as a whole string value anywhere in [data], [model], [trai
 or the variant's own table), in file order; a variant that refers to no axis stays
 one variant. Expanded names are ``base[axis=value,...]`` and each carries its grid
 values. An axis no variant uses, or a ``"$name"`` that names no axis, is an error.
+
+Published numbers (``[report.published.NAME]``, NAME a base variant) apply to every grid
+point of that variant; the report places each among our seeds (``bnlab.lab.published``).
 """
 
 from __future__ import annotations
@@ -61,7 +70,7 @@ import math
 import re
 import tomllib
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -81,6 +90,7 @@ __all__ = [
     "THRESHOLD_METRICS",
     "Experiment",
     "ExperimentInfo",
+    "PublishedRun",
     "ReportSettings",
     "Variant",
     "find_experiment",
@@ -101,7 +111,8 @@ TRAIN_KEYS = (
     "probes",
 )
 VARIANT_KEYS = ("description", "input_shape", "layers", "edits", "train", "data")
-REPORT_KEYS = ("threshold_metric", "threshold", "reference", "comparisons")
+REPORT_KEYS = ("threshold_metric", "threshold", "reference", "comparisons", "published")
+PUBLISHED_KEYS = ("train_accuracy", "test_accuracy", "epochs_to_threshold", "source")
 #: History metrics a threshold may name; "reach" means >= value, or <= value for losses.
 THRESHOLD_METRICS = ("val_accuracy", "val_accuracy_train_mode", "accuracy", "val_loss", "loss")
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -189,6 +200,32 @@ class Variant:
 
 
 @dataclass(frozen=True)
+class PublishedRun:
+    """What a source (a tutorial, a paper) reported for one variant from a single run.
+
+    Attributes:
+        train_accuracy: final train accuracy, a fraction 0..1.
+        test_accuracy: final test accuracy, a fraction 0..1.
+        epochs_to_threshold: epochs the source needed to first reach the experiment's report
+            threshold (``threshold_metric`` >= ``threshold``), or None when not reported.
+        source: where the numbers come from ("" when not given).
+    """
+
+    train_accuracy: float
+    test_accuracy: float
+    epochs_to_threshold: float | None = None
+    source: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "train_accuracy": self.train_accuracy,
+            "test_accuracy": self.test_accuracy,
+            "epochs_to_threshold": self.epochs_to_threshold,
+            "source": self.source,
+        }
+
+
+@dataclass(frozen=True)
 class ReportSettings:
     """What the report computes.
 
@@ -198,12 +235,15 @@ class ReportSettings:
         reference: the (base) variant the others are compared against by default.
         comparisons: ``(variant, reference)`` base-name pairs; at a grid, runs are compared
             at equal grid points. Default: every other variant against `reference`.
+        published: base variant name -> numbers a source reported from a single run, which
+            the report places among our seeds (``{}`` when the file gives none).
     """
 
     threshold_metric: str
     threshold: float
     reference: str
     comparisons: tuple[tuple[str, str], ...]
+    published: Mapping[str, PublishedRun] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -211,6 +251,7 @@ class ReportSettings:
             "threshold": self.threshold,
             "reference": self.reference,
             "comparisons": [list(pair) for pair in self.comparisons],
+            "published": {name: run.to_dict() for name, run in self.published.items()},
         }
 
 
@@ -755,9 +796,10 @@ def _parse_report(w: _Where, raw: Any, bases: Sequence[str]) -> ReportSettings:
         raise w.error(
             "report.reference", f"unknown variant {reference!r}; variants: {', '.join(bases)}"
         )
+    published = _parse_published(w, raw.get("published", {}), bases)
     if "comparisons" not in raw:
         pairs = tuple((b, reference) for b in bases if b != reference)
-        return ReportSettings(metric, float(value), reference, pairs)
+        return ReportSettings(metric, float(value), reference, pairs, published)
     pairs_raw = raw["comparisons"]
     ok = isinstance(pairs_raw, list) and all(
         isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p)
@@ -777,7 +819,56 @@ def _parse_report(w: _Where, raw: Any, bases: Sequence[str]) -> ReportSettings:
                 )
         if pair[0] == pair[1]:
             raise w.error(f"report.comparisons[{i}]", f"compares {pair[0]!r} with itself")
-    return ReportSettings(metric, float(value), reference, tuple((a, b) for a, b in pairs_raw))
+    pairs = tuple((a, b) for a, b in pairs_raw)
+    return ReportSettings(metric, float(value), reference, pairs, published)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _parse_published(w: _Where, raw: Any, bases: Sequence[str]) -> dict[str, PublishedRun]:
+    if not isinstance(raw, dict):
+        raise w.error(
+            "report.published",
+            f"expected a table of [report.published.VARIANT] tables, {_got(raw)}",
+        )
+    out = {}
+    for name, table in raw.items():
+        path = f"report.published.{name}"
+        if name not in bases:
+            raise w.error(path, f"unknown variant {name!r}; variants: {', '.join(bases)}")
+        _check_keys(w, path, table, PUBLISHED_KEYS)
+        accuracies = {}
+        for key in ("train_accuracy", "test_accuracy"):
+            if key not in table:
+                raise w.error(
+                    path,
+                    f"missing key {key!r}; give train_accuracy and test_accuracy "
+                    "as fractions like 0.846",
+                )
+            value = table[key]
+            if not _is_number(value) or not 0.0 <= value <= 1.0:
+                raise w.error(
+                    f"{path}.{key}",
+                    f"expected a fraction between 0 and 1 like 0.846, {_got(value)}",
+                )
+            accuracies[key] = float(value)
+        epochs = table.get("epochs_to_threshold")
+        if epochs is not None and (not _is_number(epochs) or epochs <= 0):
+            raise w.error(
+                f"{path}.epochs_to_threshold",
+                f"expected a number of epochs > 0 like 20, {_got(epochs)}",
+            )
+        source = table.get("source", "")
+        if not isinstance(source, str):
+            raise w.error(f"{path}.source", f"expected a string, {_got(source)}")
+        out[name] = PublishedRun(
+            epochs_to_threshold=float(epochs) if epochs is not None else None,
+            source=source,
+            **accuracies,
+        )
+    return out
 
 
 def _plain(obj: Any) -> Any:

@@ -11,7 +11,9 @@ have nothing of that kind (no grid, no probes). ``write_plots`` saves them as PN
   dotted. Right panel loss — test solid, train dashed. The shaded band around each test curve
   is the **min–max over seeds**. Test curves use the history's ``evals`` (several per epoch)
   when present, with x = epochs as a float; per-epoch values sit at x = 1..E (after epoch k).
-  An experiment with a grid gets one row of panels per grid point.
+  An experiment with a grid gets one row of panels per grid point. A variant with a published
+  single run (``report.published``) gets a star at its published test accuracy just right of
+  the last epoch (side by side in variant order, so close values stay visible).
 * ``grid_figure``: mean final test accuracy over seeds per grid point. Two or more grid axes:
   an annotated heat map per variant (first axis down, second across; further axes make more
   panels). One axis: final test accuracy against the axis value with its 95% bootstrap CI,
@@ -35,6 +37,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from bnlab.lab.published import published_runs
 from bnlab.lab.stats import GridPoint, VariantSummary, group_runs, summarize
 
 __all__ = [
@@ -173,7 +176,14 @@ def _draw(
         )
 
 
-def _style_handles(train_mode: bool) -> list[Any]:
+def _last_epoch(histories: Sequence[Mapping[str, Any]]) -> float:
+    """The x of the curves' end: the most epochs any seed recorded (evals' epochs otherwise)."""
+    epochs = [len((h.get("epochs") or {}).get("val_accuracy") or []) for h in histories]
+    evals = [float(r["epoch"]) for h in histories for r in h.get("evals") or []]
+    return float(max([*epochs, *evals], default=0))
+
+
+def _style_handles(train_mode: bool, published: bool = False) -> list[Any]:
     handles: list[Any] = [
         Line2D([], [], color="black", linestyle="-", label="test (inference mode)"),
         Line2D([], [], color="black", linestyle="--", label="train (epoch mean)"),
@@ -181,6 +191,19 @@ def _style_handles(train_mode: bool) -> list[Any]:
     if train_mode:
         handles.append(
             Line2D([], [], color="black", linestyle=":", label="test, BN in training mode")
+        )
+    if published:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="*",
+                markersize=11,
+                color="gray",
+                markeredgecolor="black",
+                label="published single run: test accuracy",
+            )
         )
     handles.append(Patch(color="gray", alpha=0.3, label=f"band: {BAND}"))
     return handles
@@ -205,16 +228,22 @@ def curves_figure(results: Mapping[str, Any]) -> Figure:
 
     Each accuracy panel holds, per variant with completed runs, a solid test line, a dashed
     train line and (BN models) a dotted training-mode test line; the loss panel a solid test
-    and a dashed train line. Line labels are ``"<variant>: test accuracy"`` and so on.
+    and a dashed train line. Line labels are ``"<variant>: test accuracy"`` and so on. A
+    published test accuracy is a star (``"<variant>: published test accuracy"``) at
+    x = E · (1 + 0.02 · k), E the variant's last epoch and k = 1, 2, ... its place among the
+    variants with a published number.
     """
     groups = group_runs(results)
+    published = published_runs(results)
     variants = _variant_order(results, list(groups))
+    star_place = {v: k for k, v in enumerate((v for v in variants if v in published), start=1)}
     colors = _color_map(variants)
     points = list(dict.fromkeys(grid for _, grid in groups)) or [()]
     fig = _new_figure(12.0, 0.8 + 3.6 * len(points))
     fig.suptitle(_title(results))
     axes = fig.subplots(len(points), 2, squeeze=False)
     any_train_mode = False
+    any_published = False
     for row, point in enumerate(points):
         ax_acc, ax_loss = axes[row]
         suffix = f" — {_point_label(point)}" if point else ""
@@ -254,6 +283,22 @@ def curves_figure(results: Mapping[str, Any]) -> Figure:
                     label=f"{variant}: test accuracy, BN in training mode",
                     band=False,
                 )
+            mark = _as_float((published.get(variant) or {}).get("test_accuracy"))
+            if not math.isnan(mark):
+                any_published = True
+                ax_acc.plot(
+                    [_last_epoch(histories) * (1.0 + 0.02 * star_place.get(variant, 1))],
+                    [mark],
+                    linestyle="none",
+                    marker="*",
+                    markersize=13,
+                    color=color,
+                    markeredgecolor="black",
+                    markeredgewidth=0.8,
+                    zorder=5,
+                    clip_on=False,
+                    label=f"{variant}: published test accuracy",
+                )
             _draw(
                 ax_loss,
                 _test_curve(histories, "val_loss"),
@@ -279,7 +324,9 @@ def curves_figure(results: Mapping[str, Any]) -> Figure:
             ax.set_ylabel(ylabel)
             ax.grid(True, alpha=0.3)
     handles = [Line2D([], [], color=colors[v], linewidth=2.5, label=v) for v in variants]
-    fig.legend(handles=handles + _style_handles(any_train_mode), loc="outside right upper")
+    fig.legend(
+        handles=handles + _style_handles(any_train_mode, any_published), loc="outside right upper"
+    )
     return fig
 
 

@@ -8,8 +8,9 @@ with inline CSS and no scripts, fonts or other external resources. Every piece o
 the results is escaped with ``html.escape``.
 
 The report holds: the experiment's name, description and settings (seeds, grid, data,
-training configuration, each variant's layers), the per-variant table, the comparison
-statements of ``bnlab.lab.stats`` (a conclusion is worded only when its 95% CI excludes zero
+training configuration, each variant's layers), the per-variant table, the published single
+runs placed among our seeds when the experiment gives them (``bnlab.lab.published``), the
+comparison statements of ``bnlab.lab.stats`` (a conclusion is worded only when its 95% CI excludes zero
 and the t-test agrees), the plots, diverged/failed runs, per-seed numbers, and the library
 versions and times.
 
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bnlab.lab import plots
+from bnlab.lab.published import PublishedComparison, compare_published
 from bnlab.lab.stats import (
     BOOTSTRAP_RESAMPLES,
     Comparison,
@@ -41,10 +43,12 @@ from bnlab.lab.stats import (
 )
 
 __all__ = [
+    "PUBLISHED_HEADERS",
     "REPORT_FILE",
     "RESULTS_FILE",
     "format_table",
     "load_results",
+    "published_rows",
     "render_html",
     "table_rows",
     "write_report",
@@ -217,6 +221,58 @@ def _summary_table(summaries: Sequence[VariantSummary]) -> str:
     return f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
 
 
+PUBLISHED_HEADERS = [
+    "variant",
+    "quantity",
+    "published",
+    "our mean [95% CI]",
+    "our min–max",
+    "published value among our seeds",
+    "percentile",
+    "where it lies",
+]
+
+
+def published_rows(comparisons: Sequence[PublishedComparison]) -> list[list[str]]:
+    """One row of strings per published number, in the order of `PUBLISHED_HEADERS`."""
+    return [
+        [
+            c.label,
+            c.words,
+            c.fmt(c.published),
+            c.mean_ci_text() + (f" ({c.n - c.never} reached it)" if c.never else ""),
+            c.range_text(),
+            c.rank_words(),
+            "n/a" if math.isnan(c.percentile) else f"{c.percentile:.0f}",
+            c.where_words(),
+        ]
+        for c in comparisons
+    ]
+
+
+def _published_html(comparisons: Sequence[PublishedComparison]) -> str:
+    head = "".join(f"<th>{_e(h)}</th>" for h in PUBLISHED_HEADERS)
+    body = []
+    for row in published_rows(comparisons):
+        cells = [f'<th scope="row">{_e(row[0])}</th>', f"<td>{_e(row[1])}</td>"]
+        cells += [f'<td class="num">{_e(cell)}</td>' for cell in row[2:7]]
+        cells.append(f"<td>{_e(row[7])}</td>")
+        body.append(f"<tr>{''.join(cells)}</tr>")
+    sources: dict[str, list[str]] = {}
+    for c in comparisons:
+        names = sources.setdefault(c.source or "source not given", [])
+        if c.variant not in names:
+            names.append(c.variant)
+    source_text = "; ".join(f"{src} ({', '.join(names)})" for src, names in sources.items())
+    sentences = "".join(f"<li>{_e(c.sentence())}</li>" for c in comparisons)
+    return (
+        f'<table class="published"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+        f'<p class="note">Published numbers: {_e(source_text)}.</p>'
+        f'<ul class="published">{sentences}</ul>'
+    )
+
+
 def _comparisons_html(comparisons: Sequence[Comparison]) -> str:
     if not comparisons:
         return (
@@ -292,7 +348,8 @@ def _settings_html(results: Mapping[str, Any]) -> str:
     for axis, values in (experiment.get("grid") or {}).items():
         general.append((f"grid: {axis}", values))
     for key, value in (experiment.get("report") or {}).items():
-        general.append((f"report: {key}", value))
+        if key != "published":  # shown in its own section
+            general.append((f"report: {key}", value))
     parts = [_kv_table(general)]
     variants = [v for v in experiment.get("variants") or [] if isinstance(v, Mapping)]
     if variants:
@@ -345,7 +402,8 @@ _CAPTIONS = {
         f"{plots.BAND}. Dashed: training, the mean over each epoch's batches in training mode "
         "(as Keras reports it). Dotted (models with batch normalization): test data with BN in "
         "training mode (batch statistics) — the gap between dotted and solid is the lag of the "
-        "moving averages."
+        "moving averages. A star (when the experiment gives published numbers): the test "
+        "accuracy a published single run reported, at the last epoch."
     ),
     "grid": (
         "Mean final test accuracy over seeds at each grid point (with its 95% bootstrap CI when "
@@ -383,9 +441,13 @@ def render_html(
     summaries: Sequence[VariantSummary],
     comparisons: Sequence[Comparison],
     images: Mapping[str, bytes],
+    published: Sequence[PublishedComparison] = (),
     built: str | None = None,
 ) -> str:
-    """The report as one HTML document; ``images`` maps plot names to PNG bytes."""
+    """The report as one HTML document; ``images`` maps plot names to PNG bytes.
+
+    ``published``: `compare_published` rows; the section is left out when there are none.
+    """
     experiment = results.get("experiment")
     experiment = experiment if isinstance(experiment, Mapping) else {}
     name = str(experiment.get("name") or "experiment")
@@ -396,6 +458,20 @@ def render_html(
     reach = f"{first.unit} to first reach {threshold_words(first)}" if first else ""
     versions = results.get("versions") or {}
     version_text = ", ".join(f"{k} {v}" for k, v in versions.items()) or "not recorded"
+    published_section = (
+        f"""<section id="published"><h2>Published single run vs our seeds</h2>
+{_published_html(published)}
+<p class="note">A published number comes from one training run; ours are {len(seeds)} seeds of
+the same settings. “Above k of n seeds”: k of our seeds got a smaller number than the published
+run (percentile rank = (k + ties / 2) / n). A value inside our seed range is what another seed
+could have given; outside it, the source's setup probably differed from ours. The 95% CI is that
+of our mean (percentile bootstrap over seeds), not of a single run. Epochs count a seed that
+never reached the threshold as “never”; mean and CI are then over the seeds that did.</p>
+</section>
+"""
+        if published
+        else ""
+    )
     figures = "".join(
         f'<figure id="plot-{_e(key)}"><img src="{_data_uri(png)}" alt="{_e(key)} plot of {_e(name)}">'
         f"<figcaption>{_e(_CAPTIONS.get(key, key))}</figcaption></figure>"
@@ -416,7 +492,7 @@ accuracy means the moving statistics are stale. {_e(reach.capitalize())}: median
 a seed that never reaches it counts as “never” (the median is “never” when at least half never
 do). Diverged: NaN/inf loss or null final metrics; failed: the run raised an error.</p>
 </section>
-<section id="comparisons"><h2>Comparisons</h2>
+{published_section}<section id="comparisons"><h2>Comparisons</h2>
 {_comparisons_html(comparisons)}
 <p class="note">Differences are the first variant minus the second, at equal grid points. Paired
 by seed (paired t-test) when both variants ran the same seeds — runs with equal seeds share the
@@ -479,11 +555,14 @@ def write_report(out_dir: str | Path) -> Path:
     results = load_results(out)
     summaries = summarize(results)
     comparisons = report_comparisons(results, summaries)
+    published = compare_published(results, summaries)
     images: dict[str, bytes] = {}
     for key, fig in plots.make_figures(results, summaries).items():
         images[key] = plots.figure_png(fig)
         _atomic_write(out / f"{key}.png", images[key])
-    page = render_html(results, summaries=summaries, comparisons=comparisons, images=images)
+    page = render_html(
+        results, summaries=summaries, comparisons=comparisons, images=images, published=published
+    )
     path = out / REPORT_FILE
     _atomic_write(path, page.encode("utf-8"))
     return path

@@ -3,7 +3,8 @@
 ``results.json`` (schema: ``results.schema.json`` beside this file, ``SCHEMA_VERSION``)::
 
     {"schema_version": 1,
-     "experiment": {resolved experiment: name, description, source, seeds, grid, report,
+     "experiment": {resolved experiment: name, description, source, seeds, grid,
+                    report (threshold, comparisons, published single runs),
                     variants: [{name, base, description, grid, data, input_shape, layers,
                                 train, config_hash}]},
      "variants": [base variant names, file order],
