@@ -1,6 +1,6 @@
 """Time bnlab's BatchNormAct against torch.nn.BatchNorm2d followed by the activation.
 
-Run: ``python benchmarks/bench_act.py [--repeats 25] [--threads N]``.
+Run: ``python benchmarks/bench_act.py [--repeats 25] [--threads N] [--clock wall|cpu]``.
 
 Each row times one workload (training forward+backward, or inference forward)
 for four equivalent computations, interleaved (see ``bench_layer.py``):
@@ -17,6 +17,7 @@ This is a script, not a test: timings depend on the machine and its load.
 from __future__ import annotations
 
 import argparse
+import time
 from collections.abc import Callable
 
 import torch
@@ -52,9 +53,14 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads")
     parser.add_argument("--activations", default="relu,silu,gelu",
                         help=f"comma-separated, from {', '.join(ACTIVATIONS)}")
+    parser.add_argument("--clock", choices=("wall", "cpu"), default=None,
+                        help="cpu (process time) suits single-thread runs on a shared machine; "
+                             "default: cpu with 1 thread, else wall")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    clock_name = args.clock or ("cpu" if torch.get_num_threads() == 1 else "wall")
+    clock = time.process_time if clock_name == "cpu" else time.perf_counter
     torch.manual_seed(0)
     activations = [a.strip() for a in args.activations.split(",") if a.strip()]
     unknown = sorted(set(activations) - set(ACTIVATIONS))
@@ -62,7 +68,8 @@ def main() -> None:
         parser.error(f"unknown activation(s) {unknown}; choose from {', '.join(ACTIVATIONS)}")
 
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, float32, "
-          f"median of {args.repeats} interleaved repeats; ratios to torch+act")
+          f"{clock_name} clock, median of {args.repeats} interleaved repeats; "
+          "ratios to torch+act")
     names = ("fused", "bnlab+act", "torch+act", "torch+act_")
     header = f"{'workload':<40}" + "".join(f"{n:>13}" for n in names) + \
         f"{'fused/torch':>12}{'fused/torch_':>13}"
@@ -77,9 +84,9 @@ def main() -> None:
                 layers = make_layers(activation, shape[1])
                 fns = {name: training_step(layer, x, grad) if mode.startswith("train")
                        else inference_step(layer, x) for name, layer in layers.items()}
-                t = time_interleaved(fns, args.repeats)
-                ratio = t["fused"] / t["torch+act"]
-                ratio_inplace = t["fused"] / t["torch+act_"]
+                t, ratios = time_interleaved(fns, args.repeats, clock, baseline="torch+act")
+                ratio = ratios["fused"]
+                ratio_inplace = ratios["fused"] / ratios["torch+act_"]
                 label = f"{activation} {mode} {tuple(shape)}"
                 flag = "" if ratio <= TARGET else "  <-- above target"
                 print(f"{label:<40}" + "".join(f"{format_time(t[n]):>13}" for n in names)
