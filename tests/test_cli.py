@@ -116,7 +116,13 @@ def test_run_writes_files_prints_table_and_resumes(
     args = ["run", str(tiny), "--seeds", "2", "--epochs", "2", "--out", str(out), "--workers", "1"]
     assert main(args) == 0
     printed = capsys.readouterr()
-    for name in ("results.json", "runs.sqlite", "experiment.resolved.json", "report.html", "curves.png"):
+    for name in (
+        "results.json",
+        "runs.sqlite",
+        "experiment.resolved.json",
+        "report.html",
+        "curves.png",
+    ):
         assert (out / name).is_file(), name
     doc = json.loads((out / "results.json").read_text())
     jsonschema.validate(doc, load_schema())
@@ -126,13 +132,17 @@ def test_run_writes_files_prints_table_and_resumes(
     assert "tiny: 2 seeds" in table
     for row in ("base", "bn"):
         assert any(line.strip("│┃ ").startswith(row) for line in table.splitlines()), row
-    test_acc = [r["history"]["final"]["test_accuracy"] for r in doc["runs"] if r["variant"] == "base"]
+    test_acc = [
+        r["history"]["final"]["test_accuracy"] for r in doc["runs"] if r["variant"] == "base"
+    ]
     assert f"{sum(test_acc) / 2:.3f} [" in table  # mean test accuracy with its interval
     assert "epochs to" in table and "never" in table
     # the published single run against our seeds, after the table, within 80 columns
     assert doc["experiment"]["report"]["published"]["bn"]["test_accuracy"] == 0.848
     lines = table.splitlines()
-    start = lines.index(next(x for x in lines if "published single run vs our seeds (a tutorial)" in x))
+    start = lines.index(
+        next(x for x in lines if "published single run vs our seeds (a tutorial)" in x)
+    )
     assert start > next(i for i, x in enumerate(lines) if x.strip().startswith("base"))
     rows = [x.split() for x in lines[start:] if x.startswith("bn ")]
     assert [r[1:4] for r in rows[:2]] == [["train", "acc", "0.846"], ["test", "acc", "0.848"]]
@@ -158,7 +168,49 @@ def test_run_writes_files_prints_table_and_resumes(
     assert again["runs"] == doc["runs"]
 
 
-def test_set_overrides_a_setting(tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_grid_table_has_a_column_per_axis_and_compares_the_declared_pairs(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Grid values are columns (never eaten as console markup) and comparisons follow [report]."""
+    grid = TINY.replace("[variants.base]", "[grid]\nlr = [0.05, 0.5]\n\n[variants.base]")
+    grid = grid.replace("learning_rate = 0.05", 'learning_rate = "$lr"')
+    grid = grid.replace("[report]", '[report]\ncomparisons = [["bn", "base"]]')
+    path = tmp_path / "grid.toml"
+    path.write_text(grid)
+    out = tmp_path / "out"
+    assert (
+        main(
+            ["run", str(path), "--seeds", "2", "--epochs", "1", "--out", str(out), "--workers", "1"]
+        )
+        == 0
+    )
+    printed = capsys.readouterr()
+    assert "2 variants × 2 grid points × 2 seeds = 8 runs" in printed.err
+    doc = json.loads((out / "results.json").read_text())
+    rows = {}
+    table = printed.out.split("• ")[0]
+    for line in table.splitlines():
+        cells = line.split()
+        if cells[:1] in (["base"], ["bn"]):
+            rows[(cells[0], cells[1])] = cells
+    assert sorted(rows) == [("base", "0.05"), ("base", "0.5"), ("bn", "0.05"), ("bn", "0.5")]
+    for (variant, lr), cells in rows.items():
+        acc = [
+            r["history"]["final"]["test_accuracy"]
+            for r in doc["runs"]
+            if r["variant"] == variant and r["grid"]["lr"] == float(lr)
+        ]
+        assert f"{sum(acc) / 2:.3f}" in cells, (variant, lr)
+    # the BN batch-statistics column: a value for bn, a dash for the model without BN
+    assert rows[("base", "0.05")][6] == "—" and rows[("bn", "0.05")][6] != "—"
+    bullets = [x for x in printed.out.splitlines() if x.startswith("• ")]
+    assert len(bullets) == 4  # bn vs base at each learning rate, accuracy and time
+    assert all("bn [lr=" in b for b in bullets)
+
+
+def test_set_overrides_a_setting(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "out"
     args = ["run", str(tiny), "--seeds", "1", "--out", str(out), "--workers", "1", "--no-report"]
     assert main([*args, "--set", "train.batch_size=64", "--set", "train.epochs=1"]) == 0
@@ -171,15 +223,38 @@ def test_set_overrides_a_setting(tiny: Path, tmp_path: Path, capsys: pytest.Capt
 @pytest.mark.parametrize(
     ("args", "pattern"),
     [
-        (["run", "circlez"], r"^bnlab: error: unknown experiment 'circlez'; bundled experiments: .*circles"),
+        (
+            ["run", "circlez"],
+            r"^bnlab: error: unknown experiment 'circlez'; bundled experiments: .*circles",
+        ),
         (["show", "nope.toml"], r"^bnlab: error: experiment file 'nope\.toml' does not exist"),
-        (["run", "{tiny}", "--set", "train.epoch=2"], r"^bnlab: error: .*tiny\.toml: train\.epoch: unknown key; allowed here: optimizer"),
-        (["run", "{tiny}", "--set", "data.noise=-1"], r"^bnlab: error: .*tiny\.toml: data: dataset 'circles': invalid noise=-1; expected a number >= 0"),
-        (["run", "{tiny}", "--set", "model.layers=[{type='Dense',units=0}]"], r"^bnlab: error: .*tiny\.toml: model\.layers\[0\]\.units: .*0"),
-        (["run", "{tiny}", "--executor", "ray", "--out", "{out}"], r"^bnlab: error: --executor ray: Ray is not installed; install it with: pip install 'bnlab\[ray\]'"),
+        (
+            ["run", "{tiny}", "--set", "train.epoch=2"],
+            r"^bnlab: error: .*tiny\.toml: train\.epoch: unknown key; allowed here: optimizer",
+        ),
+        (
+            ["run", "{tiny}", "--set", "data.noise=-1"],
+            r"^bnlab: error: .*tiny\.toml: data: dataset 'circles': invalid noise=-1; expected a number >= 0",
+        ),
+        (
+            ["run", "{tiny}", "--set", "model.layers=[{type='Dense',units=0}]"],
+            r"^bnlab: error: .*tiny\.toml: model\.layers\[0\]\.units: .*0",
+        ),
+        (
+            ["run", "{tiny}", "--executor", "ray", "--out", "{out}"],
+            r"^bnlab: error: --executor ray: Ray is not installed; install it with: pip install 'bnlab\[ray\]'",
+        ),
         (["report", "{out}"], r"^bnlab: error: .*no runs\.sqlite here"),
     ],
-    ids=["unknown-experiment", "missing-file", "unknown-key", "bad-data-value", "bad-layer", "ray-missing", "report-empty"],
+    ids=[
+        "unknown-experiment",
+        "missing-file",
+        "unknown-key",
+        "bad-data-value",
+        "bad-layer",
+        "ray-missing",
+        "report-empty",
+    ],
 )
 def test_bad_input_is_one_line_and_exit_2(
     args: list[str], pattern: str, tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -208,7 +283,12 @@ def test_debug_shows_the_traceback(capsys: pytest.CaptureFixture[str]) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [["run", "circles", "--seeds", "0"], ["run", "circles", "--epochs", "x"], ["frobnicate"], ["run"]],
+    [
+        ["run", "circles", "--seeds", "0"],
+        ["run", "circles", "--epochs", "x"],
+        ["frobnicate"],
+        ["run"],
+    ],
     ids=["zero-seeds", "epochs-not-int", "unknown-command", "missing-experiment"],
 )
 def test_bad_arguments_exit_2(args: list[str], capsys: pytest.CaptureFixture[str]) -> None:
@@ -225,7 +305,19 @@ def test_failed_runs_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
             'name = "circles"', f'name = "npz"\npath = "{tmp_path / "missing.npz"}"'
         )
     )
-    code = main(["run", str(path), "--seeds", "1", "--out", str(tmp_path / "out"), "--workers", "1", "--no-report"])
+    code = main(
+        [
+            "run",
+            str(path),
+            "--seeds",
+            "1",
+            "--out",
+            str(tmp_path / "out"),
+            "--workers",
+            "1",
+            "--no-report",
+        ]
+    )
     assert code == 1
     captured = capsys.readouterr()
     assert "bnlab: 2 runs failed:" in captured.err
@@ -240,7 +332,12 @@ def test_ctrl_c_keeps_finished_runs_and_says_how_to_resume(tiny: Path, tmp_path:
     cmd = [sys.executable, "-m", "bnlab.cli", "run", str(path), "--out", str(out), "--workers", "1"]
     log = tmp_path / "stderr.txt"
     with open(log, "w") as err:
-        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, env={**os.environ, "PYTHONWARNINGS": "error"})
+        proc = subprocess.Popen(
+            cmd,
+            stdout=subprocess.DEVNULL,
+            stderr=err,
+            env={**os.environ, "PYTHONWARNINGS": "error"},
+        )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:

@@ -199,6 +199,15 @@ def _seed_range(seeds: Sequence[int]) -> str:
     return ", ".join(map(str, seeds))
 
 
+def _run_count(experiment: Any, total: int) -> str:
+    """``"2 variants × 4 grid points × 5 seeds = 40 runs"`` (no grid factor without a grid)."""
+    bases = len(dict.fromkeys(v.base for v in experiment.variants))
+    points = len({tuple(sorted(v.grid.items())) for v in experiment.variants if v.grid})
+    grid = f" × {points} grid points" if points else ""
+    plural = "s" if bases != 1 else ""
+    return f"{bases} variant{plural}{grid} × {len(experiment.seeds)} seeds = {total} runs"
+
+
 # --------------------------------------------------------------------------- run
 
 
@@ -234,9 +243,7 @@ class _Progress:
         reused_text = f", {reused} reused from the store" if reused else ""
         if not self.quiet:
             print(
-                f"{experiment.name}: {len(experiment.variants)} variants × "
-                f"{len(experiment.seeds)} seeds = {total} runs{reused_text}",
-                file=self.stream,
+                f"{experiment.name}: {_run_count(experiment, total)}{reused_text}", file=self.stream
             )
         if self.enabled and todo:
             from rich.console import Console
@@ -339,58 +346,79 @@ def _fmt(x: float, digits: int = 3) -> str:
 
 
 def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
-    """Per variant: train accuracy mean ± std, test accuracy mean [95% CI], time to threshold, seconds."""
+    """The per-variant table, then the experiment's comparisons in words.
+
+    Columns: variant, one column per grid axis, runs (completed/total, with failed and
+    diverged counts), train accuracy mean ± std, test accuracy mean [95% CI], test accuracy
+    with BN in training mode (only when a variant has BN: its gap to the test accuracy is
+    the lag of the moving statistics), time to the threshold (median, seeds that never
+    reached it), seconds per run. Labels are printed as text, never as console markup.
+    """
     from rich import box
     from rich.console import Console
     from rich.table import Table
+    from rich.text import Text
 
     from bnlab.lab import stats
 
     summaries = stats.summarize(results)
-    report = results["experiment"].get("report", {})
     reach = stats.threshold_words(summaries[0].time_to_threshold) if summaries else "the threshold"
+    unit = summaries[0].time_to_threshold.unit if summaries else "epochs"
+    axes = list(dict.fromkeys(axis for s in summaries for axis, _ in s.grid))
+    batch_stats = any(s.test_accuracy_train_mode.n for s in summaries)
     table = Table(
         title=f"{results['experiment']['name']}: {len(results['seeds'])} seeds",
         box=box.SIMPLE_HEAD,
         show_edge=False,
         padding=(0, 1, 0, 0),
     )
-    reach_lines = "\n".join(textwrap.wrap(reach, width=8, break_long_words=False))
     table.add_column("variant", overflow="fold")
-    for header in (
-        "runs",
-        "train acc\nmean±std",
-        "test acc\nmean [95% CI]",
-        f"epochs to\n{reach_lines}\n(median)",
-        "never",
-        "s/run",
-    ):
-        table.add_column(header, justify="right", no_wrap=True)
+    for axis in axes:
+        table.add_column(axis.replace("_", "_\n"), no_wrap=True)
+    table.add_column("runs", justify="right", no_wrap=True)
+    table.add_column("train acc\nmean±std", justify="right", no_wrap=True)
+    table.add_column("test acc\nmean [95% CI]", justify="right", no_wrap=True)
+    if batch_stats:
+        table.add_column("test acc\nBN batch\nstats", justify="right", no_wrap=True)
+    reach_lines = "\n".join(textwrap.wrap(reach, width=8, break_long_words=False))
+    table.add_column(f"{unit} to\n{reach_lines}\n(median)", justify="right", no_wrap=True)
+    table.add_column("never", justify="right", no_wrap=True)
+    table.add_column("s/run", justify="right", no_wrap=True)
     for s in summaries:
-        tr, te, tt = s.train_accuracy, s.test_accuracy, s.time_to_threshold
+        tr, te, tt, tm = (
+            s.train_accuracy,
+            s.test_accuracy,
+            s.time_to_threshold,
+            s.test_accuracy_train_mode,
+        )
+        grid = dict(s.grid)
         ci = f" [{_fmt(te.ci.low)},{_fmt(te.ci.high)}]" if te.ci is not None else ""
         median = "never" if math.isinf(tt.median) else _fmt(tt.median, 1)
-        runs = f"{s.completed}/{len(s.seeds)}" + (f" ({s.failed} failed)" if s.failed else "")
-        table.add_row(
-            s.label,
-            runs,
-            f"{_fmt(tr.mean)}±{_fmt(tr.std)}",
-            f"{_fmt(te.mean)}{ci}",
-            median,
-            f"{tt.never}/{tt.n}",
-            _fmt(s.seconds.mean, 1),
-        )
+        runs = f"{s.completed}/{len(s.seeds)}"
+        runs += f" ({s.failed} failed)" if s.failed else ""
+        runs += f" ({s.diverged} div.)" if s.diverged else ""
+        cells = [s.variant, *(str(grid.get(axis, "")) for axis in axes), runs]
+        cells += [f"{_fmt(tr.mean)}±{_fmt(tr.std)}", f"{_fmt(te.mean)}{ci}"]
+        if batch_stats:
+            cells.append(_fmt(tm.mean) if tm.n else "—")
+        cells += [median, f"{tt.never}/{tt.n}", _fmt(s.seconds.mean, 1)]
+        table.add_row(*(Text(c) for c in cells))
     console = Console(file=file or sys.stdout)
-    console.print(table)
-    reference = report.get("reference")
-    if reference is not None and len(summaries) > 1:
-        try:
-            comparisons = stats.compare_all(summaries, reference=reference)
-        except ValueError:
-            comparisons = []
-        for c in comparisons:
-            console.print(f"• {c.sentence()}", highlight=False)
+    Console(file=console.file, width=_table_width(console, table)).print(table)
+    if len(summaries) > 1:
+        for c in stats.report_comparisons(results, summaries):
+            console.print(f"• {c.sentence()}", markup=False, highlight=False)
     _print_published(results, summaries, console)
+
+
+def _table_width(console: Any, table: Any) -> int | None:
+    """Off a terminal (a file, a pipe) print `table` as wide as it needs; on one, fit it."""
+    from rich.measure import Measurement
+
+    if console.is_terminal:
+        return None
+    needed = Measurement.get(console, console.options.update_width(1000), table).maximum
+    return max(console.width, needed)
 
 
 def _print_published(results: dict[str, Any], summaries: Sequence[Any], console: Any) -> None:
