@@ -398,7 +398,8 @@ def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
         runs += f" ({s.failed} failed)" if s.failed else ""
         runs += f" ({s.diverged} div.)" if s.diverged else ""
         cells = [s.variant, *(str(grid.get(axis, "")) for axis in axes), runs]
-        cells += [f"{_fmt(tr.mean)}±{_fmt(tr.std)}", f"{_fmt(te.mean)}{ci}"]
+        spread = f"±{_fmt(tr.std)}" if tr.n >= 2 else ""
+        cells += [f"{_fmt(tr.mean)}{spread}", f"{_fmt(te.mean)}{ci}"]
         if batch_stats:
             cells.append(_fmt(tm.mean) if tm.n else "—")
         cells += [median, f"{tt.never}/{tt.n}", _fmt(s.seconds.mean, 1)]
