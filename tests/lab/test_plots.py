@@ -10,7 +10,7 @@ import pytest
 from matplotlib.colors import to_rgb
 from matplotlib.image import imread
 
-from bnlab.lab import plots
+from bnlab.lab import plots, stats
 
 EPOCHS = 6
 SEEDS = (0, 1, 2)
@@ -249,8 +249,16 @@ def test_curves_get_one_row_per_grid_point():
 # ----------------------------------------------------------------- grid
 
 
+CHANCE = 0.55
+
+
 def grid_study(axes: dict[str, tuple]) -> dict:
-    """Final test accuracy = 0.5 + 0.1·(index on first axis) + 0.01·(index on second) + bn 0.2."""
+    """Final test accuracy = 0.5 + 0.1·(index on first axis) + 0.01·(index on second) + bn 0.2.
+
+    Chance accuracy is 0.55, so no_bn at the first value of the first axis did not learn
+    (3/3). At its last value seed 0's loss is NaN and seed 1's blew up (1.1 > 2 × initial 0.5):
+    2/3 diverged; seed 2's 0.95 stays below 2 × 0.5.
+    """
     names = list(axes)
     runs = []
     points = [dict(zip(names, combo, strict=True)) for combo in _product(*axes.values())]
@@ -259,6 +267,7 @@ def grid_study(axes: dict[str, tuple]) -> dict:
         for variant in ("no_bn", "bn"):
             for seed in SEEDS:
                 h = history("baseline", seed, bn=variant == "bn")
+                h["initial_loss"], h["chance_accuracy"] = 0.5, CHANCE
                 value = (
                     0.5
                     + 0.1 * idx[0]
@@ -266,10 +275,17 @@ def grid_study(axes: dict[str, tuple]) -> dict:
                     + (0.2 if variant == "bn" else 0)
                 )
                 h["final"]["test_accuracy"] = value + 0.001 * (seed - 1)  # seed mean = value
-                if variant == "no_bn" and idx[0] == len(axes[names[0]]) - 1 and seed == 0:
-                    h["diverged"] = True
+                if variant == "no_bn" and idx[0] == len(axes[names[0]]) - 1:
+                    if seed == 0:
+                        h["diverged"] = True
+                    h["epochs"]["loss"][-1] = {0: None, 1: 1.1, 2: 0.95}[seed]
                 runs.append(run(variant, seed, h, grid=point))
     return results(runs, ["no_bn", "bn"])
+
+
+def sweeps(ax) -> dict[str, object]:
+    """Errorbar containers of a sweep panel by variant: .lines = (data line, caps, bars)."""
+    return {c.get_label(): c for c in ax.containers}
 
 
 def _product(*pools):
@@ -289,12 +305,14 @@ def test_grid_heat_map_cells_hold_the_mean_final_test_accuracy_annotated():
         np.testing.assert_allclose(
             cells, [[0.5 + offset, 0.51 + offset], [0.6 + offset, 0.61 + offset]], atol=1e-12
         )
-        texts = [t.get_text() for t in ax.texts]
+        texts = [t.get_text().split("\n")[0] for t in ax.texts]
         assert f"{0.5 + offset:.3f}" in texts
         assert [t.get_text() for t in ax.get_xticklabels()] == ["sigmoid", "relu"]
         assert [t.get_text() for t in ax.get_yticklabels()] == ["0.001", "0.01"]
         assert (ax.get_ylabel(), ax.get_xlabel()) == ("learning_rate", "activation")
-    assert "0.600\n1 div/fail" in [t.get_text() for t in maps[0].texts]
+    texts = [t.get_text() for t in maps[0].texts]
+    assert texts == ["0.500\n3/3 no-learn", "0.510\n3/3 no-learn", "0.600\n2/3 div", "0.610\n2/3 div"]
+    assert [t.get_text() for t in maps[1].texts] == ["0.700", "0.710", "0.800", "0.810"]
     assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
     assert png_pixels(fig).std() > 0.05
 
@@ -302,14 +320,58 @@ def test_grid_heat_map_cells_hold_the_mean_final_test_accuracy_annotated():
 def test_one_axis_grid_plots_accuracy_against_the_axis_on_a_log_scale():
     r = grid_study({"learning_rate": (1e-4, 1e-3, 1e-2, 1e-1, 1.0)})
     fig = plots.grid_figure(r)
-    ax = fig.axes[0]
-    assert ax.get_xscale() == "log" and ax.get_xlabel() == "learning_rate"
-    lines = [line for line in ax.get_lines() if line.get_label() in ("no_bn", "bn")]
-    assert [line.get_label() for line in lines] == ["no_bn", "bn"]
-    np.testing.assert_allclose(lines[0].get_xdata(), [1e-4, 1e-3, 1e-2, 1e-1, 1.0])
-    np.testing.assert_allclose(lines[1].get_ydata(), 0.7 + 0.1 * np.arange(5), atol=1e-12)
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["no_bn", "bn"]
-    assert "1/3 div/fail" in [t.get_text() for t in ax.texts]
+    ax, strip = fig.axes
+    assert ax.get_xscale() == "log" and strip.get_xlabel() == "learning_rate"
+    assert [t.get_text() for t in strip.get_xticklabels()] == ["0.0001", "0.001", "0.01", "0.1", "1"]
+    lines = sweeps(ax)
+    assert list(lines) == ["no_bn", "bn"]
+    for variant, offset in (("no_bn", 0.5), ("bn", 0.7)):
+        data_line, _, (bars,) = lines[variant].lines
+        assert data_line.get_linestyle() == "-"  # a numeric sweep is one line
+        np.testing.assert_allclose(data_line.get_xdata(), [1e-4, 1e-3, 1e-2, 1e-1, 1.0])
+        np.testing.assert_allclose(data_line.get_ydata(), offset + 0.1 * np.arange(5), atol=1e-12)
+        # error bars span the 95% bootstrap CI of the three seeds' accuracies
+        ci = stats.bootstrap_mean_ci([offset + 0.001 * (s - 1) for s in SEEDS])
+        (x0, low), (_, high) = bars.get_segments()[0]
+        assert x0 == 1e-4 and (low, high) == pytest.approx((ci.low, ci.high), abs=1e-12)
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == [
+        "no_bn",
+        "bn",
+        "chance (most frequent class)",
+    ]
+    chance = [line for line in ax.get_lines() if line.get_label().startswith("chance")]
+    assert list(chance[0].get_ydata()) == [CHANCE, CHANCE]
+    # the counts panel: a row per variant; no_bn did not learn at 1e-4 and diverged at 1
+    cells = {(t.get_position(), t.get_text()) for t in strip.texts}
+    assert cells == {((1e-4, 0), "3/3 no-learn"), ((1.0, 0), "2/3 div")}
+    assert [t.get_text() for t in strip.get_yticklabels()] == ["no_bn", "bn"]
+
+
+def test_one_categorical_axis_gets_separate_points_side_by_side_without_lines():
+    r = grid_study({"activation": ("relu", "sigmoid", "tanh")})
+    fig = plots.grid_figure(r)
+    ax, strip = fig.axes
+    assert ax.get_xscale() == "linear"
+    assert [t.get_text() for t in strip.get_xticklabels()] == ["relu", "sigmoid", "tanh"]
+    lines = sweeps(ax)
+    for variant, dodge, offset in (("no_bn", -0.075, 0.5), ("bn", 0.075, 0.7)):
+        data_line = lines[variant].lines[0]
+        assert data_line.get_linestyle() == "None"  # nothing joins the categories
+        np.testing.assert_allclose(data_line.get_xdata(), np.arange(3) + dodge, atol=1e-12)
+        np.testing.assert_allclose(data_line.get_ydata(), offset + 0.1 * np.arange(3), atol=1e-12)
+    assert all(line.get_linestyle() == "None" or line.get_label().startswith("chance")
+               for line in ax.get_lines())
+    cells = {(t.get_position(), t.get_text()) for t in strip.texts}
+    assert cells == {((0, 0), "3/3 no-learn"), ((2, 0), "2/3 div")}
+
+
+def test_sweep_notes_runs_recorded_without_the_verdicts_numbers():
+    r = grid_study({"learning_rate": (0.01, 0.1)})
+    for x in r["runs"]:
+        del x["history"]["initial_loss"], x["history"]["chance_accuracy"]
+    strip = plots.grid_figure(r).axes[1]
+    assert "12 runs were recorded without initial loss or chance accuracy" in strip.get_title()
+    assert {t.get_text() for t in strip.texts} == {"1/3 div"}  # seed 0's NaN still counts
 
 
 def test_no_grid_and_no_probes_give_no_figure():

@@ -69,6 +69,8 @@ def history(variant: str, seed: int, *, bn: bool) -> dict:
         },
         "diverged": False,
         "steps_per_epoch": 16,
+        "initial_loss": 0.8,  # the last epoch's loss 0.7 / 8 is far below 2 x 0.8
+        "chance_accuracy": 0.5,
     }
 
 
@@ -104,9 +106,13 @@ def make_results() -> dict:
             )
         shaky = history("shaky", seed, bn=False)
         status, error = "completed", None
-        if seed == 1:
+        if seed == 1:  # NaN loss: diverged, and no test accuracy: did not learn
             shaky["final"] = dict.fromkeys(shaky["final"])
             shaky["diverged"] = True
+        if seed == 2:  # the loss blew up to 1.7 > 2 x 0.8 but stayed finite; accuracy 0.7
+            shaky["epochs"]["loss"][-1] = 1.7
+        if seed == 0:  # accuracy at chance, no blow-up
+            shaky["final"]["test_accuracy"] = 0.5
         if seed == 3:
             shaky, status, error = (
                 None,
@@ -225,17 +231,34 @@ def test_table_rows_hold_the_summary_numbers():
     assert headers[5] == "epochs to 80% test accuracy: median (never)"
     assert base[5] == "5 (never: 0/4)"
     assert rows[1][5] == "2 (never: 0/4)"
+    assert headers[-3:] == ["diverged", "did not learn", "failed"]
+    assert base[-3:] == ["0", "0", "0"]
+    # shaky: seed 1 NaN (diverged, did not learn), seed 2 blew up, seed 0 at chance, seed 3 failed
     assert rows[2] == [
         "shaky",
         "3/4",
         "0.690 ± 0.000",
-        "0.700 [0.700, 0.700]",
+        "0.600 [0.500, 0.700]",
         "—",
         "never (never: 3/3)",
         "1",
-        "1",
+        "2",
+        "2",
         "1",
     ]
+    assert summaries[2].diverged_seeds == (1, 2) and summaries[2].did_not_learn_seeds == (0, 1)
+
+
+def test_table_marks_verdicts_of_old_records_as_unknown():
+    r = make_results()
+    for x in r["runs"]:
+        if x["history"] is not None:
+            del x["history"]["initial_loss"], x["history"]["chance_accuracy"]
+    summaries = stats.summarize(r)
+    _, rows = report.table_rows(summaries)
+    assert rows[0][-3:] == ["0 (4 unknown)", "0 (4 unknown)", "0"]
+    # seed 1's NaN is recognised in any record; seeds 0 and 2 cannot be judged
+    assert rows[2][-3:] == ["1 (2 unknown)", "1 (2 unknown)", "1"]
 
 
 def test_format_table_as_text_and_markdown():
@@ -247,10 +270,10 @@ def test_format_table_as_text_and_markdown():
     assert len({len(line) for line in text[:2]}) == 1  # aligned columns
     md = report.format_table(summaries, markdown=True).splitlines()
     assert md[0].startswith("| variant | runs | train acc (mean ± std) |")
-    assert md[1] == "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    assert md[1] == "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     assert (
         md[4]
-        == "| shaky | 3/4 | 0.690 ± 0.000 | 0.700 [0.700, 0.700] | — | never (never: 3/3) | 1 | 1 | 1 |"
+        == "| shaky | 3/4 | 0.690 ± 0.000 | 0.600 [0.500, 0.700] | — | never (never: 3/3) | 1 | 2 | 2 | 1 |"
     )
 
 
@@ -302,12 +325,24 @@ def test_write_report_builds_an_offline_page_with_tables_statements_and_embedded
     assert "Dense(units=50, activation=relu, kernel_initializer=he_uniform)" in text
     assert "BatchNormalization()" in text
     assert "sgd(learning_rate=0.01, momentum=0.9)" in text
-    assert "shaky: diverged (NaN/inf loss) at seeds 1" in page.items
+    assert "3 variants × 4 seeds = 12 runs · results created 2026-01-02T03:04:05+00:00" in text
+    assert "shaky: seed 0 did not learn (test accuracy 0.500 ≤ chance 0.500)" in page.items
+    assert (
+        "shaky: seed 1 diverged (NaN/inf loss); did not learn (no test accuracy (non-finite outputs))"
+        in page.items
+    )
+    assert "shaky: seed 2 diverged (loss 1.7 > 2 × initial 0.8)" in page.items
     assert "bnlab 0.1.0, torch 2.13.0, numpy 2.4.6, python 3.11.7" in text
     assert "2026-01-02T03:04:05+00:00" in text
     per_seed = page.tables[-1]
     assert per_seed[0][:2] == ["variant", "seed"] and len(per_seed) == 1 + 3 * len(SEEDS)
     assert ["shaky", "3", "n/a", "n/a", "n/a", "n/a", "failed"] in per_seed
+    assert [row[-1] for row in per_seed if row[0] == "shaky"] == [
+        "did not learn",
+        "diverged, did not learn",
+        "diverged",
+        "failed",
+    ]
     assert sorted(p.name for p in out.iterdir()) == ["curves.png", "report.html", "results.json"]
 
 
@@ -330,7 +365,15 @@ def test_report_of_a_grid_with_probes_embeds_the_heat_map_and_probe_plots(tmp_pa
             gridded.append(y)
     r["runs"] = gridded
     r["experiment"]["grid"] = {"learning_rate": [0.01, 0.1], "activation": ["relu"]}
-    page = Page(report.write_report(write(tmp_path, r)).read_text("utf-8"))
+    r["experiment"]["variants"] = [
+        {**variant_record(v, LAYERS, v, grid), "name": f"{v}[learning_rate={lr}, activation=relu]"}
+        for v in ("baseline", "bn_after")
+        for lr in (0.01, 0.1)
+        for grid in [{"learning_rate": lr, "activation": "relu"}]
+    ]
+    text = report.write_report(write(tmp_path, r)).read_text("utf-8")
+    assert "2 variants × 2 grid points × 4 seeds = 16 runs ·" in text
+    page = Page(text)
     assert len(page.images) == 3
     assert {p.name for p in tmp_path.glob("*.png")} == {"curves.png", "grid.png", "probes.png"}
     labels = [row[0] for row in page.tables[0][1:]]
@@ -401,7 +444,9 @@ def test_report_places_the_published_single_runs_among_our_seeds(built, tmp_path
 def test_report_of_results_without_completed_runs(tmp_path):
     r = make_results()
     r["runs"] = [x for x in r["runs"] if x["status"] == "failed"]  # shaky seed 3 only
-    page = Page(report.write_report(write(tmp_path, r)).read_text("utf-8"))
+    text = report.write_report(write(tmp_path, r)).read_text("utf-8")
+    assert "3 variants × 4 seeds = 12 runs (1 recorded) ·" in text
+    page = Page(text)
     assert page.tables[0][1][:2] == ["shaky", "0/1"]
     assert "shaky: seed 3 failed — ValueError: <bad> input" in page.items
     r["runs"] = []

@@ -118,6 +118,23 @@ def study() -> dict:
     return results(runs, ["baseline", "fast", "shaky"], [0, 1, 2, 3, 4])
 
 
+# ----------------------------------------------------------------- run counts
+
+
+def test_plan_words_count_variants_grid_points_and_seeds():
+    lr = [{"learning_rate": v} for v in (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 0.3, 0.03, 3e-3, 3e-4)]
+    lr_range = [(v, g) for v in ("mlp", "mlp_bn", "cnn", "cnn_bn") for g in lr]
+    assert stats.plan_words(lr_range, 5) == "4 variants × 9 grid points × 5 seeds = 180 runs"
+    points = [{"learning_rate": a, "activation": b} for a in (1e-3, 1e-2) for b in ("s", "r")]
+    mnist_cnn = [(v, g) for v in ("no_bn", "bn") for g in points]
+    assert stats.plan_words(mnist_cnn, 5) == "2 variants × 4 grid points × 5 seeds = 40 runs"
+    assert stats.plan_words([("a", {}), ("b", {})], 10) == "2 variants × 10 seeds = 20 runs"
+    assert stats.plan_words([("a", {})], 1) == "1 variant × 1 seed = 1 run"
+    # a reference that uses no grid axis runs at one point: 4 + 4 + 1 pairs
+    mixed = [(v, g) for v in ("bn", "ghost") for g in lr[:4]] + [("no_bn", {})]
+    assert stats.plan_words(mixed, 5) == "3 variants, 9 variant/grid-point pairs × 5 seeds = 45 runs"
+
+
 # ----------------------------------------------------------------- one sample
 
 

@@ -22,6 +22,7 @@ from bnlab.lab import (
     load_weights,
     read_results,
     save_weights,
+    stats,
     write_results,
 )
 from bnlab.lab.weights import read_weights, weights_file
@@ -163,6 +164,47 @@ def test_results_json_holds_current_config_runs_and_validates(tmp_path: Path) ->
     assert doc["experiment"] == resolved([0, 1, 2])
     assert set(doc["versions"]) == {"bnlab", "torch", "numpy", "python"}
     assert not list(tmp_path.glob(".results.json.*"))  # no temporary left behind
+    # these histories predate initial_loss and chance_accuracy: verdicts unknown, not flagged
+    assert doc["outcomes"] == [
+        {
+            "variant": "bn",
+            "grid": {"lr": 0.1},
+            "runs": 3,
+            "completed": 2,
+            "diverged": 0,
+            "non_finite": 0,
+            "did_not_learn": 0,
+            "unknown": 2,
+            "diverged_seeds": [],
+            "did_not_learn_seeds": [],
+        }
+    ]
+
+
+def test_results_json_counts_runs_that_diverged_or_did_not_learn(tmp_path: Path) -> None:
+    blown, stalled, fine = history(0.9), history(0.5), history(0.9)
+    for h, last in ((blown, 1.5), (stalled, 0.69), (fine, 0.3)):
+        h["epochs"]["loss"][-1] = last
+        h.update(initial_loss=0.7, chance_accuracy=0.52)  # 1.5 > 2 x 0.7; 0.5 <= 0.52
+    with Store.in_folder(tmp_path) as store:
+        store.add_experiment(resolved([0, 1, 2]))
+        for seed, h in enumerate((blown, stalled, fine)):
+            run = RunResult("tiny", "bn", seed, "completed", h, 1.0, grid={"lr": 0.1})
+            store.record(key(seed), "bn[lr=0.1]", run, weights=None, versions=VERSIONS)
+    doc = json.loads(write_results(tmp_path).read_text())
+    jsonschema.validate(doc, load_schema())
+    (outcome,) = doc["outcomes"]
+    assert (outcome["diverged"], outcome["non_finite"], outcome["did_not_learn"]) == (1, 0, 1)
+    assert (outcome["diverged_seeds"], outcome["did_not_learn_seeds"]) == ([0], [1])
+    assert outcome["unknown"] == 0
+    # an older file without outcomes and without the history fields still validates and loads
+    del doc["outcomes"]
+    for r in doc["runs"]:
+        del r["history"]["initial_loss"], r["history"]["chance_accuracy"]
+    jsonschema.validate(doc, load_schema())
+    (summary,) = stats.summarize(doc)
+    assert (summary.diverged, summary.did_not_learn) == (0, 0)
+    assert summary.diverged_unknown_seeds == summary.did_not_learn_unknown_seeds == (0, 1, 2)
 
 
 @pytest.mark.parametrize(
@@ -174,8 +216,17 @@ def test_results_json_holds_current_config_runs_and_validates(tmp_path: Path) ->
         (lambda d: d["runs"][0]["history"]["final"].pop("test_accuracy"), "test_accuracy"),
         (lambda d: d["experiment"]["report"].update(threshold_metric="acc"), "threshold_metric"),
         (lambda d: d.update(extra=1), "extra"),
+        (lambda d: d["outcomes"][0].pop("did_not_learn"), "did_not_learn"),
     ],
-    ids=["version", "status", "completed-without-history", "final-key", "metric", "extra-key"],
+    ids=[
+        "version",
+        "status",
+        "completed-without-history",
+        "final-key",
+        "metric",
+        "extra-key",
+        "outcome-count",
+    ],
 )
 def test_schema_rejects_malformed_results(tmp_path: Path, mutate: Any, where: str) -> None:
     with Store.in_folder(tmp_path) as store:

@@ -91,7 +91,8 @@ def test_history_dict_has_the_contract_shape(rings, mlp):
     cfg = config(epochs=3, eval_every_steps=2, probes=(ProbeSpec("2", "output", every_steps=4),))
     history = fit(mlp("bnlab"), rings, cfg, seed=0)
     d = history.to_dict()
-    assert set(d) == {"epochs", "evals", "probes", "final", "diverged", "steps_per_epoch"}
+    assert set(d) == {"epochs", "evals", "probes", "final", "diverged", "steps_per_epoch",
+                      "initial_loss", "chance_accuracy"}
     assert set(d["epochs"]) == {"loss", "accuracy", "val_loss", "val_accuracy", "val_accuracy_train_mode"}
     assert all(len(v) == 3 for v in d["epochs"].values())
     assert d["steps_per_epoch"] == 3  # 96 samples / 32
@@ -135,6 +136,31 @@ def test_epoch_loss_is_the_batch_size_weighted_mean(make_rings, mlp):
     assert history.steps_per_epoch == 4
     assert history.loss[0] == pytest.approx(expected["loss"], rel=1e-6)
     assert history.accuracy[0] == expected["accuracy"]
+
+
+@pytest.mark.parametrize("bn", [None, "bnlab"])
+def test_initial_loss_is_the_first_batch_loss_before_any_update(rings, mlp, bn):
+    # Without shuffling the first batch is x_train[:32]; the loss is measured in training
+    # mode (batch statistics) on the initial weights, like every later training loss.
+    reference = mlp(bn, seed=4).train()
+    with torch.no_grad():
+        out = reference(torch.as_tensor(rings.x_train[:32]))
+    expected = binary_crossentropy(torch.as_tensor(rings.y_train[:32]), out).item()
+    history = fit(mlp(bn, seed=4), rings, config(epochs=1, shuffle=False), seed=0)
+    assert history.initial_loss == pytest.approx(expected, rel=1e-6)
+    assert history.initial_loss != pytest.approx(history.loss[0], rel=1e-3)  # the weights moved
+
+
+def test_chance_accuracy_is_the_test_share_of_the_most_frequent_class(make_rings, make_blobs, mlp):
+    rings = make_rings()
+    assert (int(rings.y_test.sum()), len(rings.y_test)) == (22, 40)  # the fixture's draw
+    assert fit(mlp(None), rings, config(epochs=1), seed=0).chance_accuracy == 22 / 40
+    blobs = make_blobs(n_test=30, classes=3)
+    counts = np.bincount(blobs.y_test, minlength=3)
+    model = mlp(None, inputs=4, outputs=3)
+    history = fit(model, blobs, config(epochs=1, loss="sparse_categorical_crossentropy"), seed=0)
+    assert history.chance_accuracy == counts.max() / 30
+    assert history.to_dict()["chance_accuracy"] == counts.max() / 30
 
 
 def test_val_metrics_are_inference_mode_on_the_test_set(rings, mlp):
@@ -336,6 +362,7 @@ def test_divergence_stops_cleanly_with_nan_for_the_rest(rings, mlp, bn, bn_args)
     assert d["evals"][-1]["val_loss"] is None
     assert d["probes"]["0.output"]["steps"] == list(range(12))
     assert d["probes"]["0.output"]["values"][-1] == [None, None, None]
+    assert d["initial_loss"] is not None and math.isfinite(d["initial_loss"])  # before the update
     first_nan = d["epochs"]["loss"].index(None)
     assert all(v is None for v in d["epochs"]["loss"][first_nan:])
     assert logs == list(range(first_nan + 1))  # called up to the epoch that diverged

@@ -15,6 +15,7 @@ import torch
 from bnlab.train import (
     binary_crossentropy,
     categorical_crossentropy,
+    chance_accuracy,
     correct_count,
     get_loss,
     list_losses,
@@ -116,6 +117,28 @@ def test_accuracy_matches_keras_metrics():
     assert correct_count(y, p).item() / len(y) == pytest.approx(expected.result().item())
     one_hot = torch.nn.functional.one_hot(y, 4)
     assert correct_count(one_hot, p).item() == correct_count(y, p).item()
+
+
+def _best_constant_accuracy(y: torch.Tensor, outputs: int) -> float:
+    """The accuracy of the best input-independent prediction, scored by correct_count."""
+    n = len(y)
+    if outputs == 1:
+        constants = [torch.full((n, 1), v) for v in (0.0, 1.0)]
+    else:
+        constants = [torch.nn.functional.one_hot(torch.full((n,), c), outputs).float() for c in range(outputs)]
+    return max(correct_count(y, p).item() for p in constants) / n
+
+
+def test_chance_accuracy_is_the_best_constant_prediction():
+    y = torch.tensor([0, 2, 1, 1, 3, 1, 0, 2, 1, 1])  # class 1: 5 of 10
+    assert chance_accuracy(y, 4) == 0.5 == _best_constant_accuracy(y, 4)
+    one_hot = torch.nn.functional.one_hot(y, 4).float()
+    assert chance_accuracy(one_hot, 4) == 0.5
+    binary = torch.tensor([[0.0], [0.0], [1.0], [0.0]])  # a (N, 1) 0/1 column: three 0s of 4
+    assert chance_accuracy(binary, 1) == 0.75 == _best_constant_accuracy(binary, 1)
+    assert chance_accuracy(torch.tensor([1, 1, 1]), 1) == 1.0
+    with pytest.raises(ValueError, match=r"got outputs=0, 3 targets"):
+        chance_accuracy(torch.tensor([1, 1, 1]), 0)
 
 
 def test_losses_are_float64_formulas_too():

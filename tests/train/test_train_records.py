@@ -91,6 +91,8 @@ def _history(*, diverged=False, train_mode=True):
         final=FinalMetrics(0.6, 0.75, NAN, 0.25),
         diverged=diverged,
         steps_per_epoch=3,
+        initial_loss=0.75,
+        chance_accuracy=0.5,
     )
 
 
@@ -112,6 +114,15 @@ def test_history_dict_round_trip_with_non_finite_numbers_as_null(train_mode):
     assert math.isnan(back.loss[1]) and math.isnan(back.final.test_loss)
     assert (back.evals[1].val_accuracy_train_mode is None) == (not train_mode)
     assert back.epochs == 2
+
+
+def test_history_from_dict_reads_records_without_initial_loss_and_chance_accuracy_as_unknown():
+    d = _history().to_dict()
+    assert (d["initial_loss"], d["chance_accuracy"]) == (0.75, 0.5)
+    del d["initial_loss"], d["chance_accuracy"]  # a record written before they existed
+    back = History.from_dict(d)
+    assert math.isnan(back.initial_loss) and math.isnan(back.chance_accuracy)
+    assert back.final.to_dict() == d["final"]
 
 
 def test_history_from_dict_names_missing_and_unknown_keys():

@@ -16,8 +16,10 @@ have nothing of that kind (no grid, no probes). ``write_plots`` saves them as PN
   the last epoch (side by side in variant order, so close values stay visible).
 * ``grid_figure``: mean final test accuracy over seeds per grid point. Two or more grid axes:
   an annotated heat map per variant (first axis down, second across; further axes make more
-  panels). One axis: final test accuracy against the axis value with its 95% bootstrap CI,
-  and diverged runs counted.
+  panels). One axis: final test accuracy against the axis value with its 95% bootstrap CI —
+  a line over a numeric axis (log-scaled when it spans a factor of 10 or more), separate
+  points over a categorical one — and a panel below counting, per variant and value, the runs
+  that diverged, did not learn or failed. Rules: ``bnlab.lab.outcomes``.
 * ``probes_figure``: for each probed tensor, the recorded percentiles (e.g. 15/50/85) over
   training steps, mean over seeds, one colour per variant (median solid, others dashed).
 """
@@ -36,6 +38,7 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
+from matplotlib.ticker import NullLocator
 
 from bnlab.lab.published import published_runs
 from bnlab.lab.stats import GridPoint, VariantSummary, group_runs, summarize
@@ -353,8 +356,9 @@ def grid_figure(
     """Mean final test accuracy over the experiment's grid; None without a grid.
 
     Two or more axes: one annotated heat map per variant (and per value of further axes), the
-    first axis as rows, the second as columns; each cell shows the mean over seeds, and
-    ``k div`` when k runs there diverged. One axis: mean with its 95% bootstrap CI per variant.
+    first axis as rows, the second as columns; each cell shows the mean over seeds and, where
+    k of its n runs diverged, did not learn or failed, ``k/n div``, ``k/n no-learn`` or
+    ``k/n fail``. One axis: see ``_sweep_figure``.
     """
     summaries = list(summaries) if summaries is not None else summarize(results)
     summaries = [s for s in summaries if s.grid]  # variants that use no grid axis have no cell
@@ -378,7 +382,7 @@ def grid_figure(
     ncols = min(len(order), 3)
     nrows = math.ceil(len(order) / ncols)
     fig = _new_figure(1.2 + (1.1 * len(cols) + 1.6) * ncols, 0.8 + (0.7 * len(rows) + 1.3) * nrows)
-    fig.suptitle(f"{_title(results)}: mean final test accuracy")
+    fig.suptitle(f"{_title(results)}: mean final test accuracy{_unknown_note(summaries)}")
     grid_axes = fig.subplots(nrows, ncols, squeeze=False)
     image = None
     for ax, key in zip(grid_axes.flat, order, strict=False):
@@ -393,9 +397,9 @@ def grid_figure(
         image = ax.imshow(np.ma.masked_invalid(table), cmap="viridis", norm=norm, aspect="auto")
         for (i, j), s in notes.items():
             value = table[i, j]
-            text = "n/a" if math.isnan(value) else f"{value:.3f}"
-            if s.diverged or s.failed:
-                text += f"\n{s.diverged + s.failed} div/fail"
+            mean_text = "n/a" if math.isnan(value) else f"{value:.3f}"
+            problems = _problem_counts(s, "\n")
+            text = f"{mean_text}\n{problems}" if problems else mean_text
             dark = math.isnan(value) or norm(value) < 0.6
             ax.text(
                 j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black"
@@ -419,69 +423,119 @@ def _sweep_figure(
     axis: str,
     variants: Sequence[str],
 ) -> Figure:
+    """Final test accuracy against one grid axis, and below it what went wrong where.
+
+    Numeric axis: a line per variant through the sorted values, on a log x axis when every
+    value is positive and they span a factor of 10 or more. Categorical axis (strings,
+    booleans, mixed): one point per value and variant, variants side by side, no lines — the
+    order of categories means nothing. Error bars: 95% bootstrap CI of the mean over seeds.
+    The lower panel has a row per variant with, at each value, ``k/n div`` (diverged),
+    ``k/n no-learn`` (did not learn) and ``k/n fail`` (failed) where k > 0.
+    """
     colors = _color_map(variants)
     values = _axis_values([dict(s.grid).get(axis) for s in summaries])
     numeric = all(_is_number(v) for v in values)
-    log = numeric and min(values) > 0 and max(values) / min(values) >= 100
-    fig = _new_figure(9.0, 4.6)
+    log = numeric and min(values) > 0 and max(values) / min(values) >= 10
+    present = [v for v in variants if any(s.variant == v for s in summaries)]
+    fig = _new_figure(9.0, 5.0 + 0.35 * len(present))
     fig.suptitle(f"{_title(results)}: final test accuracy against {axis}")
-    ax = fig.subplots()
-    for variant in variants:
+    ax, strip = fig.subplots(
+        2, 1, sharex=True, gridspec_kw={"height_ratios": [4.0, 0.3 + 0.35 * len(present)]}
+    )
+    width = min(0.6 / len(present), 0.15)
+    for k, variant in enumerate(present):
         rows = sorted(
             (s for s in summaries if s.variant == variant),
             key=lambda s: values.index(dict(s.grid).get(axis)),
         )
-        if not rows:
-            continue
-        x = np.array(
-            [
-                dict(s.grid).get(axis) if numeric else values.index(dict(s.grid).get(axis))
-                for s in rows
-            ],
-            dtype=np.float64,
-        )
+        # The axis value itself, or a category's position (variants side by side around it).
+        at = [dict(s.grid)[axis] if numeric else values.index(dict(s.grid)[axis]) for s in rows]
+        dodge = 0.0 if numeric else (k - (len(present) - 1) / 2) * width
+        x = np.array(at, dtype=np.float64) + dodge
         mean = np.array([s.test_accuracy.mean for s in rows])
-        low = np.array(
-            [
-                s.test_accuracy.ci.low if s.test_accuracy.ci else m
-                for s, m in zip(rows, mean, strict=True)
-            ]
-        )
-        high = np.array(
-            [
-                s.test_accuracy.ci.high if s.test_accuracy.ci else m
-                for s, m in zip(rows, mean, strict=True)
-            ]
-        )
-        ax.plot(x, mean, color=colors[variant], marker="o", label=variant)
+        ci = [s.test_accuracy.ci for s in rows]
+        low = np.array([c.low if c else m for c, m in zip(ci, mean, strict=True)])
+        high = np.array([c.high if c else m for c, m in zip(ci, mean, strict=True)])
         ax.errorbar(
             x,
             mean,
             yerr=np.vstack([mean - low, high - mean]),
-            fmt="none",
-            ecolor=colors[variant],
+            color=colors[variant],
+            marker="o",
+            linestyle="-" if numeric else "none",
             capsize=3,
+            label=variant,
         )
-        for xi, s in zip(x, rows, strict=True):
-            if s.diverged or s.failed:
-                ax.annotate(
-                    f"{s.diverged + s.failed}/{len(s.seeds)} div/fail",
-                    (xi, 0.02),
-                    xycoords=("data", "axes fraction"),
-                    color=colors[variant],
-                    fontsize=8,
-                    ha="center",
-                    rotation=90,
-                )
+        for xi, s in zip(at, rows, strict=True):
+            text = _problem_counts(s, "\n")
+            if text:
+                strip.text(xi, k, text, ha="center", va="center", fontsize=7, color=colors[variant])
+    handles: list[Any] = list(ax.containers)
+    chance = _chance_accuracy(summaries)
+    if chance is not None:
+        handles.append(
+            ax.axhline(
+                chance,
+                color="gray",
+                linestyle="--",
+                linewidth=1.0,
+                label="chance (most frequent class)",
+            )
+        )
     if log:
         ax.set_xscale("log")
-    if not numeric:
-        ax.set_xticks(range(len(values)), [str(v) for v in values])
-    ax.set_xlabel(axis)
+        strip.xaxis.set_minor_locator(NullLocator())
+    if numeric:
+        strip.set_xticks(values, [f"{v:g}" for v in values])
+    else:
+        strip.set_xticks(range(len(values)), [str(v) for v in values])
+        strip.set_xlim(-0.5, len(values) - 0.5)
     ax.set_ylabel("final test accuracy (mean, 95% bootstrap CI)")
     ax.grid(True, alpha=0.3)
-    ax.legend(loc="best")
+    ax.legend(handles=handles, loc="best")
+    strip.set_ylim(len(present) - 0.5, -0.5)
+    strip.set_yticks(range(len(present)), present)
+    for label, variant in zip(strip.get_yticklabels(), present, strict=True):
+        label.set_color(colors[variant])
+    strip.set_title(
+        "runs that diverged (div), did not learn (no-learn) or failed (fail), of the seeds run"
+        + _unknown_note(summaries),
+        fontsize=9,
+    )
+    strip.grid(True, axis="x", alpha=0.3)
+    strip.set_xlabel(axis)
     return fig
+
+
+def _problem_counts(s: VariantSummary, sep: str) -> str:
+    """``"4/5 div", "5/5 no-learn", "1/5 fail"`` joined by ``sep``, the nonzero ones only."""
+    n = len(s.seeds)
+    counts = ((s.diverged, "div"), (s.did_not_learn, "no-learn"), (s.failed, "fail"))
+    return sep.join(f"{k}/{n} {word}" for k, word in counts if k)
+
+
+def _unknown_note(summaries: Sequence[VariantSummary]) -> str:
+    """A second title line when some runs cannot be checked for a blow-up or for learning."""
+    unknown = sum(
+        o.diverged is None or o.did_not_learn is None for s in summaries for _, o in s.outcomes
+    )
+    if not unknown:
+        return ""
+    return (
+        f"\n{unknown} runs were recorded without initial loss or chance accuracy: "
+        "not checked for a blow-up or a failure to learn"
+    )
+
+
+def _chance_accuracy(summaries: Sequence[VariantSummary]) -> float | None:
+    """The chance accuracy shared by every run that recorded one; None if none or several."""
+    values = {
+        round(o.chance_accuracy, 12)
+        for s in summaries
+        for _, o in s.outcomes
+        if o.chance_accuracy is not None
+    }
+    return values.pop() if len(values) == 1 else None
 
 
 def probes_figure(results: Mapping[str, Any]) -> Figure | None:

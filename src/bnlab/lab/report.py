@@ -11,8 +11,8 @@ The report holds: the experiment's name, description and settings (seeds, grid, 
 training configuration, each variant's layers), the per-variant table, the published single
 runs placed among our seeds when the experiment gives them (``bnlab.lab.published``), the
 comparison statements of ``bnlab.lab.stats`` (a conclusion is worded only when its 95% CI excludes zero
-and the t-test agrees), the plots, diverged/failed runs, per-seed numbers, and the library
-versions and times.
+and the t-test agrees), the plots, runs that diverged, did not learn or failed (rules in
+``bnlab.lab.outcomes``), per-seed numbers, and the library versions and times.
 
 ``table_rows`` / ``format_table`` give the same per-variant table as text (aligned columns or
 Markdown) for the command line.
@@ -31,12 +31,14 @@ from pathlib import Path
 from typing import Any
 
 from bnlab.lab import plots
+from bnlab.lab.outcomes import DIVERGENCE_FACTOR
 from bnlab.lab.published import PublishedComparison, compare_published
 from bnlab.lab.stats import (
     BOOTSTRAP_RESAMPLES,
     Comparison,
     VariantSummary,
     fmt_number,
+    plan_words,
     report_comparisons,
     summarize,
     threshold_words,
@@ -65,13 +67,19 @@ def _acc(x: float) -> str:
     return "n/a" if math.isnan(x) else f"{x:.3f}"
 
 
+def _count(flagged: int, unknown: int) -> str:
+    return f"{flagged} ({unknown} unknown)" if unknown else str(flagged)
+
+
 def table_rows(summaries: Sequence[VariantSummary]) -> tuple[list[str], list[list[str]]]:
     """Headers and one row of strings per variant (and grid point).
 
     Columns: variant; runs completed/total; train accuracy mean ± std (ddof=1); test accuracy
     mean [95% bootstrap CI]; mean last-epoch test accuracy with BN in training mode ("—"
     without BN); time to the threshold, median over seeds and how many never reached it; mean
-    seconds per run; diverged runs; failed runs.
+    seconds per run; runs that diverged; runs that did not learn; failed runs. The diverged
+    and did-not-learn cells add ``(k unknown)`` for runs recorded without the numbers the
+    verdict needs (:mod:`bnlab.lab.outcomes`).
     """
     first = summaries[0].time_to_threshold if summaries else None
     reach = f"{first.unit} to {threshold_words(first)}" if first else "epochs to threshold"
@@ -84,6 +92,7 @@ def table_rows(summaries: Sequence[VariantSummary]) -> tuple[list[str], list[lis
         f"{reach}: median (never)",
         "seconds",
         "diverged",
+        "did not learn",
         "failed",
     ]
     rows = []
@@ -105,7 +114,8 @@ def table_rows(summaries: Sequence[VariantSummary]) -> tuple[list[str], list[lis
                 train_mode,
                 f"{median} (never: {tt.never}/{tt.n})",
                 fmt_number(s.seconds.mean),
-                str(s.diverged),
+                _count(s.diverged, len(s.diverged_unknown_seeds)),
+                _count(s.did_not_learn, len(s.did_not_learn_unknown_seeds)),
                 str(s.failed),
             ]
         )
@@ -215,7 +225,11 @@ def _summary_table(summaries: Sequence[VariantSummary]) -> str:
     for s, row in zip(summaries, rows, strict=True):
         cells = [f'<th scope="row">{_e(row[0])}</th>']
         for header, cell in zip(headers[1:], row[1:], strict=True):
-            warn = (header == "diverged" and s.diverged) or (header == "failed" and s.failed)
+            warn = (
+                (header == "diverged" and s.diverged)
+                or (header == "did not learn" and s.did_not_learn)
+                or (header == "failed" and s.failed)
+            )
             cells.append(f'<td class="num{" warn" if warn else ""}">{_e(cell)}</td>')
         body.append(f"<tr>{''.join(cells)}</tr>")
     return f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
@@ -287,15 +301,29 @@ def _comparisons_html(comparisons: Sequence[Comparison]) -> str:
 
 def _problems_html(summaries: Sequence[VariantSummary]) -> str:
     items = []
+    unknown = 0
     for s in summaries:
-        if s.diverged_seeds:
-            seeds = ", ".join(map(str, s.diverged_seeds))
-            items.append(f"<li>{_e(s.label)}: diverged (NaN/inf loss) at seeds {_e(seeds)}</li>")
+        for seed, outcome in s.outcomes:
+            verdicts = []
+            if outcome.diverged:
+                verdicts.append(f"diverged ({outcome.diverged_words()})")
+            if outcome.did_not_learn:
+                verdicts.append(f"did not learn ({outcome.did_not_learn_words()})")
+            if verdicts:
+                items.append(f"<li>{_e(s.label)}: seed {seed} {_e('; '.join(verdicts))}</li>")
+            unknown += outcome.diverged is None or outcome.did_not_learn is None
         for seed, error in s.errors:
             items.append(f"<li>{_e(s.label)}: seed {seed} failed — <code>{_e(error)}</code></li>")
+    note = (
+        f'<p class="note">{unknown} completed runs were recorded without their initial loss or '
+        "chance accuracy (older records): a blow-up of the loss or a failure to learn cannot be "
+        "told for them and is not counted; rerun them to check.</p>"
+        if unknown
+        else ""
+    )
     if not items:
-        return "<p>No run diverged or failed.</p>"
-    return f'<ul class="problems">{"".join(items)}</ul>'
+        return f"<p>No run diverged, failed to learn or raised an error.</p>{note}"
+    return f'<ul class="problems">{"".join(items)}</ul>{note}'
 
 
 def _per_seed_html(summaries: Sequence[VariantSummary]) -> str:
@@ -316,13 +344,19 @@ def _per_seed_html(summaries: Sequence[VariantSummary]) -> str:
         train, test = s.train_accuracy.by_seed(), s.test_accuracy.by_seed()
         reach, secs = s.time_to_threshold.by_seed(), s.seconds.by_seed()
         for seed in s.seeds:
-            status = (
-                "failed"
-                if seed in s.failed_seeds
-                else "diverged"
-                if seed in s.diverged_seeds
-                else "completed"
-            )
+            outcome = s.outcome(seed)
+            if outcome is None:
+                status = "failed"
+            else:
+                verdicts = [
+                    word
+                    for word, flagged in (
+                        ("diverged", outcome.diverged),
+                        ("did not learn", outcome.did_not_learn),
+                    )
+                    if flagged
+                ]
+                status = ", ".join(verdicts) or "completed"
             cells = [
                 _e(s.label),
                 str(seed),
@@ -336,6 +370,23 @@ def _per_seed_html(summaries: Sequence[VariantSummary]) -> str:
     return (
         f'<table class="seeds"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
     )
+
+
+def _plan_text(results: Mapping[str, Any], summaries: Sequence[VariantSummary]) -> str:
+    """``"2 variants × 4 grid points × 5 seeds = 40 runs"`` (`plan_words`), planned from the
+    resolved experiment, plus how many runs are recorded when that differs."""
+    experiment = results.get("experiment")
+    planned = experiment.get("variants") if isinstance(experiment, Mapping) else None
+    if isinstance(planned, list) and all(isinstance(v, Mapping) for v in planned):
+        groups = [(str(v.get("base", v.get("name"))), v.get("grid") or {}) for v in planned]
+    else:
+        groups = [(s.variant, dict(s.grid)) for s in summaries]
+    text = plan_words(groups, len(results.get("seeds") or []))
+    runs = results.get("runs")
+    planned_runs = len(groups) * len(results.get("seeds") or [])
+    if isinstance(runs, list) and len(runs) != planned_runs:
+        text += f" ({len(runs)} recorded)"
+    return text
 
 
 def _settings_html(results: Mapping[str, Any]) -> str:
@@ -407,7 +458,10 @@ _CAPTIONS = {
     ),
     "grid": (
         "Mean final test accuracy over seeds at each grid point (with its 95% bootstrap CI when "
-        "the grid has one axis); 'k div/fail' counts runs that diverged or failed there."
+        "the grid has one axis: a line over a numeric axis, separate points over a categorical "
+        "one). The counts at a point say how many of its runs diverged ('div'), did not learn "
+        "('no-learn') or failed ('fail'); the dashed line is chance, the accuracy of always "
+        "predicting the most frequent class."
     ),
     "probes": (
         "Percentiles of the probed layers' inputs/outputs over training steps, mean over seeds: "
@@ -453,7 +507,6 @@ def render_html(
     name = str(experiment.get("name") or "experiment")
     seeds = results.get("seeds") or []
     built = built or _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
-    variants = list(dict.fromkeys(s.variant for s in summaries))
     first = summaries[0].time_to_threshold if summaries else None
     reach = f"{first.unit} to first reach {threshold_words(first)}" if first else ""
     versions = results.get("versions") or {}
@@ -480,7 +533,7 @@ never reached the threshold as “never”; mean and CI are then over the seeds 
     body = f"""<header>
 <h1>{_e(name)}</h1>
 <p class="desc">{_e(experiment.get("description") or "")}</p>
-<p class="meta">{len(variants)} variants × {len(seeds)} seeds · results created {_e(results.get("created", "unknown"))}</p>
+<p class="meta">{_e(_plan_text(results, summaries))} · results created {_e(results.get("created", "unknown"))}</p>
 </header>
 <section id="summary"><h2>Results per variant</h2>
 {_summary_table(summaries)}
@@ -490,7 +543,10 @@ deviation over seeds (ddof=1); the 95% CI of the mean is a percentile bootstrap 
 accuracy computed with batch statistics instead of the moving averages; a large gap to the test
 accuracy means the moving statistics are stale. {_e(reach.capitalize())}: median over seeds;
 a seed that never reaches it counts as “never” (the median is “never” when at least half never
-do). Diverged: NaN/inf loss or null final metrics; failed: the run raised an error.</p>
+do). Diverged: the training loss became NaN/inf, or the last epoch's training loss ended above
+{DIVERGENCE_FACTOR:g} × the loss of the first batch before any update. Did not learn: the final
+test accuracy is no better than always predicting the test set's most frequent class. A run can
+be both. Failed: the run raised an error.</p>
 </section>
 {published_section}<section id="comparisons"><h2>Comparisons</h2>
 {_comparisons_html(comparisons)}
@@ -502,7 +558,7 @@ excludes zero and the t-test gives p &lt; 0.05; otherwise “no detectable diffe
 <section id="plots"><h2>Plots</h2>
 {figures}
 </section>
-<section id="problems"><h2>Diverged and failed runs</h2>
+<section id="problems"><h2>Runs that diverged, did not learn or failed</h2>
 {_problems_html(summaries)}
 </section>
 <section id="settings"><h2>Settings</h2>

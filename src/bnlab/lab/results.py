@@ -10,13 +10,17 @@
      "variants": [base variant names, file order],
      "seeds": [int],
      "runs": [RunResult],          # completed and failed runs of the current config
+     "outcomes": [per variant and grid point: runs, completed, diverged, non_finite,
+                  did_not_learn, unknown, diverged_seeds, did_not_learn_seeds],
      "versions": {"bnlab", "torch", "numpy", "python"},
      "created": "2025-01-01T12:00:00+00:00"}
 
 A RunResult is ``{"experiment", "variant" (base name), "seed", "status"
 ("completed"|"failed"), "history" (History dict | null), "seconds", "error"
-(traceback | null), "grid" ({axis: value}, {} without a grid)}``. Non-finite numbers
-are written as null. The file is rebuilt from the store (`bnlab report DIR` does it
+(traceback | null), "grid" ({axis: value}, {} without a grid)}``. ``outcomes`` counts the
+runs that diverged (non-finite loss, or a loss that blew up) and that did not learn (final
+test accuracy no better than chance), by the rules of :mod:`bnlab.lab.outcomes`; files
+written before it existed lack it. Non-finite numbers are written as null. The file is rebuilt from the store (`bnlab report DIR` does it
 too), written to a temporary file and renamed into place, so a reader never sees a
 half-written file.
 """
@@ -34,6 +38,8 @@ from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
+
+from bnlab.lab.outcomes import outcome_table
 
 __all__ = [
     "RESULTS_FILE",
@@ -240,6 +246,7 @@ def build_results(out_dir: str | Path) -> dict[str, Any]:
         "variants": list(dict.fromkeys(v["base"] for v in resolved["variants"])),
         "seeds": list(resolved["seeds"]),
         "runs": runs,
+        "outcomes": outcome_table(runs),
         "versions": versions(),
         "created": now_iso(),
     }

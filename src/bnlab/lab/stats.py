@@ -33,10 +33,12 @@ Between two groups A and B (the difference is always ``A − B``):
 A conclusion is worded only when the bootstrap interval excludes zero *and* the t-test gives
 ``p < 0.05``; otherwise the sentence says "no detectable difference at N seeds".
 
-Runs that diverged (``diverged`` true or a null final metric) and runs that failed are counted
-and reported. A metric's statistics use every run whose value is a finite number — a diverged
-run that still reports a finite accuracy contributes it (that is what the model achieved);
-a null value is listed as missing for that metric.
+Runs that diverged (a non-finite loss, or a training loss that ended above twice its initial
+value), runs that did not learn (final test accuracy no better than always predicting the most
+frequent class) and runs that failed are counted and reported; the rules are in
+:mod:`bnlab.lab.outcomes`. A metric's statistics use every run whose value is a finite number —
+a diverged run that still reports a finite accuracy contributes it (that is what the model
+achieved); a null value is listed as missing for that metric.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from typing import Any, Literal
 
 import numpy as np
 from scipy import stats as _scipy_stats
+
+from bnlab.lab.outcomes import RunOutcome, run_outcome
 
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
@@ -72,6 +76,7 @@ __all__ = [
     "fmt_p",
     "group_label",
     "group_runs",
+    "plan_words",
     "report_comparisons",
     "summarize",
     "t_interval",
@@ -89,7 +94,6 @@ SUPPORTED_SCHEMA_VERSIONS = (1,)
 Unit = Literal["epochs", "steps"]
 GridPoint = tuple[tuple[str, Any], ...]
 
-_FINAL_KEYS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy")
 _HISTORY_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_accuracy_train_mode")
 
 
@@ -336,14 +340,47 @@ def group_label(variant: str, grid: GridPoint) -> str:
     return f"{variant} [{', '.join(f'{k}={v}' for k, v in grid)}]"
 
 
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def plan_words(groups: Sequence[tuple[str, Mapping[str, Any]]], seeds: int) -> str:
+    """How many runs a study has, in words, from its ``(variant, grid values)`` groups.
+
+    The count is ``Σ over variants of (its grid points) × seeds``. Examples::
+
+        "3 variants × 10 seeds = 30 runs"                          (no grid)
+        "2 variants × 4 grid points × 5 seeds = 40 runs"           (every variant on the grid)
+        "3 variants, 9 variant/grid-point pairs × 5 seeds = 45 runs"
+                                     (a variant that uses no grid axis runs at one point only)
+
+    ``groups`` lists each variant once per grid point, e.g. ``[(v.base, v.grid) for v in
+    experiment.variants]`` or the resolved experiment's ``variants`` entries.
+    """
+    points: dict[str, int] = {}
+    for variant, _ in groups:
+        points[variant] = points.get(variant, 0) + 1
+    pairs = sum(points.values())
+    runs = f"{_plural(seeds, 'seed')} = {_plural(pairs * seeds, 'run')}"
+    variants = _plural(len(points), "variant")
+    if not any(grid for _, grid in groups):
+        return f"{variants} × {runs}"
+    if len(set(points.values())) == 1:
+        return f"{variants} × {_plural(pairs // len(points), 'grid point')} × {runs}"
+    return f"{variants}, {pairs} variant/grid-point pairs × {runs}"
+
+
 @dataclass(frozen=True)
 class VariantSummary:
     """Everything the table and the report say about one variant (at one grid point).
 
-    ``seeds`` lists every seed with a run record. ``completed``/``failed`` count run statuses;
-    ``diverged_seeds`` are completed runs whose history says ``diverged`` or whose final metrics
-    hold a null. ``errors`` keeps the last line of each failed run's error (the exception), by
-    seed. ``test_accuracy_train_mode`` is the last epoch's test accuracy with BN in training
+    ``seeds`` lists every seed with a run record. ``completed``/``failed`` count run statuses.
+    ``outcomes`` holds ``(seed, RunOutcome)`` for each completed run; from them come
+    ``diverged_seeds`` (non-finite loss, or a loss that ended above twice its initial value),
+    ``did_not_learn_seeds`` (final test accuracy no better than chance) and the seeds whose
+    verdict is unknown because the record predates ``initial_loss``/``chance_accuracy``
+    (:mod:`bnlab.lab.outcomes`). ``errors`` keeps the last line of each failed run's error (the
+    exception), by seed. ``test_accuracy_train_mode`` is the last epoch's test accuracy with BN in training
     mode (batch statistics); it has no values for models without BN. Its gap to
     ``test_accuracy`` (inference mode, moving statistics) measures stale moving statistics.
     """
@@ -353,7 +390,7 @@ class VariantSummary:
     seeds: tuple[int, ...]
     completed: int
     failed_seeds: tuple[int, ...]
-    diverged_seeds: tuple[int, ...]
+    outcomes: tuple[tuple[int, RunOutcome], ...]
     train_accuracy: MetricSummary
     test_accuracy: MetricSummary
     train_loss: MetricSummary
@@ -372,8 +409,34 @@ class VariantSummary:
         return len(self.failed_seeds)
 
     @property
+    def diverged_seeds(self) -> tuple[int, ...]:
+        return tuple(seed for seed, o in self.outcomes if o.diverged)
+
+    @property
+    def did_not_learn_seeds(self) -> tuple[int, ...]:
+        return tuple(seed for seed, o in self.outcomes if o.did_not_learn)
+
+    @property
+    def diverged_unknown_seeds(self) -> tuple[int, ...]:
+        """Completed runs whose record cannot show a blow-up (no ``initial_loss``)."""
+        return tuple(seed for seed, o in self.outcomes if o.diverged is None)
+
+    @property
+    def did_not_learn_unknown_seeds(self) -> tuple[int, ...]:
+        """Completed runs whose record cannot show learning (no ``chance_accuracy``)."""
+        return tuple(seed for seed, o in self.outcomes if o.did_not_learn is None)
+
+    @property
     def diverged(self) -> int:
         return len(self.diverged_seeds)
+
+    @property
+    def did_not_learn(self) -> int:
+        return len(self.did_not_learn_seeds)
+
+    def outcome(self, seed: int) -> RunOutcome | None:
+        """The verdicts of a completed run; None for a failed or unknown seed."""
+        return dict(self.outcomes).get(seed)
 
     def quantity(self, name: str) -> MetricSummary | ThresholdSummary:
         """The summary behind a ``QUANTITIES`` name, e.g. ``"test_accuracy"``."""
@@ -464,13 +527,6 @@ def group_runs(
     return {key: groups[key] for key in ordered}
 
 
-def _is_diverged(history: Mapping[str, Any]) -> bool:
-    if history.get("diverged"):
-        return True
-    final = history.get("final") or {}
-    return any(_finite_or_none(final.get(k)) is None for k in _FINAL_KEYS)
-
-
 def _last_train_mode(histories: Mapping[int, Mapping[str, Any]]) -> dict[int, float | None]:
     """Last epoch's test accuracy with BN in training mode, for seeds whose model has BN."""
     out: dict[int, float | None] = {}
@@ -525,7 +581,7 @@ def summarize(
                 seeds=tuple(sorted(by_seed)),
                 completed=len(histories),
                 failed_seeds=tuple(failed),
-                diverged_seeds=tuple(s for s in sorted(histories) if _is_diverged(histories[s])),
+                outcomes=tuple((s, run_outcome(histories[s])) for s in sorted(histories)),
                 train_accuracy=describe(finals("train_accuracy"), name="train_accuracy"),
                 test_accuracy=describe(finals("test_accuracy"), name="test_accuracy"),
                 train_loss=describe(finals("train_loss"), name="train_loss"),

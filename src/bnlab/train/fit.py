@@ -58,7 +58,7 @@ from bnlab.train.evaluation import (
 )
 from bnlab.train.history import EvalRecord, FinalMetrics, History
 from bnlab.train.losses import LossFn, get_loss
-from bnlab.train.metrics import correct_count
+from bnlab.train.metrics import chance_accuracy, correct_count
 from bnlab.train.optimizers import get_optimizer
 from bnlab.train.probes import ProbeRecorder
 from bnlab.train.progress import TrainProgress
@@ -171,7 +171,11 @@ def fit(
     - ``evals``: the validation numbers every ``config.eval_every_steps`` steps and at
       every epoch end; ``epoch = step / steps_per_epoch``;
     - ``probes``: see :class:`ProbeSpec`;
-    - ``final``: train and test sets in inference mode after the last epoch.
+    - ``final``: train and test sets in inference mode after the last epoch;
+    - ``initial_loss``: the first batch's loss before the first update (the start a later
+      blow-up of the loss is measured against);
+    - ``chance_accuracy``: the test accuracy of always predicting the test set's most
+      frequent class (:func:`bnlab.train.metrics.chance_accuracy`).
 
     Divergence: when the training loss becomes non-finite (checked at every evaluation),
     training stops, ``diverged`` is True, and the epoch in progress and everything after
@@ -237,7 +241,7 @@ class _Run:
             )
         self.y_train = targets_tensor(data.y_train, len(self.x_train), "fit: data.y_train", dtype, self.device)
         self.y_test = targets_tensor(data.y_test, len(self.x_test), "fit: data.y_test", dtype, self.device)
-        self._dry_run()
+        self.chance_accuracy = chance_accuracy(self.y_test, self._dry_run())
 
         self.bn_layers = batch_norm_layers(model)  # looked up once: the step is the hot path
         self.has_bn = bool(self.bn_layers)
@@ -252,14 +256,18 @@ class _Run:
 
         self.step = 0
         self.diverged = False
+        self.initial_loss: torch.Tensor | None = None
         self.epochs: dict[str, list[float]] = {
             k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "val_accuracy_train_mode")
         }
         self.evals: list[EvalRecord] = []
 
-    def _dry_run(self) -> None:
+    def _dry_run(self) -> int:
         """One inference-mode forward: builds lazily-shaped layers (so the optimizer sees
-        every parameter) without touching moving statistics, and checks the output."""
+        every parameter) without touching moving statistics, and checks the output.
+
+        Returns the number of output units K of the model's (N, K) output.
+        """
         bs = min(self.config.batch_size, len(self.x_train))
         modes = [(m, m.training) for m in self.model.modules()]
         self.model.eval()
@@ -289,6 +297,7 @@ class _Run:
                 f"{int(y.max())}; end the model with Dense(num_classes, softmax) and a categorical loss"
             )
         self.loss_fn(y, out)  # raises a one-line ValueError when targets and outputs do not fit
+        return int(out.shape[1])
 
     # ------------------------------------------------------------------ loop
     def train(self, *, progress: bool, on_epoch_end: EpochCallback | None) -> History:
@@ -335,6 +344,8 @@ class _Run:
             final=final,
             diverged=self.diverged,
             steps_per_epoch=self.steps_per_epoch,
+            initial_loss=NAN if self.initial_loss is None else float(self.initial_loss),
+            chance_accuracy=self.chance_accuracy,
         )
 
     def _epoch(self, recorder: ProbeRecorder | None, bar: TrainProgress) -> dict[str, float | None]:
@@ -395,6 +406,8 @@ class _Run:
         reg = regularization_loss(self.bn_layers)
         if reg is not None:
             loss = loss + reg
+        if self.initial_loss is None:
+            self.initial_loss = loss.detach()
         for p in self.params:
             p.grad = None
         loss.backward()

@@ -11,9 +11,12 @@ non-finite numbers become ``None``, i.e. ``null`` in JSON)::
                                           "values": [[float, ...], ...]}},
      "final": {"train_loss": float, "train_accuracy": float,
                "test_loss": float, "test_accuracy": float},
-     "diverged": bool, "steps_per_epoch": int}
+     "diverged": bool, "steps_per_epoch": int,
+     "initial_loss": float, "chance_accuracy": float}
 
-``History.from_dict`` reads it back (``None`` -> NaN) and rejects missing or unknown keys.
+``History.from_dict`` reads it back (``None`` -> NaN) and rejects unknown keys and missing
+ones, except ``initial_loss`` and ``chance_accuracy``: records written before they existed
+read as NaN (unknown).
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from typing import Any
 __all__ = ["EvalRecord", "FinalMetrics", "History", "ProbeTrace"]
 
 NAN = float("nan")
+
+#: Keys added after the first records were written; a record without them reads them as null.
+_OPTIONAL: dict[str, None] = {"initial_loss": None, "chance_accuracy": None}
 
 
 def _out(x: float) -> float | None:
@@ -131,8 +137,16 @@ class History:
         evals: evaluations every ``eval_every_steps`` steps and at each epoch end.
         probes: ``"<layer>.<where>"`` -> :class:`ProbeTrace`.
         final: :class:`FinalMetrics` in inference mode after the last epoch.
-        diverged: the training loss became non-finite; every later number is NaN.
+        diverged: the training loss became non-finite; every later number is NaN. (The lab
+            also counts a run whose loss blew up without becoming non-finite as diverged:
+            :mod:`bnlab.lab.outcomes`.)
         steps_per_epoch: optimizer steps per epoch.
+        initial_loss: the training loss of the first batch before any update (training mode,
+            regularization included, like ``loss``): the starting point a blow-up is measured
+            from. NaN when unknown (older records) or non-finite.
+        chance_accuracy: accuracy on the test set of always predicting its most frequent
+            class (:func:`bnlab.train.metrics.chance_accuracy`); a final test accuracy at or
+            below it means the model learned nothing. NaN when unknown (older records).
     """
 
     loss: tuple[float, ...]
@@ -145,6 +159,8 @@ class History:
     final: FinalMetrics
     diverged: bool
     steps_per_epoch: int
+    initial_loss: float = NAN
+    chance_accuracy: float = NAN
 
     @property
     def epochs(self) -> int:
@@ -170,6 +186,8 @@ class History:
             "final": self.final.to_dict(),
             "diverged": self.diverged,
             "steps_per_epoch": self.steps_per_epoch,
+            "initial_loss": _out(self.initial_loss),
+            "chance_accuracy": _out(self.chance_accuracy),
         }
 
     @classmethod
@@ -180,7 +198,9 @@ class History:
             ValueError / TypeError: a missing or unknown key, or a value of the wrong type.
         """
         top = _require_keys(
-            raw, ["epochs", "evals", "probes", "final", "diverged", "steps_per_epoch"], "the history"
+            {**_OPTIONAL, **raw} if isinstance(raw, Mapping) else raw,
+            ["epochs", "evals", "probes", "final", "diverged", "steps_per_epoch", *_OPTIONAL],
+            "the history",
         )
         ep = _require_keys(
             top["epochs"],
@@ -240,4 +260,6 @@ class History:
             ),
             diverged=top["diverged"],
             steps_per_epoch=int(top["steps_per_epoch"]),
+            initial_loss=_in(top["initial_loss"], "initial_loss"),
+            chance_accuracy=_in(top["chance_accuracy"], "chance_accuracy"),
         )

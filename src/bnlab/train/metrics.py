@@ -7,13 +7,23 @@
 
 Targets are class ids ``(N,)`` or targets shaped like the predictions (one-hot rows are
 reduced with argmax; a (N, 1) column is read as 0/1).
+
+``chance_accuracy`` is the bar a model must clear to have learned anything from its inputs:
+the accuracy of always predicting the most frequent class.
 """
 
 from __future__ import annotations
 
 import torch
 
-__all__ = ["correct_count"]
+__all__ = ["chance_accuracy", "correct_count"]
+
+
+def _labels(y_true: torch.Tensor, outputs: int) -> torch.Tensor:
+    """The class ids accuracy compares predictions with (see the module docstring)."""
+    if outputs == 1:
+        return y_true.reshape(-1)
+    return y_true.argmax(dim=1) if y_true.ndim == 2 else y_true
 
 
 def correct_count(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
@@ -28,15 +38,35 @@ def correct_count(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
     """
     if y_pred.ndim != 2:
         raise ValueError(f"accuracy expects predictions of shape (N, K); got {tuple(y_pred.shape)}")
-    if y_pred.shape[1] == 1:
-        predicted = (y_pred[:, 0] > 0.5).long()
-        labels = y_true.reshape(-1)
-    else:
-        predicted = y_pred.argmax(dim=1)
-        labels = y_true.argmax(dim=1) if y_true.ndim == 2 else y_true
+    predicted = (y_pred[:, 0] > 0.5).long() if y_pred.shape[1] == 1 else y_pred.argmax(dim=1)
+    labels = _labels(y_true, y_pred.shape[1])
     if labels.shape != predicted.shape:
         raise ValueError(
             f"accuracy: targets of shape {tuple(y_true.shape)} do not fit predictions of "
             f"shape {tuple(y_pred.shape)}; pass class ids (N,)"
         )
     return (predicted == labels.long()).sum()
+
+
+def chance_accuracy(y_true: torch.Tensor, outputs: int) -> float:
+    """Accuracy of always predicting the most frequent class of ``y_true``: ``max_c n_c / N``.
+
+    ``n_c`` counts the samples labelled ``c`` among the classes a model with ``outputs``
+    units can predict (0/1 for one sigmoid unit, ``0..outputs-1`` otherwise), read from the
+    targets as :func:`correct_count` reads them. No model that ignores its input does better
+    on these targets, so a final accuracy at or below it means the model learned nothing.
+
+    Example: labels ``[0, 1, 1, 2]`` and 3 outputs give 0.5.
+
+    Raises:
+        ValueError: ``outputs`` < 1 or no targets.
+    """
+    if outputs < 1 or len(y_true) == 0:
+        raise ValueError(
+            f"chance_accuracy needs outputs >= 1 and at least one target; got outputs={outputs}, "
+            f"{len(y_true)} targets"
+        )
+    labels = _labels(y_true, outputs).long()
+    classes = max(outputs, 2)
+    counts = torch.bincount(labels[(labels >= 0) & (labels < classes)], minlength=classes)
+    return int(counts.max()) / len(labels)
