@@ -199,16 +199,14 @@ def _seed_range(seeds: Sequence[int]) -> str:
     return ", ".join(map(str, seeds))
 
 
-def _run_count(experiment: Any, total: int) -> str:
-    """``"2 variants × 4 grid points × 5 seeds = 40 runs"`` (no grid factor without a grid)."""
-    bases = len(dict.fromkeys(v.base for v in experiment.variants))
-    points = len({tuple(sorted(v.grid.items())) for v in experiment.variants if v.grid})
-    grid = f" × {points} grid points" if points else ""
-    plural = "s" if bases != 1 else ""
-    return f"{bases} variant{plural}{grid} × {len(experiment.seeds)} seeds = {total} runs"
-
-
 # --------------------------------------------------------------------------- run
+
+
+def _plan(experiment: Any) -> str:
+    """``"2 variants × 4 grid points × 5 seeds = 40 runs"``."""
+    from bnlab.lab.stats import plan_words
+
+    return plan_words([(v.base, v.grid) for v in experiment.variants], len(experiment.seeds))
 
 
 class _Progress:
@@ -242,9 +240,7 @@ class _Progress:
         todo = total - reused
         reused_text = f", {reused} reused from the store" if reused else ""
         if not self.quiet:
-            print(
-                f"{experiment.name}: {_run_count(experiment, total)}{reused_text}", file=self.stream
-            )
+            print(f"{experiment.name}: {_plan(experiment)}{reused_text}", file=self.stream)
         if self.enabled and todo:
             from rich.console import Console
             from rich.progress import (
@@ -348,8 +344,8 @@ def _fmt(x: float, digits: int = 3) -> str:
 def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
     """The per-variant table, then the experiment's comparisons in words.
 
-    Columns: variant, one column per grid axis, runs (completed/total, with failed and
-    diverged counts), train accuracy mean ± std, test accuracy mean [95% CI], test accuracy
+    Columns: variant, one column per grid axis, runs (completed/total, and failed ones),
+    diverged and at-chance runs (only when there are any; see ``bnlab.lab.outcomes``), train accuracy mean ± std, test accuracy mean [95% CI], test accuracy
     with BN in training mode (only when a variant has BN: its gap to the test accuracy is
     the lag of the moving statistics), time to the threshold (median, seeds that never
     reached it), seconds per run. Labels are printed as text, never as console markup.
@@ -366,6 +362,7 @@ def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
     unit = summaries[0].time_to_threshold.unit if summaries else "epochs"
     axes = list(dict.fromkeys(axis for s in summaries for axis, _ in s.grid))
     batch_stats = any(s.test_accuracy_train_mode.n for s in summaries)
+    outcomes = any(s.diverged or s.did_not_learn for s in summaries)
     table = Table(
         title=f"{results['experiment']['name']}: {len(results['seeds'])} seeds",
         box=box.SIMPLE_HEAD,
@@ -376,6 +373,9 @@ def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
     for axis in axes:
         table.add_column(axis.replace("_", "_\n"), no_wrap=True)
     table.add_column("runs", justify="right", no_wrap=True)
+    if outcomes:
+        table.add_column("di-\nverged", justify="right", no_wrap=True)
+        table.add_column("at\nchance", justify="right", no_wrap=True)
     table.add_column("train acc\nmean±std", justify="right", no_wrap=True)
     table.add_column("test acc\nmean [95% CI]", justify="right", no_wrap=True)
     if batch_stats:
@@ -396,8 +396,9 @@ def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
         median = "never" if math.isinf(tt.median) else _fmt(tt.median, 1)
         runs = f"{s.completed}/{len(s.seeds)}"
         runs += f" ({s.failed} failed)" if s.failed else ""
-        runs += f" ({s.diverged} div.)" if s.diverged else ""
         cells = [s.variant, *(str(grid.get(axis, "")) for axis in axes), runs]
+        if outcomes:
+            cells += [f"{s.diverged}/{s.completed}", f"{s.did_not_learn}/{s.completed}"]
         spread = f"±{_fmt(tr.std)}" if tr.n >= 2 else ""
         cells += [f"{_fmt(tr.mean)}{spread}", f"{_fmt(te.mean)}{ci}"]
         if batch_stats:

@@ -25,6 +25,7 @@ from bnlab.cli import main
 from bnlab.data import DatasetError, load_dataset
 from bnlab.lab import list_experiments, load_experiment, read_results
 from bnlab.models import build_model, summary
+from bnlab.models.spec import layer_names
 
 STUDIES = (
     "lr_range",
@@ -160,18 +161,50 @@ def test_lr_range_is_a_log_grid_from_1e4_to_1() -> None:
     assert by_name["mlp[learning_rate=1.0]"].data["flatten"] is True
 
 
+def _hidden_steps(layers) -> list[str]:
+    """The hidden layers as steps, Dense(activation) written as Dense + its activation."""
+    steps = []
+    for spec in layers[:-1]:  # the last Dense is the classifier
+        if spec.type == "Dense":
+            steps.append("Dense")
+            act = spec.args.get("activation", "linear")
+            if act != "linear":
+                steps.append(act)
+        elif spec.type == "Activation":
+            steps.append(spec.args["activation"])
+        else:
+            steps.append(spec.type)
+    return steps
+
+
 def test_placement_puts_bn_before_and_after_the_activation() -> None:
-    for name in ("placement", "placement_mnist"):
+    for name, hidden in (("placement", 1), ("placement_mnist", 3)):
         exp = load_experiment(name)
         by_name = {v.name: v for v in exp.variants}
         for act in ("relu", "sigmoid"):
-            after = [s.type for s in by_name[f"bn_after[activation={act}]"].layers]
-            before = by_name[f"bn_before[activation={act}]"].layers
-            assert after[:2] == ["Dense", "BatchNormalization"]
-            assert [s.type for s in before[:3]] == ["Dense", "BatchNormalization", "Activation"]
-            assert before[0].args["activation"] == "linear"
-            assert before[2].args["activation"] == act
-            assert by_name[f"no_bn[activation={act}]"].layers[0].args["activation"] == act
+            bn = "BatchNormalization"
+            no_bn = _hidden_steps(by_name[f"no_bn[activation={act}]"].layers)
+            after = _hidden_steps(by_name[f"bn_after[activation={act}]"].layers)
+            before = _hidden_steps(by_name[f"bn_before[activation={act}]"].layers)
+            assert no_bn == ["Dense", act] * hidden, name
+            assert after == ["Dense", act, bn] * hidden, name
+            assert before == ["Dense", bn, act] * hidden, name
+
+
+def test_placement_mnist_probes_the_last_hidden_activation_input() -> None:
+    """The BN paper's Figure 1: percentiles of the last hidden sigmoid's input in every variant."""
+    exp = load_experiment("placement_mnist")
+    for variant in exp.variants:
+        (probe,) = variant.train["probes"]
+        assert (probe["layer"], probe["where"], probe["percentiles"]) == (
+            "activation_2",
+            "input",
+            [15, 50, 85],
+        )
+        names = layer_names(variant.layers)
+        last = names.index("activation_2")
+        assert variant.layers[last].type == "Activation"
+        assert names.index("dense_2") < last and names.index("dense_3") > last
 
 
 # --------------------------------------------------------------------------- bnlab show
