@@ -205,7 +205,8 @@ def test_grid_table_has_a_column_per_axis_and_compares_the_declared_pairs(
     assert "—" in rows[("base", "0.05")] and "—" not in rows[("bn", "0.05")]
     bullets = [x for x in printed.out.splitlines() if x.startswith("• ")]
     assert len(bullets) == 4  # bn vs base at each learning rate, accuracy and time
-    assert all("bn [lr=" in b for b in bullets)
+    assert sorted(b.split(":")[0] for b in bullets) == ["• at lr=0.05"] * 2 + ["• at lr=0.5"] * 2
+    assert all(" bn " in b and "base" in b and "[" not in b.split("95% CI")[0] for b in bullets)
 
 
 def test_set_overrides_a_setting(

@@ -378,8 +378,11 @@ def test_report_of_a_grid_with_probes_embeds_the_heat_map_and_probe_plots(tmp_pa
     assert {p.name for p in tmp_path.glob("*.png")} == {"curves.png", "grid.png", "probes.png"}
     labels = [row[0] for row in page.tables[0][1:]]
     assert labels[0] == "baseline [learning_rate=0.01, activation=relu]" and len(labels) == 4
-    statements = [i for i in page.items if "sooner than baseline [learning_rate=" in i]
-    assert len(statements) == 2  # one per grid point
+    statements = [i for i in page.items if "sooner than baseline" in i]
+    assert len(statements) == 2  # one per grid point, which each names once
+    assert all(
+        i.startswith("at learning_rate=") and i.count("learning_rate=") == 1 for i in statements
+    )
 
 
 def test_report_places_the_published_single_runs_among_our_seeds(built, tmp_path):

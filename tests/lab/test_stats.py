@@ -132,7 +132,9 @@ def test_plan_words_count_variants_grid_points_and_seeds():
     assert stats.plan_words([("a", {})], 1) == "1 variant × 1 seed = 1 run"
     # a reference that uses no grid axis runs at one point: 4 + 4 + 1 pairs
     mixed = [(v, g) for v in ("bn", "ghost") for g in lr[:4]] + [("no_bn", {})]
-    assert stats.plan_words(mixed, 5) == "3 variants, 9 variant/grid-point pairs × 5 seeds = 45 runs"
+    assert (
+        stats.plan_words(mixed, 5) == "3 variants, 9 variant/grid-point pairs × 5 seeds = 45 runs"
+    )
 
 
 # ----------------------------------------------------------------- one sample
@@ -336,12 +338,13 @@ def test_compare_pairs_by_seed_and_words_a_conclusion_only_when_the_ci_excludes_
     assert c.test.paired and c.test.difference == pytest.approx(d.mean())
     assert c.test.p_value == pytest.approx(ref.pvalue, rel=1e-10)
     assert c.detected
-    boot = c.test.ci
+    ci = ref.confidence_interval(0.95)  # the paired t-test's own interval of the mean difference
+    assert (c.test.t_ci.low, c.test.t_ci.high) == pytest.approx((ci.low, ci.high), rel=1e-10)
     assert c.sentence() == (
         f"fast reaches 80% test accuracy 9 epochs sooner than baseline (95% CI "
-        f"{stats.fmt_number(-boot.high)}–{stats.fmt_number(-boot.low)}, paired t-test p<0.001, 5 seeds)"
+        f"{stats.fmt_number(-ci.high)}–{stats.fmt_number(-ci.low)}, paired t-test p<0.001, 5 seeds)"
     )
-    assert 8.0 <= -boot.high <= -boot.low <= 10.0
+    assert 8.0 <= -ci.high <= -ci.low <= 10.0
 
     acc = stats.compare(fast, base, quantity="test_accuracy")
     ref = sps.ttest_rel(FAST_TEST, BASE_TEST)  # differences .01 0 .02 .01 .01
@@ -362,13 +365,31 @@ def test_compare_says_no_detectable_difference_when_the_ci_contains_zero():
             runs.append(run(name, seed, h))
     a, b = stats.summarize(results(runs, ["a", "b"], [0, 1, 2, 3]))
     c = stats.compare(b, a)
-    assert not c.detected and c.test.ci.low < 0 < c.test.ci.high
+    assert not c.detected and c.test.t_ci.low < 0 < c.test.t_ci.high
     ref = sps.ttest_rel([0.82, 0.81, 0.83, 0.82], [0.80, 0.84, 0.82, 0.83])
+    ci = ref.confidence_interval(0.95)
     assert c.sentence() == (
         "no detectable difference in final test accuracy between b and a at 4 seeds "
-        f"(b − a = -0.25 percentage points, 95% CI {stats.fmt_number(c.test.ci.low * 100)} to "
-        f"{stats.fmt_number(c.test.ci.high * 100)}, paired t-test p={ref.pvalue:.3g})"
+        f"(b − a = -0.25 percentage points, 95% CI {stats.fmt_number(ci.low * 100)} to "
+        f"{stats.fmt_number(ci.high * 100)}, paired t-test p={ref.pvalue:.3g})"
     )
+
+
+def test_a_difference_is_stated_exactly_when_its_t_interval_excludes_zero():
+    """A mean difference of +2.4 points with one contrary seed: p > 0.05, so no conclusion."""
+    diffs = [0.10, 0.12, 0.09, 0.11, -0.30]
+    runs = []
+    for seed, d in enumerate(diffs):
+        for name, t in (("a", 0.5 + d), ("b", 0.5)):
+            h = history(step_curve(5))
+            h["final"]["test_accuracy"] = t
+            runs.append(run(name, seed, h))
+    a, b = stats.summarize(results(runs, ["a", "b"], list(range(5))))
+    c = stats.compare(a, b)
+    ref = sps.ttest_rel([0.5 + d for d in diffs], [0.5] * 5)
+    assert ref.pvalue > 0.05 and c.test.p_value == pytest.approx(ref.pvalue, rel=1e-10)
+    assert not c.detected and c.sentence().startswith("no detectable difference")
+    assert "bootstrap" not in c.sentence()
 
 
 def test_compare_uses_welch_when_seeds_differ_and_notes_never_and_nulls():
@@ -420,12 +441,8 @@ def test_compare_all_compares_each_variant_with_the_reference_at_each_grid_point
         "bn [learning_rate=0.01, activation=relu]",
     ]
     comps = stats.compare_all(summaries)
-    assert [(c.a, c.b, c.quantity) for c in comps] == [
-        (
-            f"bn [learning_rate={lr}, activation=relu]",
-            f"no_bn [learning_rate={lr}, activation=relu]",
-            q,
-        )
+    assert [(c.at, c.a, c.b, c.quantity) for c in comps] == [
+        (f"learning_rate={lr}, activation=relu", "bn", "no_bn", q)
         for lr in (0.1, 0.01)
         for q in ("test_accuracy", "time_to_threshold")
     ]
@@ -433,7 +450,7 @@ def test_compare_all_compares_each_variant_with_the_reference_at_each_grid_point
         comps[1]
         .sentence()
         .startswith(
-            "bn [learning_rate=0.1, activation=relu] reaches 80% test accuracy 3 epochs sooner"
+            "at learning_rate=0.1, activation=relu: bn reaches 80% test accuracy 3 epochs sooner"
         )
     )
     with pytest.raises(ValueError, match=r"'base'.*no_bn, bn"):
@@ -487,17 +504,17 @@ def test_compare_all_with_explicit_pairs_and_a_reference_without_grid():
             runs.append(run("other", s, history(step_curve(4)), grid={"learning_rate": lr}))
     summaries = stats.summarize(results(runs, ["ref", "bn", "other"], [0, 1, 2]))
     comps = stats.compare_all(summaries, quantities=("time_to_threshold",))
-    assert [(c.a, c.b) for c in comps] == [
-        ("bn [learning_rate=0.1]", "ref"),
-        ("bn [learning_rate=0.01]", "ref"),
-        ("other [learning_rate=0.1]", "ref"),
-        ("other [learning_rate=0.01]", "ref"),
+    assert [(c.at, c.a, c.b) for c in comps] == [
+        ("learning_rate=0.1", "bn", "ref"),
+        ("learning_rate=0.01", "bn", "ref"),
+        ("learning_rate=0.1", "other", "ref"),
+        ("learning_rate=0.01", "other", "ref"),
     ]
     assert [c.test.difference for c in comps] == [-4.0, -4.0, -2.0, -2.0]
     pairs = stats.compare_all(summaries, pairs=[("bn", "other")], quantities=("time_to_threshold",))
-    assert [(c.a, c.b, c.test.difference) for c in pairs] == [
-        ("bn [learning_rate=0.1]", "other [learning_rate=0.1]", -2.0),
-        ("bn [learning_rate=0.01]", "other [learning_rate=0.01]", -2.0),
+    assert [(c.at, c.a, c.b, c.test.difference) for c in pairs] == [
+        ("learning_rate=0.1", "bn", "other", -2.0),
+        ("learning_rate=0.01", "bn", "other", -2.0),
     ]
     with pytest.raises(ValueError, match=r"variant 'nope'.*choose from: ref, bn, other"):
         stats.compare_all(summaries, pairs=[("bn", "nope")])

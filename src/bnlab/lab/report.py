@@ -10,8 +10,8 @@ the results is escaped with ``html.escape``.
 The report holds: the experiment's name, description and settings (seeds, grid, data,
 training configuration, each variant's layers), the per-variant table, the published single
 runs placed among our seeds when the experiment gives them (``bnlab.lab.published``), the
-comparison statements of ``bnlab.lab.stats`` (a conclusion is worded only when its 95% CI excludes zero
-and the t-test agrees), the plots, runs that diverged, did not learn or failed (rules in
+comparison statements of ``bnlab.lab.stats`` (a conclusion is worded only when the 95% t-interval
+of the difference excludes zero), the plots, runs that diverged, did not learn or failed (rules in
 ``bnlab.lab.outcomes``), per-seed numbers, and the library versions and times.
 
 ``table_rows`` / ``format_table`` give the same per-variant table as text (aligned columns or
@@ -552,8 +552,9 @@ be both. Failed: the run raised an error.</p>
 {_comparisons_html(comparisons)}
 <p class="note">Differences are the first variant minus the second, at equal grid points. Paired
 by seed (paired t-test) when both variants ran the same seeds — runs with equal seeds share the
-data order — and Welch's t-test otherwise. A difference is stated only when its 95% bootstrap CI
-excludes zero and the t-test gives p &lt; 0.05; otherwise “no detectable difference”.</p>
+data order — and Welch's t-test otherwise. Each difference comes with the test's 95% confidence
+interval; it is stated only when that interval excludes zero (p &lt; 0.05), otherwise the
+statement is “no detectable difference”.</p>
 </section>
 <section id="plots"><h2>Plots</h2>
 {figures}

@@ -15,7 +15,7 @@ Per group, for one number per seed ``x_1..x_n`` (final test accuracy, say):
   resample's mean, and report the 2.5th and 97.5th percentiles (numpy's linear interpolation);
 * the t-interval ``x̄ ± t_{0.975, n−1} · s / √n`` next to it. With few seeds the percentile
   bootstrap is too narrow (it behaves like a z-interval with the biased variance), which is why
-  statements about differences also require the t-test to agree (see ``Comparison``);
+  differences are judged by their t-interval (see below);
 * the time to first reach a threshold (``val_accuracy ≥ 0.80`` by default), in epochs or steps.
   Seeds that never reach it count as ``never`` (``math.inf``), they are not dropped: the median
   over seeds is ``never`` when at least half of the seeds never reach it, and the count of
@@ -26,12 +26,14 @@ Between two groups A and B (the difference is always ``A − B``):
 * **paired** when both have runs for the same set of seeds (runs with the same seed share the
   initial weights' generator and the data order): per-seed differences ``d_i = a_i − b_i`` over
   the seeds where both values are finite, paired t-test ``t = d̄ / (s_d / √n)`` with ``n − 1``
-  degrees of freedom, and a bootstrap CI of ``d̄`` resampling seeds;
+  degrees of freedom and the t-interval ``d̄ ± t_{0.975, n−1} · s_d / √n``;
 * **Welch** otherwise: ``t = (ā − b̄) / sqrt(s_a²/n_a + s_b²/n_b)`` with Welch–Satterthwaite
-  degrees of freedom, and a bootstrap CI resampling each group's seeds independently.
+  degrees of freedom and the matching t-interval.
 
-A conclusion is worded only when the bootstrap interval excludes zero *and* the t-test gives
-``p < 0.05``; otherwise the sentence says "no detectable difference at N seeds".
+The sentence gives the difference with that 95% t-interval, and words a conclusion only when
+the interval excludes zero — equivalently, when the t-test gives ``p < 0.05`` — otherwise it
+says "no detectable difference at N seeds". A percentile-bootstrap interval of the difference
+(resampling seeds; each group independently for Welch) is kept in ``DifferenceTest.ci``.
 
 Runs that diverged (a non-finite loss, or a training loss that ended above twice its initial
 value), runs that did not learn (final test accuracy no better than always predicting the most
@@ -630,12 +632,8 @@ class DifferenceTest:
 
     @property
     def detected(self) -> bool:
-        """Bootstrap CI excludes zero and the t-test agrees at the same level."""
-        return (
-            self.estimable
-            and self.ci.excludes(0.0)  # type: ignore[union-attr]
-            and self.p_value < 1.0 - self.ci.level  # type: ignore[union-attr]
-        )
+        """The t-interval excludes zero, i.e. the t-test gives p below 1 − level."""
+        return self.estimable and self.t_ci.excludes(0.0)  # type: ignore[union-attr]
 
 
 def _spread(x: np.ndarray) -> float:
@@ -781,7 +779,9 @@ class Comparison:
     """Group ``a`` against group ``b`` on one quantity; ``test.difference`` is ``a − b``.
 
     ``note`` says which seeds were left out and why (for times to a threshold, seeds where
-    either never reached it; for accuracies, null values).
+    either never reached it; for accuracies, null values). ``at`` names the grid point both
+    groups share (``"learning_rate=0.01, activation=sigmoid"``; "" without a grid): the
+    sentence says it once, and ``a``/``b`` are then the variant names.
     """
 
     a: str
@@ -792,13 +792,17 @@ class Comparison:
     test: DifferenceTest
     note: str = ""
     reach_counts: tuple[tuple[int, int], tuple[int, int]] | None = None  # ((reached, n) a, b)
+    at: str = ""
 
     @property
     def detected(self) -> bool:
         return self.test.detected
 
     def sentence(self) -> str:
-        """The conclusion in words, or "no detectable difference at N seeds"."""
+        """The conclusion in words (after the grid point, if any), or "no detectable difference"."""
+        return f"at {self.at}: {self._conclusion()}" if self.at else self._conclusion()
+
+    def _conclusion(self) -> str:
         q = QUANTITIES[self.quantity]
         t = self.test
         seeds = f"{t.n_a} seeds" if t.paired else f"{t.n_a} and {t.n_b} seeds"
@@ -816,7 +820,7 @@ class Comparison:
                 f"{self.a} vs {self.b}: too few seeds to compare {self.words} "
                 f"({t.n_a} and {t.n_b} values; at least 2 each are needed){note}"
             )
-        ci, scale = t.ci, q.scale
+        ci, scale = t.t_ci, q.scale
         assert ci is not None  # estimable
         if t.detected:
             a_wins = (t.difference > 0) == q.higher_is_better
@@ -839,16 +843,11 @@ class Comparison:
             return f"{claim} ({stats}){note}"
         diff = t.difference * scale
         unit = _unit_words(self.unit, diff)
-        disagree = (
-            "; the bootstrap CI excludes zero but the t-test does not confirm it: more seeds needed"
-            if ci.excludes(0.0)
-            else ""
-        )
         return (
             f"no detectable difference in {self.words} between {self.a} and {self.b} at {seeds} "
             f"({self.a} − {self.b} = {'+' if diff > 0 else ''}{fmt_number(diff)}{unit}, "
             f"95% CI {fmt_number(ci.low * scale)} to {fmt_number(ci.high * scale)}, "
-            f"{t.test} {fmt_p(t.p_value)}){disagree}{note}"
+            f"{t.test} {fmt_p(t.p_value)}){note}"
         )
 
 
@@ -861,6 +860,10 @@ def compare(a: VariantSummary, b: VariantSummary, *, quantity: str = "test_accur
     """
     sa, sb = a.quantity(quantity), b.quantity(quantity)
     paired = set(a.seeds) == set(b.seeds)
+    # At a grid point both share (or against a reference that uses no grid axis), name the
+    # point once and the groups by their variant names.
+    shared = a.grid and b.grid in (a.grid, ())
+    name_a, name_b = (a.variant, b.variant) if shared else (a.label, b.label)
     notes: list[str] = []
     reach_counts = None
     if isinstance(sa, ThresholdSummary):
@@ -871,7 +874,7 @@ def compare(a: VariantSummary, b: VariantSummary, *, quantity: str = "test_accur
         words = threshold_words(sa)
         unit = sa.unit
         if sa.never or sb.never:
-            never = f"never reached it: {a.label} {sa.never}/{sa.n}, {b.label} {sb.never}/{sb.n}"
+            never = f"never reached it: {name_a} {sa.never}/{sa.n}, {name_b} {sb.never}/{sb.n}"
             if paired:
                 used = len(set(va) & set(vb))
                 notes.append(f"{never}; compared on the {used} seeds where both did")
@@ -884,11 +887,12 @@ def compare(a: VariantSummary, b: VariantSummary, *, quantity: str = "test_accur
         unit = QUANTITIES[quantity].unit
         if sa.missing or sb.missing:
             notes.append(
-                f"null values left out: {a.label} {len(sa.missing)}, {b.label} {len(sb.missing)}"
+                f"null values left out: {name_a} {len(sa.missing)}, {name_b} {len(sb.missing)}"
             )
     return Comparison(
-        a=a.label,
-        b=b.label,
+        a=name_a,
+        b=name_b,
+        at=", ".join(f"{k}={v}" for k, v in a.grid) if shared else "",
         quantity=quantity,
         words=words,
         unit=unit,
