@@ -159,6 +159,24 @@ def _test_curve(
     return _per_eval(histories, key) or _per_epoch(histories, key)
 
 
+#: Dash patterns (on, off, in line widths) of the broken line styles.
+_PATTERNS = {"--": (4.0, 4.0), ":": (1.0, 2.0)}
+
+
+def _line_style(style: str, place: tuple[int, int]) -> Any:
+    """``style`` for variant ``k`` of ``n`` (``place``): a broken line starts k/n of a period in.
+
+    Variants whose curves coincide (e.g. two BN momenta train identically, only their moving
+    statistics differ) then show alternating dashes of both colors instead of one hiding the
+    other.
+    """
+    if style not in _PATTERNS:
+        return style
+    k, n = place
+    on, off = _PATTERNS[style]
+    return ((on + off) * k / max(n, 1), (on, off))
+
+
 def _draw(
     ax: Any,
     data: tuple[np.ndarray, np.ndarray] | None,
@@ -167,12 +185,13 @@ def _draw(
     style: str,
     label: str,
     band: bool,
+    place: tuple[int, int] = (0, 1),
 ) -> None:
     if data is None:
         return
     x, matrix = data
     mean, low, high = _spread(matrix)
-    ax.plot(x, mean, color=color, linestyle=style, linewidth=1.6, label=label)
+    ax.plot(x, mean, color=color, linestyle=_line_style(style, place), linewidth=1.6, label=label)
     if band and matrix.shape[0] > 1:
         ax.fill_between(
             x, low, high, color=color, alpha=0.18, linewidth=0, label=f"{label} ({BAND})"
@@ -259,6 +278,7 @@ def curves_figure(results: Mapping[str, Any]) -> Figure:
             if not histories:
                 continue
             color = colors[variant]
+            place = (variants.index(variant), len(variants))
             _draw(
                 ax_acc,
                 _test_curve(histories, "val_accuracy"),
@@ -274,6 +294,7 @@ def curves_figure(results: Mapping[str, Any]) -> Figure:
                 style="--",
                 label=f"{variant}: train accuracy",
                 band=False,
+                place=place,
             )
             train_mode = _test_curve(histories, "val_accuracy_train_mode")
             if train_mode is not None:
@@ -285,6 +306,7 @@ def curves_figure(results: Mapping[str, Any]) -> Figure:
                     style=":",
                     label=f"{variant}: test accuracy, BN in training mode",
                     band=False,
+                    place=place,
                 )
             mark = _as_float((published.get(variant) or {}).get("test_accuracy"))
             if not math.isnan(mark):
@@ -317,6 +339,7 @@ def curves_figure(results: Mapping[str, Any]) -> Figure:
                 style="--",
                 label=f"{variant}: train loss",
                 band=False,
+                place=place,
             )
         for ax, ylabel in ((ax_acc, "accuracy"), (ax_loss, "loss")):
             if not ax.get_lines():
