@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import math
 
+import matplotlib
 import numpy as np
 import pytest
 from matplotlib.colors import to_rgb
@@ -14,6 +15,11 @@ from bnlab.lab import plots, stats
 
 EPOCHS = 6
 SEEDS = (0, 1, 2)
+
+
+def dashes(line) -> list[float]:
+    """A broken line's (on, off) pattern in line widths (get_linestyle says "--" for any)."""
+    return list(line._unscaled_dash_pattern[1])
 
 
 def val_curve(variant: str, seed: int) -> list[float]:
@@ -155,12 +161,17 @@ def test_curves_show_mean_over_seeds_per_variant_with_train_dashed_and_bn_train_
     np.testing.assert_allclose(base.get_xdata(), np.arange(1, EPOCHS + 1))
     np.testing.assert_allclose(base.get_ydata(), expected, atol=1e-12)
     assert base.get_linestyle() == "-"
-    assert lines["baseline: train accuracy"].get_linestyle() == "--"
+    assert dashes(lines["baseline: train accuracy"]) == matplotlib.rcParams["lines.dashed_pattern"]
     np.testing.assert_allclose(
         lines["baseline: train accuracy"].get_ydata(), expected - 0.05, atol=1e-12
     )
     dotted = lines["bn_after: test accuracy, BN in training mode"]
-    assert dotted.get_linestyle() == ":"
+    assert dashes(dotted) == matplotlib.rcParams["lines.dotted_pattern"]
+    # each variant's broken lines start at its own offset: coinciding curves show both colors
+    offsets = {
+        lines[f"{v}: train accuracy"]._unscaled_dash_pattern[0] for v in ("baseline", "bn_after")
+    }
+    assert len(offsets) == 2
     np.testing.assert_allclose(
         dotted.get_ydata(), np.mean([val_curve("bn_after", s) for s in SEEDS], axis=0) + 0.03
     )
@@ -311,7 +322,12 @@ def test_grid_heat_map_cells_hold_the_mean_final_test_accuracy_annotated():
         assert [t.get_text() for t in ax.get_yticklabels()] == ["0.001", "0.01"]
         assert (ax.get_ylabel(), ax.get_xlabel()) == ("learning_rate", "activation")
     texts = [t.get_text() for t in maps[0].texts]
-    assert texts == ["0.500\n3/3 no-learn", "0.510\n3/3 no-learn", "0.600\n2/3 div", "0.610\n2/3 div"]
+    assert texts == [
+        "0.500\n3/3 no-learn",
+        "0.510\n3/3 no-learn",
+        "0.600\n2/3 div",
+        "0.610\n2/3 div",
+    ]
     assert [t.get_text() for t in maps[1].texts] == ["0.700", "0.710", "0.800", "0.810"]
     assert any(ax.get_label() == "<colorbar>" for ax in fig.axes)
     assert png_pixels(fig).std() > 0.05
@@ -322,7 +338,13 @@ def test_one_axis_grid_plots_accuracy_against_the_axis_on_a_log_scale():
     fig = plots.grid_figure(r)
     ax, strip = fig.axes
     assert ax.get_xscale() == "log" and strip.get_xlabel() == "learning_rate"
-    assert [t.get_text() for t in strip.get_xticklabels()] == ["0.0001", "0.001", "0.01", "0.1", "1"]
+    assert [t.get_text() for t in strip.get_xticklabels()] == [
+        "0.0001",
+        "0.001",
+        "0.01",
+        "0.1",
+        "1",
+    ]
     lines = sweeps(ax)
     assert list(lines) == ["no_bn", "bn"]
     for variant, offset in (("no_bn", 0.5), ("bn", 0.7)):
@@ -359,8 +381,10 @@ def test_one_categorical_axis_gets_separate_points_side_by_side_without_lines():
         assert data_line.get_linestyle() == "None"  # nothing joins the categories
         np.testing.assert_allclose(data_line.get_xdata(), np.arange(3) + dodge, atol=1e-12)
         np.testing.assert_allclose(data_line.get_ydata(), offset + 0.1 * np.arange(3), atol=1e-12)
-    assert all(line.get_linestyle() == "None" or line.get_label().startswith("chance")
-               for line in ax.get_lines())
+    assert all(
+        line.get_linestyle() == "None" or line.get_label().startswith("chance")
+        for line in ax.get_lines()
+    )
     cells = {(t.get_position(), t.get_text()) for t in strip.texts}
     assert cells == {((0, 0), "3/3 no-learn"), ((2, 0), "2/3 div")}
 

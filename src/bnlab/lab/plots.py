@@ -32,6 +32,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import matplotlib
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import Normalize
@@ -159,8 +160,12 @@ def _test_curve(
     return _per_eval(histories, key) or _per_epoch(histories, key)
 
 
-#: Dash patterns (on, off, in line widths) of the broken line styles.
-_PATTERNS = {"--": (4.0, 4.0), ":": (1.0, 2.0)}
+#: Dash patterns (on, off, in line widths) of the broken line styles: matplotlib's own, so
+#: the legend's "--" and ":" samples look the same.
+_PATTERNS = {
+    "--": tuple(matplotlib.rcParams["lines.dashed_pattern"]),
+    ":": tuple(matplotlib.rcParams["lines.dotted_pattern"]),
+}
 
 
 def _line_style(style: str, place: tuple[int, int]) -> Any:
