@@ -328,7 +328,9 @@ def test_failed_runs_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
 
 def test_ctrl_c_keeps_finished_runs_and_says_how_to_resume(tiny: Path, tmp_path: Path) -> None:
     path = tmp_path / "slow.toml"
-    path.write_text(TINY.replace("seeds = 2", "seeds = 5").replace("epochs = 3", "epochs = 15"))
+    # runs of ~1 s each: the study is far from done when the first has finished, so the
+    # signal lands mid-study even on a loaded machine
+    path.write_text(TINY.replace("seeds = 2", "seeds = 5").replace("epochs = 3", "epochs = 200"))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "bnlab.cli", "run", str(path), "--out", str(out), "--workers", "1"]
     log = tmp_path / "stderr.txt"

@@ -231,7 +231,7 @@ def test_a_second_study_in_the_same_folder_is_refused(tiny: Path, tmp_path: Path
 def test_kill_9_mid_study_then_resume(tiny: Path, tmp_path: Path) -> None:
     # long enough runs that the study is still going when we kill it
     path = tmp_path / "slow.toml"
-    path.write_text(TINY.replace("seeds = 2", "seeds = 4").replace("epochs = 2", "epochs = 15"))
+    path.write_text(TINY.replace("seeds = 2", "seeds = 4").replace("epochs = 2", "epochs = 60"))
     out = tmp_path / "out"
     cmd = [sys.executable, "-m", "bnlab.cli", "run", str(path), "--out", str(out), "--workers", "1", "--quiet", "--no-report"]
     env = {**os.environ, "PYTHONWARNINGS": "error"}
