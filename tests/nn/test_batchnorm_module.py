@@ -9,6 +9,7 @@ from torch import nn
 import reference
 from bnlab import BatchNormalization
 from bnlab.convert import torch_momentum
+from bnlab.functional import batch_norm
 
 DTYPES = {"f32": torch.float32, "f64": torch.float64}
 TORCH_CLASSES = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
@@ -91,6 +92,34 @@ def test_cumulative_momentum_is_the_plain_average(assert_close):
     means, variances = zip(*(reference.moments(x, 1) for x in batches), strict=True)
     assert_close(layer.moving_mean, torch.stack(means).mean(0))
     assert_close(layer.moving_variance, torch.stack(variances).mean(0))
+
+
+LAYER_OPTIONS = {
+    "keras": {},
+    "unbiased": {"unbiased_moving_variance": True},
+    "cumulative": {"momentum": None},
+    "channel-last": {"axis": -1},
+    "composite": {"implementation": "composite"},
+}
+
+
+@pytest.mark.parametrize("options", LAYER_OPTIONS.values(), ids=LAYER_OPTIONS.keys())
+def test_training_step_is_the_functional_batch_norm(options):
+    """Regression guard for the in-place buffer update: outputs and buffers after each
+    step are *identical* to bnlab.functional.batch_norm fed its own statistics."""
+    options = {"momentum": 0.9, **options}
+    layer = BatchNormalization(4, epsilon=1e-3, **options)
+    gamma, beta = layer.gamma.detach(), layer.beta.detach()
+    mean, var = layer.moving_mean.clone(), layer.moving_variance.clone()
+    for step in range(3):
+        x = batch((6, 4, 5), torch.float32, step)
+        if options.get("axis") == -1:
+            x = x.movedim(1, -1).contiguous()
+        y, mean, var = batch_norm(x, gamma, beta, mean, var, training=True,
+                                  num_batches_tracked=step, **options)
+        assert torch.equal(layer(x), y)
+        assert torch.equal(layer.moving_mean, mean) and torch.equal(layer.moving_variance, var)
+        assert int(layer.num_batches_tracked) == step + 1
 
 
 def test_default_is_keras(assert_close):

@@ -7,6 +7,7 @@ from bnlab.functional.batch_norm import (
     NonFiniteStatisticsWarning,
     batch_moments,
     batch_norm,
+    batch_norm_update_,
     update_moving_statistics,
 )
 from bnlab.functional.ghost import ghost_batch_norm
@@ -26,6 +27,7 @@ __all__ = [
     "batch_moments",
     "batch_norm",
     "batch_norm_act",
+    "batch_norm_update_",
     "batch_renorm",
     "ghost_batch_norm",
     "kept_axes",

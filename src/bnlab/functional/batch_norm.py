@@ -3,7 +3,8 @@
 ``batch_norm`` computes the normalized output *and* the new moving statistics and
 returns both; it never writes into its arguments. That one property lets the
 same code serve the stateful module, ``torch.func.vmap`` over many models, and
-distributed statistics.
+distributed statistics. ``batch_norm_update_`` is its training step for a caller that
+owns the statistics tensors (the layer's buffers): same numbers, written in place.
 
 Three implementations compute the same numbers:
 
@@ -25,7 +26,7 @@ from __future__ import annotations
 import math
 import warnings
 import weakref
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, NoReturn
 
 import torch
 from torch import Tensor
@@ -40,6 +41,7 @@ _HALF_DTYPES = (torch.float16, torch.bfloat16)
 # Above this ratio |mean| / std the fused kernel's `x * a + b` form loses more than
 # ~1e-4 of the output in float32; such channels take the shifted composite path.
 _ILL_CONDITIONED = 1e3
+_PROBE_SCALE = -1.0 / _ILL_CONDITIONED**2
 
 
 class BatchNormResult(NamedTuple):
@@ -151,22 +153,17 @@ def batch_norm(
         y = _normalize_inference(x, gamma, beta, moving_mean, moving_variance, kept, epsilon)
         return BatchNormResult(y, moving_mean, moving_variance)
     if mask is None and count <= 1:
-        raise ValueError(
-            f"{name}: training needs more than 1 value per channel to compute batch "
-            f"statistics; got input shape {tuple(x.shape)} with axis={kept}. Use a batch "
-            "size > 1 (e.g. drop_last=True in the DataLoader) or call model.eval() to "
-            "normalize with the moving statistics."
-        )
+        _raise_single_value(x, kept, name)
 
     functorch = _any_functorch(x, gamma, beta, moving_mean, moving_variance)
     if implementation in ("auto", "native") and mask is None and len(kept) == 1 and not functorch:
-        fused = _native_training_step(
-            x, gamma, beta, moving_mean, moving_variance, kept[0], count, momentum, epsilon,
-            num_batches_tracked, unbiased_moving_variance, on_nonfinite, name,
-            fall_back=implementation == "auto",
+        fused = _fused_training_step(
+            x, gamma, beta, moving_mean, moving_variance, num_batches_tracked, kept[0], count,
+            momentum, epsilon, unbiased_moving_variance, on_nonfinite, name,
+            fall_back=implementation == "auto", in_place=False,
         )
         if fused is not None:
-            return fused
+            return BatchNormResult(*fused)
         implementation = "composite"  # ill-conditioned: the shifted two-pass path
 
     y, mean, var = _normalize_training(x, gamma, beta, kept, epsilon, mask, implementation)
@@ -177,6 +174,93 @@ def batch_norm(
         check=not functorch,
     )
     return BatchNormResult(y, new_mean, new_var)
+
+
+def batch_norm_update_(
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    moving_mean: Tensor,
+    moving_variance: Tensor,
+    num_batches_tracked: Tensor,
+    *,
+    axis: AxisArg = 1,
+    momentum: float | None = 0.99,
+    epsilon: float = 1e-3,
+    unbiased_moving_variance: bool = False,
+    mask: Tensor | None = None,
+    on_nonfinite: NonFinitePolicy = "skip",
+    implementation: Implementation = "auto",
+    name: str = "batch_norm",
+) -> Tensor:
+    """A training step of :func:`batch_norm` that updates the moving statistics in place.
+
+    For a caller that owns the statistics tensors, such as
+    :class:`bnlab.nn.BatchNormalization` with its buffers. Normalizes ``x`` with the
+    batch statistics exactly like ``batch_norm(..., training=True)`` and writes the new
+    moving statistics that it would return into ``moving_mean`` and
+    ``moving_variance``, then adds 1 to ``num_batches_tracked``. A batch that leaves
+    the statistics unchanged in :func:`batch_norm` (empty, or non-finite statistics
+    with ``on_nonfinite="skip"``) changes nothing here either, the count included.
+    Output, gradients and statistics are the same numbers, bit for bit.
+
+    On the fused path (one kept axis, no mask, no ``torch.func`` transform) the
+    update is two in-place ``lerp_`` calls, with no new statistics tensors to copy
+    back; every other case calls :func:`batch_norm` and copies its result.
+
+    Args:
+        x, gamma, beta, axis, momentum, epsilon, unbiased_moving_variance, mask,
+            on_nonfinite, implementation, name: as for :func:`batch_norm`.
+        moving_mean, moving_variance: the statistics, updated in place.
+        num_batches_tracked: 0-dim integer tensor, the batches folded in so far (the
+            cumulative average with ``momentum=None`` weighs by it); incremented in
+            place.
+
+    Returns:
+        The normalized output, shape and dtype of ``x``.
+
+    Raises:
+        As :func:`batch_norm`, before anything is modified.
+
+    Example:
+        >>> mean, var, count = torch.zeros(3), torch.ones(3), torch.zeros((), dtype=torch.long)
+        >>> y = batch_norm_update_(torch.randn(8, 3), None, None, mean, var, count, momentum=0.9)
+        >>> int(count)
+        1
+    """
+    kept = kept_axes(axis, x.dim())
+    _check_arguments(x, gamma, beta, moving_mean, moving_variance, kept, momentum, epsilon,
+                     mask, implementation, on_nonfinite, name)
+    if (
+        mask is None
+        and len(kept) == 1
+        and implementation in ("auto", "native")
+        and x.numel() > 0
+        and not _any_functorch(x, gamma, beta, moving_mean, moving_variance)
+    ):
+        count = x.numel() // x.shape[kept[0]]
+        if count <= 1:
+            _raise_single_value(x, kept, name)
+        fused = _fused_training_step(
+            x, gamma, beta, moving_mean, moving_variance, num_batches_tracked, kept[0], count,
+            momentum, epsilon, unbiased_moving_variance, on_nonfinite, name,
+            fall_back=implementation == "auto", in_place=True,
+        )
+        if fused is not None:
+            return fused[0]
+        implementation = "composite"  # ill-conditioned: what batch_norm falls back to
+    result = batch_norm(
+        x, gamma, beta, moving_mean, moving_variance, training=True, axis=kept,
+        momentum=momentum, epsilon=epsilon, num_batches_tracked=num_batches_tracked,
+        unbiased_moving_variance=unbiased_moving_variance, mask=mask,
+        on_nonfinite=on_nonfinite, implementation=implementation, name=name,
+    )
+    if result.moving_mean is not moving_mean:
+        with torch.no_grad():  # the statistics take values, not autograd history
+            moving_mean.copy_(result.moving_mean)
+            moving_variance.copy_(result.moving_variance)
+            num_batches_tracked.add_(1)
+    return result.output
 
 
 def update_moving_statistics(
@@ -300,34 +384,41 @@ def _normalize_training(
     return y.to(x.dtype), mean.reshape(_stat_shape(x, kept)), var.reshape(_stat_shape(x, kept))
 
 
-def _native_training_step(
+def _fused_training_step(
     x: Tensor,
     gamma: Tensor | None,
     beta: Tensor | None,
     moving_mean: Tensor,
     moving_variance: Tensor,
+    num_batches_tracked: int | Tensor,
     channel_axis: int,
     count: int,
     momentum: float | None,
     epsilon: float,
-    num_batches_tracked: int | Tensor,
     unbiased: bool,
     on_nonfinite: NonFinitePolicy,
     name: str,
     *,
     fall_back: bool,
-) -> BatchNormResult | None:
+    in_place: bool,
+) -> tuple[Tensor, Tensor, Tensor] | None:
     r"""One training step on the fused kernel, with as few extra operations as possible.
 
     Same numbers as :func:`_native_training` + :func:`update_moving_statistics`, but
-    per-call overhead matters at small sizes, so: the kernel itself leaves the batch
-    variance (biased or not, as asked) in a scratch tensor; one ``addcmul`` and one
-    ``aminmax`` read back together tell whether the statistics are finite and whether
-    some channel is ill-conditioned (``|mean| > 1e3 * sqrt(var + eps)``); the moving
-    statistics are two ``lerp``\ s (scalar weights; no temporaries).
+    per-call overhead is most of the cost at small sizes (each extra tensor operation
+    costs 1-5% of a (256, 512) training step on a CPU), so: the kernel itself leaves
+    the batch variance (biased or not, as asked) in a scratch tensor; one ``addcmul`` and
+    one ``aminmax`` read back together tell whether the statistics are finite and
+    whether some channel is ill-conditioned (``|mean| > 1e3 * sqrt(var + eps)``); the
+    moving statistics are two ``lerp``\ s with a scalar weight. With ``in_place`` the
+    lerps write into ``moving_mean``/``moving_variance`` and ``num_batches_tracked`` is
+    incremented (the layer's own buffers); otherwise new tensors are returned.
 
-    Returns None when ``fall_back`` and a channel is ill-conditioned: the caller then
-    takes the shifted composite path.
+    Returns ``(output, moving_mean, moving_variance)`` with the new (or updated)
+    statistics, the given ones if the batch's are non-finite (reported as
+    ``on_nonfinite`` says). Returns None when ``fall_back`` and a channel is
+    ill-conditioned, with nothing modified: the caller then takes the shifted
+    composite path.
     """
     compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
     xc = x if x.dtype == compute else x.to(compute)
@@ -336,40 +427,50 @@ def _native_training_step(
         gamma = gamma.to(compute)
     if beta is not None and beta.dtype != compute:
         beta = beta.to(compute)
-    # Scratch running statistics starting at 0: the kernel's update with momentum
-    # (n-1)/n leaves exactly the *biased* batch variance in `batch_var` (momentum 1.0:
-    # the unbiased one); the scratch mean is unused, the kernel returns the batch mean.
-    # The kernel saves all of them for the backward pass: never write into them later.
+    # Known before the kernel runs: the common case skips every move and cast after it.
+    restore = moved is not x
+    cast_mean = moving_mean.dtype != compute
+    cast_var = moving_variance.dtype != compute
+    # Scratch running statistics: the kernel's update with momentum (n-1)/n leaves
+    # exactly the *biased* batch variance in the zero-initialized `batch_var` (momentum
+    # 1.0: the unbiased one); the scratch mean is never read, the kernel returns the
+    # batch mean. The kernel saves all of them for the backward pass: never write into
+    # them later.
     channels = moved.shape[1]
     batch_var = moved.new_zeros(channels)
     kernel_momentum = 1.0 if unbiased else (count - 1) / count
-    y, batch_mean, _ = torch.native_batch_norm(moved, gamma, beta, moved.new_zeros(channels),
+    y, batch_mean, _ = torch.native_batch_norm(moved, gamma, beta, moved.new_empty(channels),
                                                batch_var, True, kernel_momentum, epsilon)
-    # probe = var - mean^2 / 1e6 is below -eps exactly when |mean| / sqrt(var + eps) > 1e3.
-    # A NaN propagates through aminmax; an inf shows up at one end.
+    if restore:
+        y = y if channel_axis == 1 else y.movedim(1, channel_axis)
+        y = y if y.dtype == x.dtype else y.to(x.dtype)
+    # probe = var - mean^2 / 1e6 is below -eps exactly when |mean| / sqrt(var + eps) > 1e3;
+    # NaN fails both comparisons, and an inf shows up at one end.
     low, high = torch.aminmax(torch.addcmul(batch_var, batch_mean, batch_mean,
-                                            value=-1.0 / _ILL_CONDITIONED**2))
+                                            value=_PROBE_SCALE))
     low_value, high_value = low.item(), high.item()
-    ill = low_value < -epsilon
-    if not (math.isfinite(low_value) and math.isfinite(high_value)):
-        if not bool(torch.isfinite(batch_mean).all() & torch.isfinite(batch_var).all()):
+    if not (low_value >= -epsilon and high_value < math.inf):
+        if not (math.isfinite(low_value) and math.isfinite(high_value)) and not bool(
+            torch.isfinite(batch_mean).all() & torch.isfinite(batch_var).all()
+        ):
             _report_nonfinite(on_nonfinite, name)
-            y = y if channel_axis == 1 else y.movedim(1, channel_axis)
-            return BatchNormResult(y.to(x.dtype), moving_mean, moving_variance)
-        ill = True  # finite statistics, but mean^2 overflowed: certainly ill-conditioned
-    if ill and fall_back:
-        return None
+            return y, moving_mean, moving_variance
+        # Ill-conditioned (or mean^2 overflowed, which is certainly ill-conditioned).
+        if fall_back:
+            return None
     # Weight of the batch: 1 - momentum, or 1 / (t + 1) for the cumulative average.
     weight = 1.0 - momentum if momentum is not None else 1.0 / (int(num_batches_tracked) + 1.0)
-    if batch_mean.dtype != moving_mean.dtype:
+    if cast_mean:
         batch_mean = batch_mean.to(moving_mean.dtype)
-    if batch_var.dtype != moving_variance.dtype:
+    if cast_var:
         batch_var = batch_var.to(moving_variance.dtype)
-    new_mean = torch.lerp(moving_mean, batch_mean, weight)
-    new_var = torch.lerp(moving_variance, batch_var, weight)
-    if channel_axis != 1:
-        y = y.movedim(1, channel_axis)
-    return BatchNormResult(y if y.dtype == x.dtype else y.to(x.dtype), new_mean, new_var)
+    if in_place:
+        moving_mean.lerp_(batch_mean, weight)
+        moving_variance.lerp_(batch_var, weight)
+        num_batches_tracked.add_(1)  # type: ignore[union-attr]  # a Tensor when in place
+        return y, moving_mean, moving_variance
+    return (y, torch.lerp(moving_mean, batch_mean, weight),
+            torch.lerp(moving_variance, batch_var, weight))
 
 
 def _native_training(
@@ -491,6 +592,15 @@ def _any_functorch(*tensors: Tensor | None) -> bool:
         return False
     return any(
         t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors
+    )
+
+
+def _raise_single_value(x: Tensor, kept: tuple[int, ...], name: str) -> NoReturn:
+    raise ValueError(
+        f"{name}: training needs more than 1 value per channel to compute batch "
+        f"statistics; got input shape {tuple(x.shape)} with axis={kept}. Use a batch "
+        "size > 1 (e.g. drop_last=True in the DataLoader) or call model.eval() to "
+        "normalize with the moving statistics."
     )
 
 

@@ -2,8 +2,10 @@
 
 The module holds state (``gamma``, ``beta``, ``moving_mean``, ``moving_variance``,
 ``num_batches_tracked``) and delegates every computation to
-:func:`bnlab.functional.batch_norm`, which returns new statistics that the module
-stores.
+:mod:`bnlab.functional`. A plain training step is
+:func:`bnlab.functional.batch_norm_update_`, which writes into the buffers the same new
+statistics :func:`bnlab.functional.batch_norm` would return; the variants (synchronized,
+renorm, ghost batches) return new statistics that the module copies into its buffers.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bnlab.functional import batch_norm
+from bnlab.functional import batch_norm, batch_norm_update_
 from bnlab.functional.axes import kept_axes, stat_shape
 from bnlab.functional.batch_norm import Implementation, NonFinitePolicy
 from bnlab.functional.ghost import check_virtual_batch_size, ghost_batch_norm
@@ -358,15 +360,26 @@ class BatchNormalization(nn.Module):
             # Straight from the registries: nn.Module attribute lookup costs ~1 us per name,
             # and this path runs once per layer per step.
             params, buffers = self._parameters, self._buffers
-            result = batch_norm(
+            if training:
+                # The layer owns its buffers: update them in place (same numbers as the
+                # pure function, without new statistics tensors to copy back).
+                return batch_norm_update_(
+                    x, params["gamma"], params["beta"], buffers["moving_mean"],
+                    buffers["moving_variance"], buffers["num_batches_tracked"], axis=kept,
+                    momentum=self.momentum, epsilon=self.epsilon,
+                    unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
+                    on_nonfinite=self.on_nonfinite, implementation=self.implementation,
+                    name=self.name,
+                )
+            return batch_norm(
                 x, params["gamma"], params["beta"], buffers["moving_mean"],
-                buffers["moving_variance"], training=training, axis=kept,
+                buffers["moving_variance"], training=False, axis=kept,
                 momentum=self.momentum, epsilon=self.epsilon,
                 num_batches_tracked=buffers["num_batches_tracked"],
                 unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
                 on_nonfinite=self.on_nonfinite, implementation=self.implementation,
                 name=self.name,
-            )
+            ).output
         buffers = self._buffers
         if training and result.moving_mean is not buffers["moving_mean"]:
             # Result fields after the output are named like the buffers they update.
