@@ -61,12 +61,12 @@ def test_in_place_step_equals_pure_function(case):
     beta.requires_grad_(True)
     moving_mean, moving_var = mean.clone(), var.clone()
     tracked = torch.zeros((), dtype=torch.long)
+    mask = None
+    if masked:  # the input's shape without the kept axis 1
+        mask = torch.rand(shape[:1] + shape[2:], generator=torch.Generator().manual_seed(9)) > 0.3
+    options = dict(axis=axis, epsilon=1e-3, mask=mask, **case)
     for step in range(3):
         x = make_batch(shape, dtype, seed=step).requires_grad_(True)
-        mask = None
-        if masked:
-            mask = torch.rand(shape[:1] + shape[2:], generator=torch.Generator().manual_seed(9)) > 0.3
-        options = dict(axis=axis, epsilon=1e-3, mask=mask, **case)
         y, mean, var = batch_norm(x, gamma, beta, mean, var, training=True,
                                   num_batches_tracked=step, **options)
         x_before, gamma_before = x.detach().clone(), gamma.detach().clone()
