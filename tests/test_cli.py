@@ -340,6 +340,9 @@ def test_ctrl_c_keeps_finished_runs_and_says_how_to_resume(tiny: Path, tmp_path:
             stdout=subprocess.DEVNULL,
             stderr=err,
             env={**os.environ, "PYTHONWARNINGS": "error"},
+            # A runner that starts the suite in the background (nohup, `&`) leaves SIGINT
+            # ignored, and Python keeps an ignored SIGINT ignored: give the child Ctrl-C back.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
     try:
         deadline = time.monotonic() + 60
