@@ -291,6 +291,32 @@ def test_bad_arguments(kwargs, pattern):
         BatchNormalization(3, **kwargs)
 
 
+@pytest.mark.parametrize(
+    ("setting", "value", "pattern"),
+    [("momentum", 1.5, r"layer_a: momentum must be in \[0, 1\].*1\.5"),
+     ("momentum", True, r"momentum must be in \[0, 1\].*True"),
+     ("epsilon", -1e-3, r"layer_a: epsilon must be a number > 0; got -0\.001"),
+     ("on_nonfinite", "ignore", r"on_nonfinite must be 'skip' or 'raise'; got 'ignore'"),
+     ("implementation", "cuda", r"unknown implementation 'cuda'; choose from auto, native")],
+    ids=["momentum", "momentum-bool", "epsilon", "on_nonfinite", "implementation"],
+)
+def test_settings_are_validated_when_assigned_later(setting, value, pattern):
+    # A training step trusts these settings, so an assignment is checked like the constructor.
+    layer = BatchNormalization(3, name="layer_a")
+    before = getattr(layer, setting)
+    with pytest.raises(ValueError, match=pattern):
+        setattr(layer, setting, value)
+    assert getattr(layer, setting) == before
+    layer.momentum, layer.epsilon = None, 1e-5  # valid values take effect
+    layer(torch.randn(4, 3))
+    assert layer.momentum is None and layer.epsilon == 1e-5
+
+
+def test_integer_input_is_a_type_error_naming_the_dtype():
+    with pytest.raises(TypeError, match=r"floating-point input; got dtype torch.int64"):
+        BatchNormalization(3)(torch.ones(4, 3, dtype=torch.long))
+
+
 def test_axis_of_wrong_type():
     with pytest.raises(TypeError, match=r"axis must be an int or a sequence of ints.*got 1\.0"):
         BatchNormalization(axis=1.0)
@@ -311,6 +337,30 @@ def test_empty_batch_passes_through_without_update():
     assert x.grad.shape == (0, 3, 4)
     assert torch.equal(layer.moving_mean, torch.zeros(3))
     assert int(layer.num_batches_tracked) == 0
+
+
+def test_two_forwards_then_one_backward_match_torch(assert_close):
+    # Gradient accumulation through one layer: the first graph must survive the second step.
+    native, ours = torch_pair((6, 3), torch.float64, 0.9)
+    x1, x2 = batch((6, 3), torch.float64, 4), batch((6, 3), torch.float64, 5)
+    grads = []
+    for layer in (native, ours):
+        a, b = x1.clone().requires_grad_(True), x2.clone().requires_grad_(True)
+        (layer(a).pow(3).sum() + layer(b).pow(2).sum()).backward()
+        grads.append((a.grad, b.grad))
+    assert_close(grads[1][0], grads[0][0])
+    assert_close(grads[1][1], grads[0][1])
+    assert_close(ours.moving_mean, native.running_mean)
+
+
+def test_training_step_inside_and_after_inference_mode(assert_close):
+    layer = BatchNormalization(3, momentum=0.5)
+    with torch.inference_mode():
+        layer(batch((8, 3), torch.float32, 6))
+    x = batch((8, 3), torch.float32, 7).requires_grad_(True)
+    layer(x).pow(2).sum().backward()
+    assert int(layer.num_batches_tracked) == 2
+    assert x.grad is not None and torch.isfinite(x.grad).all()
 
 
 def test_float64_layer_and_input(assert_close):

@@ -23,6 +23,7 @@ Three implementations compute the same numbers:
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 import weakref
@@ -160,7 +161,7 @@ def batch_norm(
         fused = _fused_training_step(
             x, gamma, beta, moving_mean, moving_variance, num_batches_tracked, kept[0], count,
             momentum, epsilon, unbiased_moving_variance, on_nonfinite, name,
-            fall_back=implementation == "auto", in_place=False,
+            implementation == "auto", False,
         )
         if fused is not None:
             return BatchNormResult(*fused)
@@ -205,8 +206,9 @@ def batch_norm_update_(
     Output, gradients and statistics are the same numbers, bit for bit.
 
     On the fused path (one kept axis, no mask, no ``torch.func`` transform) the
-    update is two in-place ``lerp_`` calls, with no new statistics tensors to copy
-    back; every other case calls :func:`batch_norm` and copies its result.
+    update is one in-place ``lerp_`` per statistic (a single ``_foreach_lerp_``), with no
+    new statistics tensors to copy back; every other case calls :func:`batch_norm` and
+    copies its result.
 
     Args:
         x, gamma, beta, axis, momentum, epsilon, unbiased_moving_variance, mask,
@@ -231,10 +233,42 @@ def batch_norm_update_(
     kept = kept_axes(axis, x.dim())
     _check_arguments(x, gamma, beta, moving_mean, moving_variance, kept, momentum, epsilon,
                      mask, implementation, on_nonfinite, name)
+    return batch_norm_update_validated_(
+        x, gamma, beta, moving_mean, moving_variance, num_batches_tracked, kept, momentum,
+        epsilon, unbiased_moving_variance, mask, on_nonfinite, implementation, name,
+    )
+
+
+def batch_norm_update_validated_(
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    moving_mean: Tensor,
+    moving_variance: Tensor,
+    num_batches_tracked: Tensor,
+    kept: tuple[int, ...],
+    momentum: float | None,
+    epsilon: float,
+    unbiased_moving_variance: bool,
+    mask: Tensor | None,
+    on_nonfinite: NonFinitePolicy,
+    implementation: Implementation,
+    name: str,
+) -> Tensor:
+    """:func:`batch_norm_update_` for arguments already validated, positional.
+
+    For a caller that validates its settings once rather than per call: a layer
+    checks ``momentum``, ``epsilon``, ``on_nonfinite`` and ``implementation`` when they
+    are set, and builds its statistics with the input's feature count, so each
+    training step skips straight to the kernel. ``kept`` is the output of
+    :func:`~bnlab.functional.axes.kept_axes`. Every case off the fused path goes through
+    :func:`batch_norm`, which validates everything (dtype, mask shape) again.
+    """
     if (
         mask is None
         and len(kept) == 1
-        and implementation in ("auto", "native")
+        and (implementation == "auto" or implementation == "native")
+        and x.is_floating_point()
         and x.numel() > 0
         and not _any_functorch(x, gamma, beta, moving_mean, moving_variance)
     ):
@@ -244,7 +278,7 @@ def batch_norm_update_(
         fused = _fused_training_step(
             x, gamma, beta, moving_mean, moving_variance, num_batches_tracked, kept[0], count,
             momentum, epsilon, unbiased_moving_variance, on_nonfinite, name,
-            fall_back=implementation == "auto", in_place=True,
+            implementation == "auto", True,
         )
         if fused is not None:
             return fused[0]
@@ -398,7 +432,6 @@ def _fused_training_step(
     unbiased: bool,
     on_nonfinite: NonFinitePolicy,
     name: str,
-    *,
     fall_back: bool,
     in_place: bool,
 ) -> tuple[Tensor, Tensor, Tensor] | None:
@@ -411,8 +444,9 @@ def _fused_training_step(
     one ``aminmax`` read back together tell whether the statistics are finite and
     whether some channel is ill-conditioned (``|mean| > 1e3 * sqrt(var + eps)``); the
     moving statistics are two ``lerp``\ s with a scalar weight. With ``in_place`` the
-    lerps write into ``moving_mean``/``moving_variance`` and ``num_batches_tracked`` is
-    incremented (the layer's own buffers); otherwise new tensors are returned.
+    lerps write into ``moving_mean``/``moving_variance`` (one ``_foreach_lerp_``
+    dispatch) and ``num_batches_tracked`` is incremented (the layer's own buffers);
+    otherwise new tensors are returned.
 
     Returns ``(output, moving_mean, moving_variance)`` with the new (or updated)
     statistics, the given ones if the batch's are non-finite (reported as
@@ -433,14 +467,15 @@ def _fused_training_step(
     cast_var = moving_variance.dtype != compute
     # Scratch running statistics: the kernel's update with momentum (n-1)/n leaves
     # exactly the *biased* batch variance in the zero-initialized `batch_var` (momentum
-    # 1.0: the unbiased one); the scratch mean is never read, the kernel returns the
-    # batch mean. The kernel saves all of them for the backward pass: never write into
-    # them later.
+    # 1.0: the unbiased one). The kernel saves it for the backward pass: never write into
+    # it later. The running mean is never read (the kernel returns the batch mean).
     channels = moved.shape[1]
     batch_var = moved.new_zeros(channels)
     kernel_momentum = 1.0 if unbiased else (count - 1) / count
-    y, batch_mean, _ = torch.native_batch_norm(moved, gamma, beta, moved.new_empty(channels),
-                                               batch_var, True, kernel_momentum, epsilon)
+    y, batch_mean, _ = torch.native_batch_norm(
+        moved, gamma, beta, _unread_running_mean(channels, compute, moved.device), batch_var,
+        True, kernel_momentum, epsilon,
+    )
     if restore:
         y = y if channel_axis == 1 else y.movedim(1, channel_axis)
         y = y if y.dtype == x.dtype else y.to(x.dtype)
@@ -465,12 +500,34 @@ def _fused_training_step(
     if cast_var:
         batch_var = batch_var.to(moving_variance.dtype)
     if in_place:
-        moving_mean.lerp_(batch_mean, weight)
-        moving_variance.lerp_(batch_var, weight)
+        # One dispatch for both (the same lerp_ per tensor, so the same numbers).
+        torch._foreach_lerp_((moving_mean, moving_variance), (batch_mean, batch_var), weight)
         num_batches_tracked.add_(1)  # type: ignore[union-attr]  # a Tensor when in place
         return y, moving_mean, moving_variance
     return (y, torch.lerp(moving_mean, batch_mean, weight),
             torch.lerp(moving_variance, batch_var, weight))
+
+
+@functools.lru_cache(maxsize=64)
+def _unread_running_mean_cached(channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    with torch.inference_mode(False):  # usable outside inference mode later
+        return torch.empty(channels, dtype=dtype, device=device)
+
+
+def _unread_running_mean(channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
+    """A running-mean buffer for the fused kernel to write into and nobody to read.
+
+    The kernel insists on a running mean when it updates a running variance, but the
+    batch mean it returns is all we use: its write into this buffer is discarded. One
+    buffer per (size, dtype, device) is shared by every call (a fresh tensor per call
+    costs ~2% of a (256, 512) training step in allocation and cache misses). The
+    kernel's write does not bump the buffer's version counter, and the backward pass
+    of a training step reads the saved batch statistics, not this buffer, so sharing it
+    between graphs is safe. Under inference mode a fresh tensor is returned.
+    """
+    if torch.is_inference_mode_enabled():
+        return torch.empty(channels, dtype=dtype, device=device)
+    return _unread_running_mean_cached(channels, dtype, device)
 
 
 def _native_training(

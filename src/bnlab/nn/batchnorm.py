@@ -17,9 +17,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bnlab.functional import batch_norm, batch_norm_update_
+from bnlab.functional import batch_norm
 from bnlab.functional.axes import kept_axes, stat_shape
-from bnlab.functional.batch_norm import Implementation, NonFinitePolicy
+from bnlab.functional.batch_norm import (
+    Implementation,
+    NonFinitePolicy,
+    batch_norm_update_validated_,
+)
 from bnlab.functional.ghost import check_virtual_batch_size, ghost_batch_norm
 from bnlab.functional.renorm import batch_renorm, check_renorm_clipping
 from bnlab.functional.sync import sync_batch_norm
@@ -167,34 +171,22 @@ class BatchNormalization(nn.Module):
         dtype: torch.dtype | None = None,
     ) -> None:
         super().__init__()
-        if momentum is not None and not (isinstance(momentum, int | float) and 0.0 <= momentum <= 1.0):
-            raise ValueError(
-                f"{name}: momentum must be in [0, 1] (weight of the old moving value, Keras "
-                f"convention) or None (cumulative average); got {momentum!r}"
-            )
-        if not (isinstance(epsilon, int | float) and epsilon > 0):
-            raise ValueError(f"{name}: epsilon must be a number > 0; got {epsilon!r}")
-        if on_nonfinite not in ("skip", "raise"):
-            raise ValueError(f"{name}: on_nonfinite must be 'skip' or 'raise'; got {on_nonfinite!r}")
-        if implementation not in ("auto", "native", "composite", "reference"):
-            raise ValueError(
-                f"{name}: unknown implementation {implementation!r}; choose from auto, native, "
-                "composite, reference"
-            )
+        self.name = name
+        # Validated when set (here and on any later assignment), so that a training
+        # step need not check them again: see the properties below.
+        self.momentum = momentum
+        self.epsilon = epsilon
+        self.on_nonfinite = on_nonfinite
+        self.implementation = implementation
         if not isinstance(axis, int) and (not isinstance(axis, Sequence) or isinstance(axis, str)):
             raise TypeError(
                 f"{name}: axis must be an int or a sequence of ints such as (1, 2); got "
                 f"{axis!r} of type {type(axis).__name__}"
             )
         self.axis = axis if isinstance(axis, int) else tuple(axis)
-        self.momentum = None if momentum is None else float(momentum)
-        self.epsilon = float(epsilon)
         self.center = bool(center)
         self.scale = bool(scale)
         self.unbiased_moving_variance = bool(unbiased_moving_variance)
-        self.on_nonfinite: NonFinitePolicy = on_nonfinite
-        self.implementation: Implementation = implementation
-        self.name = name
         if sync_timeout is not None and not (isinstance(sync_timeout, int | float) and sync_timeout > 0):
             raise ValueError(f"{name}: sync_timeout must be seconds > 0 or None; got {sync_timeout!r}")
         self.synchronized = bool(synchronized)
@@ -284,6 +276,58 @@ class BatchNormalization(nn.Module):
         self._renorm_clipping = check_renorm_clipping(value, name=self.name)
 
     @property
+    def momentum(self) -> float | None:
+        """Weight of the old moving value, in [0, 1] (Keras convention), or None (cumulative)."""
+        return self._momentum
+
+    @momentum.setter
+    def momentum(self, value: float | None) -> None:
+        if value is not None and (
+            isinstance(value, bool) or not (isinstance(value, int | float) and 0.0 <= value <= 1.0)
+        ):
+            raise ValueError(
+                f"{self.name}: momentum must be in [0, 1] (weight of the old moving value, Keras "
+                f"convention) or None (cumulative average); got {value!r}"
+            )
+        self._momentum = None if value is None else float(value)
+
+    @property
+    def epsilon(self) -> float:
+        """Added to the variance before the square root, > 0."""
+        return self._epsilon
+
+    @epsilon.setter
+    def epsilon(self, value: float) -> None:
+        if isinstance(value, bool) or not (isinstance(value, int | float) and value > 0):
+            raise ValueError(f"{self.name}: epsilon must be a number > 0; got {value!r}")
+        self._epsilon = float(value)
+
+    @property
+    def on_nonfinite(self) -> NonFinitePolicy:
+        """``"skip"`` (warn, keep the moving statistics) or ``"raise"`` for a non-finite batch."""
+        return self._on_nonfinite
+
+    @on_nonfinite.setter
+    def on_nonfinite(self, value: NonFinitePolicy) -> None:
+        if value not in ("skip", "raise"):
+            raise ValueError(f"{self.name}: on_nonfinite must be 'skip' or 'raise'; got {value!r}")
+        self._on_nonfinite: NonFinitePolicy = value
+
+    @property
+    def implementation(self) -> Implementation:
+        """``"auto"``, ``"native"``, ``"composite"`` or ``"reference"``."""
+        return self._implementation
+
+    @implementation.setter
+    def implementation(self, value: Implementation) -> None:
+        if value not in ("auto", "native", "composite", "reference"):
+            raise ValueError(
+                f"{self.name}: unknown implementation {value!r}; choose from auto, native, "
+                "composite, reference"
+            )
+        self._implementation: Implementation = value
+
+    @property
     def trainable(self) -> bool:
         """False: frozen — inference statistics in any mode, no parameter gradients."""
         return self._trainable
@@ -362,14 +406,13 @@ class BatchNormalization(nn.Module):
             params, buffers = self._parameters, self._buffers
             if training:
                 # The layer owns its buffers: update them in place (same numbers as the
-                # pure function, without new statistics tensors to copy back).
-                return batch_norm_update_(
+                # pure function, without new statistics tensors to copy back). Its settings
+                # were validated when set and its statistics built for this feature count.
+                return batch_norm_update_validated_(
                     x, params["gamma"], params["beta"], buffers["moving_mean"],
-                    buffers["moving_variance"], buffers["num_batches_tracked"], axis=kept,
-                    momentum=self.momentum, epsilon=self.epsilon,
-                    unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
-                    on_nonfinite=self.on_nonfinite, implementation=self.implementation,
-                    name=self.name,
+                    buffers["moving_variance"], buffers["num_batches_tracked"], kept,
+                    self._momentum, self._epsilon, self.unbiased_moving_variance, mask,
+                    self._on_nonfinite, self._implementation, self.name,
                 )
             return batch_norm(
                 x, params["gamma"], params["beta"], buffers["moving_mean"],
