@@ -312,9 +312,11 @@ def test_settings_are_validated_when_assigned_later(setting, value, pattern):
     assert layer.momentum is None and layer.epsilon == 1e-5
 
 
-def test_integer_input_is_a_type_error_naming_the_dtype():
-    with pytest.raises(TypeError, match=r"floating-point input; got dtype torch.int64"):
-        BatchNormalization(3)(torch.ones(4, 3, dtype=torch.long))
+@pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
+def test_integer_input_is_a_type_error_naming_the_dtype(training):
+    layer = BatchNormalization(3, name="bn_in").train(training)
+    with pytest.raises(TypeError, match=r"bn_in: expected a floating-point input; got dtype torch.int64"):
+        layer(torch.ones(4, 3, dtype=torch.long))
 
 
 def test_axis_of_wrong_type():

@@ -297,6 +297,28 @@ def batch_norm_update_validated_(
     return result.output
 
 
+def batch_norm_inference_validated(
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    moving_mean: Tensor,
+    moving_variance: Tensor,
+    kept: tuple[int, ...],
+    epsilon: float,
+    name: str,
+) -> Tensor:
+    """``batch_norm(..., training=False).output`` for arguments already validated.
+
+    The inference counterpart of :func:`batch_norm_update_validated_`, for a layer
+    whose statistics were built for the input's feature count and whose ``epsilon``
+    was checked when set; ``kept`` is the output of
+    :func:`~bnlab.functional.axes.kept_axes`. Only the input's dtype is checked here.
+    """
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point input; got dtype {x.dtype}")
+    return _normalize_inference(x, gamma, beta, moving_mean, moving_variance, kept, epsilon)
+
+
 def update_moving_statistics(
     moving_mean: Tensor,
     moving_variance: Tensor,

@@ -22,6 +22,7 @@ from bnlab.functional.axes import kept_axes, stat_shape
 from bnlab.functional.batch_norm import (
     Implementation,
     NonFinitePolicy,
+    batch_norm_inference_validated,
     batch_norm_update_validated_,
 )
 from bnlab.functional.ghost import check_virtual_batch_size, ghost_batch_norm
@@ -414,7 +415,12 @@ class BatchNormalization(nn.Module):
                     self._momentum, self._epsilon, self.unbiased_moving_variance, mask,
                     self._on_nonfinite, self._implementation, self.name,
                 )
-            return batch_norm(
+            if mask is None:
+                return batch_norm_inference_validated(
+                    x, params["gamma"], params["beta"], buffers["moving_mean"],
+                    buffers["moving_variance"], kept, self._epsilon, self.name,
+                )
+            return batch_norm(  # checks the mask's shape, then ignores it (Keras)
                 x, params["gamma"], params["beta"], buffers["moving_mean"],
                 buffers["moving_variance"], training=False, axis=kept,
                 momentum=self.momentum, epsilon=self.epsilon,
