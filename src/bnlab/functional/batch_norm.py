@@ -270,7 +270,10 @@ def batch_norm_update_validated_(
         and (implementation == "auto" or implementation == "native")
         and x.is_floating_point()
         and x.numel() > 0
-        and not _any_functorch(x, gamma, beta, moving_mean, moving_variance)
+        and not (
+            torch._C._are_functorch_transforms_active()
+            and _any_functorch(x, gamma, beta, moving_mean, moving_variance)
+        )
     ):
         count = x.numel() // x.shape[kept[0]]
         if count <= 1:

@@ -363,15 +363,16 @@ class BatchNormalization(nn.Module):
         except ValueError as error:  # name the layer and the shape it was given
             raise ValueError(f"{self.name}: {error}; input shape {tuple(x.shape)}") from None
         features = stat_shape(x.shape, kept)
-        if not self.built:
-            self.build(features)
-        elif features != self.features:
-            raise ValueError(
-                f"{self.name}: expected {_plural(self.features)} along axis {self.axis}, got "
-                f"input shape {tuple(x.shape)} ({_plural(features)}); the layer was built for "
-                f"{self.features}"
-            )
-        training = self.uses_batch_statistics
+        if features != self.features:
+            if self.features is None:
+                self.build(features)
+            else:
+                raise ValueError(
+                    f"{self.name}: expected {_plural(self.features)} along axis {self.axis}, "
+                    f"got input shape {tuple(x.shape)} ({_plural(features)}); the layer was "
+                    f"built for {self.features}"
+                )
+        training = self.training and self._trainable  # uses_batch_statistics, inlined
         if self.synchronized:
             result = sync_batch_norm(
                 x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
