@@ -156,16 +156,14 @@ def batch_norm(
     if mask is None and count <= 1:
         _raise_single_value(x, kept, name)
 
+    fused = fused_training_step(
+        x, gamma, beta, moving_mean, moving_variance, num_batches_tracked, kept, momentum,
+        epsilon, unbiased_moving_variance, mask, on_nonfinite, implementation, name, False,
+    )
+    if not isinstance(fused, str):
+        return BatchNormResult(*fused)
+    implementation = fused  # the kernel does not apply, or the batch is ill-conditioned
     functorch = _any_functorch(x, gamma, beta, moving_mean, moving_variance)
-    if implementation in ("auto", "native") and mask is None and len(kept) == 1 and not functorch:
-        fused = _fused_training_step(
-            x, gamma, beta, moving_mean, moving_variance, num_batches_tracked, kept[0], count,
-            momentum, epsilon, unbiased_moving_variance, on_nonfinite, name,
-            implementation == "auto", False,
-        )
-        if fused is not None:
-            return BatchNormResult(*fused)
-        implementation = "composite"  # ill-conditioned: the shifted two-pass path
 
     y, mean, var = _normalize_training(x, gamma, beta, kept, epsilon, mask, implementation)
     new_mean, new_var = update_moving_statistics(
@@ -233,64 +231,17 @@ def batch_norm_update_(
     kept = kept_axes(axis, x.dim())
     _check_arguments(x, gamma, beta, moving_mean, moving_variance, kept, momentum, epsilon,
                      mask, implementation, on_nonfinite, name)
-    return batch_norm_update_validated_(
+    fused = fused_training_step(
         x, gamma, beta, moving_mean, moving_variance, num_batches_tracked, kept, momentum,
-        epsilon, unbiased_moving_variance, mask, on_nonfinite, implementation, name,
+        epsilon, unbiased_moving_variance, mask, on_nonfinite, implementation, name, True,
     )
-
-
-def batch_norm_update_validated_(
-    x: Tensor,
-    gamma: Tensor | None,
-    beta: Tensor | None,
-    moving_mean: Tensor,
-    moving_variance: Tensor,
-    num_batches_tracked: Tensor,
-    kept: tuple[int, ...],
-    momentum: float | None,
-    epsilon: float,
-    unbiased_moving_variance: bool,
-    mask: Tensor | None,
-    on_nonfinite: NonFinitePolicy,
-    implementation: Implementation,
-    name: str,
-) -> Tensor:
-    """:func:`batch_norm_update_` for arguments already validated, positional.
-
-    For a caller that validates its settings once rather than per call: a layer
-    checks ``momentum``, ``epsilon``, ``on_nonfinite`` and ``implementation`` when they
-    are set, and builds its statistics with the input's feature count, so each
-    training step skips straight to the kernel. ``kept`` is the output of
-    :func:`~bnlab.functional.axes.kept_axes`. Every case off the fused path goes through
-    :func:`batch_norm`, which validates everything (dtype, mask shape) again.
-    """
-    if (
-        mask is None
-        and len(kept) == 1
-        and (implementation == "auto" or implementation == "native")
-        and x.is_floating_point()
-        and x.numel() > 0
-        and not (
-            torch._C._are_functorch_transforms_active()
-            and _any_functorch(x, gamma, beta, moving_mean, moving_variance)
-        )
-    ):
-        count = x.numel() // x.shape[kept[0]]
-        if count <= 1:
-            _raise_single_value(x, kept, name)
-        fused = _fused_training_step(
-            x, gamma, beta, moving_mean, moving_variance, num_batches_tracked, kept[0], count,
-            momentum, epsilon, unbiased_moving_variance, on_nonfinite, name,
-            implementation == "auto", True,
-        )
-        if fused is not None:
-            return fused[0]
-        implementation = "composite"  # ill-conditioned: what batch_norm falls back to
+    if not isinstance(fused, str):
+        return fused[0]
     result = batch_norm(
         x, gamma, beta, moving_mean, moving_variance, training=True, axis=kept,
         momentum=momentum, epsilon=epsilon, num_batches_tracked=num_batches_tracked,
         unbiased_moving_variance=unbiased_moving_variance, mask=mask,
-        on_nonfinite=on_nonfinite, implementation=implementation, name=name,
+        on_nonfinite=on_nonfinite, implementation=fused, name=name,
     )
     if result.moving_mean is not moving_mean:
         with torch.no_grad():  # the statistics take values, not autograd history
@@ -312,9 +263,9 @@ def batch_norm_inference_validated(
 ) -> Tensor:
     """``batch_norm(..., training=False).output`` for arguments already validated.
 
-    The inference counterpart of :func:`batch_norm_update_validated_`, for a layer
-    whose statistics were built for the input's feature count and whose ``epsilon``
-    was checked when set; ``kept`` is the output of
+    The inference counterpart of :func:`fused_training_step`, for a layer whose
+    statistics were built for the input's feature count and whose ``epsilon`` was
+    checked when set; ``kept`` is the output of
     :func:`~bnlab.functional.axes.kept_axes`. Only the input's dtype is checked here.
     """
     if not x.is_floating_point():
@@ -443,42 +394,71 @@ def _normalize_training(
     return y.to(x.dtype), mean.reshape(_stat_shape(x, kept)), var.reshape(_stat_shape(x, kept))
 
 
-def _fused_training_step(
+def fused_training_step(
     x: Tensor,
     gamma: Tensor | None,
     beta: Tensor | None,
     moving_mean: Tensor,
     moving_variance: Tensor,
     num_batches_tracked: int | Tensor,
-    channel_axis: int,
-    count: int,
+    kept: tuple[int, ...],
     momentum: float | None,
     epsilon: float,
     unbiased: bool,
+    mask: Tensor | None,
     on_nonfinite: NonFinitePolicy,
+    implementation: Implementation,
     name: str,
-    fall_back: bool,
     in_place: bool,
-) -> tuple[Tensor, Tensor, Tensor] | None:
-    r"""One training step on the fused kernel, with as few extra operations as possible.
+) -> tuple[Tensor, Tensor, Tensor] | Implementation:
+    r"""One training step on the fused kernel, for arguments already validated.
+
+    The hot path of :func:`batch_norm` and :func:`batch_norm_update_`, and of a layer
+    that validated its settings when they were set (``kept`` is the output of
+    :func:`~bnlab.functional.axes.kept_axes`, the statistics match the input's feature
+    count). It returns the name of the implementation that must compute the step
+    instead, having changed nothing, when the kernel does not apply (several kept axes,
+    a mask, a ``torch.func`` transform, an empty or non-floating-point batch, an
+    implementation other than auto/native; that name is the one given) or when, with
+    ``"auto"``, some channel is ill-conditioned (``"composite"``, the shifted two-pass
+    path). A caller passes it to :func:`batch_norm`, which checks everything again.
 
     Same numbers as :func:`_native_training` + :func:`update_moving_statistics`, but
-    per-call overhead is most of the cost at small sizes (each extra tensor operation
-    costs 1-5% of a (256, 512) training step on a CPU), so: the kernel itself leaves
-    the batch variance (biased or not, as asked) in a scratch tensor; one ``addcmul`` and
-    one ``aminmax`` read back together tell whether the statistics are finite and
-    whether some channel is ill-conditioned (``|mean| > 1e3 * sqrt(var + eps)``); the
-    moving statistics are two ``lerp``\ s with a scalar weight. With ``in_place`` the
-    lerps write into ``moving_mean``/``moving_variance`` (one ``_foreach_lerp_``
-    dispatch) and ``num_batches_tracked`` is incremented (the layer's own buffers);
-    otherwise new tensors are returned.
+    per-call overhead is most of the cost at small sizes (each extra tensor operation,
+    and each Python frame, costs 1-3% of a (256, 512) training step on a CPU), so: the
+    kernel itself leaves the batch variance (biased or not, as asked) in a scratch
+    tensor; one ``addcmul`` and one ``aminmax`` read back together tell whether the
+    statistics are finite and whether some channel is ill-conditioned
+    (``|mean| > 1e3 * sqrt(var + eps)``); the moving statistics are two ``lerp``\ s with
+    a scalar weight. With ``in_place`` the lerps write into ``moving_mean`` /
+    ``moving_variance`` (one ``_foreach_lerp_`` dispatch) and ``num_batches_tracked``
+    (a tensor then) is incremented: the layer's own buffers. Otherwise new tensors are
+    returned.
 
     Returns ``(output, moving_mean, moving_variance)`` with the new (or updated)
     statistics, the given ones if the batch's are non-finite (reported as
-    ``on_nonfinite`` says). Returns None when ``fall_back`` and a channel is
-    ill-conditioned, with nothing modified: the caller then takes the shifted
-    composite path.
+    ``on_nonfinite`` says), or an implementation name as above.
+
+    Raises:
+        ValueError: one value per channel in training (with the remedy).
+        FloatingPointError: non-finite statistics with ``on_nonfinite="raise"``.
     """
+    if not (
+        mask is None
+        and len(kept) == 1
+        and (implementation == "auto" or implementation == "native")
+        and x.is_floating_point()
+        and x.numel() > 0
+        and not (
+            torch._C._are_functorch_transforms_active()
+            and _any_functorch(x, gamma, beta, moving_mean, moving_variance)
+        )
+    ):
+        return implementation
+    channel_axis = kept[0]
+    count = x.numel() // x.shape[channel_axis]
+    if count <= 1:
+        _raise_single_value(x, kept, name)
     compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
     xc = x if x.dtype == compute else x.to(compute)
     moved = xc if channel_axis == 1 else xc.movedim(channel_axis, 1)
@@ -516,8 +496,8 @@ def _fused_training_step(
             _report_nonfinite(on_nonfinite, name)
             return y, moving_mean, moving_variance
         # Ill-conditioned (or mean^2 overflowed, which is certainly ill-conditioned).
-        if fall_back:
-            return None
+        if implementation == "auto":
+            return "composite"
     # Weight of the batch: 1 - momentum, or 1 / (t + 1) for the cumulative average.
     weight = 1.0 - momentum if momentum is not None else 1.0 / (int(num_batches_tracked) + 1.0)
     if cast_mean:

@@ -2,10 +2,12 @@
 
 The module holds state (``gamma``, ``beta``, ``moving_mean``, ``moving_variance``,
 ``num_batches_tracked``) and delegates every computation to
-:mod:`bnlab.functional`. A plain training step is
-:func:`bnlab.functional.batch_norm_update_`, which writes into the buffers the same new
-statistics :func:`bnlab.functional.batch_norm` would return; the variants (synchronized,
-renorm, ghost batches) return new statistics that the module copies into its buffers.
+:mod:`bnlab.functional`. A plain training step is the in-place
+:func:`bnlab.functional.batch_norm_update_` (its fused path called directly, since the
+layer validates its settings when they are set), which writes into the buffers the same
+new statistics :func:`bnlab.functional.batch_norm` would return; the variants
+(synchronized, renorm, ghost batches) return new statistics that the module copies into
+its buffers.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bnlab.functional import batch_norm
+from bnlab.functional import batch_norm, batch_norm_update_
 from bnlab.functional.axes import kept_axes, stat_shape
 from bnlab.functional.batch_norm import (
     Implementation,
     NonFinitePolicy,
     batch_norm_inference_validated,
-    batch_norm_update_validated_,
+    fused_training_step,
 )
 from bnlab.functional.ghost import check_virtual_batch_size, ghost_batch_norm
 from bnlab.functional.renorm import batch_renorm, check_renorm_clipping
@@ -410,11 +412,20 @@ class BatchNormalization(nn.Module):
                 # The layer owns its buffers: update them in place (same numbers as the
                 # pure function, without new statistics tensors to copy back). Its settings
                 # were validated when set and its statistics built for this feature count.
-                return batch_norm_update_validated_(
+                fused = fused_training_step(
                     x, params["gamma"], params["beta"], buffers["moving_mean"],
                     buffers["moving_variance"], buffers["num_batches_tracked"], kept,
                     self._momentum, self._epsilon, self.unbiased_moving_variance, mask,
-                    self._on_nonfinite, self._implementation, self.name,
+                    self._on_nonfinite, self._implementation, self.name, True,
+                )
+                if not isinstance(fused, str):
+                    return fused[0]
+                return batch_norm_update_(  # checks everything, then takes `fused`'s path
+                    x, params["gamma"], params["beta"], buffers["moving_mean"],
+                    buffers["moving_variance"], buffers["num_batches_tracked"], axis=kept,
+                    momentum=self._momentum, epsilon=self._epsilon,
+                    unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
+                    on_nonfinite=self._on_nonfinite, implementation=fused, name=self.name,
                 )
             if mask is None:
                 return batch_norm_inference_validated(
