@@ -312,6 +312,62 @@ def test_settings_are_validated_when_assigned_later(setting, value, pattern):
     assert layer.momentum is None and layer.epsilon == 1e-5
 
 
+CHANGES = {
+    "momentum": {"momentum": 0.5},
+    "cumulative": {"momentum": None},
+    "epsilon": {"epsilon": 0.25},
+    "unbiased": {"unbiased_moving_variance": True},
+    "composite": {"implementation": "composite"},
+    "reference": {"implementation": "reference"},
+    "axis": {"axis": 0},
+}
+
+
+@pytest.mark.parametrize("change", CHANGES.values(), ids=CHANGES.keys())
+def test_a_setting_changed_between_steps_applies_to_the_next_step(change, assert_close):
+    # The layer keeps the fused kernel's plan for a batch like the last one; a change of
+    # settings must not reuse it. Reference: the pure function with the new settings.
+    layer = BatchNormalization(4, momentum=0.9)
+    for seed in (1, 2):
+        layer(batch((4, 4), torch.float32, seed))
+    for name, value in change.items():
+        setattr(layer, name, value)
+    state = {k: v.clone() for k, v in layer.state_dict().items()}
+    x = batch((4, 4), torch.float32, 3)
+    y = layer(x)
+    expected = batch_norm(
+        x, state["gamma"], state["beta"], state["moving_mean"], state["moving_variance"],
+        training=True, axis=layer.axis, momentum=layer.momentum, epsilon=layer.epsilon,
+        num_batches_tracked=state["num_batches_tracked"],
+        unbiased_moving_variance=layer.unbiased_moving_variance,
+        implementation=layer.implementation,
+    )
+    assert_close(y, expected.output)
+    assert_close(layer.moving_mean, expected.moving_mean)
+    assert_close(layer.moving_variance, expected.moving_variance)
+    assert int(layer.num_batches_tracked) == 3
+
+
+def test_dtype_change_and_new_batch_size_between_steps(assert_close):
+    layer = BatchNormalization(3, momentum=0.5)
+    layer(batch((8, 3), torch.float32, 1))
+    layer.double()
+    x = batch((8, 3), torch.float64, 2)
+    assert layer(x).dtype == torch.float64
+    x5 = batch((5, 3), torch.float64, 3)  # another batch size: another values-per-channel
+    before = layer.moving_variance.clone()
+    layer(x5)
+    assert_close(layer.moving_variance, 0.5 * before + 0.5 * x5.var(0, unbiased=False))
+
+
+def test_training_step_under_inference_mode_after_a_planned_step():
+    layer = BatchNormalization(3, momentum=0.5)
+    layer(batch((8, 3), torch.float32, 1))
+    with torch.inference_mode():
+        layer(batch((8, 3), torch.float32, 2))
+    assert int(layer.num_batches_tracked) == 2
+
+
 @pytest.mark.parametrize("training", [True, False], ids=["train", "eval"])
 def test_integer_input_is_a_type_error_naming_the_dtype(training):
     layer = BatchNormalization(3, name="bn_in").train(training)

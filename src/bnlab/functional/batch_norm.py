@@ -394,6 +394,74 @@ def _normalize_training(
     return y.to(x.dtype), mean.reshape(_stat_shape(x, kept)), var.reshape(_stat_shape(x, kept))
 
 
+class FusedPlan(NamedTuple):
+    """What a training step on the fused kernel needs to know of its input, worked out once.
+
+    Made by :func:`plan_fused_training` and used by :func:`run_fused_training_step`. It
+    depends on the input's shape and dtype and on the caller's settings (``kept``,
+    ``unbiased``, ``implementation``), which it records so that a caller that keeps a
+    plan (the layer keeps its last one) can tell when it still applies.
+    """
+
+    shape: torch.Size
+    dtype: torch.dtype
+    axis: Any  # the caller's axis argument the plan was made for
+    unbiased: bool
+    implementation: Implementation
+    channel_axis: int
+    count: int  # values per channel
+    compute: torch.dtype  # float32 for half inputs, else the input's dtype
+    kernel_momentum: float  # leaves the batch variance (biased or not) in the scratch
+    unread_mean: Tensor  # see _unread_running_mean
+
+
+def plan_fused_training(
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    moving_mean: Tensor,
+    moving_variance: Tensor,
+    axis: Any,
+    kept: tuple[int, ...],
+    unbiased: bool,
+    mask: Tensor | None,
+    implementation: Implementation,
+    name: str,
+) -> FusedPlan | None:
+    """The plan of a fused training step for ``x``, or None when the kernel does not apply.
+
+    It does not apply with several kept axes, a mask, a ``torch.func`` transform, an
+    empty or non-floating-point batch, or an implementation other than auto/native;
+    the caller then computes the step with that implementation (:func:`batch_norm`
+    checks everything again). ``axis`` is the caller's axis argument and ``kept`` its
+    :func:`~bnlab.functional.axes.kept_axes`; the other arguments are validated.
+
+    Raises:
+        ValueError: one value per channel (with the remedy).
+    """
+    if not (
+        mask is None
+        and len(kept) == 1
+        and (implementation == "auto" or implementation == "native")
+        and x.is_floating_point()
+        and x.numel() > 0
+        and not _any_functorch(x, gamma, beta, moving_mean, moving_variance)
+    ):
+        return None
+    channel_axis = kept[0]
+    count = x.numel() // x.shape[channel_axis]
+    if count <= 1:
+        _raise_single_value(x, kept, name)
+    compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
+    # The kernel's running-variance update with momentum (n-1)/n leaves exactly the
+    # *biased* batch variance in a zero-initialized scratch (momentum 1.0: the unbiased).
+    return FusedPlan(
+        x.shape, x.dtype, axis, unbiased, implementation, channel_axis, count, compute,
+        1.0 if unbiased else (count - 1) / count,
+        _unread_running_mean(x.shape[channel_axis], compute, x.device),
+    )
+
+
 def fused_training_step(
     x: Tensor,
     gamma: Tensor | None,
@@ -411,24 +479,45 @@ def fused_training_step(
     name: str,
     in_place: bool,
 ) -> tuple[Tensor, Tensor, Tensor] | Implementation:
-    r"""One training step on the fused kernel, for arguments already validated.
+    """:func:`plan_fused_training`, then :func:`run_fused_training_step`.
 
-    The hot path of :func:`batch_norm` and :func:`batch_norm_update_`, and of a layer
-    that validated its settings when they were set (``kept`` is the output of
-    :func:`~bnlab.functional.axes.kept_axes`, the statistics match the input's feature
-    count). It returns the name of the implementation that must compute the step
-    instead, having changed nothing, when the kernel does not apply (several kept axes,
-    a mask, a ``torch.func`` transform, an empty or non-floating-point batch, an
-    implementation other than auto/native; that name is the one given) or when, with
-    ``"auto"``, some channel is ill-conditioned (``"composite"``, the shifted two-pass
-    path). A caller passes it to :func:`batch_norm`, which checks everything again.
+    The hot path of :func:`batch_norm` and :func:`batch_norm_update_`, for validated
+    arguments. Returns the implementation to compute the step with instead, having
+    changed nothing, when the kernel does not apply (the one given) or the batch is
+    ill-conditioned (``"composite"``).
+    """
+    plan = plan_fused_training(x, gamma, beta, moving_mean, moving_variance, kept, kept,
+                               unbiased, mask, implementation, name)
+    if plan is None:
+        return implementation
+    return run_fused_training_step(plan, x, gamma, beta, moving_mean, moving_variance,
+                                   num_batches_tracked, momentum, epsilon, on_nonfinite, name,
+                                   in_place)
 
-    Same numbers as :func:`_native_training` + :func:`update_moving_statistics`, but
-    per-call overhead is most of the cost at small sizes (each extra tensor operation,
-    and each Python frame, costs 1-3% of a (256, 512) training step on a CPU), so: the
-    kernel itself leaves the batch variance (biased or not, as asked) in a scratch
-    tensor; one ``addcmul`` and one ``aminmax`` read back together tell whether the
-    statistics are finite and whether some channel is ill-conditioned
+
+def run_fused_training_step(
+    plan: FusedPlan,
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    moving_mean: Tensor,
+    moving_variance: Tensor,
+    num_batches_tracked: int | Tensor,
+    momentum: float | None,
+    epsilon: float,
+    on_nonfinite: NonFinitePolicy,
+    name: str,
+    in_place: bool,
+) -> tuple[Tensor, Tensor, Tensor] | Implementation:
+    r"""One training step on the fused kernel, with as few extra operations as possible.
+
+    ``plan`` is :func:`plan_fused_training` of an input of ``x``'s shape and dtype with
+    the same settings. Same numbers as :func:`_native_training` +
+    :func:`update_moving_statistics`, but per-call overhead is most of the cost at
+    small sizes (each extra tensor operation, and each Python frame, costs 1-3% of a
+    (256, 512) training step on a CPU), so: the kernel itself leaves the batch variance
+    in a scratch tensor; one ``addcmul`` and one ``aminmax`` read back together tell
+    whether the statistics are finite and whether some channel is ill-conditioned
     (``|mean| > 1e3 * sqrt(var + eps)``); the moving statistics are two ``lerp``\ s with
     a scalar weight. With ``in_place`` the lerps write into ``moving_mean`` /
     ``moving_variance`` (one ``_foreach_lerp_`` dispatch) and ``num_batches_tracked``
@@ -436,30 +525,15 @@ def fused_training_step(
     returned.
 
     Returns ``(output, moving_mean, moving_variance)`` with the new (or updated)
-    statistics, the given ones if the batch's are non-finite (reported as
-    ``on_nonfinite`` says), or an implementation name as above.
+    statistics, or the given ones if the batch's are non-finite (reported as
+    ``on_nonfinite`` says). Returns ``"composite"``, having changed nothing, when with
+    ``implementation="auto"`` some channel is ill-conditioned: the shifted two-pass
+    path computes that step.
 
     Raises:
-        ValueError: one value per channel in training (with the remedy).
         FloatingPointError: non-finite statistics with ``on_nonfinite="raise"``.
     """
-    if not (
-        mask is None
-        and len(kept) == 1
-        and (implementation == "auto" or implementation == "native")
-        and x.is_floating_point()
-        and x.numel() > 0
-        and not (
-            torch._C._are_functorch_transforms_active()
-            and _any_functorch(x, gamma, beta, moving_mean, moving_variance)
-        )
-    ):
-        return implementation
-    channel_axis = kept[0]
-    count = x.numel() // x.shape[channel_axis]
-    if count <= 1:
-        _raise_single_value(x, kept, name)
-    compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
+    compute, channel_axis = plan.compute, plan.channel_axis
     xc = x if x.dtype == compute else x.to(compute)
     moved = xc if channel_axis == 1 else xc.movedim(channel_axis, 1)
     if gamma is not None and gamma.dtype != compute:
@@ -470,16 +544,11 @@ def fused_training_step(
     restore = moved is not x
     cast_mean = moving_mean.dtype != compute
     cast_var = moving_variance.dtype != compute
-    # Scratch running statistics: the kernel's update with momentum (n-1)/n leaves
-    # exactly the *biased* batch variance in the zero-initialized `batch_var` (momentum
-    # 1.0: the unbiased one). The kernel saves it for the backward pass: never write into
-    # it later. The running mean is never read (the kernel returns the batch mean).
-    channels = moved.shape[1]
-    batch_var = moved.new_zeros(channels)
-    kernel_momentum = 1.0 if unbiased else (count - 1) / count
+    # The kernel saves the scratch variance for the backward pass: never write into it
+    # later. The running mean is never read (the kernel returns the batch mean).
+    batch_var = moved.new_zeros(moved.shape[1])
     y, batch_mean, _ = torch.native_batch_norm(
-        moved, gamma, beta, _unread_running_mean(channels, compute, moved.device), batch_var,
-        True, kernel_momentum, epsilon,
+        moved, gamma, beta, plan.unread_mean, batch_var, True, plan.kernel_momentum, epsilon,
     )
     if restore:
         y = y if channel_axis == 1 else y.movedim(1, channel_axis)
@@ -496,7 +565,7 @@ def fused_training_step(
             _report_nonfinite(on_nonfinite, name)
             return y, moving_mean, moving_variance
         # Ill-conditioned (or mean^2 overflowed, which is certainly ill-conditioned).
-        if implementation == "auto":
+        if plan.implementation == "auto":
             return "composite"
     # Weight of the batch: 1 - momentum, or 1 / (t + 1) for the cumulative average.
     weight = 1.0 - momentum if momentum is not None else 1.0 / (int(num_batches_tracked) + 1.0)

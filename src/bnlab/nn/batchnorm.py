@@ -22,10 +22,12 @@ from torch import Tensor, nn
 from bnlab.functional import batch_norm, batch_norm_update_
 from bnlab.functional.axes import kept_axes, stat_shape
 from bnlab.functional.batch_norm import (
+    FusedPlan,
     Implementation,
     NonFinitePolicy,
     batch_norm_inference_validated,
-    fused_training_step,
+    plan_fused_training,
+    run_fused_training_step,
 )
 from bnlab.functional.ghost import check_virtual_batch_size, ghost_batch_norm
 from bnlab.functional.renorm import batch_renorm, check_renorm_clipping
@@ -216,6 +218,9 @@ class BatchNormalization(nn.Module):
         self._factory: dict[str, Any] = {"device": device, "dtype": dtype or torch.float32}
         self._trainable = bool(trainable)
         self.features: tuple[int, ...] | None = None
+        # The fused kernel's plan for the last training input (shape, dtype, settings):
+        # a batch like the last one goes straight to the kernel. See forward().
+        self._fused_plan: FusedPlan | None = None
         self.register_parameter("gamma", None)
         self.register_parameter("beta", None)
         if num_features is not None:
@@ -360,6 +365,37 @@ class BatchNormalization(nn.Module):
     # --------------------------------------------------------------- compute
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Normalize ``x``; in training also update the moving statistics."""
+        # A plain training step on a batch of the last one's shape and dtype, with the same
+        # settings, reuses its fused-kernel plan: the checks below were passed for it.
+        plan = self._fused_plan
+        if (
+            plan is None
+            or mask is not None
+            or x.shape != plan.shape
+            or x.dtype != plan.dtype
+            or not (self.training and self._trainable)
+            or self.synchronized
+            or plan.axis != self.axis
+            or plan.unbiased != self.unbiased_moving_variance
+            or plan.implementation != self._implementation
+            or torch._C._are_functorch_transforms_active()
+        ):
+            output_or_plan = self._forward_unplanned(x, mask)
+            if not isinstance(output_or_plan, FusedPlan):
+                return output_or_plan
+            plan = output_or_plan
+        params, buffers = self._parameters, self._buffers
+        result = run_fused_training_step(
+            plan, x, params["gamma"], params["beta"], buffers["moving_mean"],
+            buffers["moving_variance"], buffers["num_batches_tracked"], self._momentum,
+            self._epsilon, self._on_nonfinite, self.name, True,
+        )
+        if not isinstance(result, str):
+            return result[0]
+        return self._update_(x, (plan.channel_axis,), mask, result)  # ill-conditioned batch
+
+    def _forward_unplanned(self, x: Tensor, mask: Tensor | None) -> Tensor | FusedPlan:
+        """Every case but a planned training step: the output, or the plan to run."""
         try:
             kept = kept_axes(self.axis, x.dim())
         except ValueError as error:  # name the layer and the shape it was given
@@ -412,21 +448,16 @@ class BatchNormalization(nn.Module):
                 # The layer owns its buffers: update them in place (same numbers as the
                 # pure function, without new statistics tensors to copy back). Its settings
                 # were validated when set and its statistics built for this feature count.
-                fused = fused_training_step(
+                plan = plan_fused_training(
                     x, params["gamma"], params["beta"], buffers["moving_mean"],
-                    buffers["moving_variance"], buffers["num_batches_tracked"], kept,
-                    self._momentum, self._epsilon, self.unbiased_moving_variance, mask,
-                    self._on_nonfinite, self._implementation, self.name, True,
+                    buffers["moving_variance"], self.axis, kept, self.unbiased_moving_variance,
+                    mask, self._implementation, self.name,
                 )
-                if not isinstance(fused, str):
-                    return fused[0]
-                return batch_norm_update_(  # checks everything, then takes `fused`'s path
-                    x, params["gamma"], params["beta"], buffers["moving_mean"],
-                    buffers["moving_variance"], buffers["num_batches_tracked"], axis=kept,
-                    momentum=self._momentum, epsilon=self._epsilon,
-                    unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
-                    on_nonfinite=self._on_nonfinite, implementation=fused, name=self.name,
-                )
+                if plan is None:
+                    return self._update_(x, kept, mask, self._implementation)
+                if not torch.is_inference_mode_enabled():  # its scratch is a normal tensor
+                    self._fused_plan = plan
+                return plan
             if mask is None:
                 return batch_norm_inference_validated(
                     x, params["gamma"], params["beta"], buffers["moving_mean"],
@@ -451,6 +482,28 @@ class BatchNormalization(nn.Module):
                 buffers[field].copy_(value)
             buffers["num_batches_tracked"].add_(1)
         return result.output
+
+    def _update_(self, x: Tensor, kept: tuple[int, ...], mask: Tensor | None,
+                 implementation: Implementation) -> Tensor:
+        """A training step through :func:`~bnlab.functional.batch_norm_update_` (checked)."""
+        params, buffers = self._parameters, self._buffers
+        return batch_norm_update_(
+            x, params["gamma"], params["beta"], buffers["moving_mean"],
+            buffers["moving_variance"], buffers["num_batches_tracked"], axis=kept,
+            momentum=self._momentum, epsilon=self._epsilon,
+            unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
+            on_nonfinite=self._on_nonfinite, implementation=implementation, name=self.name,
+        )
+
+    def _apply(self, fn: Any, recurse: bool = True) -> BatchNormalization:
+        # .to(), .double(), .cuda(), ...: the plan's dtypes and scratch device may be stale.
+        self._fused_plan = None
+        return super()._apply(fn, recurse)
+
+    def _replicate_for_data_parallel(self) -> BatchNormalization:
+        replica = super()._replicate_for_data_parallel()
+        replica._fused_plan = None  # the replica lives on another device
+        return replica
 
     def regularization_loss(self) -> Tensor:
         """Sum of the gamma/beta regularizer penalties (a scalar; 0 when none)."""
