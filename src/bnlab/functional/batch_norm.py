@@ -398,19 +398,19 @@ class FusedPlan(NamedTuple):
     """What a training step on the fused kernel needs to know of its input, worked out once.
 
     Made by :func:`plan_fused_training` and used by :func:`run_fused_training_step`. It
-    depends on the input's shape and dtype and on the caller's settings (``kept``,
-    ``unbiased``, ``implementation``), which it records so that a caller that keeps a
-    plan (the layer keeps its last one) can tell when it still applies.
+    depends on the input's shape and dtype, on the dtypes of the parameters and
+    statistics, and on the caller's ``kept``, ``unbiased`` and ``implementation``: a
+    caller that keeps a plan (the layer keeps its last one) drops it when any of these
+    changes.
     """
 
     shape: torch.Size
     dtype: torch.dtype
-    axis: Any  # the caller's axis argument the plan was made for
-    unbiased: bool
     implementation: Implementation
     channel_axis: int
     count: int  # values per channel
     compute: torch.dtype  # float32 for half inputs, else the input's dtype
+    direct: bool  # channels on axis 1 and every tensor in `compute`: no move, no cast
     kernel_momentum: float  # leaves the batch variance (biased or not) in the scratch
     unread_mean: Tensor  # see _unread_running_mean
 
@@ -421,7 +421,6 @@ def plan_fused_training(
     beta: Tensor | None,
     moving_mean: Tensor,
     moving_variance: Tensor,
-    axis: Any,
     kept: tuple[int, ...],
     unbiased: bool,
     mask: Tensor | None,
@@ -433,7 +432,7 @@ def plan_fused_training(
     It does not apply with several kept axes, a mask, a ``torch.func`` transform, an
     empty or non-floating-point batch, or an implementation other than auto/native;
     the caller then computes the step with that implementation (:func:`batch_norm`
-    checks everything again). ``axis`` is the caller's axis argument and ``kept`` its
+    checks everything again). ``kept`` is the output of
     :func:`~bnlab.functional.axes.kept_axes`; the other arguments are validated.
 
     Raises:
@@ -455,8 +454,11 @@ def plan_fused_training(
     compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
     # The kernel's running-variance update with momentum (n-1)/n leaves exactly the
     # *biased* batch variance in a zero-initialized scratch (momentum 1.0: the unbiased).
+    direct = channel_axis == 1 and all(
+        t is None or t.dtype == compute for t in (x, gamma, beta, moving_mean, moving_variance)
+    )
     return FusedPlan(
-        x.shape, x.dtype, axis, unbiased, implementation, channel_axis, count, compute,
+        x.shape, x.dtype, implementation, channel_axis, count, compute, direct,
         1.0 if unbiased else (count - 1) / count,
         _unread_running_mean(x.shape[channel_axis], compute, x.device),
     )
@@ -486,8 +488,8 @@ def fused_training_step(
     changed nothing, when the kernel does not apply (the one given) or the batch is
     ill-conditioned (``"composite"``).
     """
-    plan = plan_fused_training(x, gamma, beta, moving_mean, moving_variance, kept, kept,
-                               unbiased, mask, implementation, name)
+    plan = plan_fused_training(x, gamma, beta, moving_mean, moving_variance, kept, unbiased,
+                               mask, implementation, name)
     if plan is None:
         return implementation
     return run_fused_training_step(plan, x, gamma, beta, moving_mean, moving_variance,
@@ -533,17 +535,19 @@ def run_fused_training_step(
     Raises:
         FloatingPointError: non-finite statistics with ``on_nonfinite="raise"``.
     """
-    compute, channel_axis = plan.compute, plan.channel_axis
-    xc = x if x.dtype == compute else x.to(compute)
-    moved = xc if channel_axis == 1 else xc.movedim(channel_axis, 1)
-    if gamma is not None and gamma.dtype != compute:
-        gamma = gamma.to(compute)
-    if beta is not None and beta.dtype != compute:
-        beta = beta.to(compute)
-    # Known before the kernel runs: the common case skips every move and cast after it.
-    restore = moved is not x
-    cast_mean = moving_mean.dtype != compute
-    cast_var = moving_variance.dtype != compute
+    if plan.direct:  # the common case: no move or cast before or after the kernel
+        moved, restore, cast_mean, cast_var = x, False, False, False
+    else:
+        compute, channel_axis = plan.compute, plan.channel_axis
+        xc = x if x.dtype == compute else x.to(compute)
+        moved = xc if channel_axis == 1 else xc.movedim(channel_axis, 1)
+        if gamma is not None and gamma.dtype != compute:
+            gamma = gamma.to(compute)
+        if beta is not None and beta.dtype != compute:
+            beta = beta.to(compute)
+        restore = moved is not x
+        cast_mean = moving_mean.dtype != compute
+        cast_var = moving_variance.dtype != compute
     # The kernel saves the scratch variance for the backward pass: never write into it
     # later. The running mean is never read (the kernel returns the batch mean).
     batch_var = moved.new_zeros(moved.shape[1])
@@ -551,7 +555,7 @@ def run_fused_training_step(
         moved, gamma, beta, plan.unread_mean, batch_var, True, plan.kernel_momentum, epsilon,
     )
     if restore:
-        y = y if channel_axis == 1 else y.movedim(1, channel_axis)
+        y = y if plan.channel_axis == 1 else y.movedim(1, plan.channel_axis)
         y = y if y.dtype == x.dtype else y.to(x.dtype)
     # probe = var - mean^2 / 1e6 is below -eps exactly when |mean| / sqrt(var + eps) > 1e3;
     # NaN fails both comparisons, and an inf shows up at one end.

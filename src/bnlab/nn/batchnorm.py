@@ -177,6 +177,7 @@ class BatchNormalization(nn.Module):
     ) -> None:
         super().__init__()
         self.name = name
+        self._fused_plan: FusedPlan | None = None  # see forward()
         # Validated when set (here and on any later assignment), so that a training
         # step need not check them again: see the properties below.
         self.momentum = momentum
@@ -218,9 +219,6 @@ class BatchNormalization(nn.Module):
         self._factory: dict[str, Any] = {"device": device, "dtype": dtype or torch.float32}
         self._trainable = bool(trainable)
         self.features: tuple[int, ...] | None = None
-        # The fused kernel's plan for the last training input (shape, dtype, settings):
-        # a batch like the last one goes straight to the kernel. See forward().
-        self._fused_plan: FusedPlan | None = None
         self.register_parameter("gamma", None)
         self.register_parameter("beta", None)
         if num_features is not None:
@@ -334,6 +332,37 @@ class BatchNormalization(nn.Module):
                 "composite, reference"
             )
         self._implementation: Implementation = value
+        self._fused_plan = None
+
+    @property
+    def axis(self) -> int | tuple[int, ...]:
+        """The kept axis or axes (Keras semantics); negative values count from the end."""
+        return self._axis
+
+    @axis.setter
+    def axis(self, value: int | tuple[int, ...]) -> None:
+        self._axis = value
+        self._fused_plan = None
+
+    @property
+    def unbiased_moving_variance(self) -> bool:
+        """Store the unbiased batch variance in ``moving_variance`` (PyTorch) instead of Keras's."""
+        return self._unbiased_moving_variance
+
+    @unbiased_moving_variance.setter
+    def unbiased_moving_variance(self, value: bool) -> None:
+        self._unbiased_moving_variance = bool(value)
+        self._fused_plan = None
+
+    @property
+    def synchronized(self) -> bool:
+        """Training statistics over every rank of :attr:`process_group` (Keras's option)."""
+        return self._synchronized
+
+    @synchronized.setter
+    def synchronized(self, value: bool) -> None:
+        self._synchronized = bool(value)
+        self._fused_plan = None
 
     @property
     def trainable(self) -> bool:
@@ -365,8 +394,10 @@ class BatchNormalization(nn.Module):
     # --------------------------------------------------------------- compute
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Normalize ``x``; in training also update the moving statistics."""
-        # A plain training step on a batch of the last one's shape and dtype, with the same
-        # settings, reuses its fused-kernel plan: the checks below were passed for it.
+        # A plain training step on a batch of the last one's shape and dtype reuses its
+        # fused-kernel plan: the checks below were passed for it. Setting axis, implementation,
+        # unbiased_moving_variance or synchronized, or converting the layer (.to(), ...),
+        # drops the plan.
         plan = self._fused_plan
         if (
             plan is None
@@ -374,10 +405,6 @@ class BatchNormalization(nn.Module):
             or x.shape != plan.shape
             or x.dtype != plan.dtype
             or not (self.training and self._trainable)
-            or self.synchronized
-            or plan.axis != self.axis
-            or plan.unbiased != self.unbiased_moving_variance
-            or plan.implementation != self._implementation
             or torch._C._are_functorch_transforms_active()
         ):
             output_or_plan = self._forward_unplanned(x, mask)
@@ -450,8 +477,8 @@ class BatchNormalization(nn.Module):
                 # were validated when set and its statistics built for this feature count.
                 plan = plan_fused_training(
                     x, params["gamma"], params["beta"], buffers["moving_mean"],
-                    buffers["moving_variance"], self.axis, kept, self.unbiased_moving_variance,
-                    mask, self._implementation, self.name,
+                    buffers["moving_variance"], kept, self.unbiased_moving_variance, mask,
+                    self._implementation, self.name,
                 )
                 if plan is None:
                     return self._update_(x, kept, mask, self._implementation)
