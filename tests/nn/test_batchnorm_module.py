@@ -360,6 +360,21 @@ def test_dtype_change_and_new_batch_size_between_steps(assert_close):
     assert_close(layer.moving_variance, 0.5 * before + 0.5 * x5.var(0, unbiased=False))
 
 
+def test_state_dict_assigned_with_another_dtype_between_steps(assert_close):
+    layer = BatchNormalization(3, momentum=0.5)
+    x = batch((8, 3), torch.float32, 1)
+    layer(x)
+    state = {k: v.double() if v.is_floating_point() else v for k, v in layer.state_dict().items()}
+    layer.load_state_dict(state, assign=True)  # parameters and statistics now float64
+    before = state["moving_mean"].clone()  # assigned: the layer updates this very tensor
+    y = layer(x)  # the same float32 batch: its parameters now need a cast
+    assert y.dtype == torch.float32 and layer.moving_mean.dtype == torch.float64
+    assert_close(y, reference.training_output(x.double(), state["gamma"], state["beta"], 1,
+                                              1e-3).float())
+    # The batch statistics come from float32 arithmetic: compare at float32 tolerance.
+    assert_close(layer.moving_mean.float(), (0.5 * before + 0.5 * x.double().mean(0)).float())
+
+
 def test_training_step_under_inference_mode_after_a_planned_step():
     layer = BatchNormalization(3, momentum=0.5)
     layer(batch((8, 3), torch.float32, 1))

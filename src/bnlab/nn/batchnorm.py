@@ -598,6 +598,7 @@ class BatchNormalization(nn.Module):
         key = prefix + "moving_mean"
         if not self.built and key in state_dict:
             self.build(tuple(state_dict[key].shape))
+        self._fused_plan = None  # load_state_dict(assign=True) may bring other dtypes or devices
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _require_built(self, what: str) -> None:
