@@ -54,6 +54,20 @@ def test_module_skips_nonfinite_batch():
     assert torch.isfinite(layer.moving_mean).all() and int(layer.num_batches_tracked) == 2
 
 
+@pytest.mark.parametrize("caller", ["model", "layer", "function"])
+def test_nonfinite_warning_points_at_the_callers_line(caller):
+    # Not at bnlab's internals nor at torch.nn.Module.__call__: at the line that ran the step.
+    layer = BatchNormalization(3, momentum=0.5)
+    model = torch.nn.Sequential(torch.nn.Identity(), layer)
+    x = torch.randn(8, 3)
+    x[0, 0] = float("nan")
+    calls = {"model": lambda: model(x), "layer": lambda: layer(x),
+             "function": lambda: batch_norm(x, None, None, *ones_zeros(3), training=True)}
+    with pytest.warns(NonFiniteStatisticsWarning) as record:
+        calls[caller]()
+    assert record[0].filename == __file__
+
+
 def test_module_raise_leaves_state_untouched():
     layer = BatchNormalization(3, on_nonfinite="raise")
     x = torch.randn(8, 3)

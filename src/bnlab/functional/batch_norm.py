@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import warnings
 import weakref
+from pathlib import Path
 from typing import Any, Literal, NamedTuple, NoReturn
 
 import torch
@@ -323,7 +325,8 @@ def update_moving_statistics(
 def _report_nonfinite(on_nonfinite: str, name: str) -> None:
     """Warn (``"skip"``) or raise (``"raise"``) about a batch with non-finite statistics.
 
-    Called two frames below the user's call (``batch_norm`` -> update helper -> here).
+    The warning points at the user's line: the first caller outside bnlab and outside
+    PyTorch's module machinery (``model(x)`` reaches a layer through both).
     """
     message = (
         f"{name}: the batch statistics are not finite (NaN or inf in the input or "
@@ -331,7 +334,22 @@ def _report_nonfinite(on_nonfinite: str, name: str) -> None:
     )
     if on_nonfinite == "raise":
         raise FloatingPointError(message + "; pass on_nonfinite='skip' to skip such batches")
-    warnings.warn(message, NonFiniteStatisticsWarning, stacklevel=4)
+    warnings.warn(message, NonFiniteStatisticsWarning, stacklevel=_user_stacklevel())
+
+
+_LIBRARY_DIRS = (
+    str(Path(__file__).resolve().parents[1]),  # bnlab
+    str(Path(torch.nn.modules.__file__).resolve().parent),  # torch.nn.Module.__call__
+)
+
+
+def _user_stacklevel() -> int:
+    """``stacklevel`` for a warning issued by this module's caller: the first frame outside
+    bnlab and torch.nn's modules (2 = the direct caller of ``warnings.warn``'s caller)."""
+    frame, level = sys._getframe(2), 2
+    while frame.f_back is not None and frame.f_code.co_filename.startswith(_LIBRARY_DIRS):
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 def batch_moments(
