@@ -12,7 +12,7 @@ its buffers.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -38,6 +38,28 @@ from bnlab.nn.keras_objects import Spec
 _WEIGHT_ORDER = ("gamma", "beta", "moving_mean", "moving_variance")
 # Extra state of batch renormalization, in Keras's weight order after the above.
 _RENORM_STATE = ("moving_stddev", "renorm_mean", "renorm_stddev")
+
+
+class _DropsFusedPlan:
+    """A layer setting whose assignment drops the layer's kept fused-kernel plan.
+
+    Stored in the instance's ``__dict__`` under ``_<name>`` (after ``convert``); reading
+    it is a plain dictionary lookup, which matters on the per-step path.
+    """
+
+    def __init__(self, doc: str, convert: Callable[[Any], Any] | None = None) -> None:
+        self.__doc__ = doc
+        self.convert = convert
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = "_" + name
+
+    def __get__(self, layer: Any, owner: type | None = None) -> Any:
+        return self if layer is None else layer.__dict__[self.slot]
+
+    def __set__(self, layer: Any, value: Any) -> None:
+        layer.__dict__[self.slot] = value if self.convert is None else self.convert(value)
+        layer.__dict__["_fused_plan"] = None
 
 
 class BatchNormalization(nn.Module):
@@ -137,6 +159,15 @@ class BatchNormalization(nn.Module):
 
     Reference: Ioffe & Szegedy, ICML 2015.
     """
+
+    # Settings the fused plan depends on: assigning one drops the plan (see forward()).
+    axis = _DropsFusedPlan(
+        "The kept axis or axes (Keras semantics); negative values count from the end.")
+    unbiased_moving_variance = _DropsFusedPlan(
+        "Store the unbiased batch variance in moving_variance (PyTorch) instead of Keras's.",
+        convert=bool)
+    synchronized = _DropsFusedPlan(
+        "Training statistics over every rank of process_group (Keras's option).", convert=bool)
 
     gamma: nn.Parameter | None
     beta: nn.Parameter | None
@@ -332,36 +363,6 @@ class BatchNormalization(nn.Module):
                 "composite, reference"
             )
         self._implementation: Implementation = value
-        self._fused_plan = None
-
-    @property
-    def axis(self) -> int | tuple[int, ...]:
-        """The kept axis or axes (Keras semantics); negative values count from the end."""
-        return self._axis
-
-    @axis.setter
-    def axis(self, value: int | tuple[int, ...]) -> None:
-        self._axis = value
-        self._fused_plan = None
-
-    @property
-    def unbiased_moving_variance(self) -> bool:
-        """Store the unbiased batch variance in ``moving_variance`` (PyTorch) instead of Keras's."""
-        return self._unbiased_moving_variance
-
-    @unbiased_moving_variance.setter
-    def unbiased_moving_variance(self, value: bool) -> None:
-        self._unbiased_moving_variance = bool(value)
-        self._fused_plan = None
-
-    @property
-    def synchronized(self) -> bool:
-        """Training statistics over every rank of :attr:`process_group` (Keras's option)."""
-        return self._synchronized
-
-    @synchronized.setter
-    def synchronized(self, value: bool) -> None:
-        self._synchronized = bool(value)
         self._fused_plan = None
 
     @property
