@@ -22,6 +22,7 @@ share a batch, and data stored class by class would give one-class batches.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import Any
 
@@ -131,6 +132,10 @@ def as_batches(
         samples = None
         if isinstance(data, list | tuple):
             samples = sum(int(_split_batch(b, name)[0].shape[0]) for b in data)
+        elif (max_batches is None and isinstance(data, torch.utils.data.DataLoader)
+              and not data.drop_last):
+            with suppress(TypeError):  # an IterableDataset may have no length
+                samples = len(data.dataset)  # type: ignore[arg-type]
         return _iterable_batches(data, device, dtype, name, max_batches, samples, None)
     raise TypeError(
         "doctor: data must be a bnlab Dataset, (x, y) arrays/tensors, an array/tensor x, a "

@@ -76,10 +76,14 @@ def _header(diagnosis: Diagnosis, console: Console) -> None:
                       f"{context.get('seed')}", highlight=False)
     m = diagnosis.measurements
     ev, cal = m.evaluation, m.calibration
-    console.print(f"evaluation data: {ev.get('name')} ({ev.get('samples')} samples); statistics "
-                  f"from: {cal.get('name')} ({cal.get('samples')} samples)"
+    console.print(f"evaluation data: {_data_words(ev)}; statistics from: {_data_words(cal)}"
                   + (f"; trained with batches of {m.train_batch_size}" if m.train_batch_size
                      else ""), highlight=False)
+
+
+def _data_words(described: dict[str, Any]) -> str:
+    samples = described.get("samples")
+    return f"{described.get('name')}" + (f" ({samples} samples)" if samples is not None else "")
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
