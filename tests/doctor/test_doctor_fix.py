@@ -78,3 +78,20 @@ def test_json_and_tables(xy) -> None:
                      "Bias before BN", "inference accuracy"):
         assert expected in text
     assert f"closed {treatment.gap_closed:.1%}" in text
+
+
+def test_update_steps_given_for_layers_that_keep_no_count(xy) -> None:
+    """A model from a Keras file: its BN layers count 0 updates; the file's step count rules."""
+    model = train(mlp(momentum=0.99), *xy, steps=20)
+    model[1].num_batches_tracked.zero_()  # as loaded from a Keras file: no count
+    assert examine(model, xy).finding("never_updated") is not None
+    told = examine(model, xy, update_steps=152)
+    assert [layer.steps_seen for layer in told.measurements.layers] == [152]
+    assert told.finding("never_updated") is None
+    assert "152 updates at momentum 0.99" in told.finding("stale_statistics").summary
+    unknown = examine(model, xy, update_steps=None)
+    assert unknown.measurements.layers[0].steps_seen is None
+    assert unknown.finding("never_updated") is None
+    with pytest.raises(ValueError, match=r"update_steps must be 'counted', an int >= 0 or None; "
+                                         r"got -1"):
+        examine(model, xy, update_steps=-1)

@@ -7,7 +7,8 @@ constant channels, non-finite values; the model's structure and modes) and retur
 :class:`Diagnosis` with ranked findings, each with its evidence and remedy.
 ``treat(model, data, "recalibrate")`` fixes what needs no retraining and measures again.
 ``examine_run(run_dir, variant=..., seed=...)`` does both for a model the lab trained
-(``bnlab doctor RUN_DIR``).
+(``bnlab doctor RUN_DIR``); ``resolve_data(DATA, interface)`` loads a model's training data checked against it
+(:mod:`bnlab.doctor.inputs`).
 
 Example::
 
@@ -24,6 +25,7 @@ Example::
 from bnlab.doctor.examine import SCHEMA, Diagnosis, examine
 from bnlab.doctor.findings import RULES, SEVERITIES, Finding, list_rules
 from bnlab.doctor.fix import FIXES, Treatment, list_fixes, treat
+from bnlab.doctor.inputs import ModelInterface, resolve_data
 from bnlab.doctor.measure import LayerMeasurement, Measurements, Metrics, fade_steps, momentum_for
 from bnlab.doctor.render import render, to_json
 from bnlab.doctor.run import DoctorError, examine_run
@@ -39,6 +41,7 @@ __all__ = [
     "LayerMeasurement",
     "Measurements",
     "Metrics",
+    "ModelInterface",
     "Treatment",
     "examine",
     "examine_run",
@@ -47,6 +50,7 @@ __all__ = [
     "list_rules",
     "momentum_for",
     "render",
+    "resolve_data",
     "to_json",
     "treat",
 ]

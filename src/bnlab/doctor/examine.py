@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal
 
 from torch import nn
 
@@ -74,6 +74,7 @@ def examine(
     accuracy: AccuracyFn | None = None,
     max_batches: int | None = None,
     seed: int = 0,
+    update_steps: int | Literal["counted"] | None = "counted",
     context: Mapping[str, Any] | None = None,
 ) -> Diagnosis:
     """Measure the BN layers of a trained ``model`` on ``data`` and diagnose them.
@@ -103,6 +104,10 @@ def examine(
             returning the fraction correct in the batch.
         max_batches: use at most this many batches per pass.
         seed: shuffles array data into batches and seeds the dropout pass.
+        update_steps: how many updates the moving statistics took: ``"counted"`` (each
+            layer's own ``num_batches_tracked``), the number of training steps when the
+            layers did not count them (a model from a Keras file: Keras keeps no count,
+            its optimizer's ``iterations`` does), or None (unknown).
         context: JSON-ready facts to keep with the diagnosis (e.g. the lab run).
 
     Returns:
@@ -120,12 +125,21 @@ def examine(
         render(diagnosis)                       # rich tables on the terminal
         [f.code for f in diagnosis.findings]    # e.g. ['stale_statistics', 'bias_before_bn']
     """
+    if update_steps != "counted" and update_steps is not None and (
+            isinstance(update_steps, bool) or not isinstance(update_steps, int)
+            or update_steps < 0):
+        raise ValueError(f"examine: update_steps must be 'counted', an int >= 0 or None; got "
+                         f"{update_steps!r}")
     evaluation_batches, calibration_batches = prepare_batches(
         model, data, calibration=calibration, batch_size=batch_size,
         train_batch_size=train_batch_size, max_batches=max_batches, seed=seed,
     )
     measurements = measure(model, evaluation_batches, calibration_batches,
                            Scorer(loss, accuracy), train_batch_size=train_batch_size, seed=seed)
+    if update_steps != "counted":
+        layers = tuple(replace(layer, steps_seen=update_steps)
+                       for layer in measurements.layers)
+        measurements = replace(measurements, layers=layers)
     return Diagnosis(measurements, diagnose(measurements), dict(context or {}))
 
 
