@@ -12,8 +12,8 @@
                                                  # diagnose a trained run's BN layers
 
 Exit status: 0 success; 1 some runs failed; 2 bad input (one line on stderr, no
-traceback unless --debug); 130 interrupted (finished runs are kept; the same
-command resumes).
+traceback unless --debug); 130 interrupted by Ctrl-C, 143 by SIGTERM (129 SIGHUP):
+finished runs are kept, results.json is written, the same command resumes.
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ from __future__ import annotations
 import argparse
 import math
 import shlex
+import signal
 import sys
 import textwrap
+import threading
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
@@ -129,24 +131,50 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (LabError, SpecError, DatasetError)
 
 
+_TERMINATING = ("SIGTERM", "SIGHUP")
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    """Signal handler: SIGTERM/SIGHUP take Ctrl-C's path (see `bnlab.lab.Terminated`)."""
+    from bnlab.lab import Terminated
+
+    signal.signal(signum, signal.SIG_IGN)  # a second one must not cut the clean-up short
+    raise Terminated(signum)
+
+
+def _interrupted_status(interrupt: KeyboardInterrupt) -> int:
+    """130 for Ctrl-C, ``128 + signum`` for a termination signal (143 for SIGTERM)."""
+    from bnlab.lab import Terminated
+
+    return 128 + interrupt.signum if isinstance(interrupt, Terminated) else EXIT_INTERRUPTED
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``bnlab`` command; returns the exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        for name in _TERMINATING:
+            if hasattr(signal, name):
+                previous[name] = signal.signal(getattr(signal, name), _terminate)
     try:
         command = {"list": _list, "show": _show, "run": _run, "report": _report, "doctor": _doctor}[
             args.command
         ]
         return command(args, argv)
-    except KeyboardInterrupt:
-        print("bnlab: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+    except KeyboardInterrupt as e:
+        print(f"bnlab: {str(e) or 'interrupted'}", file=sys.stderr)
+        return _interrupted_status(e)
     except _user_errors() as e:
         if args.debug:
             raise
         message = " ".join(str(e).split("\n"))
         print(f"bnlab: error: {message}", file=sys.stderr)
         return EXIT_USAGE
+    finally:
+        for name, handler in previous.items():
+            signal.signal(getattr(signal, name), handler)
 
 
 # --------------------------------------------------------------------------- list / show
@@ -218,6 +246,7 @@ class _Progress:
         self.enabled = enabled
         self.quiet = quiet
         self.stream = stream
+        self.started = 0
         self.finished = 0
         self.failed: list[str] = []
         self._bar: Any = None
@@ -229,7 +258,7 @@ class _Progress:
                 outer._planned(experiment, total, reused)
 
             def started(self, spec: Any) -> None:
-                pass
+                outer.started += 1
 
             def finished(self, spec: Any, result: Any) -> None:
                 outer._finished(spec, result)
@@ -299,17 +328,20 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             observer=progress.observer,
             report=not args.no_report,
         )
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         progress.stop()
         resume = list(argv)
         if args.out is None:
             resume += ["--out", str(out)]
+        stopped = progress.started - progress.finished
+        in_flight = f"; {stopped} runs in flight were stopped and will run again" if stopped else ""
         print(
-            f"bnlab: interrupted; {progress.finished} runs finished in this session are kept in {out} "
-            f"(runs.sqlite, results.json). Resume with: bnlab {shlex.join(resume)}",
+            f"bnlab: {str(e) or 'interrupted'}; {progress.finished} runs finished in this session are "
+            f"kept in {out} (runs.sqlite, results.json){in_flight}. "
+            f"Resume with: bnlab {shlex.join(resume)}",
             file=sys.stderr,
         )
-        return EXIT_INTERRUPTED
+        return _interrupted_status(e)
     finally:
         progress.stop()
 

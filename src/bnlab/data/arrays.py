@@ -6,8 +6,19 @@ import numpy as np
 
 from bnlab.data.dataset import Dataset, DatasetError
 
+MAX_CLASSES = 100_000
+"""Most classes a dataset may have (labels ``0 .. MAX_CLASSES - 1``)."""
+
+_SPARSE_CLASSES = 1024
+"""Label spaces up to this size are always accepted, however few labels occur."""
+
+_SPARSE_FACTOR = 100
+"""Above `_SPARSE_CLASSES`, ``max label + 1`` may be at most this many times the distinct labels."""
+
 __all__ = [
+    "MAX_CLASSES",
     "balanced_indices",
+    "class_count",
     "images_to_float",
     "labels_to_int64",
     "limit_rows",
@@ -48,16 +59,48 @@ def labels_to_int64(y: np.ndarray, *, what: str) -> np.ndarray:
     """Integer class ids as a fresh int64 ``(N,)`` array.
 
     Raises:
-        DatasetError: when ``y`` is not 1-D, not integer, or holds negative ids.
+        DatasetError: when ``y`` is not 1-D, not integer, or holds ids outside
+            ``[0, MAX_CLASSES)`` (checked before the cast, so a uint64 ``2**64 - 1`` is
+            reported as it is, never wrapped to -1).
     """
     if y.ndim != 1 or not np.issubdtype(y.dtype, np.integer):
         raise DatasetError(
             f"{what}: expected integer labels of shape (N,); got {y.dtype} array of shape {y.shape}"
         )
-    out = y.astype(np.int64, copy=True)
-    if out.size and out.min() < 0:
-        raise DatasetError(f"{what}: labels must be >= 0; got minimum {out.min()}")
-    return out
+    if y.size:
+        # Range first, in the file's own dtype: a uint64 2**64-1 must not wrap to -1.
+        low, high = int(y.min()), int(y.max())
+        if low < 0:
+            raise DatasetError(f"{what}: labels must be >= 0; got minimum {low}")
+        if high >= MAX_CLASSES:
+            raise DatasetError(
+                f"{what}: label {high} is out of range; class ids must be below {MAX_CLASSES} "
+                "(0 .. number of classes - 1); the labels are corrupt or not class ids"
+            )
+    return y.astype(np.int64, copy=True)
+
+
+def class_count(*labels: np.ndarray, what: str) -> int:
+    """Number of classes the labels imply, ``max label + 1`` (labels already checked).
+
+    Refuses a label space that is mostly empty: above `_SPARSE_CLASSES` classes,
+    ``max + 1`` may be at most `_SPARSE_FACTOR` times the number of distinct labels
+    (labels ``{0, 1, 90000}`` are a corrupt file, not 90001 classes).
+
+    Raises:
+        DatasetError: naming the largest label and how many distinct labels occur.
+    """
+    present = np.unique(np.concatenate([np.asarray(y, dtype=np.int64) for y in labels]))
+    if present.size == 0:
+        return 1
+    n = int(present[-1]) + 1
+    if n > _SPARSE_CLASSES and n > _SPARSE_FACTOR * present.size:
+        raise DatasetError(
+            f"{what}: the largest label {n - 1} implies {n} classes but only {present.size} "
+            f"distinct labels occur; class ids must be 0 .. number of classes - 1 "
+            "(give class_names to declare the classes)"
+        )
+    return n
 
 
 def limit_rows(
@@ -121,10 +164,11 @@ def raw_to_dataset(
 
     Applies `limit_rows` to each split, then `images_to_float` and `labels_to_int64`
     (fresh arrays). Without ``class_names`` the classes are ``"0", "1", ...`` up to
-    the largest label found in either split.
+    the largest label found in either split (see `class_count`).
 
     Raises:
-        DatasetError: on mismatching lengths, bad dtypes, or labels outside ``class_names``.
+        DatasetError: on mismatching lengths, bad dtypes, labels outside ``class_names``,
+            labels of `MAX_CLASSES` or more, or a mostly empty label space.
     """
     x_tr, y_tr = limit_rows(
         raw["x_train"], raw["y_train"], limit_train, option="limit_train", dataset=name
@@ -136,7 +180,8 @@ def raw_to_dataset(
     y_test = labels_to_int64(y_te, what=f"dataset {name!r} test labels")
     top = int(max(y_train.max(initial=0), y_test.max(initial=0)))
     if class_names is None:
-        class_names = tuple(str(i) for i in range(top + 1))
+        n = class_count(y_train, y_test, what=f"dataset {name!r} labels")
+        class_names = tuple(str(i) for i in range(n))
     elif top >= len(class_names):
         raise DatasetError(
             f"dataset {name!r}: labels go up to {top} but class_names has only "

@@ -17,7 +17,7 @@ Statistics (``bnlab.lab.stats``) and the report (``bnlab.lab.report``) read
 results.json / the store; import them directly.
 """
 
-from bnlab.lab.errors import LabError
+from bnlab.lab.errors import LabError, Terminated
 from bnlab.lab.executors import (
     EXECUTORS,
     ProcessExecutor,
@@ -71,6 +71,7 @@ __all__ = [
     "Store",
     "StoredRun",
     "StudyOutcome",
+    "Terminated",
     "Variant",
     "build_results",
     "default_workers",

@@ -11,7 +11,9 @@ A failing run comes back as a ``failed`` RunResult; it never stops the others.
 - `SequentialExecutor`: one run after the other in this process.
 - `ProcessExecutor`: N worker processes (1 torch thread each by default).
   A worker that dies (killed, out of memory) fails its run and is replaced.
-  Ctrl-C in the parent terminates the workers at once.
+  Ctrl-C (or SIGTERM, handled the same way by the command) in the parent terminates
+  the workers at once; a parent killed outright (``kill -9``) takes its workers, the
+  fork server and the resource tracker with it (`bnlab.lab.lifeline`).
 - `RayExecutor`: Ray tasks (``pip install 'bnlab[ray]'``), for clusters.
 """
 
@@ -28,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 from bnlab.lab.errors import LabError
+from bnlab.lab.lifeline import die_with_parent
 from bnlab.lab.results import RunResult
 from bnlab.lab.runs import RunSpec, execute_run
 
@@ -104,8 +107,13 @@ class SequentialExecutor:
             torch.set_num_threads(before)
 
 
-def _worker_main(tasks: Any, results: Any, threads: int) -> None:
-    """Worker loop: run specs from `tasks`, put ``(index, RunResult)`` on `results`."""
+def _worker_main(tasks: Any, results: Any, threads: int, main_pid: int) -> None:
+    """Worker loop: run specs from `tasks`, put ``(index, RunResult)`` on `results`.
+
+    The worker dies with its parent and with the main process `main_pid`
+    (`bnlab.lab.lifeline`): killing the study, even with ``kill -9``, leaves no worker.
+    """
+    die_with_parent(main_pid)
     # Ctrl-C reaches the whole process group; the parent alone decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _set_threads(threads)
@@ -123,11 +131,12 @@ def _worker_context() -> Any:
     The fork server imports bnlab (torch, the data registry) once; each worker is then a
     fork of that clean, single-threaded process: no second import (seconds per worker)
     and none of fork's hazards (a parent's torch thread pools, locks held by other
-    threads). The server lives as long as this process, so later studies start at once.
+    threads). The server lives as long as this process, so later studies start at once,
+    and no longer (`bnlab.lab.forkserver_init`).
     """
     if "forkserver" in mp.get_all_start_methods():
         ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["bnlab.lab.runs"])
+        ctx.set_forkserver_preload(["bnlab.lab.forkserver_init"])
         return ctx
     return mp.get_context("spawn")
 
@@ -156,7 +165,7 @@ class ProcessExecutor:
     def _start(self, results: Any) -> _Worker:
         tasks = self._ctx.SimpleQueue()
         process = self._ctx.Process(
-            target=_worker_main, args=(tasks, results, self.threads), daemon=True
+            target=_worker_main, args=(tasks, results, self.threads, os.getpid()), daemon=True
         )
         process.start()
         return _Worker(process, tasks)
