@@ -5,11 +5,13 @@
     bnlab list                                   # bundled experiments
     bnlab show EXPERIMENT                        # settings and each variant's summary()
     bnlab run EXPERIMENT [--seeds N] [--epochs N] [--out DIR] [--workers N] [--threads N]
-                         [--executor auto|sequential|process|ray] [--set KEY=VALUE ...]
-                         [--no-report] [--quiet] [--debug]
+                         [--executor auto|sequential|process|ray] [--address HOST:PORT]
+                         [--set KEY=VALUE ...] [--no-report] [--quiet] [--debug]
     bnlab report DIR                             # rebuild results.json and the report from the store
     bnlab doctor DIR [--variant V] [--seed S] [--fix recalibrate] [--json]
                                                  # diagnose a trained run's BN layers
+    bnlab export DIR [--tensorboard LOGDIR] [--mlflow URI] [--csv FILE] [--parquet FILE]
+                                                 # a run folder to tracking tools and tables
 
 Exit status: 0 success; 1 some runs failed; 2 bad input (one line on stderr, no
 traceback unless --debug); 130 interrupted by Ctrl-C, 143 by SIGTERM (129 SIGHUP):
@@ -81,7 +83,11 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seeds", type=_positive_int, help="number of seeds (0..N-1)")
     run.add_argument("--epochs", type=_positive_int, help="epochs for every variant")
     run.add_argument("--out", type=Path, help="output folder (default: runs/<experiment>)")
-    run.add_argument("--workers", type=_positive_int, help="parallel runs (default: min(2, CPUs))")
+    run.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="parallel runs (default: min(2, CPUs); with --executor ray: the cluster's CPUs)",
+    )
     run.add_argument(
         "--threads", type=_positive_int, default=1, help="torch threads per run (default 1)"
     )
@@ -90,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         choices=["auto", "sequential", "process", "ray"],
         help="where runs execute (default auto: processes when --workers > 1)",
+    )
+    run.add_argument(
+        "--address",
+        metavar="HOST:PORT",
+        help="the Ray cluster to run on, as printed by `ray start --head` (--executor ray; "
+        "default: a Ray instance inside this process)",
     )
     run.add_argument(
         "--set",
@@ -120,6 +132,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="apply a fix (recalibrate) to the loaded model and measure again",
     )
     doctor.add_argument("--json", action="store_true", help="print JSON instead of tables")
+
+    export = sub.add_parser(
+        "export",
+        parents=[common],
+        help="export a run folder: TensorBoard, MLflow, CSV or Parquet tables",
+    )
+    export.add_argument("dir", type=Path, help="the --out folder of a `bnlab run`")
+    export.add_argument(
+        "--tensorboard",
+        type=Path,
+        metavar="LOGDIR",
+        help="write TensorBoard event files, one sub-folder per run (extra: tensorboard)",
+    )
+    export.add_argument(
+        "--mlflow",
+        metavar="URI",
+        help="log one MLflow run per run to this tracking URI, e.g. file:./mlruns (extra: mlflow)",
+    )
+    export.add_argument(
+        "--csv",
+        type=Path,
+        metavar="FILE",
+        help="one row per run to FILE, the curves in long form to FILE_curves.csv",
+    )
+    export.add_argument(
+        "--parquet",
+        type=Path,
+        metavar="FILE",
+        help="the same two tables as Parquet (needs pandas and pyarrow)",
+    )
     return parser
 
 
@@ -159,9 +201,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if hasattr(signal, name):
                 previous[name] = signal.signal(getattr(signal, name), _terminate)
     try:
-        command = {"list": _list, "show": _show, "run": _run, "report": _report, "doctor": _doctor}[
-            args.command
-        ]
+        command = {
+            "list": _list,
+            "show": _show,
+            "run": _run,
+            "report": _report,
+            "doctor": _doctor,
+            "export": _export,
+        }[args.command]
         return command(args, argv)
     except KeyboardInterrupt as e:
         print(f"bnlab: {str(e) or 'interrupted'}", file=sys.stderr)
@@ -325,6 +372,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             workers=args.workers,
             threads=args.threads,
             executor=args.executor,
+            address=args.address,
             observer=progress.observer,
             report=not args.no_report,
         )
@@ -515,6 +563,33 @@ def _doctor(args: argparse.Namespace, argv: list[str]) -> int:
         print(to_json(result))
     else:
         render(result)
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _export(args: argparse.Namespace, argv: list[str]) -> int:
+    from bnlab.lab import LabError, export
+
+    if not any(x is not None for x in (args.tensorboard, args.mlflow, args.csv, args.parquet)):
+        raise LabError(
+            "bnlab export: choose where to: --tensorboard LOGDIR, --mlflow URI, --csv FILE "
+            "or --parquet FILE"
+        )
+    for fmt, path in (("csv", args.csv), ("parquet", args.parquet)):
+        if path is not None:
+            runs_file, curves_file = export.export_tables(args.dir, path, format=fmt)
+            print(f"{fmt}: runs {runs_file}, curves {curves_file}")
+    if args.tensorboard is not None:
+        folders = export.export_tensorboard(args.dir, args.tensorboard)
+        print(
+            f"tensorboard: {len(folders)} runs in {args.tensorboard} "
+            f"(view: tensorboard --logdir {args.tensorboard})"
+        )
+    if args.mlflow is not None:
+        ids = export.export_mlflow(args.dir, args.mlflow)
+        print(f"mlflow: {len(ids)} runs at {args.mlflow}")
     return EXIT_OK
 
 

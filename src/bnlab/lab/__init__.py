@@ -21,7 +21,6 @@ from bnlab.lab.errors import LabError, Terminated
 from bnlab.lab.executors import (
     EXECUTORS,
     ProcessExecutor,
-    RayExecutor,
     SequentialExecutor,
     default_workers,
     make_executor,
@@ -37,6 +36,7 @@ from bnlab.lab.experiment import (
     load_experiment,
     parse_experiment,
 )
+from bnlab.lab.ray_executor import RayExecutor
 from bnlab.lab.results import (
     RESULTS_FILE,
     SCHEMA_VERSION,

@@ -14,7 +14,7 @@ A failing run comes back as a ``failed`` RunResult; it never stops the others.
   Ctrl-C (or SIGTERM, handled the same way by the command) in the parent terminates
   the workers at once; a parent killed outright (``kill -9``) takes its workers, the
   fork server and the resource tracker with it (`bnlab.lab.lifeline`).
-- `RayExecutor`: Ray tasks (``pip install 'bnlab[ray]'``), for clusters.
+- `RayExecutor` (``bnlab.lab.ray_executor``): Ray tasks, on a machine or a cluster.
 """
 
 from __future__ import annotations
@@ -38,7 +38,6 @@ __all__ = [
     "EXECUTORS",
     "Executor",
     "ProcessExecutor",
-    "RayExecutor",
     "SequentialExecutor",
     "default_workers",
     "make_executor",
@@ -234,78 +233,6 @@ def _died(spec: RunSpec, exitcode: int | None) -> RunResult:
     )
 
 
-def _ray_task(spec: RunSpec, threads: int) -> RunResult:
-    _set_threads(threads)
-    return execute_run(spec)
-
-
-class RayExecutor:
-    """Runs as Ray tasks, one CPU each, at most `workers` in flight.
-
-    Connects to ``address`` (e.g. ``"auto"`` for a running cluster) or starts a local
-    Ray with `workers` CPUs. Output folders must be on storage the Ray workers share.
-
-    Raises:
-        LabError: Ray is not installed (``pip install 'bnlab[ray]'``).
-    """
-
-    def __init__(self, workers: int, *, address: str | None = None, threads: int = 1) -> None:
-        try:
-            import ray  # noqa: F401
-        except ImportError:
-            raise LabError(
-                "--executor ray: Ray is not installed; install it with: pip install 'bnlab[ray]'"
-            ) from None
-        self.workers = workers
-        self.address = address
-        self.threads = threads
-
-    def map(
-        self, specs: Sequence[RunSpec], on_start: OnStart = _no_op
-    ) -> Iterator[tuple[RunSpec, RunResult]]:
-        import ray
-
-        if not ray.is_initialized():
-            if self.address is None:
-                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(address=self.address, log_to_driver=False)
-        task = ray.remote(num_cpus=1)(_ray_task)
-        pending = deque(range(len(specs)))
-        in_flight: dict[Any, int] = {}
-        try:
-            while pending or in_flight:
-                while pending and len(in_flight) < self.workers:
-                    index = pending.popleft()
-                    on_start(specs[index])
-                    in_flight[task.remote(specs[index], self.threads)] = index
-                done, _ = ray.wait(list(in_flight), num_returns=1)
-                for ref in done:
-                    index = in_flight.pop(ref)
-                    try:
-                        result = ray.get(ref)
-                    except Exception as e:  # a crashed Ray worker
-                        yield specs[index], _died_ray(specs[index], e)
-                    else:
-                        yield specs[index], result
-        finally:
-            for ref in in_flight:
-                ray.cancel(ref, force=True)
-
-
-def _died_ray(spec: RunSpec, error: Exception) -> RunResult:
-    return RunResult(
-        experiment=spec.experiment,
-        variant=spec.variant.base,
-        seed=spec.seed,
-        status="failed",
-        history=None,
-        seconds=0.0,
-        error=f"the Ray task failed: {type(error).__name__}: {error}",
-        grid=dict(spec.variant.grid),
-    )
-
-
 def make_executor(
     name: ExecutorName | str = "auto",
     workers: int | None = None,
@@ -316,7 +243,8 @@ def make_executor(
     """The executor called `name` with `workers` workers of `threads` torch threads each.
 
     ``auto``: sequential for 1 worker, else processes. `workers` defaults to
-    `default_workers()` (``sequential`` always uses 1). One thread per run is the
+    `default_workers()` (``sequential`` always uses 1; ``ray`` uses the cluster's CPUs).
+    `address` is the Ray cluster to join (``ray`` only). One thread per run is the
     default everywhere: the lab's parallelism is across runs, small models run fastest
     on one thread, and intra-op threads on a busy machine mostly wait for each other
     (the circles study ran 3-5x slower in-process with torch's default 2 threads).
@@ -333,9 +261,13 @@ def make_executor(
             isinstance(value, bool) or not isinstance(value, int) or value < 1
         ):
             raise LabError(f"{option}: expected an integer >= 1, got {value!r}")
+    if address is not None and name != "ray":
+        raise LabError(f"--address {address}: a Ray cluster address needs --executor ray")
+    if name == "ray":
+        from bnlab.lab.ray_executor import RayExecutor
+
+        return RayExecutor(workers, address=address, threads=threads)
     n = default_workers() if workers is None else workers
     if name == "sequential" or (name == "auto" and n == 1):
         return SequentialExecutor(threads=threads)
-    if name == "ray":
-        return RayExecutor(n, address=address, threads=threads)
     return ProcessExecutor(n, threads=threads)

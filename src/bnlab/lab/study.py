@@ -117,6 +117,7 @@ def run(
     workers: int | None = None,
     threads: int = 1,
     executor: str = "auto",
+    address: str | None = None,
     observer: Observer | None = None,
     report: bool = True,
 ) -> StudyOutcome:
@@ -127,9 +128,10 @@ def run(
         out_dir: output folder (created).
         seeds: number of seeds (0..N-1) or the seeds; default the experiment's.
         epochs: train every variant for this many epochs instead (e.g. a short check).
-        workers: parallel runs; default `default_workers()`.
+        workers: parallel runs; default `default_workers()` (Ray: the cluster's CPUs).
         threads: torch threads per run (default 1: parallelism is across runs).
         executor: "auto" (processes when workers > 1), "sequential", "process" or "ray".
+        address: the Ray cluster to run on (``executor="ray"``; None: a local Ray).
         observer: progress hooks.
         report: also write curves.png and report.html (``bnlab.lab.report``).
 
@@ -144,7 +146,8 @@ def run(
     if epochs is not None:
         exp = exp.with_epochs(epochs)
     observer = observer or Observer()
-    make_executor(executor, workers, threads=threads)  # bad options fail before any writing
+    # bad options fail before any writing
+    make_executor(executor, workers, threads=threads, address=address)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -170,10 +173,10 @@ def run(
 
         try:
             if todo:
-                n = default_workers() if workers is None else workers
+                n = workers
                 if executor == "auto":
-                    n = min(n, len(todo))
-                runner = make_executor(executor, n, threads=threads)
+                    n = min(default_workers() if workers is None else workers, len(todo))
+                runner = make_executor(executor, n, threads=threads, address=address)
                 for spec, result in runner.map(todo, on_start=started):
                     weights = spec.weights if result.status == "completed" else None
                     store.record(
