@@ -19,17 +19,33 @@ Three implementations compute the same numbers:
   (:mod:`bnlab.functional.reference`), kept readable and used to test the others.
 
 ``"auto"`` picks native where it applies and falls back to composite otherwise.
+
+Under tracing
+-------------
+Two checks read batch or moving statistics on the host: whether some channel is
+ill-conditioned (``|mean| / std > 1e3``, where the fused kernel loses accuracy) and
+whether a training batch's statistics are finite. Under ``torch.compile``,
+``torch.export`` / ``torch.onnx.export``, ``torch.jit.trace`` and ``torch.func``
+transforms (see :func:`traced`) there is no host value to read, and the rule is:
+
+- ``"auto"`` makes no data-dependent choice: inference uses the shifted form
+  ``(x - m) * rsqrt(v + eps)`` and training the composite path, both accurate for
+  every channel, so the check is not needed;
+- a batch with non-finite statistics is still skipped (the moving statistics and
+  ``num_batches_tracked`` keep their values, chosen by ``torch.where``), but
+  silently: ``on_nonfinite`` (warn or raise) applies in eager mode only.
+
+Eager mode keeps both checks, each a single host read per call.
 """
 
 from __future__ import annotations
 
-import functools
 import math
 import sys
 import warnings
-import weakref
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, NoReturn
+from typing import Any, Literal, NamedTuple, NoReturn, TypeVar
 
 import torch
 from torch import Tensor
@@ -40,6 +56,7 @@ from bnlab.functional.reference import reference_batch_norm_train
 Implementation = Literal["auto", "native", "composite", "reference"]
 NonFinitePolicy = Literal["skip", "raise"]
 
+_T = TypeVar("_T")
 _HALF_DTYPES = (torch.float16, torch.bfloat16)
 # Above this ratio |mean| / std the fused kernel's `x * a + b` form loses more than
 # ~1e-4 of the output in float32; such channels take the shifted composite path.
@@ -140,39 +157,18 @@ def batch_norm(
     Training by Reducing Internal Covariate Shift", ICML 2015, Algorithm 1.
     """
     kept = kept_axes(axis, x.dim())
-    _check_arguments(x, gamma, beta, moving_mean, moving_variance, kept, momentum, epsilon,
-                     mask, implementation, on_nonfinite, name)
+    trace_time_check(_check_arguments, x, gamma, beta, moving_mean, moving_variance, kept,
+                     momentum, epsilon, mask, implementation, on_nonfinite, name)
     if not training:
         return BatchNormResult(
             _normalize_inference(x, gamma, beta, moving_mean, moving_variance, kept, epsilon),
             moving_mean,
             moving_variance,
         )
-
-    count = _count_per_channel(x, kept, mask)
-    if x.numel() == 0:
-        # An empty batch has no statistics: pass it through the inference transform
-        # (keeps autograd and shape) and leave the moving statistics alone.
-        y = _normalize_inference(x, gamma, beta, moving_mean, moving_variance, kept, epsilon)
-        return BatchNormResult(y, moving_mean, moving_variance)
-    if mask is None and count <= 1:
-        _raise_single_value(x, kept, name)
-
-    fused = fused_training_step(
-        x, gamma, beta, moving_mean, moving_variance, num_batches_tracked, kept, momentum,
-        epsilon, unbiased_moving_variance, mask, on_nonfinite, implementation, name, False,
-    )
-    if not isinstance(fused, str):
-        return BatchNormResult(*fused)
-    implementation = fused  # the kernel does not apply, or the batch is ill-conditioned
-    functorch = _any_functorch(x, gamma, beta, moving_mean, moving_variance)
-
-    y, mean, var = _normalize_training(x, gamma, beta, kept, epsilon, mask, implementation)
-    new_mean, new_var = update_moving_statistics(
-        moving_mean, moving_variance, mean.detach(), var.detach(),
-        count=count, momentum=momentum, num_batches_tracked=num_batches_tracked,
-        unbiased=unbiased_moving_variance, on_nonfinite=on_nonfinite, name=name,
-        check=not functorch,
+    y, new_mean, new_var, _ = _training_step(
+        x, gamma, beta, moving_mean, moving_variance, kept, momentum, epsilon,
+        num_batches_tracked, unbiased_moving_variance, mask, on_nonfinite, implementation, name,
+        in_place=False,
     )
     return BatchNormResult(y, new_mean, new_var)
 
@@ -197,18 +193,14 @@ def batch_norm_update_(
     """A training step of :func:`batch_norm` that updates the moving statistics in place.
 
     For a caller that owns the statistics tensors, such as
-    :class:`bnlab.nn.BatchNormalization` with its buffers. Normalizes ``x`` with the
-    batch statistics exactly like ``batch_norm(..., training=True)`` and writes the new
-    moving statistics that it would return into ``moving_mean`` and
-    ``moving_variance``, then adds 1 to ``num_batches_tracked``. A batch that leaves
-    the statistics unchanged in :func:`batch_norm` (empty, or non-finite statistics
-    with ``on_nonfinite="skip"``) changes nothing here either, the count included.
-    Output, gradients and statistics are the same numbers, bit for bit.
-
-    On the fused path (one kept axis, no mask, no ``torch.func`` transform) the
-    update is one in-place ``lerp_`` per statistic (a single ``_foreach_lerp_``), with no
-    new statistics tensors to copy back; every other case calls :func:`batch_norm` and
-    copies its result.
+    :class:`bnlab.nn.BatchNormalization` with its buffers (the way ``torch.nn.BatchNorm2d``
+    calls ``F.batch_norm``). Normalizes ``x`` with the batch statistics exactly like
+    ``batch_norm(..., training=True)``, writes the new moving statistics that it would
+    return into ``moving_mean`` and ``moving_variance``, then adds 1 to
+    ``num_batches_tracked``. A batch that leaves the statistics unchanged in
+    :func:`batch_norm` (empty, or non-finite statistics with ``on_nonfinite="skip"``)
+    changes nothing here either, the count included. Output, gradients and statistics
+    are the same numbers, bit for bit.
 
     Args:
         x, gamma, beta, axis, momentum, epsilon, unbiased_moving_variance, mask,
@@ -231,47 +223,113 @@ def batch_norm_update_(
         1
     """
     kept = kept_axes(axis, x.dim())
-    _check_arguments(x, gamma, beta, moving_mean, moving_variance, kept, momentum, epsilon,
-                     mask, implementation, on_nonfinite, name)
-    fused = fused_training_step(
-        x, gamma, beta, moving_mean, moving_variance, num_batches_tracked, kept, momentum,
-        epsilon, unbiased_moving_variance, mask, on_nonfinite, implementation, name, True,
+    trace_time_check(_check_arguments, x, gamma, beta, moving_mean, moving_variance, kept,
+                     momentum, epsilon, mask, implementation, on_nonfinite, name)
+    y, _, _, updated = _training_step(
+        x, gamma, beta, moving_mean, moving_variance, kept, momentum, epsilon,
+        num_batches_tracked, unbiased_moving_variance, mask, on_nonfinite, implementation, name,
+        in_place=True,
     )
-    if not isinstance(fused, str):
-        return fused[0]
-    result = batch_norm(
-        x, gamma, beta, moving_mean, moving_variance, training=True, axis=kept,
-        momentum=momentum, epsilon=epsilon, num_batches_tracked=num_batches_tracked,
-        unbiased_moving_variance=unbiased_moving_variance, mask=mask,
-        on_nonfinite=on_nonfinite, implementation=fused, name=name,
-    )
-    if result.moving_mean is not moving_mean:
-        with torch.no_grad():  # the statistics take values, not autograd history
-            moving_mean.copy_(result.moving_mean)
-            moving_variance.copy_(result.moving_variance)
-            num_batches_tracked.add_(1)
-    return result.output
+    if updated is not False:
+        num_batches_tracked.add_(updated)  # True, or 1/0 (skipped) under tracing
+    return y
 
 
-def batch_norm_inference_validated(
+def traced(*tensors: Tensor | None) -> bool:
+    """Whether the current call is being traced into a graph or transformed.
+
+    True under ``torch.compile``, ``torch.export`` (and so ``torch.onnx.export``),
+    ``torch.jit.trace``, and when one of ``tensors`` is wrapped by a ``torch.func``
+    transform (``vmap``, ``grad``, ``jvp``). There the tensors have no values to read
+    on the host, so the functions of this module make no data-dependent choice (see
+    the module docstring's "Under tracing").
+    """
+    return torch.compiler.is_compiling() or torch.jit.is_tracing() or _any_functorch(*tensors)
+
+
+def trace_time_check(check: Callable[..., _T], *args: Any) -> _T:
+    """``check(*args)``, a check of shapes and settings that raises on bad input.
+
+    Under ``torch.jit.trace`` sizes read from the input are traced tensors, and comparing
+    them warns that the trace keeps the result as a constant: for a check that is the
+    intent (it ran when the graph was recorded), so that warning is silenced here.
+    """
+    if not torch.jit.is_tracing():
+        return check(*args)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        return check(*args)
+
+
+def _training_step(
     x: Tensor,
     gamma: Tensor | None,
     beta: Tensor | None,
     moving_mean: Tensor,
     moving_variance: Tensor,
     kept: tuple[int, ...],
+    momentum: float | None,
     epsilon: float,
+    num_batches_tracked: int | Tensor,
+    unbiased: bool,
+    mask: Tensor | None,
+    on_nonfinite: NonFinitePolicy,
+    implementation: Implementation,
     name: str,
-) -> Tensor:
-    """``batch_norm(..., training=False).output`` for arguments already validated.
+    in_place: bool,
+) -> tuple[Tensor, Tensor, Tensor, bool | Tensor]:
+    """Training output, new moving statistics, and whether they count as an update.
 
-    The inference counterpart of :func:`fused_training_step`, for a layer whose
-    statistics were built for the input's feature count and whose ``epsilon`` was
-    checked when set; ``kept`` is the output of
-    :func:`~bnlab.functional.axes.kept_axes`. Only the input's dtype is checked here.
+    With ``in_place`` the new statistics are written into ``moving_mean`` and
+    ``moving_variance`` (and returned).
+
+    The last value is True/False in eager mode (False: an empty or non-finite batch,
+    the given statistics are returned) and a 0-dim integer tensor (1 or 0) under
+    tracing, where a non-finite batch is skipped with ``torch.where``.
     """
-    _check_floating(x, name)
-    return _normalize_inference(x, gamma, beta, moving_mean, moving_variance, kept, epsilon)
+    if x.numel() == 0:
+        # An empty batch has no statistics: pass it through the inference transform
+        # (keeps autograd and shape) and leave the moving statistics alone.
+        y = _normalize_inference(x, gamma, beta, moving_mean, moving_variance, kept, epsilon)
+        return y, moving_mean, moving_variance, False
+    count = _count_per_channel(x, kept, mask)
+    if mask is None and count <= 1:
+        _raise_single_value(x, kept, name)
+    eager = not traced(x, gamma, beta, moving_mean, moving_variance)
+    fused_first = implementation == "auto" and eager and len(kept) == 1 and mask is None
+    if implementation == "auto":
+        implementation = "native" if fused_first else "composite"
+    y, mean, var = _normalize_training(x, gamma, beta, kept, epsilon, mask, implementation)
+    finite = None  # decided by torch.where under tracing
+    if eager:
+        finite, ill_conditioned = _screen(mean, var, epsilon)
+        if fused_first and ill_conditioned:  # the fused kernel lost accuracy: shifted path
+            y, mean, var = _normalize_training(x, gamma, beta, kept, epsilon, mask, "composite")
+            finite, _ = _screen(mean, var, epsilon)
+    new_mean, new_var, updated = _fold_statistics(
+        moving_mean, moving_variance, mean, var, count, momentum, num_batches_tracked,
+        unbiased, on_nonfinite, name, finite, in_place,
+    )
+    return y, new_mean, new_var, updated
+
+
+def _screen(mean: Tensor, variance: Tensor, epsilon: float) -> tuple[bool, bool]:
+    """Whether batch statistics are all finite, and whether some channel is ill-conditioned.
+
+    Ill-conditioned: ``|mean| / sqrt(var + eps) > 1e3``, where the fused kernel's
+    ``x * a + b`` form loses accuracy. One host read in the common case: the extremes
+    of ``var - mean^2 / 1e6`` are finite and at least ``-eps`` exactly when every
+    statistic is finite and no channel is ill-conditioned (NaN fails both comparisons).
+    """
+    if mean.numel() == 0:
+        return True, False
+    low, high = torch.aminmax(torch.addcmul(variance, mean, mean, value=_PROBE_SCALE))
+    low_value, high_value = low.item(), high.item()
+    if low_value >= -epsilon and high_value < math.inf:
+        return True, False
+    finite = bool(torch.isfinite(mean).all() & torch.isfinite(variance).all())
+    # A finite low below -eps (or -inf from an overflowing mean^2) is ill-conditioning.
+    return finite, finite and not low_value >= -epsilon
 
 
 def update_moving_statistics(
@@ -292,33 +350,88 @@ def update_moving_statistics(
 
     ``new = momentum * old + (1 - momentum) * batch`` (Keras convention), or the
     cumulative average ``old + (batch - old) / (t + 1)`` when ``momentum`` is None,
-    where ``t = num_batches_tracked``. ``batch_variance`` is biased; with
-    ``unbiased=True`` it is scaled by ``count / (count - 1)`` first.
+    where ``t = num_batches_tracked``; computed as ``torch.lerp(old, batch, weight)``.
+    ``batch_variance`` is biased; with ``unbiased=True`` it is scaled by
+    ``count / (count - 1)`` first.
 
-    If any batch statistic is not finite, the old statistics are returned unchanged
-    (computed with ``torch.where``, so it also works under ``vmap``); with
-    ``check=True`` a :class:`NonFiniteStatisticsWarning` is issued, or
-    ``FloatingPointError`` raised when ``on_nonfinite="raise"``.
+    If any batch statistic is not finite, the old statistics are returned unchanged.
+    With ``check=True`` (eager mode) that is decided on the host and reported: a
+    :class:`NonFiniteStatisticsWarning`, or ``FloatingPointError`` with
+    ``on_nonfinite="raise"``. With ``check=False`` it is decided by ``torch.where``,
+    silently and without a host read (for ``vmap`` and traced graphs).
     """
+    finite = None
+    if check:
+        finite = bool(torch.isfinite(batch_mean).all() & torch.isfinite(batch_variance).all())
+    new_mean, new_var, _ = _fold_statistics(
+        moving_mean, moving_variance, batch_mean, batch_variance, count, momentum,
+        num_batches_tracked, unbiased, on_nonfinite, name, finite,
+    )
+    return new_mean, new_var
+
+
+def _fold_statistics(
+    moving_mean: Tensor,
+    moving_variance: Tensor,
+    batch_mean: Tensor,
+    batch_variance: Tensor,
+    count: int | Tensor,
+    momentum: float | None,
+    num_batches_tracked: int | Tensor,
+    unbiased: bool,
+    on_nonfinite: NonFinitePolicy,
+    name: str,
+    finite: bool | None,
+    in_place: bool = False,
+) -> tuple[Tensor, Tensor, bool | Tensor]:
+    """:func:`update_moving_statistics`, and whether the batch was folded in (see
+    :func:`_training_step`). ``finite`` is whether the batch statistics are finite, as
+    read on the host, or None to decide it with ``torch.where``. ``in_place`` writes
+    the result into the moving statistics (the same ``lerp``, so the same numbers)."""
     if unbiased:
-        count_t = torch.as_tensor(count, dtype=batch_variance.dtype, device=batch_variance.device)
-        batch_variance = batch_variance * count_t / (count_t - 1).clamp_min(1)
-    dtype = moving_mean.dtype
-    batch_mean = batch_mean.to(dtype)
-    batch_variance = batch_variance.to(moving_variance.dtype)
-    if momentum is None:
-        seen = torch.as_tensor(num_batches_tracked, dtype=dtype, device=moving_mean.device)
-        new_weight = 1.0 / (seen + 1.0)
-        new_mean = moving_mean * (1.0 - new_weight) + batch_mean * new_weight
-        new_var = moving_variance * (1.0 - new_weight) + batch_variance * new_weight
-    else:
-        new_mean = moving_mean * momentum + batch_mean * (1.0 - momentum)
-        new_var = moving_variance * momentum + batch_variance * (1.0 - momentum)
-    finite = torch.isfinite(batch_mean).all() & torch.isfinite(batch_variance).all()
-    if check and not bool(finite):
+        if isinstance(count, Tensor):
+            count = count.to(batch_variance.dtype)
+            batch_variance = batch_variance * count / (count - 1).clamp_min(1)
+        else:
+            batch_variance = batch_variance * (count / max(count - 1, 1))
+    if batch_mean.dtype != moving_mean.dtype:
+        batch_mean = batch_mean.to(moving_mean.dtype)
+    if batch_variance.dtype != moving_variance.dtype:
+        batch_variance = batch_variance.to(moving_variance.dtype)
+    if finite is False:
         _report_nonfinite(on_nonfinite, name)
-        return moving_mean, moving_variance
-    return torch.where(finite, new_mean, moving_mean), torch.where(finite, new_var, moving_variance)
+        return moving_mean, moving_variance, False
+    mean_weight = _batch_weight(moving_mean, momentum, num_batches_tracked)
+    var_weight = _batch_weight(moving_variance, momentum, num_batches_tracked)
+    if finite is True and in_place:
+        with torch.no_grad():  # the statistics take values, not autograd history
+            moving_mean.lerp_(batch_mean, mean_weight)
+            moving_variance.lerp_(batch_variance, var_weight)
+        return moving_mean, moving_variance, True
+    new_mean = torch.lerp(moving_mean, batch_mean, mean_weight)
+    new_var = torch.lerp(moving_variance, batch_variance, var_weight)
+    updated: bool | Tensor = True
+    if finite is None:
+        finite_t = torch.isfinite(batch_mean).all() & torch.isfinite(batch_variance).all()
+        new_mean = torch.where(finite_t, new_mean, moving_mean)
+        new_var = torch.where(finite_t, new_var, moving_variance)
+        updated = finite_t.long()
+    if in_place:
+        with torch.no_grad():
+            moving_mean.copy_(new_mean)
+            moving_variance.copy_(new_var)
+        return moving_mean, moving_variance, updated
+    return new_mean, new_var, updated
+
+
+def _batch_weight(
+    moving: Tensor, momentum: float | None, num_batches_tracked: int | Tensor
+) -> float | Tensor:
+    """Weight of the batch in the update: ``1 - momentum``, or ``1 / (t + 1)`` (cumulative)."""
+    if momentum is not None:
+        return 1.0 - momentum
+    seen = torch.as_tensor(num_batches_tracked, dtype=moving.dtype, device=moving.device)
+    return 1.0 / (seen + 1.0)
 
 
 def _report_nonfinite(on_nonfinite: str, name: str) -> None:
@@ -390,239 +503,26 @@ def _normalize_training(
     kept: tuple[int, ...],
     epsilon: float,
     mask: Tensor | None,
-    implementation: Implementation,
+    implementation: Literal["native", "composite", "reference"],
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Training-mode output and the batch's (mean, biased variance) per kept index."""
+    """Training-mode output and the batch's (mean, biased variance) per kept index.
+
+    The statistics carry no autograd history (the fused kernel's never do).
+    """
     compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
-    xc = x.to(compute)
-    if implementation == "reference":
-        y, mean, var = reference_batch_norm_train(xc, _cast(gamma, compute), _cast(beta, compute),
-                                                  kept, epsilon)
-        return y.to(x.dtype), mean, var
-    if implementation == "native" or (
-        implementation == "auto" and _native_applies(xc, kept, mask, gamma, beta)
-    ):
-        y, mean, var = _native_training(xc, _cast(gamma, compute), _cast(beta, compute),
-                                        kept[0], epsilon)
-        if implementation == "native" or not _ill_conditioned(mean, var, epsilon):
-            return y.to(x.dtype), mean, var
-    centered, mean, var = batch_moments(xc, kept, mask)
-    y = _affine(centered * torch.rsqrt(var + epsilon), gamma, beta, kept, compute)
-    return y.to(x.dtype), mean.reshape(_stat_shape(x, kept)), var.reshape(_stat_shape(x, kept))
-
-
-class FusedPlan(NamedTuple):
-    """What a training step on the fused kernel needs to know of its input, worked out once.
-
-    Made by :func:`plan_fused_training` and used by :func:`run_fused_training_step`. It
-    depends on the input's shape and dtype, on the dtypes of the parameters and
-    statistics, and on the caller's ``kept``, ``unbiased`` and ``implementation``: a
-    caller that keeps a plan (the layer keeps its last one) drops it when any of these
-    changes.
-    """
-
-    shape: torch.Size
-    dtype: torch.dtype
-    implementation: Implementation
-    channel_axis: int
-    count: int  # values per channel
-    compute: torch.dtype  # float32 for half inputs, else the input's dtype
-    direct: bool  # channels on axis 1 and every tensor in `compute`: no move, no cast
-    kernel_momentum: float  # leaves the batch variance (biased or not) in the scratch
-    unread_mean: Tensor  # see _unread_running_mean
-
-
-def plan_fused_training(
-    x: Tensor,
-    gamma: Tensor | None,
-    beta: Tensor | None,
-    moving_mean: Tensor,
-    moving_variance: Tensor,
-    kept: tuple[int, ...],
-    unbiased: bool,
-    mask: Tensor | None,
-    implementation: Implementation,
-    name: str,
-) -> FusedPlan | None:
-    """The plan of a fused training step for ``x``, or None when the kernel does not apply.
-
-    It does not apply with several kept axes, a mask, a ``torch.func`` transform, an
-    empty or non-floating-point batch, or an implementation other than auto/native;
-    the caller then computes the step with that implementation (:func:`batch_norm`
-    checks everything again). ``kept`` is the output of
-    :func:`~bnlab.functional.axes.kept_axes`; the other arguments are validated.
-
-    Raises:
-        ValueError: one value per channel (with the remedy).
-    """
-    if not (
-        mask is None
-        and len(kept) == 1
-        and (implementation == "auto" or implementation == "native")
-        and x.is_floating_point()
-        and x.numel() > 0
-        and not _any_functorch(x, gamma, beta, moving_mean, moving_variance)
-    ):
-        return None
-    channel_axis = kept[0]
-    count = x.numel() // x.shape[channel_axis]
-    if count <= 1:
-        _raise_single_value(x, kept, name)
-    compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
-    direct = channel_axis == 1 and all(
-        t is None or t.dtype == compute for t in (x, gamma, beta, moving_mean, moving_variance)
-    )
-    # The kernel's running-variance update with momentum (n-1)/n leaves exactly the
-    # *biased* batch variance in a zero-initialized scratch (momentum 1.0: the unbiased).
-    kernel_momentum = 1.0 if unbiased else (count - 1) / count
-    return FusedPlan(
-        x.shape, x.dtype, implementation, channel_axis, count, compute, direct,
-        kernel_momentum, _unread_running_mean(x.shape[channel_axis], compute, x.device),
-    )
-
-
-def fused_training_step(
-    x: Tensor,
-    gamma: Tensor | None,
-    beta: Tensor | None,
-    moving_mean: Tensor,
-    moving_variance: Tensor,
-    num_batches_tracked: int | Tensor,
-    kept: tuple[int, ...],
-    momentum: float | None,
-    epsilon: float,
-    unbiased: bool,
-    mask: Tensor | None,
-    on_nonfinite: NonFinitePolicy,
-    implementation: Implementation,
-    name: str,
-    in_place: bool,
-) -> tuple[Tensor, Tensor, Tensor] | Implementation:
-    """:func:`plan_fused_training`, then :func:`run_fused_training_step`.
-
-    The hot path of :func:`batch_norm` and :func:`batch_norm_update_`, for validated
-    arguments. Returns the implementation to compute the step with instead, having
-    changed nothing, when the kernel does not apply (the one given) or the batch is
-    ill-conditioned (``"composite"``).
-    """
-    plan = plan_fused_training(x, gamma, beta, moving_mean, moving_variance, kept, unbiased,
-                               mask, implementation, name)
-    if plan is None:
-        return implementation
-    return run_fused_training_step(plan, x, gamma, beta, moving_mean, moving_variance,
-                                   num_batches_tracked, momentum, epsilon, on_nonfinite, name,
-                                   in_place)
-
-
-def run_fused_training_step(
-    plan: FusedPlan,
-    x: Tensor,
-    gamma: Tensor | None,
-    beta: Tensor | None,
-    moving_mean: Tensor,
-    moving_variance: Tensor,
-    num_batches_tracked: int | Tensor,
-    momentum: float | None,
-    epsilon: float,
-    on_nonfinite: NonFinitePolicy,
-    name: str,
-    in_place: bool,
-) -> tuple[Tensor, Tensor, Tensor] | Implementation:
-    r"""One training step on the fused kernel, with as few extra operations as possible.
-
-    ``plan`` is :func:`plan_fused_training` of an input of ``x``'s shape and dtype with
-    the same settings. Same numbers as :func:`_native_training` +
-    :func:`update_moving_statistics`, but per-call overhead is most of the cost at
-    small sizes (each extra tensor operation, and each Python frame, costs 1-3% of a
-    (256, 512) training step on a CPU), so: the kernel itself leaves the batch variance
-    in a scratch tensor; one ``addcmul`` and one ``aminmax`` read back together tell
-    whether the statistics are finite and whether some channel is ill-conditioned
-    (``|mean| > 1e3 * sqrt(var + eps)``); the moving statistics are two ``lerp``\ s with
-    a scalar weight. With ``in_place`` the lerps write into ``moving_mean`` /
-    ``moving_variance`` (one ``_foreach_lerp_`` dispatch) and ``num_batches_tracked``
-    (a tensor then) is incremented: the layer's own buffers. Otherwise new tensors are
-    returned.
-
-    Returns ``(output, moving_mean, moving_variance)`` with the new (or updated)
-    statistics, or the given ones if the batch's are non-finite (reported as
-    ``on_nonfinite`` says). Returns ``"composite"``, having changed nothing, when with
-    ``implementation="auto"`` some channel is ill-conditioned: the shifted two-pass
-    path computes that step.
-
-    Raises:
-        FloatingPointError: non-finite statistics with ``on_nonfinite="raise"``.
-    """
-    if plan.direct:  # the common case: no move or cast before or after the kernel
-        moved, restore, cast_mean, cast_var = x, False, False, False
+    xc = x if x.dtype == compute else x.to(compute)
+    if implementation == "composite":
+        centered, mean, var = batch_moments(xc, kept, mask)
+        y = _affine(centered * torch.rsqrt(var + epsilon), gamma, beta, kept, compute)
+        shape = _stat_shape(x, kept)
+        return y.to(x.dtype), mean.detach().reshape(shape), var.detach().reshape(shape)
+    gamma, beta = _cast(gamma, compute), _cast(beta, compute)
+    if implementation == "native":
+        y, mean, var = _native_training(xc, gamma, beta, kept[0], epsilon)
     else:
-        compute, channel_axis = plan.compute, plan.channel_axis
-        xc = x if x.dtype == compute else x.to(compute)
-        moved = xc if channel_axis == 1 else xc.movedim(channel_axis, 1)
-        if gamma is not None and gamma.dtype != compute:
-            gamma = gamma.to(compute)
-        if beta is not None and beta.dtype != compute:
-            beta = beta.to(compute)
-        restore = moved is not x
-        cast_mean = moving_mean.dtype != compute
-        cast_var = moving_variance.dtype != compute
-    # The kernel saves the scratch variance for the backward pass: never write into it
-    # later. The running mean is never read (the kernel returns the batch mean).
-    batch_var = moved.new_zeros(moved.shape[1])
-    y, batch_mean, _ = torch.native_batch_norm(
-        moved, gamma, beta, plan.unread_mean, batch_var, True, plan.kernel_momentum, epsilon,
-    )
-    if restore:
-        y = y if plan.channel_axis == 1 else y.movedim(1, plan.channel_axis)
-        y = y if y.dtype == x.dtype else y.to(x.dtype)
-    # probe = var - mean^2 / 1e6 is below -eps exactly when |mean| / sqrt(var + eps) > 1e3;
-    # NaN fails both comparisons, and an inf shows up at one end.
-    low, high = torch.aminmax(torch.addcmul(batch_var, batch_mean, batch_mean,
-                                            value=_PROBE_SCALE))
-    low_value, high_value = low.item(), high.item()
-    if not (low_value >= -epsilon and high_value < math.inf):
-        if not (math.isfinite(low_value) and math.isfinite(high_value)) and not bool(
-            torch.isfinite(batch_mean).all() & torch.isfinite(batch_var).all()
-        ):
-            _report_nonfinite(on_nonfinite, name)
-            return y, moving_mean, moving_variance
-        # Ill-conditioned (or mean^2 overflowed, which is certainly ill-conditioned).
-        if plan.implementation == "auto":
-            return "composite"
-    # Weight of the batch: 1 - momentum, or 1 / (t + 1) for the cumulative average.
-    weight = 1.0 - momentum if momentum is not None else 1.0 / (int(num_batches_tracked) + 1.0)
-    if cast_mean:
-        batch_mean = batch_mean.to(moving_mean.dtype)
-    if cast_var:
-        batch_var = batch_var.to(moving_variance.dtype)
-    if in_place:
-        # One dispatch for both (the same lerp_ per tensor, so the same numbers).
-        torch._foreach_lerp_((moving_mean, moving_variance), (batch_mean, batch_var), weight)
-        num_batches_tracked.add_(1)  # type: ignore[union-attr]  # a Tensor when in place
-        return y, moving_mean, moving_variance
-    return (y, torch.lerp(moving_mean, batch_mean, weight),
-            torch.lerp(moving_variance, batch_var, weight))
-
-
-@functools.lru_cache(maxsize=64)
-def _unread_running_mean_cached(channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    with torch.inference_mode(False):  # usable outside inference mode later
-        return torch.empty(channels, dtype=dtype, device=device)
-
-
-def _unread_running_mean(channels: int, dtype: torch.dtype, device: torch.device) -> Tensor:
-    """A running-mean buffer for the fused kernel to write into and nobody to read.
-
-    The kernel insists on a running mean when it updates a running variance, but the
-    batch mean it returns is all we use: its write into this buffer is discarded. One
-    buffer per (size, dtype, device) is shared by every call (a fresh tensor per call
-    measured 1-4% of a (256, 512) training step, in allocation and cache misses). The
-    kernel's write does not bump the buffer's version counter, and the backward pass
-    of a training step reads the saved batch statistics, not this buffer, so sharing it
-    between graphs is safe. Under inference mode a fresh tensor is returned.
-    """
-    if torch.is_inference_mode_enabled():
-        return torch.empty(channels, dtype=dtype, device=device)
-    return _unread_running_mean_cached(channels, dtype, device)
+        y, mean, var = reference_batch_norm_train(xc, gamma, beta, kept, epsilon)
+        mean, var = mean.detach(), var.detach()
+    return (y if y.dtype == x.dtype else y.to(x.dtype)), mean, var
 
 
 def _native_training(
@@ -630,20 +530,21 @@ def _native_training(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Fused ATen kernel on (N, C, *) with the channel moved to axis 1.
 
-    The kernel's running statistics are scratch buffers updated with momentum 1.0,
-    which leaves exactly the batch mean and the unbiased batch variance in them.
+    Returns the output, the batch mean and the biased batch variance. The kernel
+    insists on running statistics to update; in zero-initialized scratch buffers, its
+    running-variance update with momentum ``(n-1)/n`` leaves exactly the biased batch
+    variance (``(n-1)/n`` times the unbiased one it folds in).
     """
     moved = x if channel_axis == 1 else x.movedim(channel_axis, 1)
     channels = moved.shape[1]
+    n = moved.numel() // channels
     scratch_mean = moved.new_zeros(channels)
     scratch_var = moved.new_zeros(channels)
-    y, _, _ = torch.native_batch_norm(moved, gamma, beta, scratch_mean, scratch_var,
-                                      True, 1.0, epsilon)
-    n = moved.numel() // channels
-    biased_var = scratch_var * ((n - 1) / n)
+    y, batch_mean, _ = torch.native_batch_norm(moved, gamma, beta, scratch_mean, scratch_var,
+                                               True, (n - 1) / n, epsilon)
     if channel_axis != 1:
         y = y.movedim(1, channel_axis)
-    return y, scratch_mean, biased_var
+    return y, batch_mean, scratch_var
 
 
 def _normalize_inference(
@@ -655,15 +556,21 @@ def _normalize_inference(
     kept: tuple[int, ...],
     epsilon: float,
 ) -> Tensor:
-    r"""Inference transform :math:`\gamma (x - m) / \sqrt{v + \epsilon} + \beta`; samples are independent."""
+    r"""Inference transform :math:`\gamma (x - m) / \sqrt{v + \epsilon} + \beta`; samples are independent.
+
+    In eager mode, with one kept axis and no ill-conditioned channel, PyTorch's
+    inference kernel; otherwise (several axes, an ill-conditioned channel, or under
+    tracing, where the check would read the statistics on the host) the shifted form
+    ``(x - m) * rsqrt(v + eps)``, accurate for every channel.
+    """
     compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
     xc = x if x.dtype == compute else x.to(compute)
     mean_c = mean if mean.dtype == compute else mean.to(compute)
     var_c = variance if variance.dtype == compute else variance.to(compute)
     if (
         len(kept) == 1
-        and not _any_functorch(x, gamma, beta, mean, variance)
-        and not _moving_ill_conditioned(mean, variance, epsilon)
+        and not traced(x, gamma, beta, mean, variance)
+        and not _ill_conditioned(mean, variance, epsilon)
     ):
         moved = xc if kept[0] == 1 else xc.movedim(kept[0], 1)
         gamma_c = gamma if gamma is None or gamma.dtype == compute else gamma.to(compute)
@@ -693,49 +600,9 @@ def _affine(
     return normalized
 
 
-def _native_applies(
-    x: Tensor, kept: tuple[int, ...], mask: Tensor | None, *params: Tensor | None
-) -> bool:
-    return len(kept) == 1 and mask is None and not _any_functorch(x, *params)
-
-
 def _ill_conditioned(mean: Tensor, variance: Tensor, epsilon: float) -> bool:
-    """True when some channel's |mean| / std is large enough to hurt the fused kernel."""
-    if mean.numel() == 0:
-        return False
-    ratio = mean.detach().abs() * torch.rsqrt(variance.detach().to(mean.dtype) + epsilon)
-    return bool((ratio > _ILL_CONDITIONED).any())
-
-
-# id(moving_mean) -> (weakref(mean), weakref(variance), their _version counters, epsilon,
-# verdict). Inference reuses the same moving statistics call after call; the verdict of
-# _ill_conditioned stays valid until either tensor is modified in place (which bumps its
-# version counter) or replaced. Saves several small operations and a sync per call.
-_CONDITION_CACHE: dict[int, tuple[Any, Any, int, int, float, bool]] = {}
-_CONDITION_CACHE_SIZE = 256
-
-
-def _moving_ill_conditioned(mean: Tensor, variance: Tensor, epsilon: float) -> bool:
-    """:func:`_ill_conditioned` for moving statistics, memoized per tensor version."""
-    try:
-        versions = (mean._version, variance._version)
-    except RuntimeError:  # inference-mode tensors have no version counter to key on
-        return _ill_conditioned(mean, variance, epsilon)
-    entry = _CONDITION_CACHE.get(id(mean))
-    if (
-        entry is not None
-        and entry[0]() is mean
-        and entry[1]() is variance
-        and (entry[2], entry[3]) == versions
-        and entry[4] == epsilon
-    ):
-        return entry[5]
-    verdict = _ill_conditioned(mean, variance, epsilon)
-    if len(_CONDITION_CACHE) >= _CONDITION_CACHE_SIZE:
-        _CONDITION_CACHE.clear()
-    _CONDITION_CACHE[id(mean)] = (weakref.ref(mean), weakref.ref(variance), *versions, epsilon,
-                                  verdict)
-    return verdict
+    """Whether some channel of (moving) statistics is ill-conditioned (see :func:`_screen`)."""
+    return _screen(mean.detach(), variance.detach().to(mean.dtype), epsilon)[1]
 
 
 def _any_functorch(*tensors: Tensor | None) -> bool:
@@ -757,7 +624,7 @@ def _raise_single_value(x: Tensor, kept: tuple[int, ...], name: str) -> NoReturn
 
 
 def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
-    return None if t is None else t.to(dtype)
+    return t if t is None or t.dtype == dtype else t.to(dtype)
 
 
 def _stat_shape(x: Tensor, kept: tuple[int, ...]) -> tuple[int, ...]:
@@ -767,7 +634,7 @@ def _stat_shape(x: Tensor, kept: tuple[int, ...]) -> tuple[int, ...]:
 def _count_per_channel(x: Tensor, kept: tuple[int, ...], mask: Tensor | None) -> int | Tensor:
     """Values per statistic: an int, or a tensor of per-channel counts with a mask."""
     if mask is None:
-        kept_size = math.prod(x.shape[d] for d in kept)
+        kept_size = math.prod([x.shape[d] for d in kept])
         return x.numel() // kept_size if kept_size else 0
     dims = reduced_axes(kept, x.dim())
     return _broadcast_mask(mask, x, kept).to(torch.float32).sum(dim=dims).reshape(

@@ -53,6 +53,7 @@ from bnlab.functional.batch_norm import (
     NonFiniteStatisticsWarning,
     batch_moments,
     batch_norm,
+    trace_time_check,
     update_moving_statistics,
 )
 
@@ -239,20 +240,8 @@ def batch_renorm(
     """
     kept = kept_axes(axis, x.dim())
     clipping = check_renorm_clipping(renorm_clipping, name=name)
-    if isinstance(renorm_momentum, bool) or not (
-        isinstance(renorm_momentum, int | float) and 0.0 <= renorm_momentum <= 1.0
-    ):
-        raise ValueError(
-            f"{name}: renorm_momentum must be a number in [0, 1] (weight of the old value); "
-            f"got {renorm_momentum!r}"
-        )
-    for label, t in (("moving_stddev", moving_stddev), ("renorm_mean", renorm_mean),
-                     ("renorm_stddev", renorm_stddev)):
-        if t.shape != moving_mean.shape:
-            raise ValueError(
-                f"{name}: {label} has shape {tuple(t.shape)} but moving_mean has "
-                f"{tuple(moving_mean.shape)}; every renorm statistic has the kept axes' shape"
-            )
+    trace_time_check(_check_renorm_state, moving_mean, moving_stddev, renorm_mean,
+                     renorm_stddev, renorm_momentum, name)
     if not training or x.numel() == 0:
         # Inference (and an empty batch, which has no statistics) is plain batch norm.
         y, new_mean, new_var = batch_norm(
@@ -305,6 +294,26 @@ def batch_renorm(
     derived = torch.relu(new_stddev * new_stddev - epsilon).to(moving_variance.dtype)
     new_var = torch.where(finite, derived, moving_variance)
     return BatchRenormResult(y, new_mean, new_var, new_stddev, new_renorm_mean, new_renorm_stddev)
+
+
+def _check_renorm_state(
+    moving_mean: Tensor, moving_stddev: Tensor, renorm_mean: Tensor, renorm_stddev: Tensor,
+    renorm_momentum: float, name: str,
+) -> None:
+    if isinstance(renorm_momentum, bool) or not (
+        isinstance(renorm_momentum, int | float) and 0.0 <= renorm_momentum <= 1.0
+    ):
+        raise ValueError(
+            f"{name}: renorm_momentum must be a number in [0, 1] (weight of the old value); "
+            f"got {renorm_momentum!r}"
+        )
+    for label, t in (("moving_stddev", moving_stddev), ("renorm_mean", renorm_mean),
+                     ("renorm_stddev", renorm_stddev)):
+        if t.shape != moving_mean.shape:
+            raise ValueError(
+                f"{name}: {label} has shape {tuple(t.shape)} but moving_mean has "
+                f"{tuple(moving_mean.shape)}; every renorm statistic has the kept axes' shape"
+            )
 
 
 def _detached_moments(

@@ -2,17 +2,16 @@
 
 The module holds state (``gamma``, ``beta``, ``moving_mean``, ``moving_variance``,
 ``num_batches_tracked``) and delegates every computation to
-:mod:`bnlab.functional`. A plain training step is the in-place
-:func:`bnlab.functional.batch_norm_update_` (its fused path called directly, since the
-layer validates its settings when they are set), which writes into the buffers the same
-new statistics :func:`bnlab.functional.batch_norm` would return; the variants
-(synchronized, renorm, ghost batches) return new statistics that the module copies into
-its buffers.
+:mod:`bnlab.functional`, the way ``torch.nn.BatchNorm2d`` calls ``F.batch_norm``: a
+plain training step is :func:`bnlab.functional.batch_norm_update_` on the layer's
+buffers; inference is :func:`bnlab.functional.batch_norm`; the variants
+(synchronized, renorm, ghost batches) return new statistics that the module copies
+into its buffers.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -21,14 +20,7 @@ from torch import Tensor, nn
 
 from bnlab.functional import batch_norm, batch_norm_update_
 from bnlab.functional.axes import kept_axes, stat_shape
-from bnlab.functional.batch_norm import (
-    FusedPlan,
-    Implementation,
-    NonFinitePolicy,
-    batch_norm_inference_validated,
-    plan_fused_training,
-    run_fused_training_step,
-)
+from bnlab.functional.batch_norm import Implementation, NonFinitePolicy, trace_time_check
 from bnlab.functional.ghost import check_virtual_batch_size, ghost_batch_norm
 from bnlab.functional.renorm import batch_renorm, check_renorm_clipping
 from bnlab.functional.sync import sync_batch_norm
@@ -38,28 +30,6 @@ from bnlab.nn.keras_objects import Spec
 _WEIGHT_ORDER = ("gamma", "beta", "moving_mean", "moving_variance")
 # Extra state of batch renormalization, in Keras's weight order after the above.
 _RENORM_STATE = ("moving_stddev", "renorm_mean", "renorm_stddev")
-
-
-class _DropsFusedPlan:
-    """A layer setting whose assignment drops the layer's kept fused-kernel plan.
-
-    Stored in the instance's ``__dict__`` under ``_<name>`` (after ``convert``); reading
-    it is a plain dictionary lookup, which matters on the per-step path.
-    """
-
-    def __init__(self, doc: str, convert: Callable[[Any], Any] | None = None) -> None:
-        self.__doc__ = doc
-        self.convert = convert
-
-    def __set_name__(self, owner: type, name: str) -> None:
-        self.slot = "_" + name
-
-    def __get__(self, layer: Any, owner: type | None = None) -> Any:
-        return self if layer is None else layer.__dict__[self.slot]
-
-    def __set__(self, layer: Any, value: Any) -> None:
-        layer.__dict__[self.slot] = value if self.convert is None else self.convert(value)
-        layer.__dict__["_fused_plan"] = None
 
 
 class BatchNormalization(nn.Module):
@@ -160,15 +130,6 @@ class BatchNormalization(nn.Module):
     Reference: Ioffe & Szegedy, ICML 2015.
     """
 
-    # Settings the fused plan depends on: assigning one drops the plan (see forward()).
-    axis = _DropsFusedPlan(
-        "The kept axis or axes (Keras semantics); negative values count from the end.")
-    unbiased_moving_variance = _DropsFusedPlan(
-        "Store the unbiased batch variance in moving_variance (PyTorch) instead of Keras's.",
-        convert=bool)
-    synchronized = _DropsFusedPlan(
-        "Training statistics over every rank of process_group (Keras's option).", convert=bool)
-
     gamma: nn.Parameter | None
     beta: nn.Parameter | None
     moving_mean: Tensor
@@ -208,9 +169,7 @@ class BatchNormalization(nn.Module):
     ) -> None:
         super().__init__()
         self.name = name
-        self._fused_plan: FusedPlan | None = None  # see forward()
-        # Validated when set (here and on any later assignment), so that a training
-        # step need not check them again: see the properties below.
+        # Validated when set (here and on any later assignment): see the properties below.
         self.momentum = momentum
         self.epsilon = epsilon
         self.on_nonfinite = on_nonfinite
@@ -363,7 +322,6 @@ class BatchNormalization(nn.Module):
                 "composite, reference"
             )
         self._implementation: Implementation = value
-        self._fused_plan = None
 
     @property
     def trainable(self) -> bool:
@@ -395,35 +353,53 @@ class BatchNormalization(nn.Module):
     # --------------------------------------------------------------- compute
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Normalize ``x``; in training also update the moving statistics."""
-        # A plain training step on a batch of the last one's shape and dtype reuses its
-        # fused-kernel plan: the checks below were passed for it. Setting axis, implementation,
-        # unbiased_moving_variance or synchronized, or converting the layer (.to(), ...),
-        # drops the plan.
-        plan = self._fused_plan
-        if (
-            plan is None
-            or mask is not None
-            or x.shape != plan.shape
-            or x.dtype != plan.dtype
-            or not (self.training and self._trainable)
-            or torch._C._are_functorch_transforms_active()
-        ):
-            output_or_plan = self._forward_unplanned(x, mask)
-            if not isinstance(output_or_plan, FusedPlan):
-                return output_or_plan
-            plan = output_or_plan
-        params, buffers = self._parameters, self._buffers
-        result = run_fused_training_step(
-            plan, x, params["gamma"], params["beta"], buffers["moving_mean"],
-            buffers["moving_variance"], buffers["num_batches_tracked"], self._momentum,
-            self._epsilon, self._on_nonfinite, self.name, True,
-        )
-        if not isinstance(result, str):
-            return result[0]
-        return self._update_(x, (plan.channel_axis,), mask, result)  # ill-conditioned batch
+        kept = trace_time_check(self._kept_axes, x)
+        training = self.training and self._trainable
+        common: dict[str, Any] = {
+            "axis": kept, "momentum": self._momentum, "epsilon": self._epsilon,
+            "num_batches_tracked": self.num_batches_tracked, "mask": mask,
+            "on_nonfinite": self._on_nonfinite, "name": self.name,
+        }
+        if self.synchronized:
+            result = sync_batch_norm(
+                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                training=training, unbiased_moving_variance=self.unbiased_moving_variance,
+                group=self.process_group, timeout=self.sync_timeout, **common,
+            )
+        elif self.renorm:
+            result = batch_renorm(
+                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                self.moving_stddev, self.renorm_mean, self.renorm_stddev, training=training,
+                renorm_momentum=self.renorm_momentum, renorm_clipping=self._renorm_clipping,
+                implementation=self._implementation, **common,
+            )
+        elif self.virtual_batch_size is not None:
+            result = ghost_batch_norm(
+                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                virtual_batch_size=self.virtual_batch_size, training=training,
+                unbiased_moving_variance=self.unbiased_moving_variance,
+                implementation=self._implementation, **common,
+            )
+        elif training:
+            return batch_norm_update_(
+                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                unbiased_moving_variance=self.unbiased_moving_variance,
+                implementation=self._implementation, **common,
+            )
+        else:
+            return batch_norm(
+                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
+                training=False, implementation=self._implementation, **common,
+            ).output
+        if training and result.moving_mean is not self.moving_mean:
+            with torch.no_grad():  # result fields after the output are named like the buffers
+                for field, value in zip(result._fields[1:], result[1:], strict=True):
+                    getattr(self, field).copy_(value)
+                self.num_batches_tracked.add_(1)
+        return result.output
 
-    def _forward_unplanned(self, x: Tensor, mask: Tensor | None) -> Tensor | FusedPlan:
-        """Every case but a planned training step: the output, or the plan to run."""
+    def _kept_axes(self, x: Tensor) -> tuple[int, ...]:
+        """The input's kept axes; builds the layer on its first input, else checks its size."""
         try:
             kept = kept_axes(self.axis, x.dim())
         except ValueError as error:  # name the layer and the shape it was given
@@ -438,100 +414,7 @@ class BatchNormalization(nn.Module):
                     f"got input shape {tuple(x.shape)} ({_plural(features)}); the layer was "
                     f"built for {self.features}"
                 )
-        training = self.training and self._trainable  # uses_batch_statistics, inlined
-        if self.synchronized:
-            result = sync_batch_norm(
-                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-                training=training, axis=kept, momentum=self.momentum, epsilon=self.epsilon,
-                num_batches_tracked=self.num_batches_tracked,
-                unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
-                on_nonfinite=self.on_nonfinite, group=self.process_group,
-                timeout=self.sync_timeout, name=self.name,
-            )
-        elif self.renorm:
-            result = batch_renorm(
-                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-                self.moving_stddev, self.renorm_mean, self.renorm_stddev,
-                training=training, axis=kept, momentum=self.momentum,
-                renorm_momentum=self.renorm_momentum, renorm_clipping=self._renorm_clipping,
-                epsilon=self.epsilon, num_batches_tracked=self.num_batches_tracked, mask=mask,
-                on_nonfinite=self.on_nonfinite, implementation=self.implementation,
-                name=self.name,
-            )
-        elif self.virtual_batch_size is not None:
-            result = ghost_batch_norm(
-                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-                virtual_batch_size=self.virtual_batch_size, training=training, axis=kept,
-                momentum=self.momentum, epsilon=self.epsilon,
-                num_batches_tracked=self.num_batches_tracked,
-                unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
-                on_nonfinite=self.on_nonfinite, implementation=self.implementation,
-                name=self.name,
-            )
-        else:
-            # Straight from the registries: nn.Module attribute lookup costs ~1 us per name,
-            # and this path runs once per layer per step.
-            params, buffers = self._parameters, self._buffers
-            if training:
-                # The layer owns its buffers: update them in place (same numbers as the
-                # pure function, without new statistics tensors to copy back). Its settings
-                # were validated when set and its statistics built for this feature count.
-                plan = plan_fused_training(
-                    x, params["gamma"], params["beta"], buffers["moving_mean"],
-                    buffers["moving_variance"], kept, self.unbiased_moving_variance, mask,
-                    self._implementation, self.name,
-                )
-                if plan is None:
-                    return self._update_(x, kept, mask, self._implementation)
-                if not torch.is_inference_mode_enabled():  # its scratch is a normal tensor
-                    self._fused_plan = plan
-                return plan
-            if mask is None:
-                return batch_norm_inference_validated(
-                    x, params["gamma"], params["beta"], buffers["moving_mean"],
-                    buffers["moving_variance"], kept, self._epsilon, self.name,
-                )
-            return batch_norm(  # checks the mask's shape, then ignores it (Keras)
-                x, params["gamma"], params["beta"], buffers["moving_mean"],
-                buffers["moving_variance"], training=False, axis=kept,
-                momentum=self.momentum, epsilon=self.epsilon,
-                num_batches_tracked=buffers["num_batches_tracked"],
-                unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
-                on_nonfinite=self.on_nonfinite, implementation=self.implementation,
-                name=self.name,
-            ).output
-        buffers = self._buffers
-        if training and result.moving_mean is not buffers["moving_mean"]:
-            # Result fields after the output are named like the buffers they update.
-            values = result[1:]
-            if any(v.requires_grad for v in values):
-                values = tuple(v.detach() for v in values)
-            for field, value in zip(result._fields[1:], values, strict=True):
-                buffers[field].copy_(value)
-            buffers["num_batches_tracked"].add_(1)
-        return result.output
-
-    def _update_(self, x: Tensor, kept: tuple[int, ...], mask: Tensor | None,
-                 implementation: Implementation) -> Tensor:
-        """A training step through :func:`~bnlab.functional.batch_norm_update_` (checked)."""
-        params, buffers = self._parameters, self._buffers
-        return batch_norm_update_(
-            x, params["gamma"], params["beta"], buffers["moving_mean"],
-            buffers["moving_variance"], buffers["num_batches_tracked"], axis=kept,
-            momentum=self._momentum, epsilon=self._epsilon,
-            unbiased_moving_variance=self.unbiased_moving_variance, mask=mask,
-            on_nonfinite=self._on_nonfinite, implementation=implementation, name=self.name,
-        )
-
-    def _apply(self, fn: Any, recurse: bool = True) -> BatchNormalization:
-        # .to(), .double(), .cuda(), ...: the plan's dtypes and scratch device may be stale.
-        self._fused_plan = None
-        return super()._apply(fn, recurse)
-
-    def _replicate_for_data_parallel(self) -> BatchNormalization:
-        replica = super()._replicate_for_data_parallel()
-        replica._fused_plan = None  # the replica lives on another device
-        return replica
+        return kept
 
     def regularization_loss(self) -> Tensor:
         """Sum of the gamma/beta regularizer penalties (a scalar; 0 when none)."""
@@ -599,7 +482,6 @@ class BatchNormalization(nn.Module):
         key = prefix + "moving_mean"
         if not self.built and key in state_dict:
             self.build(tuple(state_dict[key].shape))
-        self._fused_plan = None  # load_state_dict(assign=True) may bring other dtypes or devices
         super()._load_from_state_dict(state_dict, prefix, *args)
 
     def _require_built(self, what: str) -> None:
