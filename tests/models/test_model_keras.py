@@ -23,7 +23,7 @@ from bnlab.models import (
     list_activations,
     summary,
 )
-from bnlab.models.layers import LSTM, Conv2D, Dense
+from bnlab.models.keras_weights import set_keras_weights
 from bnlab.nn import BatchNormalization
 
 assert keras.backend.backend() == "torch"
@@ -64,29 +64,10 @@ def randomize_batchnorm(kmodel, rng):
 
 
 def copy_weights(kmodel, model):
-    """Keras weights -> ours: transposes from Keras's kernel layouts to PyTorch's."""
+    """Keras weights -> ours, through set_keras_weights (Keras's layouts and order)."""
     assert len(kmodel.layers) == len(model.layers)
     for klayer, module in zip(kmodel.layers, model.layers.values(), strict=True):
-        weights = [torch.as_tensor(w) for w in weights_of(klayer)]
-        with torch.no_grad():
-            if isinstance(module, Dense):
-                module.weight.copy_(weights[0].T)  # (in, units) -> (units, in)
-            elif isinstance(module, Conv2D):
-                module.weight.copy_(
-                    weights[0].permute(3, 2, 0, 1)
-                )  # (kh, kw, in, out) -> (out, in, kh, kw)
-            elif isinstance(module, LSTM):
-                module.weight_ih.copy_(weights[0].T)
-                module.weight_hh.copy_(weights[1].T)
-                module.bias.copy_(weights[2])
-            elif isinstance(module, BatchNormalization):
-                module.set_keras_weights(weights_of(klayer))
-                continue
-            else:
-                assert not weights, klayer.name
-                continue
-            if module.bias is not None and not isinstance(module, LSTM):
-                module.bias.copy_(weights[1])
+        set_keras_weights(module, weights_of(klayer))
 
 
 def keras_output(kmodel, x, *, training):

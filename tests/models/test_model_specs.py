@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import copy
+import json
 import pickle
 import re
+from pathlib import Path
 
 import pytest
 
@@ -17,20 +19,54 @@ from bnlab.models import (
     parse_layers,
 )
 from bnlab.models.activations import list_activations
+from bnlab.models.arguments import freeze
 
 WHERE = "circles.toml: variants.bn_after.layers"
 
 ALL_TYPES = [
     "Activation",
+    "Add",
+    "Average",
+    "AveragePooling1D",
+    "AveragePooling2D",
     "BatchNormAct",
     "BatchNormalization",
+    "Bidirectional",
+    "Concatenate",
+    "Conv1D",
     "Conv2D",
     "Dense",
+    "DepthwiseConv2D",
     "Dropout",
+    "Embedding",
     "Flatten",
+    "GRU",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
+    "GlobalMaxPooling1D",
+    "GlobalMaxPooling2D",
+    "GroupNormalization",
     "Input",
     "LSTM",
+    "LayerNormalization",
+    "LeakyReLU",
+    "Masking",
+    "MaxPooling1D",
     "MaxPooling2D",
+    "Maximum",
+    "Minimum",
+    "Multiply",
+    "Normalization",
+    "ReLU",
+    "Rescaling",
+    "Reshape",
+    "SeparableConv2D",
+    "SimpleRNN",
+    "Softmax",
+    "SpatialDropout1D",
+    "SpatialDropout2D",
+    "Subtract",
+    "TimeDistributed",
     "ZeroPadding2D",
 ]
 
@@ -154,8 +190,21 @@ def test_parse_valid_layer(raw, args, defaults):
         assert resolved[key] == value
 
 
+# Keras 3's own configs (layer.get_config() as a .keras archive stores it), one per type.
+KERAS_CONFIGS = json.loads((Path(__file__).parent / "keras_configs.json").read_text())["layers"]
+
+
+@pytest.mark.parametrize("entry", KERAS_CONFIGS, ids=lambda e: e["config"]["name"])
+def test_keras_config_is_a_spec(entry):
+    spec = parse_layer({"type": entry["class_name"], **entry["config"]}, where=WHERE)
+    assert spec.type == ("Input" if entry["class_name"] == "InputLayer" else entry["class_name"])
+    assert dict(spec.args) == freeze(entry["config"])  # kept, so it can be written back
+    assert parse_layer(entry, where=WHERE) == spec  # Keras's serialized entry form
+
+
 def test_every_registered_type_is_covered_by_a_valid_case():
     covered = {parse_layer(raw, where=WHERE).type for raw, _, _ in VALID}
+    covered |= {parse_layer(e, where=WHERE).type for e in KERAS_CONFIGS}
     assert covered == set(ALL_TYPES)
 
 
@@ -219,8 +268,9 @@ def test_unknown_argument_names_it_suggests_and_lists_allowed():
     message = _error({"type": "Dense", "unit": 10})
     assert message.startswith(f"{WHERE}: unknown argument 'unit' for Dense (did you mean 'units'?)")
     assert (
-        "allowed: activation, bias_initializer, kernel_initializer, name, units, use_bias"
-        in message
+        "allowed: activation, activity_regularizer, bias_constraint, bias_initializer, "
+        "bias_regularizer, dtype, kernel_constraint, kernel_initializer, kernel_regularizer, "
+        "lora_rank, name, quantization_config, trainable, units, use_bias" in message
     )
 
 
@@ -237,7 +287,8 @@ def test_unknown_batchnorm_argument_lists_the_layer_arguments():
         "trainable",
     ):
         assert allowed in message
-    assert "device" not in message and "dtype" not in message
+    # Placement belongs to the model (model.to); dtype is Keras's policy (float32 only).
+    assert "device" not in message and "dtype" in message
 
 
 @pytest.mark.parametrize(
@@ -266,14 +317,14 @@ def test_unknown_batchnorm_argument_lists_the_layer_arguments():
             "'glorot'",
             "glorot_uniform",
         ),
-        ({"type": "Dropout", "rate": 1.5}, "rate", "1.5 (float)", "a number >= 0.0 and <= 1.0"),
+        ({"type": "Dropout", "rate": 1.5}, "rate", "1.5 (float)", "a number >= 0.0 and < 1.0"),
         ({"type": "Dropout", "rate": -0.1}, "rate", "-0.1 (float)", ">= 0.0"),
         ({"type": "Dropout", "rate": "0.2"}, "rate", "'0.2' (str)", "a number"),
         (
             {"type": "Conv2D", "filters": 2, "kernel_size": [3, 3, 3]},
             "kernel_size",
             "(3, 3, 3) (tuple)",
-            "an integer >= 1 or a pair of them",
+            "an integer >= 1 or a list of 2 of them",
         ),
         (
             {"type": "Conv2D", "filters": 2, "kernel_size": 3, "padding": "full"},

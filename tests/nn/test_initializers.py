@@ -145,3 +145,29 @@ def test_bad_specs(spec, pattern):
 def test_non_spec_type_is_a_type_error():
     with pytest.raises(TypeError, match=r"got 3 of type int"):
         initializers.get(3)
+
+
+def test_keras_serialized_initializers_draw_like_their_names():
+    from bnlab.nn.keras_objects import snake_case
+
+    assert snake_case("GlorotUniform") == "glorot_uniform" and snake_case("L1L2") == "l1_l2"
+    keras3 = {"module": "keras.initializers", "class_name": "GlorotUniform",
+              "config": {"seed": None, "input_axes": None, "output_axes": None},
+              "registered_name": None}
+    for spec, name in [(keras3, "glorot_uniform"),
+                       ({"class_name": "HeNormal", "config": {"seed": 3}}, "he_normal"),
+                       ({"class_name": "VarianceScaling", "config": {
+                           "scale": 2.0, "mode": "fan_in", "distribution": "normal"}},
+                        "he_normal")]:
+        a, b = torch.empty(64, 32), torch.empty(64, 32)
+        torch.manual_seed(0)
+        initializers.get(spec)(a)
+        torch.manual_seed(0)
+        initializers.get(name)(b)
+        assert torch.equal(a, b)
+    c = torch.empty(3)
+    initializers.get({"class_name": "Constant", "config": {"value": 0.5}})(c)
+    assert torch.equal(c, torch.full((3,), 0.5))
+    eye = torch.empty(3, 3)
+    initializers.get({"class_name": "Identity", "config": {"gain": 2.0}})(eye)
+    assert torch.equal(eye, 2 * torch.eye(3))

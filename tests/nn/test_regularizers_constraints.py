@@ -90,3 +90,37 @@ def test_constraint_none_and_errors():
     with pytest.raises(ValueError, match=r"unknown constraint 'positive'; choose from: max_norm, "
                                          r"min_max_norm, non_neg, unit_norm"):
         constraints.get("positive")
+
+
+# Keras's serialized forms (Keras 3 archive entries and legacy tf.keras ones) resolve like names.
+@pytest.mark.parametrize(
+    ("family", "spec", "check"),
+    [
+        ("regularizer", {"module": "keras.regularizers", "class_name": "L2",
+                         "config": {"l2": 1e-4}, "registered_name": None},
+         lambda r: (r.l1, r.l2) == (0.0, 1e-4)),
+        ("regularizer", {"class_name": "L1L2", "config": {"l1": 0.1, "l2": 0.2}},
+         lambda r: (r.l1, r.l2) == (0.1, 0.2)),
+        ("constraint", {"class_name": "MaxNorm", "config": {"max_value": 3.0, "axis": 0}},
+         lambda c: (c.max_value, c.axis) == (3.0, 0)),
+        ("constraint", {"class_name": "NonNeg", "config": {}}, lambda c: c is not None),
+    ],
+)
+def test_keras_serialized_forms(family, spec, check):
+    get = regularizers.get if family == "regularizer" else constraints.get
+    assert check(get(spec))
+
+
+@pytest.mark.parametrize(
+    ("spec", "pattern"),
+    [
+        ({"class_name": "MyReg", "config": {}, "registered_name": "Custom>MyReg"},
+         "custom object"),
+        ({"class_name": "L2", "config": {}, "module": "my_package"}, "custom object"),
+        ({"class_name": "Orthogonal", "config": {}}, "unknown regularizer 'orthogonal'"),
+        ({"class_name": "L2", "config": {}, "extra": 1}, r"unknown key\(s\) \['extra'\]"),
+    ],
+)
+def test_keras_serialized_errors(spec, pattern):
+    with pytest.raises(ValueError, match=pattern):
+        regularizers.get(spec)

@@ -19,26 +19,34 @@ from bnlab.models import folding as _folding  # noqa: F401  (registers our layer
 from bnlab.models.activations import get_activation, list_activations
 from bnlab.models.edits import apply_edits
 from bnlab.models.errors import SpecError
+from bnlab.models.graph import GraphModel, GraphNode, GraphSpec, build_graph_model
+from bnlab.models.keras_weights import get_keras_weights, set_keras_weights
 from bnlab.models.registry import LayerType, get_layer_type, list_layer_types
 from bnlab.models.sequential import SequentialModel, build_model
 from bnlab.models.spec import LayerSpec, layer_names, parse_layer, parse_layers
 from bnlab.models.summary import ParamCounts, count_params, summary
 
 __all__ = [
+    "GraphModel",
+    "GraphNode",
+    "GraphSpec",
     "LayerSpec",
     "LayerType",
     "ParamCounts",
     "SequentialModel",
     "SpecError",
     "apply_edits",
+    "build_graph_model",
     "build_model",
     "count_params",
     "get_activation",
+    "get_keras_weights",
     "get_layer_type",
     "layer_names",
     "list_activations",
     "list_layer_types",
     "parse_layer",
     "parse_layers",
+    "set_keras_weights",
     "summary",
 ]

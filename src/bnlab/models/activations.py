@@ -8,6 +8,8 @@ from PyTorch's defaults:
 - ``gelu`` is the exact erf form (Keras ``activations.gelu(approximate=False)``).
 - ``leaky_relu`` uses Keras's ``negative_slope=0.2`` (PyTorch's default is 0.01).
 - ``elu`` alpha 1, ``selu`` the constants of Klambauer et al. (both frameworks agree).
+- ``relu6`` is ``min(max(x, 0), 6)``; ``hard_sigmoid`` is Keras 3's ``relu6(x + 3) / 6``
+  and ``hard_silu`` (alias ``hard_swish``) ``x * hard_sigmoid(x)``.
 - ``linear`` and ``None`` are the identity.
 """
 
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import torch
 from torch import nn
 
 __all__ = ["ACTIVATIONS", "get_activation", "list_activations"]
@@ -35,7 +38,22 @@ ACTIVATIONS: dict[str, _Factory] = {
     "swish": lambda axis: nn.SiLU(),
     "leaky_relu": lambda axis: nn.LeakyReLU(negative_slope=0.2),
     "softplus": lambda axis: nn.Softplus(),
+    "relu6": lambda axis: nn.ReLU6(),
+    "hard_sigmoid": lambda axis: nn.Hardsigmoid(),
+    "hard_silu": lambda axis: nn.Hardswish(),
+    "hard_swish": lambda axis: nn.Hardswish(),
+    "softsign": lambda axis: nn.Softsign(),
+    "mish": lambda axis: nn.Mish(),
+    "exponential": lambda axis: _Exponential(),
+    "log_softmax": lambda axis: nn.LogSoftmax(dim=axis),
 }
+
+
+class _Exponential(nn.Module):
+    """Keras's ``exponential`` activation: ``exp(x)``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.exp()
 
 
 def list_activations() -> list[str]:

@@ -17,20 +17,30 @@ from bnlab.models.activations import ACTIVATIONS, list_activations
 __all__ = [
     "REQUIRED",
     "Arg",
+    "Check",
     "InvalidArgError",
     "activation",
     "anything",
+    "batch_shape",
     "boolean",
     "choice",
+    "constraint",
+    "data_format",
+    "dtype_policy",
+    "false_only",
     "freeze",
     "initializer",
-    "int_or_pair",
+    "int_tuple",
     "integer",
+    "keras_axes",
     "layer_name",
+    "none_only",
+    "ntuple",
+    "optional",
     "padding2d",
-    "pair",
     "real",
     "received",
+    "regularizer",
     "shape",
 ]
 
@@ -172,41 +182,118 @@ def activation(value: Any) -> str | None:
     return value.lower()
 
 
-def initializer(value: Any) -> Any:
-    """Anything ``bnlab.nn.initializers.get`` accepts (name, "name(args)", dict, callable)."""
-    from bnlab.nn import initializers
+def _keras_object(family: str, value: Any) -> Any:
+    """A spec that ``bnlab.nn.<family>s.get`` resolves (name, "name(args)", table, Keras dict)."""
+    from bnlab.nn import constraints, initializers, regularizers
 
+    get = {"initializer": initializers.get, "regularizer": regularizers.get,
+           "constraint": constraints.get}[family]
     try:
-        initializers.get(value)
+        get(value)
     except (ValueError, TypeError, KeyError) as error:
         message = str(error)
         if repr(value) not in message:
-            message = f"expected an initializer; got {received(value)}: {message}"
+            message = f"expected a {family}; got {received(value)}: {message}"
         raise InvalidArgError(message) from None
     return freeze(value)
 
 
-def int_or_pair(min: int = 1) -> Check:
-    """An int >= ``min`` or a pair of them (Keras's ``kernel_size=3`` or ``(3, 3)``)."""
-    expected = f"an integer >= {min} or a pair of them"
+def initializer(value: Any) -> Any:
+    """Anything ``bnlab.nn.initializers.get`` accepts (name, "name(args)", table, Keras dict)."""
+    return _keras_object("initializer", value)
 
-    def check(value: Any) -> int | tuple[int, int]:
+
+def regularizer(value: Any) -> Any:
+    """None or a regularizer spec (``"l2"``, ``"l2(1e-4)"``, Keras's ``{"class_name": "L2", ...}``)."""
+    return _keras_object("regularizer", value)
+
+
+def constraint(value: Any) -> Any:
+    """None or a constraint spec (``"max_norm(2)"``, Keras's ``{"class_name": "MaxNorm", ...}``)."""
+    return _keras_object("constraint", value)
+
+
+def false_only(what: str) -> Check:
+    """Only false (Keras's default): a Keras switch bnlab cannot honour; ``what`` says why."""
+
+    def check(value: Any) -> bool:
+        if boolean(value):
+            raise InvalidArgError(f"expected false; {what}; got {received(value)}")
+        return False
+
+    return check
+
+
+def optional(check: Check) -> Check:
+    """None or a value ``check`` accepts."""
+    return lambda value: None if value is None else check(value)
+
+
+def none_only(what: str) -> Check:
+    """Only None (Keras's default): a Keras option bnlab cannot honour; ``what`` says why."""
+
+    def check(value: Any) -> None:
+        if value is not None:
+            raise InvalidArgError(f"expected null (None); {what}; got {received(value)}")
+        return None
+
+    return check
+
+
+def data_format(value: Any) -> str:
+    """Keras's ``data_format``: only "channels_last" (Keras's default) is supported."""
+    if value is None or value == "channels_last":
+        return "channels_last"
+    raise InvalidArgError(
+        "expected 'channels_last' (channel-first Keras layers are not supported; the model "
+        f"moves channels first inside by itself); got {received(value)}"
+    )
+
+
+def dtype_policy(value: Any) -> Any:
+    """Keras's ``dtype``: None, "float32" or a DTypePolicy dict naming float32."""
+    name = value
+    if isinstance(value, Mapping):
+        config = value.get("config")
+        name = config.get("name") if isinstance(config, Mapping) else None
+        if value.get("class_name") != "DTypePolicy":
+            name = None
+    if value is None or name == "float32":
+        return freeze(value)
+    raise InvalidArgError(
+        "expected the float32 dtype policy (bnlab builds float32 layers; convert the whole "
+        f"model with model.to(dtype) after building); got {received(value)}"
+    )
+
+
+def int_tuple(n: int, min: int = 1) -> Check:
+    """An int >= ``min`` or a list of ``n`` of them (stored as given; see :func:`ntuple`)."""
+    expected = f"an integer >= {min} or a list of {n} of them"
+
+    def check(value: Any) -> int | tuple[int, ...]:
         if _is_int(value) and value >= min:
             return int(value)
-        if (
-            isinstance(value, list | tuple)
-            and len(value) == 2
-            and all(_is_int(v) and v >= min for v in value)
-        ):
-            return (int(value[0]), int(value[1]))
+        if (isinstance(value, list | tuple) and len(value) == n
+                and all(_is_int(v) and v >= min for v in value)):
+            return tuple(int(v) for v in value)
         raise InvalidArgError(f"expected {expected}; got {received(value)}")
 
     return check
 
 
-def pair(value: int | tuple[int, int]) -> tuple[int, int]:
-    """Normalize a checked ``int_or_pair`` value to ``(height, width)``."""
-    return (value, value) if isinstance(value, int) else (value[0], value[1])
+def ntuple(value: int | tuple[int, ...], n: int) -> tuple[int, ...]:
+    """A checked :func:`int_tuple` value as ``n`` ints: ``3 -> (3, 3)``."""
+    return (value,) * n if isinstance(value, int) else tuple(value)
+
+
+def keras_axes(value: Any) -> int | tuple[int, ...]:
+    """An axis (int) or a non-empty list of distinct axes, as Keras's ``axis`` arguments."""
+    if _is_int(value):
+        return int(value)
+    if (isinstance(value, list | tuple) and value and all(_is_int(v) for v in value)
+            and len(set(value)) == len(value)):
+        return tuple(int(v) for v in value)
+    raise InvalidArgError(f"expected an axis or a list of distinct axes; got {received(value)}")
 
 
 def padding2d(value: Any) -> Any:
@@ -228,17 +315,30 @@ def padding2d(value: Any) -> Any:
     )
 
 
-def shape(value: Any) -> tuple[int, ...]:
-    """A non-empty list of positive ints, without the batch dimension (Keras's ``shape``)."""
+def shape(value: Any) -> tuple[int | None, ...]:
+    """A non-empty list of positive ints (or None for an unknown size), without the batch
+    dimension (Keras's ``shape``)."""
     if (
         isinstance(value, list | tuple)
         and len(value) > 0
-        and all(_is_int(v) and v >= 1 for v in value)
+        and all(v is None or (_is_int(v) and v >= 1) for v in value)
     ):
-        return tuple(int(v) for v in value)
+        return tuple(None if v is None else int(v) for v in value)
     raise InvalidArgError(
-        "expected a non-empty list of positive integers without the batch dimension, "
-        f"e.g. [28, 28, 1]; got {received(value)}"
+        "expected a non-empty list of positive integers (or null for an unknown size) "
+        f"without the batch dimension, e.g. [28, 28, 1]; got {received(value)}"
+    )
+
+
+def batch_shape(value: Any) -> tuple[int | None, ...]:
+    """Keras's ``batch_shape``: the batch size (or None) followed by a :func:`shape`."""
+    if isinstance(value, list | tuple) and len(value) > 1 and (
+        value[0] is None or (_is_int(value[0]) and value[0] >= 1)
+    ):
+        return (value[0], *shape(value[1:]))
+    raise InvalidArgError(
+        "expected [batch, *shape] with batch null or a positive integer, e.g. "
+        f"[null, 28, 28, 1]; got {received(value)}"
     )
 
 

@@ -1,51 +1,87 @@
 """The torch modules behind the Keras layer types that PyTorch lacks in Keras form.
 
-All spatial modules work on channel-first tensors ``(N, C, H, W)``; the model
-permutes Keras's channel-last input once (see ``sequential.py``). Weights use the
-PyTorch layout; the Keras layout is the transpose:
+Spatial modules (convolutions, pooling, padding) work on channel-first tensors
+``(N, C, *spatial)``; the model permutes Keras's channel-last tensors where needed
+(see :mod:`bnlab.models.layout`). Weights use the PyTorch layout; Keras's layout is a
+permutation of it (:mod:`bnlab.models.keras_weights` converts):
 
-========  ===============================  ====================================
-layer     here                             Keras
-========  ===============================  ====================================
-Dense     ``weight`` (units, in)           ``kernel`` (in, units) = weight.T
-Conv2D    ``weight`` (filters, in, kh, kw) ``kernel`` (kh, kw, in, filters)
-LSTM      ``weight_ih`` (4u, in)           ``kernel`` (in, 4u) = weight_ih.T
-          ``weight_hh`` (4u, u)            ``recurrent_kernel`` (u, 4u)
-          ``bias`` (4u,)                   ``bias`` (4u,)
-========  ===============================  ====================================
+================  ==================================  ===============================
+layer             here                                Keras
+================  ==================================  ===============================
+Dense             ``weight`` (units, in)              ``kernel`` (in, units)
+Conv1D/Conv2D     ``weight`` (filters, in/g, *k)      ``kernel`` (*k, in/g, filters)
+DepthwiseConv2D   ``weight`` (in*m, 1, kh, kw)        ``kernel`` (kh, kw, in, m)
+SeparableConv2D   ``depthwise`` (in*m, 1, kh, kw),    ``depthwise_kernel`` (kh, kw, in,
+                  ``pointwise`` (f, in*m, 1, 1)       m), ``pointwise_kernel`` (1, 1,
+                                                      in*m, f)
+================  ==================================  ===============================
+
+Keras's 'same' padding (TensorFlow's rule, also that of Keras's torch backend) puts
+the odd pixel after (bottom/right): :func:`same_padding`. It is computed from the
+input size at each call, so unknown (``None``) sizes work.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 __all__ = [
-    "LSTM",
+    "Concatenate",
+    "Conv1D",
     "Conv2D",
     "Dense",
+    "DepthwiseConv2D",
+    "Dropout",
+    "Embedding",
+    "GlobalPooling",
+    "KerasReLU",
+    "Masking",
     "MaxPooling2D",
+    "Merge",
+    "Pooling",
+    "Rescaling",
+    "Reshape",
+    "SeparableConv2D",
+    "Softmax",
     "ZeroPadding2D",
     "same_padding",
 ]
 
+Padding = Literal["valid", "same", "causal"]
 Pad4 = tuple[int, int, int, int]  # (left, right, top, bottom): the order of F.pad
 
 
-def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
     """TensorFlow's 'same' padding along one axis: ``(before, after)``.
 
-    ``out = ceil(size / stride)``; the total padding is
-    ``max((out - 1) * stride + kernel - size, 0)``, split with the extra pixel
-    *after* (bottom/right), as TensorFlow and Keras do (PyTorch's
-    ``padding='same'`` only exists for stride 1).
+    With the dilated kernel ``k = (kernel - 1) * dilation + 1``:
+    ``out = ceil(size / stride)`` and the total padding is
+    ``max((out - 1) * stride + k - size, 0)``, split with the extra pixel *after*
+    (bottom/right), as TensorFlow and Keras do (PyTorch's ``padding='same'`` only
+    exists for stride 1).
     """
+    k = (kernel - 1) * dilation + 1
     out = math.ceil(size / stride)
-    total = max((out - 1) * stride + kernel - size, 0)
+    total = max((out - 1) * stride + k - size, 0)
     return total // 2, total - total // 2
+
+
+def _same_pads(
+    spatial: Sequence[int], kernel: Sequence[int], strides: Sequence[int],
+    dilation: Sequence[int],
+) -> list[tuple[int, int]]:
+    return [same_padding(*a) for a in zip(spatial, kernel, strides, dilation, strict=True)]
+
+
+def _flat(pads: Sequence[tuple[int, int]]) -> tuple[int, ...]:
+    """Per-axis ``(before, after)`` pairs -> F.pad's order (last axis first)."""
+    return tuple(p for pair in reversed(pads) for p in pair)
 
 
 class Dense(nn.Module):
@@ -70,64 +106,169 @@ class Dense(nn.Module):
         )
 
 
-class Conv2D(nn.Module):
-    """Keras Conv2D on channel-first input: ``activation(conv(pad(x), weight) + bias)``.
+class _Conv(nn.Module):
+    r"""A Keras convolution on channel-first input (1 or 2 spatial axes).
 
-    ``padding`` is the explicit ``(left, right, top, bottom)`` computed at build time
-    (zeros for 'valid', :func:`same_padding` for 'same', asymmetric when needed).
-    Shape: ``(N, C_in, H, W) -> (N, filters, H_out, W_out)``.
+    .. math:: y = \mathrm{activation}(\mathrm{conv}(\mathrm{pad}(x), W) + b)
+
+    with ``groups`` (Keras's ``groups``; ``in_channels`` for depthwise), ``strides``,
+    ``dilation`` and ``padding`` 'valid', 'same' (see :func:`same_padding`) or 'causal'
+    (Conv1D: ``(kernel - 1) * dilation`` zeros before the sequence).
+
+    Shape: ``(N, C_in, *spatial) -> (N, out_channels, *spatial_out)``.
     """
 
     def __init__(
         self,
         in_channels: int,
-        filters: int,
-        kernel_size: tuple[int, int],
+        out_channels: int,
+        kernel_size: tuple[int, ...],
         *,
-        strides: tuple[int, int],
-        padding: Pad4,
+        strides: tuple[int, ...],
+        padding: Padding,
+        dilation: tuple[int, ...],
+        groups: int,
         use_bias: bool,
         activation: nn.Module,
     ) -> None:
         super().__init__()
-        self.in_channels, self.filters = in_channels, filters
-        self.kernel_size, self.strides, self.padding = kernel_size, strides, padding
-        self.weight = nn.Parameter(torch.empty(filters, in_channels, *kernel_size))
-        self.register_parameter("bias", nn.Parameter(torch.empty(filters)) if use_bias else None)
+        self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
+        self.kernel_size, self.strides, self.dilation = kernel_size, strides, dilation
+        self.padding = padding
+        shape = (out_channels, in_channels // groups, *kernel_size)
+        self.weight = nn.Parameter(torch.empty(shape))
+        self.register_parameter(
+            "bias", nn.Parameter(torch.empty(out_channels)) if use_bias else None
+        )
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        left, right, top, bottom = self.padding
-        if left == right and top == bottom:
-            y = F.conv2d(x, self.weight, self.bias, self.strides, padding=(top, left))
+        conv = F.conv1d if len(self.kernel_size) == 1 else F.conv2d
+        pads = [(0, 0)] * len(self.kernel_size)
+        if self.padding == "same":
+            pads = _same_pads(x.shape[2:], self.kernel_size, self.strides, self.dilation)
+        elif self.padding == "causal":  # Conv1D: the output at t sees inputs up to t
+            pads = [((self.kernel_size[0] - 1) * self.dilation[0], 0)]
+        if all(a == b for a, b in pads):
+            y = conv(x, self.weight, self.bias, self.strides, [a for a, _ in pads],
+                     self.dilation, self.groups)
         else:
-            y = F.conv2d(F.pad(x, self.padding), self.weight, self.bias, self.strides)
+            y = conv(F.pad(x, _flat(pads)), self.weight, self.bias, self.strides, 0,
+                     self.dilation, self.groups)
         return self.activation(y)
 
     def extra_repr(self) -> str:
         return (
-            f"{self.in_channels}, {self.filters}, kernel_size={self.kernel_size}, "
-            f"strides={self.strides}, padding={self.padding}, use_bias={self.bias is not None}"
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"strides={self.strides}, padding={self.padding!r}, dilation={self.dilation}, "
+            f"groups={self.groups}, use_bias={self.bias is not None}"
         )
 
 
-class MaxPooling2D(nn.Module):
-    """Keras MaxPooling2D on channel-first input; 'same' padding never wins the max.
+class Conv1D(_Conv):
+    """Keras Conv1D on ``(N, C, L)``; see :class:`_Conv`."""
 
-    Shape: ``(N, C, H, W) -> (N, C, H_out, W_out)``.
+
+class Conv2D(_Conv):
+    """Keras Conv2D on ``(N, C, H, W)``; see :class:`_Conv`."""
+
+
+class DepthwiseConv2D(_Conv):
+    """Keras DepthwiseConv2D: ``groups = in_channels``, ``depth_multiplier`` outputs each.
+
+    Output channel ``c * multiplier + j`` is input channel ``c`` convolved with filter
+    ``j`` (Keras's order).
     """
 
-    def __init__(self, pool_size: tuple[int, int], *, strides: tuple[int, int], padding: Pad4):
+
+class SeparableConv2D(nn.Module):
+    """Keras SeparableConv2D: a depthwise convolution (no bias), then a 1x1 convolution.
+
+    .. math:: y = \\mathrm{activation}(W_p * (W_d \\circledast \\mathrm{pad}(x)) + b)
+
+    Shape: ``(N, C_in, H, W) -> (N, filters, H_out, W_out)``.
+    """
+
+    def __init__(self, depthwise: DepthwiseConv2D, pointwise: Conv2D) -> None:
         super().__init__()
-        self.pool_size, self.strides, self.padding = pool_size, strides, padding
+        self.depthwise, self.pointwise = depthwise, pointwise
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if any(self.padding):
-            x = F.pad(x, self.padding, value=-math.inf)
-        return F.max_pool2d(x, self.pool_size, self.strides)
+        return self.pointwise(self.depthwise(x))
+
+
+class Pooling(nn.Module):
+    """Keras MaxPooling/AveragePooling (1 or 2 spatial axes) on channel-first input.
+
+    'same' padding as Keras's torch backend: when the padding is the same on both
+    sides of every axis it is implicit (a max ignores it; an average divides by the
+    number of real inputs); otherwise the edge values are replicated into it.
+
+    Shape: ``(N, C, *spatial) -> (N, C, *spatial_out)``.
+    """
+
+    def __init__(
+        self, kind: Literal["max", "avg"], pool_size: tuple[int, ...], *,
+        strides: tuple[int, ...], padding: Padding,
+    ) -> None:
+        super().__init__()
+        self.kind, self.pool_size, self.strides, self.padding = kind, pool_size, strides, padding
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pads = [(0, 0)] * len(self.pool_size)
+        if self.padding == "same":
+            pads = _same_pads(x.shape[2:], self.pool_size, self.strides, [1] * len(pads))
+        implicit = [a for a, _ in pads]
+        if any(a != b for a, b in pads):
+            x, implicit = F.pad(x, _flat(pads), mode="replicate"), [0] * len(pads)
+        two_d = len(self.pool_size) == 2
+        if self.kind == "max":
+            pool = F.max_pool2d if two_d else F.max_pool1d
+            return pool(x, self.pool_size, self.strides, implicit)
+        pool = F.avg_pool2d if two_d else F.avg_pool1d
+        return pool(x, self.pool_size, self.strides, implicit, count_include_pad=False)
 
     def extra_repr(self) -> str:
-        return f"pool_size={self.pool_size}, strides={self.strides}, padding={self.padding}"
+        return (f"{self.kind}, pool_size={self.pool_size}, strides={self.strides}, "
+                f"padding={self.padding!r}")
+
+
+class MaxPooling2D(Pooling):
+    """Keras MaxPooling2D on ``(N, C, H, W)``; see :class:`Pooling`."""
+
+    def __init__(self, pool_size: tuple[int, int], *, strides: tuple[int, int],
+                 padding: Padding) -> None:
+        super().__init__("max", pool_size, strides=strides, padding=padding)
+
+
+class GlobalPooling(nn.Module):
+    r"""Keras GlobalAverage/MaxPooling1D/2D: mean or max over the spatial axes.
+
+    With a mask (GlobalAveragePooling1D after Masking or Embedding(mask_zero=True)),
+    the average is over the unmasked steps: :math:`\sum_t m_t x_t / \sum_t m_t`.
+
+    Shape: ``(N, C, *spatial)`` (``channels_first``) or ``(N, *spatial, C)`` ->
+    ``(N, C)``, or with ``keepdims`` the input's rank with size-1 spatial axes.
+    """
+
+    def __init__(self, kind: Literal["max", "avg"], spatial: int, *, keepdims: bool,
+                 channels_first: bool) -> None:
+        super().__init__()
+        self.kind, self.keepdims, self.channels_first = kind, keepdims, channels_first
+        start = 2 if channels_first else 1
+        self.axes = tuple(range(start, start + spatial))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        if self.kind == "max":
+            return x.amax(dim=self.axes, keepdim=self.keepdims)
+        if mask is None:
+            return x.mean(dim=self.axes, keepdim=self.keepdims)
+        weights = mask.to(x.dtype).unsqueeze(1 if self.channels_first else -1)
+        total = (x * weights).sum(dim=self.axes, keepdim=self.keepdims)
+        return total / weights.sum(dim=self.axes, keepdim=self.keepdims)
+
+    def extra_repr(self) -> str:
+        return f"{self.kind}, axes={self.axes}, keepdims={self.keepdims}"
 
 
 class ZeroPadding2D(nn.Module):
@@ -144,62 +285,191 @@ class ZeroPadding2D(nn.Module):
         return f"padding={self.padding}"
 
 
-class LSTM(nn.Module):
-    """Keras LSTM (one layer, batch first), gates in Keras's and PyTorch's order i, f, c, o.
+class KerasReLU(nn.Module):
+    r"""Keras's ReLU layer with ``max_value``, ``negative_slope`` and ``threshold``.
 
-    For each step ``t`` with ``z = x_t @ weight_ih.T + h @ weight_hh.T + bias``
-    split into ``(i, f, g, o)``::
+    .. math::
+        y = \min(x \cdot [x > \theta], \text{max\_value}) - s \cdot \max(\theta - x, 0)
 
-        i, f, o = recurrent_activation(i, f, o);  g = activation(g)
-        c = f * c + i * g;  h = o * activation(c)
-
-    One bias vector like Keras (``torch.nn.LSTM`` has two, ``bias_ih`` and
-    ``bias_hh``, so its parameter count differs from Keras's). States start at zero.
-    Not supported (Keras options): ``dropout``, ``recurrent_dropout``, masking,
-    ``return_state``, ``go_backwards``, ``stateful``. The steps run in a Python loop
-    (the input projection is one matmul for all steps): fine for the short sequences
-    of the studies, slower than cuDNN for long ones.
-
-    Shape: ``(N, T, in_features) -> (N, T, units)`` if ``return_sequences`` else
-    ``(N, units)``.
+    (``x * [x > 0]`` is ``max(x, 0)`` when ``threshold`` :math:`\theta` is 0; no upper
+    clip when ``max_value`` is None). Element-wise; any shape.
     """
 
-    def __init__(
-        self,
-        in_features: int,
-        units: int,
-        *,
-        return_sequences: bool,
-        use_bias: bool,
-        activation: nn.Module,
-        recurrent_activation: nn.Module,
-    ) -> None:
+    def __init__(self, max_value: float | None, negative_slope: float, threshold: float) -> None:
         super().__init__()
-        self.in_features, self.units, self.return_sequences = in_features, units, return_sequences
-        self.weight_ih = nn.Parameter(torch.empty(4 * units, in_features))
-        self.weight_hh = nn.Parameter(torch.empty(4 * units, units))
-        self.register_parameter("bias", nn.Parameter(torch.empty(4 * units)) if use_bias else None)
-        self.activation = activation
-        self.recurrent_activation = recurrent_activation
+        self.max_value, self.negative_slope, self.threshold = max_value, negative_slope, threshold
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        n, steps, _ = x.shape
-        xz = F.linear(x, self.weight_ih, self.bias)  # (N, T, 4u), all steps at once
-        h = x.new_zeros(n, self.units)
-        c = x.new_zeros(n, self.units)
-        outputs = []
-        for t in range(steps):
-            z = xz[:, t] + F.linear(h, self.weight_hh)
-            i, f, g, o = z.chunk(4, dim=1)
-            i, f, o = (self.recurrent_activation(v) for v in (i, f, o))
-            c = f * c + i * self.activation(g)
-            h = o * self.activation(c)
-            if self.return_sequences:
-                outputs.append(h)
-        return torch.stack(outputs, dim=1) if self.return_sequences else h
+        if self.negative_slope and self.max_value is None and not self.threshold:
+            return F.leaky_relu(x, self.negative_slope)
+        y = torch.where(x > self.threshold, x, 0.0) if self.threshold else F.relu(x)
+        if self.max_value is not None:
+            y = y.clamp(0.0, self.max_value)
+        if self.negative_slope:
+            y = y - self.negative_slope * F.relu(self.threshold - x)
+        return y
 
     def extra_repr(self) -> str:
-        return (
-            f"in_features={self.in_features}, units={self.units}, "
-            f"return_sequences={self.return_sequences}, use_bias={self.bias is not None}"
-        )
+        return (f"max_value={self.max_value}, negative_slope={self.negative_slope}, "
+                f"threshold={self.threshold}")
+
+
+class Rescaling(nn.Module):
+    """Keras Rescaling: ``y = x * scale + offset`` (scalars or per-channel vectors).
+
+    ``scale`` and ``offset`` are buffers already shaped to broadcast against the
+    tensor in its layout inside the model. Any shape.
+    """
+
+    def __init__(self, scale: torch.Tensor, offset: torch.Tensor) -> None:
+        super().__init__()
+        self.register_buffer("scale", scale, persistent=False)
+        self.register_buffer("offset", offset, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.scale.to(x.dtype) + self.offset.to(x.dtype)
+
+
+class Reshape(nn.Module):
+    """Keras Reshape: ``(N, *in) -> (N, *target_shape)`` (one entry may be -1)."""
+
+    def __init__(self, target_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.target_shape = target_shape
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.reshape(x.shape[0], *self.target_shape)
+
+    def extra_repr(self) -> str:
+        return f"target_shape={self.target_shape}"
+
+
+class Dropout(nn.Module):
+    """Keras Dropout and SpatialDropout: zero entries with probability ``rate`` in training.
+
+    ``spatial`` drops whole channels (Keras's SpatialDropout1D/2D) of a channel-first
+    tensor. Kept entries are scaled by ``1 / (1 - rate)``; inference is the identity.
+    Draws from torch's RNG (not Keras's ``seed``).
+    """
+
+    def __init__(self, rate: float, *, spatial: bool = False) -> None:
+        super().__init__()
+        self.rate, self.spatial = rate, spatial
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.rate == 0:
+            return x
+        if not self.spatial:
+            return F.dropout(x, self.rate, True)
+        keep = x.new_empty(*x.shape[:2], *[1] * (x.dim() - 2)).bernoulli_(1 - self.rate)
+        return x * keep / (1 - self.rate)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}, spatial={self.spatial}"
+
+
+class Merge(nn.Module):
+    """Keras Add/Subtract/Multiply/Average/Maximum/Minimum of several tensors.
+
+    The inputs broadcast against each other (same rank; size-1 axes stretch).
+    """
+
+    def __init__(self, op: Literal["add", "subtract", "multiply", "average", "maximum",
+                                   "minimum"]) -> None:
+        super().__init__()
+        self.op = op
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        y = inputs[0]
+        for x in inputs[1:]:
+            if self.op in ("add", "average"):
+                y = y + x
+            elif self.op == "subtract":
+                y = y - x
+            elif self.op == "multiply":
+                y = y * x
+            elif self.op == "maximum":
+                y = torch.maximum(y, x)
+            else:
+                y = torch.minimum(y, x)
+        return y / len(inputs) if self.op == "average" else y
+
+    def extra_repr(self) -> str:
+        return self.op
+
+
+class Concatenate(nn.Module):
+    """Keras Concatenate along ``dim`` (the axis inside the model)."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.dim = dim
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return torch.cat(list(inputs), dim=self.dim)
+
+    def extra_repr(self) -> str:
+        return f"dim={self.dim}"
+
+
+class Masking(nn.Module):
+    r"""Keras Masking: a step whose features all equal ``mask_value`` is masked.
+
+    .. math:: m_t = \bigvee_f [x_{t,f} \ne v], \qquad y_t = m_t \, x_t
+
+    Returns ``(y, m)``; layers that read masks (RNNs, BatchNormalization,
+    GlobalAveragePooling1D) skip the masked steps. Shape: ``(N, T, F)`` -> same, mask
+    ``(N, T)``.
+    """
+
+    def __init__(self, mask_value: float) -> None:
+        super().__init__()
+        self.mask_value = mask_value
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mask = (x != self.mask_value).any(dim=-1)
+        return x * mask.unsqueeze(-1).to(x.dtype), mask
+
+    def extra_repr(self) -> str:
+        return f"mask_value={self.mask_value}"
+
+
+class Embedding(nn.Module):
+    """Keras Embedding: integer ids -> rows of ``weight`` (input_dim, output_dim).
+
+    With ``mask_zero`` id 0 is padding: returns ``(y, ids != 0)`` for the layers that
+    read masks. Shape: ``(N, *) -> (N, *, output_dim)``; float ids are truncated like
+    Keras's cast to int.
+    """
+
+    def __init__(self, input_dim: int, output_dim: int, *, mask_zero: bool) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(input_dim, output_dim))
+        self.mask_zero = mask_zero
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        ids = ids.long()
+        y = F.embedding(ids, self.weight)
+        return (y, ids != 0) if self.mask_zero else y
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.shape[0]}, {self.weight.shape[1]}, mask_zero={self.mask_zero}"
+
+
+class Softmax(nn.Module):
+    r"""Keras Softmax over one or several axes ``dims`` (the axes inside the model).
+
+    .. math:: y = \exp(x - \operatorname{logsumexp}_{dims}(x))
+    """
+
+    def __init__(self, dims: tuple[int, ...]) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.dims) == 1:
+            return torch.softmax(x, dim=self.dims[0])
+        return torch.exp(x - torch.logsumexp(x, dim=self.dims, keepdim=True))
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"

@@ -164,7 +164,10 @@ def parse_layer(raw: Mapping[str, Any] | LayerSpec, *, where: str) -> LayerSpec:
     """Parse one layer dict ``{type = "Dense", units = 10, ...}`` into a :class:`LayerSpec`.
 
     Args:
-        raw: the dict (e.g. a TOML table); a ``LayerSpec`` passes through.
+        raw: the dict (e.g. a TOML table, or a Keras config with ``type`` set to the
+            class name), Keras's serialized layer entry ``{"class_name": "Dense",
+            "config": {...}, "module": "keras.layers", "registered_name": None}``
+            (as wrappers hold their inner layer); a ``LayerSpec`` passes through.
         where: the location for messages, e.g. ``"circles.toml: layers[2]"``.
 
     Raises:
@@ -177,12 +180,30 @@ def parse_layer(raw: Mapping[str, Any] | LayerSpec, *, where: str) -> LayerSpec:
         raise SpecError(
             f"{where}: expected a layer table such as {_EXAMPLES['Dense']}; got {received(raw)}"
         )
+    if "type" not in raw and "class_name" in raw:
+        raw = _from_keras_entry(raw, where)
     if "type" not in raw:
         raise SpecError(
             f"{where}: a layer needs a 'type' key, e.g. {_EXAMPLES['Dense']}; got {dict(raw)!r}"
         )
     args = {k: v for k, v in raw.items() if k != "type"}
     return LayerSpec(raw["type"], freeze(args), where=where)
+
+
+def _from_keras_entry(raw: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """Keras's ``{"class_name", "config", "module", "registered_name"}`` -> our layer table."""
+    module, registered = raw.get("module"), raw.get("registered_name")
+    config = raw.get("config", {})
+    if (registered is not None and registered != raw["class_name"]) or (
+        module is not None and not str(module).startswith("keras")
+    ):
+        raise SpecError(
+            f"{where}: the layer {raw['class_name']!r} is a custom object (module {module!r}, "
+            f"registered_name {registered!r}); only Keras's own layers can be read"
+        )
+    if not isinstance(config, Mapping):
+        raise SpecError(f"{where}: expected the layer's config as a table; got {received(config)}")
+    return {"type": raw["class_name"], **config}
 
 
 def parse_layers(raw: Sequence[Mapping[str, Any] | LayerSpec], *, where: str) -> list[LayerSpec]:

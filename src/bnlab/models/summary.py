@@ -12,6 +12,9 @@ Same columns, totals and byte sizes as Keras 3's ``model.summary()``::
      Trainable params: 320 (1.25 KB)
      Non-trainable params: 0 (0.00 B)
 
+A graph (Functional) model adds Keras's "Connected to" column (``conv1[0][0]``, one
+line per input tensor) and a row per model input (``input (InputLayer)``, 0 params).
+
 Counting follows Keras: a layer's ``Param #`` counts its parameters and its
 floating-point state buffers (BatchNormalization's ``moving_mean`` and
 ``moving_variance``). Trainable = parameters with ``requires_grad``; non-trainable =
@@ -27,7 +30,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from bnlab.models.registry import keras_shape
+from bnlab.models.graph import GraphModel
+from bnlab.models.layer_type import keras_shape
 from bnlab.models.sequential import SequentialModel
 
 __all__ = ["ParamCounts", "count_params", "summary"]
@@ -83,40 +87,62 @@ def _readable(size: float) -> str:
     return f"{size:.2f} PB"
 
 
-def summary(model: SequentialModel) -> str:
-    """Keras's summary table of ``model``: Layer (type), Output Shape, Param #, totals.
+Row = tuple[str, ...]
+
+
+def _rows(model: SequentialModel | GraphModel) -> tuple[Row, list[Row]]:
+    """The header and the rows (a cell may hold several lines, joined by newlines)."""
+    if isinstance(model, SequentialModel):
+        return ("Layer (type)", "Output Shape", "Param #"), [
+            (f"{name} ({spec.type})", keras_shape(model.output_shapes[name]),
+             f"{count_params(module).total:,}")
+            for name, spec, module in model.named_layers()
+        ]
+    rows: list[Row] = [
+        (f"{name} (InputLayer)", keras_shape(shape), "0", "-")
+        for name, shape in zip(model.input_names, model.input_shapes, strict=True)
+    ]
+    for name, spec, module in model.named_layers():
+        connected = ",\n".join(f"{source}[0][0]" for source in model.inbound[name])
+        rows.append((f"{name} ({spec.type})", keras_shape(model.output_shapes[name]),
+                     f"{count_params(module).total:,}", connected))
+    return ("Layer (type)", "Output Shape", "Param #", "Connected to"), rows
+
+
+def summary(model: SequentialModel | GraphModel) -> str:
+    """Keras's summary table of ``model``: Layer (type), Output Shape, Param #
+    (+ Connected to for a graph), totals.
 
     Output shapes are in Keras's channel-last form with ``None`` for the batch axis,
     e.g. ``(None, 222, 222, 16)``, whatever layout the model uses inside.
     """
-    rows = []
-    for (name, module), spec in zip(model.layers.items(), model.specs, strict=True):
-        rows.append(
-            (
-                f"{name} ({spec.type})",
-                keras_shape(model.output_shapes[name]),
-                f"{count_params(module).total:,}",
-            )
-        )
-    header = ("Layer (type)", "Output Shape", "Param #")
+    header, rows = _rows(model)
+    minimums = (31, 22, 13, 20)[: len(header)]
     widths = [
-        max(minimum, len(header[c]), *(len(r[c]) for r in rows))
-        for c, minimum in enumerate((31, 22, 13))
+        max(minimum, len(header[c]), *(len(line) for r in rows for line in r[c].split("\n")))
+        for c, minimum in enumerate(minimums)
     ]
 
     def line(left: str, fill: str, mid: str, right: str) -> str:
         return left + mid.join(fill * (w + 2) for w in widths) + right
 
-    def row(cells: tuple[str, str, str], bar: str) -> str:
-        a, b, c = cells
-        return f"{bar} {a:<{widths[0]}} {bar} {b:<{widths[1]}} {bar} {c:>{widths[2]}} {bar}"
+    def row(cells: Row, bar: str) -> list[str]:
+        parts = [cell.split("\n") for cell in cells]
+        height = max(len(p) for p in parts)
+        out = []
+        for k in range(height):
+            texts = [p[k] if k < len(p) else "" for p in parts]
+            formatted = [f"{t:>{w}}" if c == 2 else f"{t:<{w}}"
+                         for c, (t, w) in enumerate(zip(texts, widths, strict=True))]
+            out.append(f"{bar} " + f" {bar} ".join(formatted) + f" {bar}")
+        return out
 
-    lines = [f'Model: "{model.name}"', line("┏", "━", "┳", "┓"), row(header, "┃")]
+    lines = [f'Model: "{model.name}"', line("┏", "━", "┳", "┓"), *row(header, "┃")]
     lines.append(line("┡", "━", "╇", "┩"))
     for k, cells in enumerate(rows):
         if k:
             lines.append(line("├", "─", "┼", "┤"))
-        lines.append(row(cells, "│"))
+        lines += row(cells, "│")
     lines.append(line("└", "─", "┴", "┘"))
     counts = count_params(model)
     lines += [

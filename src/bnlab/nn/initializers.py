@@ -99,10 +99,12 @@ class VarianceScaling:
             raise ValueError(f"variance_scaling needs scale > 0; got {scale}")
         if mode not in ("fan_in", "fan_out", "fan_avg"):
             raise ValueError(f"variance_scaling mode must be fan_in, fan_out or fan_avg; got {mode!r}")
+        if distribution == "normal":  # Keras's alias of truncated_normal
+            distribution = "truncated_normal"
         if distribution not in ("truncated_normal", "untruncated_normal", "uniform"):
             raise ValueError(
-                "variance_scaling distribution must be truncated_normal, untruncated_normal or "
-                f"uniform; got {distribution!r}"
+                "variance_scaling distribution must be truncated_normal (alias normal), "
+                f"untruncated_normal or uniform; got {distribution!r}"
             )
         self.scale, self.mode, self.distribution = float(scale), mode, distribution
 
@@ -131,6 +133,19 @@ class Orthogonal:
         torch.nn.init.orthogonal_(t, gain=self.gain)
 
 
+class Identity:
+    """``gain`` times the identity matrix (2D tensors only), Keras's ``identity``."""
+
+    def __init__(self, gain: float = 1.0) -> None:
+        self.gain = float(gain)
+
+    def __call__(self, t: Tensor) -> None:
+        if t.dim() != 2:
+            raise ValueError(f"the identity initializer needs a 2D tensor; got shape {tuple(t.shape)}")
+        with torch.no_grad():
+            torch.nn.init.eye_(t).mul_(self.gain)
+
+
 def _scaling(scale: float, mode: str, distribution: str) -> Callable[[], VarianceScaling]:
     return lambda: VarianceScaling(scale, mode, distribution)  # type: ignore[arg-type]
 
@@ -150,6 +165,7 @@ REGISTRY: dict[str, Callable[..., Initializer]] = {
     "lecun_uniform": _scaling(1.0, "fan_in", "uniform"),
     "lecun_normal": _scaling(1.0, "fan_in", "truncated_normal"),
     "orthogonal": Orthogonal,
+    "identity": Identity,
 }
 
 

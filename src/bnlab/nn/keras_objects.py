@@ -6,6 +6,12 @@ A spec is one of:
 - a name with arguments: ``"constant(0.5)"``, ``"l1_l2(l1=1e-5, l2=1e-4)"``,
   ``"min_max_norm(0.5, 2.0)"`` — numbers, True/False/None only;
 - a dict ``{"name": "max_norm", "max_value": 3.0}`` (what a TOML table gives);
+- Keras's serialized form ``{"class_name": "RandomNormal", "config": {"stddev": 0.1}}``
+  (Keras 3 adds ``"module": "keras.initializers"`` and ``"registered_name": None``;
+  tf.keras writes the first two keys only): the class name in snake case is the
+  registry name (``GlorotUniform`` -> ``glorot_uniform``, ``L1L2`` -> ``l1_l2``), the
+  config its arguments. ``seed`` is ignored (bnlab draws from torch's RNG); a custom
+  object (a ``registered_name`` or ``module`` outside Keras) is refused;
 - an instance or any callable, returned as is;
 - None (nothing).
 
@@ -15,6 +21,7 @@ Each family keeps one registry ``{name: factory}``; a miss lists the valid names
 from __future__ import annotations
 
 import ast
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -27,10 +34,13 @@ def resolve(spec: Spec, registry: Mapping[str, Callable[..., Any]], family: str)
         return spec
     if isinstance(spec, str):
         name, args, kwargs = _parse_call(spec, family)
+    elif isinstance(spec, Mapping) and "class_name" in spec:
+        name, args, kwargs = _keras_serialized(spec, family)
     elif isinstance(spec, Mapping):
         if "name" not in spec:
             raise ValueError(
-                f"a {family} given as a table needs a 'name' key; got keys {sorted(spec)}"
+                f"a {family} given as a table needs a 'name' key; got keys {sorted(spec)} "
+                "(Keras's serialized form has 'class_name' and 'config')"
             )
         name, args, kwargs = str(spec["name"]), (), {k: v for k, v in spec.items() if k != "name"}
     else:
@@ -45,6 +55,42 @@ def resolve(spec: Spec, registry: Mapping[str, Callable[..., Any]], family: str)
         return registry[key](*args, **kwargs)
     except TypeError as error:
         raise ValueError(f"bad arguments for {family} {name!r} in {spec!r}: {error}") from None
+
+
+_KERAS_KEYS = frozenset({"module", "class_name", "config", "registered_name"})
+#: Keras config entries with no effect here when None (seed: bnlab uses torch's RNG).
+_IGNORED = {"seed": "any", "input_axes": None, "output_axes": None}
+
+
+def snake_case(class_name: str) -> str:
+    """Keras's class name -> the registry name: ``GlorotUniform`` -> ``glorot_uniform``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", class_name).lower()
+
+
+def _keras_serialized(spec: Mapping[str, Any], family: str) -> tuple[str, tuple[()], dict[str, Any]]:
+    """``{"class_name": ..., "config": {...}}`` -> (registry name, (), kwargs)."""
+    extra = set(spec) - _KERAS_KEYS
+    if extra:
+        raise ValueError(
+            f"unknown key(s) {sorted(extra)} in the Keras {family} {dict(spec)!r}; "
+            f"allowed: {', '.join(sorted(_KERAS_KEYS))}"
+        )
+    class_name, config = spec["class_name"], spec.get("config") or {}
+    module, registered = spec.get("module"), spec.get("registered_name")
+    custom = (registered is not None and registered != class_name) or (
+        module is not None and not str(module).startswith("keras")
+    )
+    if custom or not isinstance(class_name, str) or not isinstance(config, Mapping):
+        raise ValueError(
+            f"the {family} {dict(spec)!r} is a custom object or malformed; only Keras's own "
+            f"{family}s can be read (class_name a string, config a table)"
+        )
+    kwargs = {}
+    for key, value in config.items():
+        if key in _IGNORED and (_IGNORED[key] == "any" or value is None):
+            continue
+        kwargs[key] = value
+    return snake_case(class_name), (), kwargs
 
 
 def _parse_call(text: str, family: str) -> tuple[str, tuple[Any, ...], dict[str, Any]]:

@@ -1,0 +1,237 @@
+"""Convolution and pooling layer types: Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D,
+ZeroPadding2D, Max/AveragePooling1D/2D, GlobalAverage/MaxPooling1D/2D.
+
+They run channel-first inside the model (the global poolings take either layout).
+Kernels are initialized in Keras's layout, so fan-based initializers draw from the
+same distributions as Keras (a depthwise kernel's fans are Keras's, not PyTorch's).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+from bnlab.models import arguments as A
+from bnlab.models import layers as L
+from bnlab.models.activations import get_activation
+from bnlab.models.arguments import Arg
+from bnlab.models.layer_type import LayerType, Shape, check_rank, init_, keras_shape, layer_type
+from bnlab.models.types_core import KERNEL_ARGS, weight_args
+
+__all__ = ["CONV_TYPES"]
+
+_FORMS = {1: "(batch, steps, channels)", 2: "(batch, height, width, channels)"}
+
+
+def _out_size(size: int | None, kernel: int, stride: int, dilation: int, padding: str,
+              ) -> int | None:
+    if size is None:
+        return None
+    if padding in ("same", "causal"):
+        return math.ceil(size / stride)
+    return (size - (kernel - 1) * dilation - 1) // stride + 1
+
+
+def _spatial_out(layer: str, shape: Shape, kernel: tuple[int, ...], strides: tuple[int, ...],
+                 dilation: tuple[int, ...], padding: str) -> tuple[int | None, ...]:
+    n = len(kernel)
+    check_rank(layer, shape, (n + 2,), _FORMS[n])
+    out = tuple(_out_size(*a, padding) for a in zip(shape[:-1], kernel, strides, dilation,
+                                                     strict=True))
+    if any(o is not None and o < 1 for o in out):
+        raise ValueError(
+            f"{layer} window {'x'.join(map(str, kernel))} with padding '{padding}' does not fit "
+            f"input {keras_shape(shape)}; use padding 'same' or a smaller window"
+        )
+    return out
+
+
+def _channels(layer: str, shape: Shape) -> int:
+    if shape[-1] is None:
+        raise ValueError(f"{layer} needs a known number of input channels; got {keras_shape(shape)}")
+    return shape[-1]
+
+
+def _init_depthwise(spec: Any, weight: torch.Tensor, channels: int) -> None:
+    """Initialize (C*m, 1, kh, kw) with the fans of Keras's (kh, kw, C, m) kernel."""
+    multiplier = weight.shape[0] // channels
+    keras_like = torch.empty(multiplier, channels, *weight.shape[2:])  # fans: in=C, out=m
+    init_(spec, keras_like)
+    with torch.no_grad():
+        weight.copy_(keras_like.transpose(0, 1).reshape(weight.shape))
+
+
+def _conv(rank: int, layer: str):
+    def build(args: dict[str, Any], shape: Shape, channels_first: bool):
+        kernel, strides = A.ntuple(args["kernel_size"], rank), A.ntuple(args["strides"], rank)
+        dilation = A.ntuple(args["dilation_rate"], rank)
+        if args["padding"] == "causal" and rank != 1:
+            raise ValueError(f"{layer} padding 'causal' is for Conv1D only; use 'valid' or 'same'")
+        out = _spatial_out(layer, shape, kernel, strides, dilation, args["padding"])
+        channels, groups = _channels(layer, shape), args["groups"]
+        if channels % groups or args["filters"] % groups:
+            raise ValueError(
+                f"{layer} groups={groups} must divide the {channels} input channels and the "
+                f"{args['filters']} filters"
+            )
+        module = (L.Conv1D if rank == 1 else L.Conv2D)(
+            channels, args["filters"], kernel, strides=strides, padding=args["padding"],
+            dilation=dilation, groups=groups, use_bias=args["use_bias"],
+            activation=get_activation(args["activation"], channel_axis=1),
+        )
+        init_(args["kernel_initializer"], module.weight)
+        init_(args["bias_initializer"], module.bias)
+        return module, (*out, args["filters"])
+
+    return build
+
+
+def _depthwise_module(args: dict[str, Any], shape: Shape, layer: str, *, use_bias: bool,
+                      activation: str | None) -> tuple[L.DepthwiseConv2D, Shape]:
+    kernel, strides = A.ntuple(args["kernel_size"], 2), A.ntuple(args["strides"], 2)
+    dilation = A.ntuple(args["dilation_rate"], 2)
+    out = _spatial_out(layer, shape, kernel, strides, dilation, args["padding"])
+    channels = _channels(layer, shape)
+    multiplier = args["depth_multiplier"]
+    module = L.DepthwiseConv2D(
+        channels, channels * multiplier, kernel, strides=strides, padding=args["padding"],
+        dilation=dilation, groups=channels, use_bias=use_bias,
+        activation=get_activation(activation, channel_axis=1),
+    )
+    _init_depthwise(args["depthwise_initializer"], module.weight, channels)
+    return module, (*out, channels * multiplier)
+
+
+def _build_depthwise(args: dict[str, Any], shape: Shape, channels_first: bool):
+    module, out = _depthwise_module(args, shape, "DepthwiseConv2D", use_bias=args["use_bias"],
+                                    activation=args["activation"])
+    init_(args["bias_initializer"], module.bias)
+    return module, out
+
+
+def _build_separable(args: dict[str, Any], shape: Shape, channels_first: bool):
+    depthwise, out = _depthwise_module(args, shape, "SeparableConv2D", use_bias=False,
+                                       activation=None)
+    pointwise = L.Conv2D(
+        out[-1], args["filters"], (1, 1), strides=(1, 1), padding="valid", dilation=(1, 1),
+        groups=1, use_bias=args["use_bias"],
+        activation=get_activation(args["activation"], channel_axis=1),
+    )
+    init_(args["pointwise_initializer"], pointwise.weight)
+    init_(args["bias_initializer"], pointwise.bias)
+    return L.SeparableConv2D(depthwise, pointwise), (*out[:-1], args["filters"])
+
+
+def _build_zero_padding2d(args: dict[str, Any], shape: Shape, channels_first: bool):
+    check_rank("ZeroPadding2D", shape, (4,), _FORMS[2])
+    p = args["padding"]
+    if isinstance(p, int):
+        (top, bottom), (left, right) = (p, p), (p, p)
+    elif isinstance(p[0], int):
+        (top, bottom), (left, right) = (p[0], p[0]), (p[1], p[1])
+    else:
+        (top, bottom), (left, right) = p
+    height, width, channels = shape
+    return L.ZeroPadding2D((left, right, top, bottom)), (
+        None if height is None else height + top + bottom,
+        None if width is None else width + left + right,
+        channels,
+    )
+
+
+def _pooling(kind: str, rank: int, layer: str):
+    def build(args: dict[str, Any], shape: Shape, channels_first: bool):
+        pool = A.ntuple(args["pool_size"], rank)
+        strides = pool if args["strides"] is None else A.ntuple(args["strides"], rank)
+        out = _spatial_out(layer, shape, pool, strides, (1,) * rank, args["padding"])
+        if layer == "MaxPooling2D":
+            module: L.Pooling = L.MaxPooling2D(pool, strides=strides, padding=args["padding"])
+        else:
+            module = L.Pooling(kind, pool, strides=strides, padding=args["padding"])  # type: ignore[arg-type]
+        return module, (*out, shape[-1])
+
+    return build
+
+
+def _global(kind: str, rank: int, layer: str):
+    def build(args: dict[str, Any], shape: Shape, channels_first: bool):
+        check_rank(layer, shape, (rank + 2,), _FORMS[rank])
+        module = L.GlobalPooling(kind, rank, keepdims=args["keepdims"],  # type: ignore[arg-type]
+                                 channels_first=channels_first)
+        return module, ((1,) * rank + (shape[-1],) if args["keepdims"] else (shape[-1],))
+
+    return build
+
+
+def _window_args(rank: int) -> dict[str, Arg]:
+    return {
+        "kernel_size": Arg(A.int_tuple(rank)),
+        "strides": Arg(A.int_tuple(rank), 1),
+        "padding": Arg(A.choice("valid", "same", "causal") if rank == 1
+                       else A.choice("valid", "same"), "valid"),
+        "data_format": Arg(A.data_format, "channels_last"),
+        "dilation_rate": Arg(A.int_tuple(rank), 1),
+    }
+
+
+def _conv_type(rank: int) -> LayerType:
+    name = f"Conv{rank}D"
+    return layer_type(
+        name, f"conv{rank}d",
+        {"filters": Arg(A.integer(min=1)), **_window_args(rank),
+         "groups": Arg(A.integer(min=1), 1), **KERNEL_ARGS},
+        _conv(rank, name), "channels_first",
+    )
+
+
+_DEPTHWISE = {
+    **_window_args(2),
+    "depth_multiplier": Arg(A.integer(min=1), 1),
+    "activation": Arg(A.activation, None),
+    "use_bias": Arg(A.boolean, True),
+    **weight_args("depthwise", "glorot_uniform"),
+    **weight_args("bias", "zeros"),
+    "activity_regularizer": KERNEL_ARGS["activity_regularizer"],
+}
+
+
+def _pool_type(kind: str, rank: int) -> LayerType:
+    name = f"{'Max' if kind == 'max' else 'Average'}Pooling{rank}D"
+    return layer_type(
+        name, f"{'max' if kind == 'max' else 'average'}_pooling{rank}d",
+        {"pool_size": Arg(A.int_tuple(rank), 2),
+         "strides": Arg(A.optional(A.int_tuple(rank)), None),
+         "padding": Arg(A.choice("valid", "same"), "valid"),
+         "data_format": Arg(A.data_format, "channels_last")},
+        _pooling(kind, rank, name), "channels_first",
+    )
+
+
+def _global_type(kind: str, rank: int) -> LayerType:
+    name = f"Global{'Max' if kind == 'max' else 'Average'}Pooling{rank}D"
+    mask = "consume" if (kind, rank) == ("avg", 1) else "drop"
+    return layer_type(
+        name, f"global_{'max' if kind == 'max' else 'average'}_pooling{rank}d",
+        {"data_format": Arg(A.data_format, "channels_last"), "keepdims": Arg(A.boolean, False)},
+        _global(kind, rank, name), mask=mask,  # type: ignore[arg-type]
+    )
+
+
+CONV_TYPES: list[LayerType] = [
+    _conv_type(1),
+    _conv_type(2),
+    layer_type("DepthwiseConv2D", "depthwise_conv2d", {**_DEPTHWISE, "kernel_size": Arg(
+        A.int_tuple(2))}, _build_depthwise, "channels_first"),
+    layer_type("SeparableConv2D", "separable_conv2d",
+               {"filters": Arg(A.integer(min=1)), **_DEPTHWISE,
+                **weight_args("pointwise", "glorot_uniform")},
+               _build_separable, "channels_first"),
+    layer_type("ZeroPadding2D", "zero_padding2d",
+               {"padding": Arg(A.padding2d, 1), "data_format": Arg(A.data_format,
+                                                                  "channels_last")},
+               _build_zero_padding2d, "channels_first"),
+    *[_pool_type(kind, rank) for kind in ("max", "avg") for rank in (1, 2)],
+    *[_global_type(kind, rank) for kind in ("avg", "max") for rank in (1, 2)],
+]
