@@ -82,8 +82,32 @@ def test_to_torch_errors():
         BatchNormalization(3, axis=-1).to_torch()
     with pytest.raises(ValueError, match=r"one affine flag; got center=False, scale=True"):
         BatchNormalization(3, center=False).to_torch()
-    with pytest.raises(ValueError, match=r"dims must be 1, 2 or 3; got 4"):
+    with pytest.raises(ValueError, match=r"dims must be 1, 2, 3 or None; got 4"):
         BatchNormalization(3).to_torch(4)
+    with pytest.raises(ValueError, match=r"layer has seen no input; pass dims=1, 2 or 3"):
+        BatchNormalization(3).to_torch()
+    layer = BatchNormalization(3)
+    layer(torch.randn(2, 3, 1, 1, 1, 2))
+    with pytest.raises(ValueError, match=r"has seen rank-6 input, which no torch BatchNorm"):
+        layer.to_torch()
+
+
+@pytest.mark.parametrize(("shape", "cls"), [((4, 3), nn.BatchNorm1d), ((4, 3, 5), nn.BatchNorm1d),
+                                            ((4, 3, 2, 2), nn.BatchNorm2d),
+                                            ((4, 3, 2, 2, 2), nn.BatchNorm3d)],
+                         ids=["N,C", "N,C,L", "N,C,H,W", "N,C,D,H,W"])
+def test_to_torch_matches_the_input_rank_seen(shape, cls, assert_close):
+    layer = BatchNormalization(3, momentum=0.9, epsilon=1e-5, unbiased_moving_variance=True)
+    x = torch.randn(shape)
+    layer(x)
+    module = layer.to_torch()
+    assert type(module) is cls
+    module(x)  # takes the same input (a BatchNorm2d would reject (N, C))
+    layer(x)
+    assert_close(module.running_mean, layer.moving_mean)
+    assert_close(module.running_var, layer.moving_variance)
+    assert type(layer.to_torch(3)) is nn.BatchNorm3d  # explicit wins
+    assert type(BatchNormalization.from_torch(cls(3)).to_torch()) is cls
 
 
 class Net(nn.Module):
@@ -101,6 +125,80 @@ class Net(nn.Module):
         a = self.volume(volume).mean(dim=(2, 3, 4))
         b = self.image(image).mean(dim=(2, 3))
         return self.head(torch.cat([a, b], dim=1))
+
+
+def _trained_net(seed: int) -> Net:
+    torch.manual_seed(seed)
+    net = Net()
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for _ in range(3):
+            net(torch.randn(6, 2, 3, 3, 3, generator=g), torch.randn(6, 2, 5, 5, generator=g))
+    for p in net.parameters():
+        p.data.add_(0.1)
+    return net.eval()
+
+
+def test_replaced_model_loads_and_saves_pytorch_checkpoints(tmp_path, assert_close):
+    """A checkpoint saved from torch BatchNorm1d/2d/3d loads into the converted model (and a
+    bnlab-named one too), and what the converted model saves loads into the torch model."""
+    trained = _trained_net(seed=3)
+    path = tmp_path / "native.pt"
+    torch.save(trained.state_dict(), path)
+    checkpoint = torch.load(path, weights_only=True)
+    ours = replace_batchnorm(Net()).eval()
+    assert ours.state_dict().keys() == checkpoint.keys()  # PyTorch's names after conversion
+    ours.load_state_dict(checkpoint)  # strict: no missing or unexpected key
+    volume, image = torch.randn(3, 2, 3, 3, 3), torch.randn(3, 2, 5, 5)
+    assert_close(ours(volume, image), trained(volume, image))
+    for name, value in checkpoint.items():
+        assert torch.equal(ours.state_dict()[name], value), name
+    back = Net().eval()
+    back.load_state_dict(ours.state_dict())
+    assert_close(back(volume, image), trained(volume, image))
+    # The same checkpoint in bnlab's names loads too.
+    keras_named = replace_batchnorm(Net()).eval()
+    for module in keras_named.modules():
+        if isinstance(module, BatchNormalization):
+            module.state_dict_names = "keras"
+    renamed = keras_named.state_dict()
+    assert "head.1.moving_variance" in renamed and "head.1.running_var" not in renamed
+    ours2 = replace_batchnorm(Net()).eval()
+    ours2.load_state_dict({k: checkpoint[k.replace("moving_variance", "running_var")
+                                         .replace("moving_mean", "running_mean")
+                                         .replace("gamma", "weight").replace("beta", "bias")]
+                           for k in renamed})
+    assert_close(ours2(volume, image), trained(volume, image))
+
+
+@pytest.mark.parametrize("cls", [nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d],
+                         ids=["1d", "2d", "3d"])
+def test_layer_loads_either_naming_and_saves_the_chosen_one(cls):
+    native = randomized(cls(5))
+    layer = BatchNormalization(5)
+    layer.load_state_dict(native.state_dict())  # PyTorch's keys into a bnlab-named layer
+    assert torch.equal(layer.moving_variance, native.running_var)
+    assert torch.equal(layer.gamma, native.weight) and int(layer.num_batches_tracked) == 7
+    assert list(layer.state_dict()) == ["gamma", "beta", "moving_mean", "moving_variance",
+                                        "num_batches_tracked"]
+    torch_named = BatchNormalization(5, state_dict_names="torch")
+    torch_named.load_state_dict(layer.state_dict())  # bnlab's keys into a torch-named layer
+    assert torch_named.state_dict().keys() == native.state_dict().keys()
+    for key, value in native.state_dict().items():
+        assert torch.equal(torch_named.state_dict()[key], value), key
+    unbuilt = BatchNormalization()  # takes its size from a PyTorch checkpoint too
+    unbuilt.load_state_dict(native.state_dict())
+    assert unbuilt.features == (5,)
+    incomplete = {k: v for k, v in native.state_dict().items() if k != "running_var"}
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "moving_variance"'):
+        BatchNormalization(5).load_state_dict(incomplete)
+    with pytest.raises(RuntimeError, match=r'Missing key\(s\) in state_dict: "running_var"'):
+        BatchNormalization(5, state_dict_names="torch").load_state_dict(incomplete)
+
+
+def test_state_dict_names_error():
+    with pytest.raises(ValueError, match=r"state_dict_names must be 'keras' or 'torch'; got 'tf'"):
+        BatchNormalization(3, state_dict_names="tf")
 
 
 def test_replace_batchnorm_trains_and_evaluates_identically(assert_close):

@@ -11,23 +11,27 @@ bnlab / Keras                 PyTorch                       relation
 ``moving_mean/variance``      ``running_mean/var``          torch stores the *unbiased* variance
 ``center``/``scale`` False    ``affine=False``              torch drops both at once
 ``trainable=False``           (none) ``eval()`` + no grad   frozen: inference statistics in train()
+state_dict keys (as above)    ``weight``, ``running_var``   either loads; ``state_dict_names`` picks
 ============================  ============================  =========================================
+
+A layer made by :func:`from_torch_batchnorm` (and so :func:`replace_batchnorm`) writes
+PyTorch's keys in its ``state_dict`` (``state_dict_names="torch"``): a converted model
+saves and loads the checkpoints of the original one.
 """
 
 from __future__ import annotations
 
 from torch import nn
 
-from bnlab.nn.batchnorm import BatchNormalization
+from bnlab.nn.batchnorm import TORCH_STATE_NAMES, BatchNormalization
 
 TORCH_BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
-KERAS_TO_TORCH_NAMES = {
-    "gamma": "weight",
-    "beta": "bias",
-    "moving_mean": "running_mean",
-    "moving_variance": "running_var",
-    "num_batches_tracked": "num_batches_tracked",
-}
+KERAS_TO_TORCH_NAMES = TORCH_STATE_NAMES  # defined by the layer, whose state_dict uses it
+# The torch class for an input rank, and the input rank a torch class takes (1d: (N, C)
+# or (N, C, L); both map back to BatchNorm1d).
+_TORCH_CLASS_BY_RANK = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d,
+                        5: nn.BatchNorm3d}
+_RANK_BY_TORCH_CLASS = {nn.BatchNorm1d: 2, nn.BatchNorm2d: 4, nn.BatchNorm3d: 5}
 
 
 def torch_momentum(keras_momentum: float | None) -> float | None:
@@ -54,9 +58,10 @@ def from_torch_batchnorm(module: nn.modules.batchnorm._BatchNorm) -> BatchNormal
     """Build a bnlab layer that behaves exactly like ``module`` in train and eval mode.
 
     Copies weight/bias/running statistics and keeps PyTorch's semantics: its momentum
-    (converted), its epsilon, the unbiased moving-variance update and, when
-    ``track_running_stats=False``, batch statistics in eval mode are not available in
-    bnlab and raise.
+    (converted), its epsilon, the unbiased moving-variance update, and its state_dict
+    keys (``state_dict_names="torch"``). ``track_running_stats=False`` (batch
+    statistics in eval mode) is not available in bnlab and raises. The input rank of
+    ``BatchNorm2d``/``3d`` (4/5; 2 for ``BatchNorm1d``) is recorded for ``to_torch()``.
     """
     if not isinstance(module, nn.modules.batchnorm._BatchNorm):
         raise TypeError(
@@ -74,26 +79,33 @@ def from_torch_batchnorm(module: nn.modules.batchnorm._BatchNorm) -> BatchNormal
         center=module.affine,
         scale=module.affine,
         unbiased_moving_variance=True,
+        state_dict_names="torch",
         device=module.running_mean.device,
         dtype=module.running_mean.dtype,
     )
-    state = {keras: module.state_dict()[torch_name]
-             for keras, torch_name in KERAS_TO_TORCH_NAMES.items()
-             if torch_name in module.state_dict()}
-    layer.load_state_dict(state)
+    layer.load_state_dict(module.state_dict())
+    layer.input_rank = _RANK_BY_TORCH_CLASS.get(type(module))
     layer.train(module.training)
     return layer
 
 
-def to_torch_batchnorm(layer: BatchNormalization, dims: int = 2) -> nn.modules.batchnorm._BatchNorm:
+def to_torch_batchnorm(
+    layer: BatchNormalization, dims: int | None = None
+) -> nn.modules.batchnorm._BatchNorm:
     """The ``torch.nn.BatchNorm{dims}d`` equivalent of a built bnlab layer.
 
     ``dims`` picks the class by the input it will see: 1 for (N, C) or (N, C, L),
-    2 for (N, C, H, W), 3 for (N, C, D, H, W).
+    2 for (N, C, H, W), 3 for (N, C, D, H, W). None (default) takes the rank of the
+    last input the layer normalized (``layer.input_rank``; set by :func:`from_torch_batchnorm`
+    too).
 
     Needs one channel axis (``axis=1``) and ``center == scale``. The moving
     statistics are copied as they are; note that PyTorch will continue updating
     the variance with the unbiased estimate.
+
+    Raises:
+        ValueError: unbuilt layer, another axis, ``center != scale``, ``dims`` not 1/2/3,
+            or ``dims=None`` for a layer that has seen no input (or one of rank > 5).
     """
     if not layer.built:
         raise ValueError(f"{layer.name}: to_torch needs a built layer; pass num_features or run a forward")
@@ -104,9 +116,20 @@ def to_torch_batchnorm(layer: BatchNormalization, dims: int = 2) -> nn.modules.b
             f"{layer.name}: PyTorch has one affine flag; got center={layer.center}, scale={layer.scale}"
         )
     classes = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d, 3: nn.BatchNorm3d}
-    if dims not in classes:
-        raise ValueError(f"{layer.name}: to_torch dims must be 1, 2 or 3; got {dims!r}")
-    module = classes[dims](
+    if dims is None:
+        if layer.input_rank not in _TORCH_CLASS_BY_RANK:
+            seen = ("has seen no input" if layer.input_rank is None
+                    else f"has seen rank-{layer.input_rank} input, which no torch BatchNorm takes")
+            raise ValueError(
+                f"{layer.name}: to_torch picks BatchNorm1d/2d/3d by the input rank, but the "
+                f"layer {seen}; pass dims=1, 2 or 3 (or run a forward first)"
+            )
+        cls = _TORCH_CLASS_BY_RANK[layer.input_rank]
+    elif dims in classes:
+        cls = classes[dims]
+    else:
+        raise ValueError(f"{layer.name}: to_torch dims must be 1, 2, 3 or None; got {dims!r}")
+    module = cls(
         layer.features[0],
         eps=layer.epsilon,
         momentum=torch_momentum(layer.momentum),
@@ -114,9 +137,9 @@ def to_torch_batchnorm(layer: BatchNormalization, dims: int = 2) -> nn.modules.b
         device=layer.moving_mean.device,
         dtype=layer.moving_mean.dtype,
     )
-    module.load_state_dict({torch_name: layer.state_dict()[keras]
+    module.load_state_dict({torch_name: getattr(layer, keras).detach()
                             for keras, torch_name in KERAS_TO_TORCH_NAMES.items()
-                            if keras in layer.state_dict()})
+                            if getattr(layer, keras) is not None})
     module.train(layer.training)
     return module
 

@@ -12,7 +12,7 @@ into its buffers.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -28,6 +28,15 @@ from bnlab.nn import constraints, initializers, regularizers
 from bnlab.nn.keras_objects import Spec
 
 _WEIGHT_ORDER = ("gamma", "beta", "moving_mean", "moving_variance")
+# PyTorch's names for the layer's state (see bnlab.convert for the rest of the mapping).
+TORCH_STATE_NAMES = {
+    "gamma": "weight",
+    "beta": "bias",
+    "moving_mean": "running_mean",
+    "moving_variance": "running_var",
+    "num_batches_tracked": "num_batches_tracked",
+}
+StateDictNames = Literal["keras", "torch"]
 # Extra state of batch renormalization, in Keras's weight order after the above.
 _RENORM_STATE = ("moving_stddev", "renorm_mean", "renorm_stddev")
 
@@ -111,6 +120,14 @@ class BatchNormalization(nn.Module):
             the moving statistics take the groups' averages (one update per step);
             the batch size must be a multiple. None (default): the whole batch. See
             :mod:`bnlab.functional.ghost`.
+        state_dict_names: the keys :meth:`state_dict` writes: ``"keras"`` (default:
+            ``gamma``, ``beta``, ``moving_mean``, ``moving_variance``,
+            ``num_batches_tracked``) or ``"torch"`` (``weight``, ``bias``,
+            ``running_mean``, ``running_var``, ``num_batches_tracked``, what
+            ``torch.nn.BatchNorm2d`` writes). ``load_state_dict`` accepts either
+            naming whatever this says. Layers made by :meth:`from_torch` (and so
+            :func:`bnlab.convert.replace_batchnorm`) use ``"torch"``: the converted
+            model saves and loads the same checkpoints as the original.
 
     Shape:
         - Input: ``(N, C, *)`` with ``axis=1``; in general any rank >= 2.
@@ -164,6 +181,7 @@ class BatchNormalization(nn.Module):
         renorm_clipping: dict[str, float] | None = None,
         renorm_momentum: float = 0.99,
         virtual_batch_size: int | None = None,
+        state_dict_names: StateDictNames = "keras",
         device: torch.device | str | None = None,
         dtype: torch.dtype | None = None,
     ) -> None:
@@ -208,7 +226,13 @@ class BatchNormalization(nn.Module):
         self.gamma_constraint = constraints.get(gamma_constraint)
         self._factory: dict[str, Any] = {"device": device, "dtype": dtype or torch.float32}
         self._trainable = bool(trainable)
+        if state_dict_names not in ("keras", "torch"):
+            raise ValueError(
+                f"{name}: state_dict_names must be 'keras' or 'torch'; got {state_dict_names!r}"
+            )
+        self.state_dict_names: StateDictNames = state_dict_names
         self.features: tuple[int, ...] | None = None
+        self.input_rank: int | None = None  # of the last input seen; to_torch() uses it
         self.register_parameter("gamma", None)
         self.register_parameter("beta", None)
         if num_features is not None:
@@ -355,6 +379,8 @@ class BatchNormalization(nn.Module):
         """Normalize ``x``; in training also update the moving statistics."""
         kept = trace_time_check(self._kept_axes, x)
         training = self.training and self._trainable
+        if training and torch._C._are_functorch_transforms_active():
+            self._check_vmap(x)
         common: dict[str, Any] = {
             "axis": kept, "momentum": self._momentum, "epsilon": self._epsilon,
             "num_batches_tracked": self.num_batches_tracked, "mask": mask,
@@ -398,8 +424,25 @@ class BatchNormalization(nn.Module):
                 self.num_batches_tracked.add_(1)
         return result.output
 
+    def _check_vmap(self, x: Tensor) -> None:
+        """Training under ``vmap`` updates the buffers in place: they must be batched too."""
+        is_batched = torch._C._functorch.is_batchedtensor
+        if is_batched(x) and not is_batched(self.moving_mean):
+            raise RuntimeError(
+                f"{self.name}: vmap over the layer in training mode cannot update its "
+                "(unbatched) moving statistics in place; pass stacked buffers to "
+                "torch.func.functional_call inside vmap (see the README's \"vmap over "
+                "models\"), or call bnlab.functional.batch_norm, which returns the new "
+                "statistics"
+            )
+
     def _kept_axes(self, x: Tensor) -> tuple[int, ...]:
-        """The input's kept axes; builds the layer on its first input, else checks its size."""
+        """The input's kept axes; builds the layer on its first input, else checks its size.
+
+        Also records the input's rank for :meth:`to_torch`.
+        """
+        if self.input_rank != x.dim():
+            self.input_rank = x.dim()
         try:
             kept = kept_axes(self.axis, x.dim())
         except ValueError as error:  # name the layer and the shape it was given
@@ -470,19 +513,44 @@ class BatchNormalization(nn.Module):
 
         return from_torch_batchnorm(module)
 
-    def to_torch(self, dims: int = 2) -> nn.modules.batchnorm._BatchNorm:
-        """The equivalent ``torch.nn.BatchNorm{dims}d`` (channel axis 1 only)."""
+    def to_torch(self, dims: int | None = None) -> nn.modules.batchnorm._BatchNorm:
+        """The equivalent ``torch.nn.BatchNorm{dims}d`` (channel axis 1 only).
+
+        ``dims`` (1, 2 or 3) defaults to the class that takes the input the layer has seen
+        (rank 2 or 3: ``BatchNorm1d``; 4: ``BatchNorm2d``; 5: ``BatchNorm3d``); see
+        :func:`bnlab.convert.to_torch_batchnorm`.
+        """
         from bnlab.convert import to_torch_batchnorm  # convert imports this module
 
         return to_torch_batchnorm(self, dims)
 
     # ------------------------------------------------------------ state dict
-    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    def _save_to_state_dict(self, destination: dict[str, Any], prefix: str,
+                            keep_vars: bool) -> None:
+        super()._save_to_state_dict(destination, prefix, keep_vars)
+        if self.state_dict_names == "torch":
+            for keras, torch_name in TORCH_STATE_NAMES.items():
+                if prefix + keras in destination:
+                    destination[prefix + torch_name] = destination.pop(prefix + keras)
+
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str,
+                              local_metadata: dict[str, Any], strict: bool,
+                              missing_keys: list[str], *args: Any) -> None:
+        # Either naming loads: PyTorch's keys are renamed to the layer's own first.
+        for keras, torch_name in TORCH_STATE_NAMES.items():
+            if prefix + torch_name in state_dict and prefix + keras not in state_dict:
+                state_dict[prefix + keras] = state_dict.pop(prefix + torch_name)
         # A not-yet-built layer takes its feature count from the checkpoint.
         key = prefix + "moving_mean"
         if not self.built and key in state_dict:
             self.build(tuple(state_dict[key].shape))
-        super()._load_from_state_dict(state_dict, prefix, *args)
+        missing_before = len(missing_keys)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      *args)
+        if self.state_dict_names == "torch":  # name what is missing as state_dict() would
+            for i in range(missing_before, len(missing_keys)):
+                local = missing_keys[i][len(prefix):]
+                missing_keys[i] = prefix + TORCH_STATE_NAMES.get(local, local)
 
     def _require_built(self, what: str) -> None:
         if not self.built:
