@@ -27,6 +27,8 @@ def graph_spec(kmodel) -> GraphSpec:
     config = kmodel.get_config()
     inputs, nodes = [], []
     for entry in config["layers"]:
+        if str(entry.get("module", "")).startswith("keras.src.ops"):
+            continue  # NotEqual/Any computing a mask for kwargs["mask"]: bnlab derives masks
         if entry["class_name"] == "InputLayer":
             inputs.append((entry["name"], tuple(entry["config"]["batch_shape"][1:])))
             continue
