@@ -3,8 +3,17 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
-from bnlab.models import SpecError, apply_edits, parse_layers
+from bnlab.models import (
+    GraphNode,
+    GraphSpec,
+    SpecError,
+    apply_edits,
+    build_graph_model,
+    parse_layer,
+    parse_layers,
+)
 
 WHERE = "circles.toml: variants.bn.edits"
 
@@ -260,3 +269,86 @@ def test_result_must_be_a_valid_model(base):
     assert message == f"{WHERE} (result)[1]: Input may only be the first entry; found at index 1"
     message = _error(base, [{"remove": [1, 2, 3, 4, 5, 6]}])
     assert "needs at least one layer besides Input" in message
+
+
+def test_table_targets_select_by_type_or_name(base):
+    out = apply_edits(base, [{"set": {"type": "Conv2D"}, "args": {"activation": "linear"}},
+                             {"set": {"name": "head"}, "args": {"units": 3}}], where=WHERE)
+    assert [s.args.get("activation") for s in out if s.type == "Conv2D"] == ["linear", "linear"]
+    assert out[-1].args["units"] == 3
+    for target, message in [
+        ({"type": "Dense2"}, "unknown layer type 'Dense2'; choose from: Activation"),
+        ({"name": "nope"}, "no layer named 'nope' in the base list"),
+        ({"kind": "Dense"}, "a target table has one key, 'type' or 'name'"),
+    ]:
+        with pytest.raises(SpecError, match=message):
+            apply_edits(base, [{"set": target, "args": {}}], where=WHERE)
+
+
+# A small Functional graph: x -> conv -> bn -> relu -> add(relu, conv) -> gap -> dense
+def graph():
+    def node(name, layer, *inbound):
+        return GraphNode(name, parse_layer(layer, where=name), inbound)
+
+    return GraphSpec("g", (("x", (6, 6, 3)),), (
+        node("conv", {"type": "Conv2D", "filters": 4, "kernel_size": 3, "padding": "same"}, "x"),
+        node("bn", BN, "conv"),
+        node("relu", {"type": "ReLU"}, "bn"),
+        node("add", {"type": "Add"}, "relu", "conv"),
+        node("gap", {"type": "GlobalAveragePooling2D"}, "add"),
+        node("dense", {"type": "Dense", "units": 2}, "gap"),
+    ), ("dense",))
+
+
+def wiring(spec):
+    return [(n.name, n.layer.type, n.inbound) for n in spec.nodes]
+
+
+def test_graph_set_by_type_changes_every_matching_node():
+    out = apply_edits(graph(), [{"set": {"type": "BatchNormalization"},
+                                 "args": {"momentum": 0.8}}], where=WHERE)
+    assert out.nodes[1].layer.args["momentum"] == 0.8
+    assert wiring(out) == wiring(graph())
+    assert build_graph_model(out).layer("bn").momentum == 0.8
+
+
+def test_graph_insert_after_rewires_every_consumer_and_the_outputs():
+    out = apply_edits(graph(), [{"insert_after": "conv", "layer": BN},
+                                {"insert_after": "dense", "layer": {"type": "Activation",
+                                                                    "activation": "softmax"}}],
+                      where=WHERE)
+    assert wiring(out) == [
+        ("conv", "Conv2D", ("x",)),
+        ("batch_normalization", "BatchNormalization", ("conv",)),
+        ("bn", "BatchNormalization", ("batch_normalization",)),
+        ("relu", "ReLU", ("bn",)),
+        ("add", "Add", ("relu", "batch_normalization")),
+        ("gap", "GlobalAveragePooling2D", ("add",)),
+        ("dense", "Dense", ("gap",)),
+        ("activation", "Activation", ("dense",)),
+    ]
+    assert out.outputs == ("activation",)
+    model = build_graph_model(out)
+    assert model(torch.randn(2, 6, 6, 3)).sum(dim=1).allclose(torch.ones(2))
+
+
+def test_graph_insert_before_remove_and_replace():
+    out = apply_edits(graph(), [
+        {"insert_before": "relu", "layer": {"type": "Dropout", "rate": 0.1}},
+        {"remove": "bn"},
+        {"replace": "gap", "layer": {"type": "GlobalMaxPooling2D"}},
+    ], where=WHERE)
+    assert wiring(out) == [
+        ("conv", "Conv2D", ("x",)),
+        ("dropout", "Dropout", ("conv",)),
+        ("relu", "ReLU", ("dropout",)),
+        ("add", "Add", ("relu", "conv")),
+        ("gap", "GlobalMaxPooling2D", ("add",)),
+        ("dense", "Dense", ("gap",)),
+    ]
+    build_graph_model(out)
+
+
+def test_graph_edit_of_a_merge_node_input_is_refused():
+    with pytest.raises(SpecError, match="cannot remove node 'add': it has 2 inputs"):
+        apply_edits(graph(), [{"remove": "add"}], where=WHERE)
