@@ -48,7 +48,7 @@ from bnlab.models.arguments import received
 from bnlab.models.errors import SpecError
 from bnlab.models.graph import GraphNode, GraphSpec
 from bnlab.models.registry import list_layer_types
-from bnlab.models.spec import LayerSpec, check_sequence, layer_names, parse_layer
+from bnlab.models.spec import LayerSpec, auto_name, check_sequence, layer_names, parse_layer
 
 __all__ = ["apply_edits"]
 
@@ -279,14 +279,9 @@ def _edit_graph(graph: GraphSpec, edits: Sequence[Mapping[str, Any]], where: str
                 raise SpecError(f"{where}: the new layer name {explicit!r} is already used")
             used.add(explicit)
             return explicit
-        base_name = spec.layer_type.auto_name
-        while True:
-            n = counts.get(base_name, 0)
-            counts[base_name] = n + 1
-            candidate = base_name if n == 0 else f"{base_name}_{n}"
-            if candidate not in used:
-                used.add(candidate)
-                return candidate
+        name = auto_name(spec.layer_type.auto_name, counts, used)
+        used.add(name)
+        return name
 
     def chain(specs: list[LayerSpec], inbound: tuple[str, ...], last: str | None = None,
               ) -> list[GraphNode]:

@@ -21,7 +21,7 @@ from bnlab.models.arguments import InvalidArgError, freeze, received
 from bnlab.models.errors import SpecError
 from bnlab.models.registry import LayerType, get_layer_type
 
-__all__ = ["LayerSpec", "layer_names", "parse_layer", "parse_layers"]
+__all__ = ["LayerSpec", "auto_name", "layer_names", "parse_layer", "parse_layers"]
 
 
 def _thaw(value: Any) -> Any:
@@ -265,12 +265,16 @@ def layer_names(specs: Sequence[LayerSpec]) -> list[str | None]:
         if spec.args.get("name") is not None:
             names.append(spec.args["name"])
             continue
-        base = spec.layer_type.auto_name
-        while True:
-            n = counts.get(base, 0)
-            counts[base] = n + 1
-            candidate = base if n == 0 else f"{base}_{n}"
-            if candidate not in explicit:
-                break
-        names.append(candidate)
+        names.append(auto_name(spec.layer_type.auto_name, counts, explicit))
     return names
+
+
+def auto_name(base: str, counts: dict[str, int], taken: set[str]) -> str:
+    """Keras's next automatic name for ``base`` (``dense``, ``dense_1``, ...) not in ``taken``;
+    ``counts`` holds the per-base counters and is updated."""
+    while True:
+        n = counts.get(base, 0)
+        counts[base] = n + 1
+        candidate = base if n == 0 else f"{base}_{n}"
+        if candidate not in taken:
+            return candidate
