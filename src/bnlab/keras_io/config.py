@@ -1,0 +1,363 @@
+"""A Keras model configuration -> the layers, their connections and the input shapes.
+
+Reads the serialized model of a ``.keras`` archive's ``config.json`` or a legacy
+``.h5`` file's ``model_config``:
+
+- ``Sequential``: ``config.layers`` in order; the input shape comes from a leading
+  ``InputLayer`` (``batch_shape``, legacy ``batch_input_shape``), else from the
+  model's ``build_input_shape`` or the first layer's ``batch_input_shape``.
+- ``Functional`` (``Model``): ``config.layers``, each with ``inbound_nodes`` (Keras 3:
+  ``[{"args": [...], "kwargs": {...}}]`` whose tensors carry ``keras_history =
+  [layer, node, tensor]``; tf.keras: ``[[[layer, node, tensor, kwargs], ...]]``), and
+  ``input_layers`` / ``output_layers``.
+
+Before anything is built, :func:`check_objects` walks the whole configuration and
+rejects what would need Python code that is not Keras's own: custom objects (a
+``module`` outside ``keras``, a ``registered_name`` other than the class name) and
+marshalled Python functions (``Lambda`` layers, ``__lambda__`` objects).
+
+Not supported (one-line error each): a layer called on several inputs at different
+times (shared layers), layers with several outputs, nested models used as layers,
+call arguments other than tensors (e.g. a fixed ``training=True``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bnlab.keras_io.errors import KerasFileError
+
+__all__ = ["LayerEntry", "ModelConfig", "check_objects", "parse_model_config"]
+
+Shape = tuple[int | None, ...]
+_MODELS = ("Sequential", "Functional", "Model")
+_KERAS_TENSOR = "__keras_tensor__"
+
+
+@dataclass(frozen=True)
+class LayerEntry:
+    """One layer of the configuration.
+
+    Attributes:
+        name: the layer's name.
+        class_name: Keras's class name, e.g. ``"Conv2D"``.
+        entry: the serialized layer ``{"module", "class_name", "config", ...}``.
+        inbound: names of the layers (or inputs) feeding it, in call order
+            (Functional; empty for Sequential layers and inputs).
+    """
+
+    name: str
+    class_name: str
+    entry: Mapping[str, Any]
+    inbound: tuple[str, ...] = ()
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """The layer's arguments, without Keras's object-sharing bookkeeping."""
+        return _unshared(self.entry.get("config") or {})
+
+
+def _unshared(value: Any) -> Any:
+    """``value`` without ``shared_object_id`` keys: Keras marks an object (an initializer,
+    a dtype policy) used in several places with one, and writes its full configuration at
+    each place, so dropping the mark loses nothing."""
+    if isinstance(value, Mapping):
+        return {k: _unshared(v) for k, v in value.items() if k != "shared_object_id"}
+    if isinstance(value, list):
+        return [_unshared(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model's structure, read from its configuration.
+
+    Attributes:
+        kind: ``"sequential"`` or ``"functional"``.
+        name: the model's name.
+        inputs: ``(input name, shape without the batch axis)`` per model input.
+        layers: every layer that is not an input, in configuration order.
+        outputs: the names of the layers whose outputs are the model's outputs.
+        saved: the layers in the order Keras saves their weights (Sequential: ``layers``;
+            Functional: every entry, inputs included).
+    """
+
+    kind: Literal["sequential", "functional"]
+    name: str
+    inputs: tuple[tuple[str, Shape], ...]
+    layers: tuple[LayerEntry, ...]
+    outputs: tuple[str, ...]
+    saved: tuple[LayerEntry, ...]
+
+
+def check_objects(value: Any, where: str, layer: str | None = None) -> None:
+    """Reject custom objects and marshalled code anywhere in ``value`` (a serialized object).
+
+    ``layer`` names the layer ``value`` belongs to, for the message.
+
+    Raises:
+        KerasFileError: naming the layer, the object's class, module and registered name.
+    """
+    if isinstance(value, list | tuple):
+        for item in value:
+            check_objects(item, where, layer)
+        return
+    if not isinstance(value, Mapping):
+        return
+    if isinstance(value.get("class_name"), str):
+        _check_object(value, value["class_name"], where, layer)
+    for item in value.values():
+        check_objects(item, where, layer)
+
+
+def _check_object(value: Mapping[str, Any], class_name: str, where: str, layer: str | None) -> None:
+    at = f"{where}: layer {layer!r}" if layer else f"{where}:"
+    if class_name in ("Lambda", "__lambda__") or (class_name == "function" and _marshalled(value)):
+        raise KerasFileError(
+            f"{at} holds Python code ({class_name!r}: a Lambda layer's marshalled function); "
+            "bnlab never runs code from a file; replace the Lambda with built-in layers"
+        )
+    module = value.get("module")
+    registered = value.get("registered_name")
+    custom_module = (
+        isinstance(module, str) and module != "keras" and not module.startswith("keras.")
+    )
+    custom_name = registered is not None and registered != class_name
+    if custom_module or custom_name:
+        raise KerasFileError(
+            f"{at} uses the custom object {class_name!r} (module {module!r}, registered_name "
+            f"{registered!r}); only Keras's built-in objects (module 'keras.*') can be loaded "
+            "without their Python code"
+        )
+
+
+def _marshalled(value: Mapping[str, Any]) -> bool:
+    config = value.get("config")
+    return isinstance(config, Mapping) and "code" in config
+
+
+def parse_model_config(model: Mapping[str, Any], where: str) -> ModelConfig:
+    """Read a serialized Sequential or Functional model (see the module docstring).
+
+    Args:
+        model: ``{"class_name": "Sequential" | "Functional" | "Model", "config": {...}}``.
+        where: the file, for messages.
+
+    Raises:
+        KerasFileError: another model class, a malformed configuration, custom objects,
+            code, or one of the unsupported structures listed in the module docstring.
+    """
+    class_name = model.get("class_name")
+    config = model.get("config")
+    check_objects({k: v for k, v in model.items() if k != "config"}, where)
+    if isinstance(config, Mapping):
+        check_objects({k: v for k, v in config.items() if k != "layers"}, where)
+    if not isinstance(config, Mapping) or not isinstance(config.get("layers"), list):
+        raise KerasFileError(
+            f"{where}: the model configuration has no 'layers' list (class {class_name!r}); "
+            "expected a Sequential or Functional model"
+        )
+    name = str(config.get("name") or ("sequential" if class_name == "Sequential" else "model"))
+    if class_name == "Sequential":
+        return _sequential(config, name, where)
+    if class_name in ("Functional", "Model"):
+        return _functional(config, name, where)
+    raise KerasFileError(
+        f"{where}: the model is a {class_name!r}; expected a Sequential or Functional model "
+        "(subclassed models store no architecture that can be read without their code)"
+    )
+
+
+def _entry(raw: Any, where: str, index: int) -> LayerEntry:
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("class_name"), str):
+        raise KerasFileError(
+            f"{where}: layers[{index}] is {type(raw).__name__} without 'class_name'; expected a "
+            'serialized layer {"class_name": ..., "config": {...}}'
+        )
+    config = raw.get("config")
+    if not isinstance(config, Mapping):
+        raise KerasFileError(
+            f"{where}: layers[{index}] ({raw['class_name']}) has no 'config' table"
+        )
+    name = raw.get("name", config.get("name"))
+    if not isinstance(name, str) or not name:
+        raise KerasFileError(
+            f"{where}: layers[{index}] ({raw['class_name']}) has no name (got {name!r})"
+        )
+    check_objects(raw, where, name)
+    if raw["class_name"] in _MODELS:
+        raise KerasFileError(
+            f"{where}: layer {name!r} is a nested {raw['class_name']} model; nested models are "
+            "not supported yet; expected layers only"
+        )
+    return LayerEntry(name, raw["class_name"], raw)
+
+
+def _shape(raw: Any, where: str, what: str) -> Shape:
+    if (
+        not isinstance(raw, list | tuple)
+        or len(raw) < 2
+        or not all(
+            d is None or (isinstance(d, int) and not isinstance(d, bool) and d > 0) for d in raw
+        )
+    ):
+        raise KerasFileError(
+            f"{where}: {what} is {raw!r}; expected a batch shape such as [null, 28, 28, 1]"
+        )
+    return tuple(raw[1:])
+
+
+def _input_shape(entry: LayerEntry, where: str) -> Shape:
+    config = entry.config
+    raw = config.get("batch_shape", config.get("batch_input_shape"))
+    return _shape(raw, where, f"input {entry.name!r} batch_shape")
+
+
+def _sequential(config: Mapping[str, Any], name: str, where: str) -> ModelConfig:
+    entries = [_entry(raw, where, i) for i, raw in enumerate(config["layers"])]
+    if entries and entries[0].class_name == "InputLayer":
+        first, layers = entries[0], entries[1:]
+        inputs = ((first.name, _input_shape(first, where)),)
+    else:
+        layers = entries
+        raw = config.get("build_input_shape")
+        if raw is None and layers:
+            raw = layers[0].config.get("batch_input_shape", layers[0].config.get("batch_shape"))
+        if raw is None:
+            raise KerasFileError(
+                f"{where}: Sequential model {name!r} records no input shape (no InputLayer, no "
+                "build_input_shape); expected a model built on an input, e.g. keras.Input(shape)"
+            )
+        inputs = (("input_layer", _shape(raw, where, "build_input_shape")),)
+    misplaced = [e.name for e in layers if e.class_name == "InputLayer"]
+    if misplaced:
+        raise KerasFileError(
+            f"{where}: InputLayer {misplaced[0]!r} is not the first layer of the Sequential model"
+        )
+    if not layers:
+        raise KerasFileError(f"{where}: Sequential model {name!r} has no layers")
+    return ModelConfig("sequential", name, inputs, tuple(layers), (layers[-1].name,), tuple(layers))
+
+
+def _functional(config: Mapping[str, Any], name: str, where: str) -> ModelConfig:
+    entries = [_entry(raw, where, i) for i, raw in enumerate(config["layers"])]
+    seen: set[str] = set()
+    connected: list[LayerEntry] = []
+    for entry in entries:
+        if entry.name in seen:
+            raise KerasFileError(
+                f"{where}: two layers are named {entry.name!r}; names must be unique"
+            )
+        inbound = () if entry.class_name == "InputLayer" else _inbound(entry, where)
+        unknown = [n for n in inbound if n not in seen]
+        if unknown:
+            raise KerasFileError(
+                f"{where}: layer {entry.name!r} takes the output of {unknown[0]!r}, which is "
+                "not an earlier layer of the configuration"
+            )
+        seen.add(entry.name)
+        connected.append(LayerEntry(entry.name, entry.class_name, entry.entry, inbound))
+    by_name = {e.name: e for e in connected}
+    inputs = tuple(
+        (n, _input_shape(by_name[n], where))
+        for n in _endpoints(config.get("input_layers"), by_name, where, "input_layers")
+    )
+    outputs = tuple(_endpoints(config.get("output_layers"), by_name, where, "output_layers"))
+    not_inputs = [n for n, _ in inputs if by_name[n].class_name != "InputLayer"]
+    if not_inputs:
+        raise KerasFileError(
+            f"{where}: input_layers names {not_inputs[0]!r}, which is no InputLayer"
+        )
+    layers = tuple(e for e in connected if e.class_name != "InputLayer")
+    return ModelConfig("functional", name, inputs, layers, outputs, tuple(connected))
+
+
+def _endpoints(raw: Any, by_name: Mapping[str, LayerEntry], where: str, key: str) -> list[str]:
+    """``[name, 0, 0]`` or ``[[name, 0, 0], ...]`` -> the names (single-output layers only)."""
+    if isinstance(raw, list | tuple) and raw and isinstance(raw[0], str):
+        raw = [raw]
+    if not isinstance(raw, list | tuple) or not raw:
+        raise KerasFileError(f"{where}: {key} is {raw!r}; expected [[layer_name, 0, 0], ...]")
+    names = []
+    for item in raw:
+        if not (isinstance(item, list | tuple) and len(item) == 3 and item[0] in by_name):
+            raise KerasFileError(
+                f"{where}: {key} entry {item!r} does not name a layer of the configuration"
+            )
+        _single_use(by_name[item[0]].name, item[1], item[2], where)
+        names.append(item[0])
+    return names
+
+
+def _single_use(layer: str, node: Any, tensor: Any, where: str) -> None:
+    if node != 0:
+        raise KerasFileError(
+            f"{where}: layer {layer!r} is used at node {node!r}: shared layers (one layer called "
+            "on several inputs) are not supported yet"
+        )
+    if tensor != 0:
+        raise KerasFileError(
+            f"{where}: output {tensor!r} of layer {layer!r} is used: layers with several "
+            "outputs are not supported yet"
+        )
+
+
+def _inbound(entry: LayerEntry, where: str) -> tuple[str, ...]:
+    nodes = entry.entry.get("inbound_nodes")
+    if not isinstance(nodes, list) or not nodes:
+        raise KerasFileError(
+            f"{where}: layer {entry.name!r} has no inbound_nodes; expected it to be called on "
+            "the output of an earlier layer"
+        )
+    if len(nodes) > 1:
+        raise KerasFileError(
+            f"{where}: layer {entry.name!r} is called {len(nodes)} times: shared layers (one "
+            "layer called on several inputs) are not supported yet"
+        )
+    node = nodes[0]
+    if isinstance(node, Mapping):  # Keras 3
+        tensors = _tensors(node.get("args", []), entry.name, where)
+        kwargs = node.get("kwargs") or {}
+    elif isinstance(node, list):  # tf.keras: [[layer, node, tensor, kwargs], ...]
+        tensors, kwargs = [], {}
+        for item in node:
+            if not (isinstance(item, list) and len(item) in (3, 4)):
+                raise KerasFileError(
+                    f"{where}: layer {entry.name!r} has an inbound node {item!r}; expected "
+                    "[layer_name, node_index, tensor_index, kwargs]"
+                )
+            tensors.append(tuple(item[:3]))
+            kwargs.update(item[3] if len(item) == 4 and isinstance(item[3], Mapping) else {})
+    else:
+        raise KerasFileError(
+            f"{where}: layer {entry.name!r} has an inbound node of type {type(node).__name__}; "
+            "expected a Keras 3 or tf.keras node"
+        )
+    fixed = {k: v for k, v in kwargs.items() if v is not None}
+    if fixed:
+        key, value = next(iter(fixed.items()))
+        raise KerasFileError(
+            f"{where}: layer {entry.name!r} is called with {key}={value!r}; only tensor "
+            "arguments are supported (call arguments that are not tensors are not yet)"
+        )
+    if not tensors:
+        raise KerasFileError(f"{where}: layer {entry.name!r} is called on no tensor")
+    for layer, node_index, tensor_index in tensors:
+        _single_use(layer, node_index, tensor_index, where)
+    return tuple(t[0] for t in tensors)
+
+
+def _tensors(args: Any, layer: str, where: str) -> list[tuple[Any, Any, Any]]:
+    """The ``keras_history`` of every tensor in a Keras 3 node's ``args``, in order."""
+    if isinstance(args, Sequence) and not isinstance(args, str):
+        return [t for item in args for t in _tensors(item, layer, where)]
+    if isinstance(args, Mapping) and args.get("class_name") == _KERAS_TENSOR:
+        history = (args.get("config") or {}).get("keras_history")
+        if isinstance(history, list) and len(history) == 3:
+            return [tuple(history)]
+    raise KerasFileError(
+        f"{where}: layer {layer!r} is called with the argument {args!r}; only tensors from "
+        "earlier layers are supported"
+    )

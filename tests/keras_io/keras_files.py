@@ -1,0 +1,163 @@
+"""Keras 3 (torch backend) reference models for the keras_io tests: build, randomize, save.
+
+Every model gets non-trivial BatchNormalization weights and moving statistics before it
+is saved, so inference mode (moving statistics) and training mode (batch statistics)
+compute different numbers and both are checked.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import keras
+import numpy as np
+import torch
+
+assert keras.backend.backend() == "torch"
+
+
+def value(variable) -> np.ndarray:
+    # Not np.array(variable): with the torch backend that warns under numpy 2.
+    return variable.value.detach().cpu().numpy().copy()
+
+
+def batch_norm_layers(kmodel) -> dict[str, keras.layers.BatchNormalization]:
+    return {
+        layer.name: layer
+        for layer in kmodel.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    }
+
+
+def randomize_batchnorm(kmodel, seed: int = 0) -> None:
+    """Gamma, beta and moving statistics away from their initial values."""
+    rng = np.random.default_rng(seed)
+    for layer in batch_norm_layers(kmodel).values():
+        for variable in layer.weights:
+            shape = tuple(variable.shape)
+            if variable.path.endswith(("gamma", "moving_variance", "moving_stddev")):
+                new = rng.uniform(0.5, 1.5, shape)
+            else:
+                new = rng.normal(0.0, 0.2, shape)
+            variable.assign(new.astype("float32"))
+
+
+def predict(kmodel, inputs: tuple[np.ndarray, ...], *, training: bool) -> np.ndarray:
+    with torch.no_grad():
+        out = kmodel(
+            [torch.from_numpy(x) for x in inputs]
+            if len(inputs) > 1
+            else torch.from_numpy(inputs[0]),
+            training=training,
+        )
+    return out.detach().cpu().numpy()
+
+
+def counts(kmodel) -> tuple[int, int, int]:
+    """(total, trainable, non-trainable) as Keras's summary() reports them."""
+    trainable = sum(int(np.prod(w.shape)) for w in kmodel.trainable_weights)
+    frozen = sum(int(np.prod(w.shape)) for w in kmodel.non_trainable_weights)
+    return trainable + frozen, trainable, frozen
+
+
+def layer_names(kmodel) -> list[str]:
+    return [layer.name for layer in kmodel.layers if not isinstance(layer, keras.layers.InputLayer)]
+
+
+@dataclass
+class Case:
+    """A saved Keras model and the inputs to compare on."""
+
+    name: str
+    kmodel: keras.Model
+    path: Path
+    inputs: tuple[np.ndarray, ...]
+    rtol: float
+    atol: float
+    training_tolerance: float = 1e-5
+
+    def snapshot(self) -> list[np.ndarray]:
+        return [value(v) for v in self.kmodel.weights]
+
+    def restore(self, saved: list[np.ndarray]) -> None:
+        for variable, array in zip(self.kmodel.weights, saved, strict=True):
+            variable.assign(array)
+
+
+def sequential_cnn() -> keras.Model:
+    L = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((12, 12, 3)),
+            L.Conv2D(8, 3, padding="same", use_bias=False, name="conv"),
+            L.BatchNormalization(name="bn"),
+            L.Activation("relu"),
+            L.MaxPooling2D(),
+            L.ZeroPadding2D(1),
+            L.Conv2D(6, 3, strides=2, activation="relu"),
+            L.BatchNormalization(momentum=0.9, epsilon=1e-2, center=False),
+            L.Flatten(),
+            L.Dropout(0.3),
+            L.Dense(10, activation="softmax"),
+        ],
+        name="cnn",
+    )
+
+
+def lstm_model() -> keras.Model:
+    L = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((7, 4)),
+            L.LSTM(8, return_sequences=True),
+            L.BatchNormalization(),
+            L.LSTM(5),
+            L.Dense(3),
+        ],
+        name="recurrent",
+    )
+
+
+def two_branch() -> keras.Model:
+    """Residual Add and Concatenate; the input and the stem are used twice."""
+    L = keras.layers
+    inputs = keras.Input((10, 10, 3), name="image")
+    stem = L.Conv2D(6, 3, padding="same", name="stem")(inputs)
+    left = L.BatchNormalization(name="left_bn")(stem)
+    left = L.Activation("relu", name="left_relu")(left)
+    left = L.Conv2D(6, 3, padding="same", name="left_conv")(left)
+    right = L.Conv2D(6, 1, name="right_conv")(inputs)
+    right = L.BatchNormalization(momentum=0.8, name="right_bn")(right)
+    added = L.Add(name="add")([left, right])
+    joined = L.Concatenate(name="concat")([added, stem])
+    pooled = L.MaxPooling2D(name="pool")(joined)
+    flat = L.Flatten(name="flatten")(pooled)
+    outputs = L.Dense(4, name="head")(flat)
+    return keras.Model(inputs, outputs, name="two_branch")
+
+
+def build(
+    name: str,
+    factory: Callable[[], keras.Model],
+    folder: Path,
+    shapes,
+    *,
+    rtol: float,
+    atol: float,
+    suffix: str = ".keras",
+) -> Case:
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    kmodel = factory()
+    randomize_batchnorm(kmodel)
+    path = folder / f"{name}{suffix}"
+    kmodel.save(path)
+    rng = np.random.default_rng(1)
+    inputs = tuple(rng.normal(size=shape).astype("float32") for shape in shapes)
+    return Case(name, kmodel, path, inputs, rtol, atol)

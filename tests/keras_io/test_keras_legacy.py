@@ -1,0 +1,32 @@
+"""Legacy full-model .h5 files written by Keras's legacy saver (``model.save("m.h5")``)."""
+
+from __future__ import annotations
+
+import h5py
+import pytest
+import torch
+from keras_files import build, counts, layer_names, predict, sequential_cnn, two_branch
+
+import bnlab
+from bnlab.models import count_params
+
+# Keras's torch backend converts variables with np.array(tensor), which numpy 2 flags.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"
+)
+
+
+@pytest.mark.parametrize("factory", [sequential_cnn, two_branch], ids=["sequential", "functional"])
+def test_legacy_h5_loads_with_keras_outputs(factory, tmp_path) -> None:
+    shape = (3, 12, 12, 3) if factory is sequential_cnn else (3, 10, 10, 3)
+    case = build("legacy", factory, tmp_path, [shape], rtol=1e-5, atol=1e-5, suffix=".h5")
+    with h5py.File(case.path, "r") as h5:  # the legacy layout, not an archive
+        assert "model_config" in h5.attrs and "model_weights" in h5
+    model = bnlab.load_keras(case.path)
+    assert model.keras_origin.format == "h5"
+    with torch.no_grad():
+        ours = model(torch.from_numpy(case.inputs[0]))
+    expected = predict(case.kmodel, case.inputs, training=False)
+    torch.testing.assert_close(ours, torch.from_numpy(expected), rtol=1e-5, atol=1e-5)
+    assert [n for n, _, _ in model.named_layers()] == layer_names(case.kmodel)
+    assert count_params(model).total == counts(case.kmodel)[0]
