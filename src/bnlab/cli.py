@@ -60,6 +60,15 @@ def _assignment(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _formats(text: str) -> tuple[str, ...]:
+    from bnlab.lab.plots import parse_formats
+
+    try:
+        return parse_formats(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -112,13 +121,30 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="override a setting of the file, e.g. --set train.batch_size=64 (TOML value)",
     )
-    run.add_argument("--no-report", action="store_true", help="skip curves.png and report.html")
+    run.add_argument("--no-report", action="store_true", help="skip the plots and report.html")
+    run.add_argument(
+        "--format",
+        dest="formats",
+        type=_formats,
+        default=("png",),
+        metavar="FMT[,FMT]",
+        help="figure file formats: png, svg, pdf, comma-separated (default png; with svg the "
+        "report embeds the SVG)",
+    )
     run.add_argument("--quiet", action="store_true", help="no progress display")
 
     report = sub.add_parser(
         "report", parents=[common], help="rebuild results.json and the report from a run folder"
     )
     report.add_argument("dir", type=Path, help="the --out folder of a `bnlab run`")
+    report.add_argument(
+        "--format",
+        dest="formats",
+        type=_formats,
+        default=("png",),
+        metavar="FMT[,FMT]",
+        help="figure file formats: png, svg, pdf, comma-separated (default png)",
+    )
 
     doctor = sub.add_parser(
         "doctor", parents=[common], help="diagnose (and fix) the BN layers of a trained run"
@@ -375,6 +401,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             address=args.address,
             observer=progress.observer,
             report=not args.no_report,
+            formats=args.formats,
         )
     except KeyboardInterrupt as e:
         progress.stop()
@@ -546,7 +573,7 @@ def _report(args: argparse.Namespace, argv: list[str]) -> int:
     from bnlab.lab.report import write_report
 
     write_results(args.dir)
-    report_path = write_report(args.dir)
+    report_path = write_report(args.dir, formats=args.formats)
     print_table(read_results(args.dir))
     _print_paths(args.dir, report_path)
     return EXIT_OK

@@ -204,7 +204,8 @@ ERROR_CASES = [
     ("self comparison", {"report": {"comparisons": [["bn", "bn"]]}}, LabError, r"tiny\.toml: report\.comparisons\[0\]: compares 'bn' with itself"),
     ("published not table", {"report": {"published": ["base"]}}, LabError, r"tiny\.toml: report\.published: expected a table of \[report\.published\.VARIANT\] tables, got \['base'\] \(list\)"),
     ("published unknown variant", {"report": {"published": {"bn_after": PUB}}}, LabError, r"tiny\.toml: report\.published\.bn_after: unknown variant 'bn_after'; variants: base, bn$"),
-    ("published unknown key", {"report": {"published": {"bn": {**PUB, "val_accuracy": 0.8}}}}, LabError, r"tiny\.toml: report\.published\.bn\.val_accuracy: unknown key; allowed here: train_accuracy, test_accuracy, epochs_to_threshold, source$"),
+    ("published unknown key", {"report": {"published": {"bn": {**PUB, "val_accuracy": 0.8}}}}, LabError, r"tiny\.toml: report\.published\.bn\.val_accuracy: unknown key; allowed here: train_accuracy, test_accuracy, epochs_to_threshold, source, epochs$"),
+    ("published epochs", {"report": {"published": {"bn": {**PUB, "epochs": 2.5}}}}, LabError, r"tiny\.toml: report\.published\.bn\.epochs: expected a whole number of epochs >= 1 like 100, got 2\.5 \(float\)"),
     ("published not a table", {"report": {"published": {"bn": 0.846}}}, LabError, r"tiny\.toml: report\.published\.bn: expected a table, got 0\.846 \(float\)"),
     ("published accuracy type", {"report": {"published": {"bn": {**PUB, "test_accuracy": "0.846"}}}}, LabError, r"tiny\.toml: report\.published\.bn\.test_accuracy: expected a fraction between 0 and 1 like 0\.846, got '0\.846' \(str\)"),
     ("published accuracy percent", {"report": {"published": {"bn": {**PUB, "train_accuracy": 83.8}}}}, LabError, r"tiny\.toml: report\.published\.bn\.train_accuracy: expected a fraction between 0 and 1 like 0\.846, got 83\.8 \(float\)"),
@@ -419,13 +420,13 @@ def test_published_numbers_are_validated_and_carried_into_the_resolved_experimen
         doc(
             report={
                 "published": {
-                    "bn": {**PUB, "epochs_to_threshold": 20, "source": "a tutorial"},
+                    "bn": {**PUB, "epochs_to_threshold": 20, "source": "a tutorial", "epochs": 50},
                     "base": {"train_accuracy": 1, "test_accuracy": 0},
                 }
             }
         )
     )
-    assert exp.report.published["bn"] == PublishedRun(0.838, 0.846, 20.0, "a tutorial")
+    assert exp.report.published["bn"] == PublishedRun(0.838, 0.846, 20.0, "a tutorial", 50)
     assert exp.report.published["base"] == PublishedRun(1.0, 0.0, None, "")
     assert exp.to_dict()["report"]["published"] == {
         "bn": {
@@ -433,12 +434,14 @@ def test_published_numbers_are_validated_and_carried_into_the_resolved_experimen
             "test_accuracy": 0.846,
             "epochs_to_threshold": 20.0,
             "source": "a tutorial",
+            "epochs": 50,
         },
         "base": {
             "train_accuracy": 1.0,
             "test_accuracy": 0.0,
             "epochs_to_threshold": None,
             "source": "",
+            "epochs": None,
         },
     }
     assert parse(doc()).report.published == {}
@@ -455,7 +458,7 @@ def test_circles_carries_the_tutorial_single_runs() -> None:
     published = load_experiment("circles").report.published
     source = "Keras tutorial single run"
     assert published == {
-        "baseline": PublishedRun(0.838, 0.846, 35.0, source),
-        "bn_after": PublishedRun(0.846, 0.848, 20.0, source),
-        "bn_before": PublishedRun(0.826, 0.830, None, source),
+        "baseline": PublishedRun(0.838, 0.846, 35.0, source, 100),
+        "bn_after": PublishedRun(0.846, 0.848, 20.0, source, 100),
+        "bn_before": PublishedRun(0.826, 0.830, None, source, 100),
     }

@@ -225,7 +225,8 @@ def test_table_rows_hold_the_summary_numbers():
     ci = stats.bootstrap_mean_ci(acc)
     assert base[0] == "baseline" and base[1] == "4/4"
     assert base[2] == f"{(acc - 0.01).mean():.3f} ± {(acc - 0.01).std(ddof=1):.3f}"
-    assert base[3] == f"{acc.mean():.3f} [{ci.low:.3f}, {ci.high:.3f}]"
+    assert ci is not None and len(acc) < stats.MIN_SEEDS_FOR_CI
+    assert base[3] == f"{acc.mean():.3f}"  # no CI below the minimum number of seeds
     assert headers[4] == "test acc, BN training mode" and base[4] == "—"
     assert rows[1][4] == "0.870"  # last epoch 0.85 + 0.02
     assert headers[5] == "epochs to 80% test accuracy: median (never)"
@@ -238,7 +239,7 @@ def test_table_rows_hold_the_summary_numbers():
         "shaky",
         "3/4",
         "0.690 ± 0.000",
-        "0.600 [0.500, 0.700]",
+        "0.600",
         "—",
         "never (never: 3/3)",
         "1",
@@ -273,7 +274,7 @@ def test_format_table_as_text_and_markdown():
     assert md[1] == "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
     assert (
         md[4]
-        == "| shaky | 3/4 | 0.690 ± 0.000 | 0.600 [0.500, 0.700] | — | never (never: 3/3) | 1 | 2 | 2 | 1 |"
+        == "| shaky | 3/4 | 0.690 ± 0.000 | 0.600 | — | never (never: 3/3) | 1 | 2 | 2 | 1 |"
     )
 
 
@@ -306,7 +307,7 @@ def test_write_report_builds_an_offline_page_with_tables_statements_and_embedded
     )
 
     # Images: embedded data URIs that decode to the same PNGs written beside the report.
-    assert len(page.images) == 1
+    assert len(page.images) == 2  # accuracy and loss
     prefix = "data:image/png;base64,"
     assert page.images[0].startswith(prefix)
     png = base64.b64decode(page.images[0][len(prefix) :], validate=True)
@@ -343,7 +344,12 @@ def test_write_report_builds_an_offline_page_with_tables_statements_and_embedded
         "diverged",
         "failed",
     ]
-    assert sorted(p.name for p in out.iterdir()) == ["curves.png", "report.html", "results.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "curves.png",
+        "loss.png",
+        "report.html",
+        "results.json",
+    ]
 
 
 def test_report_of_a_grid_with_probes_embeds_the_heat_map_and_probe_plots(tmp_path):
@@ -374,8 +380,13 @@ def test_report_of_a_grid_with_probes_embeds_the_heat_map_and_probe_plots(tmp_pa
     text = report.write_report(write(tmp_path, r)).read_text("utf-8")
     assert "2 variants × 2 grid points × 4 seeds = 16 runs ·" in text
     page = Page(text)
-    assert len(page.images) == 3
-    assert {p.name for p in tmp_path.glob("*.png")} == {"curves.png", "grid.png", "probes.png"}
+    assert len(page.images) == 4
+    assert {p.name for p in tmp_path.glob("*.png")} == {
+        "curves.png",
+        "loss.png",
+        "grid.png",
+        "probes.png",
+    }
     labels = [row[0] for row in page.tables[0][1:]]
     assert labels[0] == "baseline [learning_rate=0.01, activation=relu]" and len(labels) == 4
     statements = [i for i in page.items if "sooner than baseline" in i]
@@ -417,10 +428,9 @@ def test_report_places_the_published_single_runs_among_our_seeds(built, tmp_path
     ]
     # baseline test accuracies 0.82, 0.84, 0.83, 0.85: 0.846 is above three of them
     acc = TEST_ACC["baseline"]
-    ci = stats.bootstrap_mean_ci(acc)
     assert by_row[("baseline", "test accuracy")][2:7] == [
         "0.846",
-        f"{np.mean(acc):.3f} [{ci.low:.3f}, {ci.high:.3f}]",
+        f"{np.mean(acc):.3f}",  # 4 seeds: no CI
         "0.820–0.850",
         "above 3 of 4 seeds",
         "75",
@@ -428,8 +438,8 @@ def test_report_places_the_published_single_runs_among_our_seeds(built, tmp_path
     # every baseline seed first reaches 80% after epoch 5: the published 4 is below them all
     assert by_row[("baseline", "epochs to 80% test accuracy")][2:8] == [
         "4",
-        "5 [5, 5]",
-        "5–5",
+        "5",
+        "5",
         "below all 4 seeds",
         "0",
         "below every seed",
@@ -454,7 +464,7 @@ def test_report_of_results_without_completed_runs(tmp_path):
     assert "shaky: seed 3 failed — ValueError: <bad> input" in page.items
     r["runs"] = []
     text = report.write_report(write(tmp_path, r)).read_text("utf-8")
-    assert "Nothing to compare" in text and len(Page(text).images) == 1
+    assert "Nothing to compare" in text and len(Page(text).images) == 2
 
 
 def test_missing_or_broken_results_give_one_line_errors(tmp_path):
@@ -643,4 +653,4 @@ def test_chromium_dump_dom_shows_the_tables_and_images(built, tmp_path):
     page = Page(dom)
     assert page.tables[0][0][0] == "variant"
     assert [row[0] for row in page.tables[0][1:]] == ["baseline", "bn_after", "shaky"]
-    assert len(page.images) == 1 and page.images[0].startswith("data:image/png;base64,")
+    assert len(page.images) == 2 and page.images[0].startswith("data:image/png;base64,")

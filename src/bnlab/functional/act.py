@@ -12,7 +12,10 @@ applied **in place on the fresh normalized output** whenever that is safe:
 gelu and silu need their input in the backward, so they run out of place while
 gradients are being recorded (silu in place otherwise, e.g. under
 ``torch.no_grad()``; PyTorch has no in-place gelu). In place saves one activation-sized tensor per layer and
-one pass over memory; it is what makes BN + ReLU as cheap as BN alone.
+one pass over memory; it is what makes BN + ReLU as cheap as BN alone. Under
+``torch.jit.trace`` every activation runs out of place, so that the recorded graph
+does not depend on whether gradients were being recorded (the trace's check runs the
+model again without them).
 
 Activations (lowercase names, Keras defaults where Keras and PyTorch differ):
 
@@ -145,7 +148,12 @@ def activate(
     kwargs = check_activation(activation, activation_kwargs)
     spec = ACTIVATIONS[activation.lower()]
     recording = torch.is_grad_enabled() and y.requires_grad
-    if inplace and spec.apply_ is not None and (not recording or spec.result_backward(kwargs)):
+    if (
+        inplace
+        and spec.apply_ is not None
+        and (not recording or spec.result_backward(kwargs))
+        and not torch.jit.is_tracing()
+    ):
         return spec.apply_(y, **kwargs)
     return spec.apply(y, **kwargs)
 

@@ -44,6 +44,8 @@ train_accuracy = 0.838                # final accuracies as fractions 0..1 (both
 test_accuracy = 0.846
 epochs_to_threshold = 35              # optional: epochs to first reach the threshold above
 source = "Keras tutorial single run"  # optional text
+epochs = 100                          # optional: epochs the source trained (other lengths
+                                      # are not compared with these numbers)
 ```
 
 Validation rejects unknown keys at every level; every error is a one-line `LabError`
@@ -112,7 +114,7 @@ TRAIN_KEYS = (
 )
 VARIANT_KEYS = ("description", "input_shape", "layers", "edits", "train", "data")
 REPORT_KEYS = ("threshold_metric", "threshold", "reference", "comparisons", "published")
-PUBLISHED_KEYS = ("train_accuracy", "test_accuracy", "epochs_to_threshold", "source")
+PUBLISHED_KEYS = ("train_accuracy", "test_accuracy", "epochs_to_threshold", "source", "epochs")
 #: History metrics a threshold may name; "reach" means >= value, or <= value for losses.
 THRESHOLD_METRICS = ("val_accuracy", "val_accuracy_train_mode", "accuracy", "val_loss", "loss")
 TRAIN_DEFAULTS: dict[str, Any] = {
@@ -209,12 +211,15 @@ class PublishedRun:
         epochs_to_threshold: epochs the source needed to first reach the experiment's report
             threshold (``threshold_metric`` >= ``threshold``), or None when not reported.
         source: where the numbers come from ("" when not given).
+        epochs: how many epochs the source trained, or None when not given. A run of another
+            length is not compared with these numbers (the report says the settings differ).
     """
 
     train_accuracy: float
     test_accuracy: float
     epochs_to_threshold: float | None = None
     source: str = ""
+    epochs: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -222,6 +227,7 @@ class PublishedRun:
             "test_accuracy": self.test_accuracy,
             "epochs_to_threshold": self.epochs_to_threshold,
             "source": self.source,
+            "epochs": self.epochs,
         }
 
 
@@ -863,9 +869,14 @@ def _parse_published(w: _Where, raw: Any, bases: Sequence[str]) -> dict[str, Pub
         source = table.get("source", "")
         if not isinstance(source, str):
             raise w.error(f"{path}.source", f"expected a string, {_got(source)}")
+        trained = table.get("epochs")
+        if trained is not None and (isinstance(trained, bool) or not isinstance(trained, int)
+                                    or trained < 1):
+            raise w.error(f"{path}.epochs", f"expected a whole number of epochs >= 1 like 100, {_got(trained)}")
         out[name] = PublishedRun(
             epochs_to_threshold=float(epochs) if epochs is not None else None,
             source=source,
+            epochs=trained,
             **accuracies,
         )
     return out

@@ -2,26 +2,39 @@
 
 Every function takes a results.json dict (the contract shape) and returns a matplotlib
 ``Figure`` drawn with the Agg canvas (no display, no pyplot state), or None when the results
-have nothing of that kind (no grid, no probes). ``write_plots`` saves them as PNG.
+have nothing of that kind (no grid, no probes). ``write_plots`` saves them as PNG (150 dpi),
+SVG or PDF (``FORMATS``).
 
-* ``curves_figure``: per variant, the mean over seeds of each curve. Left panel accuracy — test
-  accuracy (inference mode) solid, train accuracy (mean over the epoch's batches, training mode,
-  as Keras reports it) dashed, and for models with BN the test accuracy in training mode (batch
-  statistics) dotted, so the lag of the moving averages is visible as the gap between solid and
-  dotted. Right panel loss — test solid, train dashed. The shaded band around each test curve
-  is the **min–max over seeds**. Test curves use the history's ``evals`` (several per epoch)
-  when present, with x = epochs as a float; per-epoch values sit at x = 1..E (after epoch k).
-  An experiment with a grid gets one row of panels per grid point. A variant with a published
-  single run (``report.published``) gets a star at its published test accuracy just right of
-  the last epoch (side by side in variant order, so close values stay visible).
+Encodings hold across the figures: in the learning curves **colour is the data set** (test
+blue, training orange; the reference variant grey) and **line style the BN mode** (solid:
+inference mode, moving statistics; dashed: training mode, batch statistics). In the sweep
+plot colour is the architecture (a variant's layers without its BN layers) and line style /
+marker the BN variant, when variants share an architecture. A series of at most
+``MARKER_MAX_POINTS`` points gets markers, so a one-epoch run is a visible dot, not an empty
+panel.
+
+* ``curves_figure`` / ``loss_figure``: small multiples — a panel per variant (columns) and grid
+  point (rows), shared axes. Each panel draws, as the mean over seeds, the rows of a table of
+  series (``ACCURACY_SERIES`` / ``LOSS_SERIES``): test accuracy in inference mode with a band
+  spanning the **min–max over seeds**, test accuracy with BN in training mode (models with BN:
+  the gap to the solid line is the lag of the moving averages), and training accuracy as Keras
+  logs it (the running mean over the epoch's batches, in training mode). Each variant's
+  reference (the variant it is compared with in ``report.comparisons``, else
+  ``report.reference``, else the first) is drawn in grey in its panel, named in the title. The x axis counts optimizer steps when the runs evaluated within epochs (the
+  history's ``evals``), epochs otherwise (value after epoch k at x = k). A published single
+  run's test accuracy is a star just right of the last epoch.
 * ``grid_figure``: mean final test accuracy over seeds per grid point. Two or more grid axes:
   an annotated heat map per variant (first axis down, second across; further axes make more
-  panels). One axis: final test accuracy against the axis value with its 95% bootstrap CI —
-  a line over a numeric axis (log-scaled when it spans a factor of 10 or more), separate
-  points over a categorical one — and a panel below counting, per variant and value, the runs
-  that diverged, did not learn or failed. Rules: ``bnlab.lab.outcomes``.
-* ``probes_figure``: for each probed tensor, the recorded percentiles (e.g. 15/50/85) over
-  training steps, mean over seeds, one colour per variant (median solid, others dashed).
+  panels), each cell also giving the test accuracy with BN in training mode. One axis: final
+  test accuracy against the axis value with its 95% bootstrap CI (when the group has enough
+  seeds, see ``stats.MIN_SEEDS_FOR_CI``) — a line over a numeric axis (log-scaled when it
+  spans a factor of 10 or more), separate points over a categorical one — and a panel below
+  counting, per variant and value, the runs that diverged, did not learn or failed.
+  Rules: ``bnlab.lab.outcomes``.
+* ``probes_figure``: for each probed tensor, titled in words ("input of the last sigmoid
+  activation"), the recorded percentiles over training steps, mean over seeds, one colour per
+  variant: median solid, the lower percentile dotted, the upper dashed, the range between
+  them shaded.
 """
 
 from __future__ import annotations
@@ -29,6 +42,7 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,24 +53,40 @@ from matplotlib.colors import Normalize
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import NullLocator
+from matplotlib.ticker import MaxNLocator, NullLocator
 
-from bnlab.lab.published import published_runs
+from bnlab.lab.published import published_runs, settings_differ
+from bnlab.lab.results import atomic_write_bytes
 from bnlab.lab.stats import GridPoint, VariantSummary, group_runs, summarize
 
 __all__ = [
+    "ACCURACY_SERIES",
     "BAND",
+    "DPI",
+    "FORMATS",
+    "LOSS_SERIES",
+    "MARKER_MAX_POINTS",
+    "Series",
     "curves_figure",
+    "figure_bytes",
     "figure_png",
     "grid_figure",
+    "loss_figure",
     "make_figures",
+    "parse_formats",
+    "probe_words",
     "probes_figure",
     "save_figure",
     "write_plots",
 ]
 
 BAND = "min–max over seeds"
-DPI = 100
+DPI = 150
+FORMATS = ("png", "svg", "pdf")
+MARKER_MAX_POINTS = 20
+TEST_COLOR = "#1f77b4"
+TRAIN_COLOR = "#e66100"
+REFERENCE_COLOR = "#9a9a9a"
 _COLORS = (
     "#1f77b4",
     "#ff7f0e",
@@ -69,6 +99,92 @@ _COLORS = (
     "#bcbd22",
     "#17becf",
 )
+#: Line styles and markers of the variants that share an architecture (sweep plot).
+_STYLES = ("-", "--", ":", "-.")
+_MARKERS = ("o", "s", "^", "D", "v", "P")
+_ANNOTATION_SIZE = 9
+
+
+@dataclass(frozen=True)
+class Series:
+    """One kind of curve of a learning-curve panel: a history key and how it is drawn.
+
+    ``key``: the per-epoch list (``history.epochs[key]``) and, when ``evaluated``, the key of
+    the history's ``evals`` records (several per epoch), used when present. ``color`` is the
+    data set (test / training), ``style`` the BN mode ("-" inference, "--" training mode).
+    ``band``: shade the min–max over seeds. ``reference``: also drawn, in grey, for the
+    reference variant in the other variants' panels.
+    """
+
+    key: str
+    words: str
+    color: str
+    style: str
+    evaluated: bool
+    band: bool = False
+    reference: bool = False
+
+
+ACCURACY_SERIES = (
+    Series(
+        "val_accuracy",
+        "test, inference mode (moving statistics)",
+        TEST_COLOR,
+        "-",
+        True,
+        band=True,
+        reference=True,
+    ),
+    Series(
+        "val_accuracy_train_mode",
+        "test, BN in training mode (batch statistics)",
+        TEST_COLOR,
+        "--",
+        True,
+    ),
+    Series(
+        "accuracy",
+        "training, running mean over the epoch's batches in training mode (as Keras logs it)",
+        TRAIN_COLOR,
+        "--",
+        False,
+    ),
+)
+LOSS_SERIES = (
+    Series(
+        "val_loss",
+        "test, inference mode (moving statistics)",
+        TEST_COLOR,
+        "-",
+        True,
+        band=True,
+        reference=True,
+    ),
+    Series(
+        "loss",
+        "training, running mean over the epoch's batches in training mode",
+        TRAIN_COLOR,
+        "--",
+        False,
+    ),
+)
+
+
+def parse_formats(text: str | Sequence[str]) -> tuple[str, ...]:
+    """``"png,svg"`` -> ``("png", "svg")``; duplicates dropped, order kept.
+
+    Raises:
+        ValueError: an empty list or a format not in ``FORMATS``.
+    """
+    items = text.split(",") if isinstance(text, str) else list(text)
+    formats = tuple(dict.fromkeys(f.strip().lower() for f in items if f.strip()))
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise ValueError(
+            f"figure formats: got {text!r}; choose one or more of {', '.join(FORMATS)}, "
+            "comma-separated (e.g. png,svg)"
+        )
+    return formats
 
 
 def _new_figure(width: float, height: float) -> Figure:
@@ -116,10 +232,22 @@ def _spread(matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return mean, np.fmin.reduce(matrix, axis=0), np.fmax.reduce(matrix, axis=0)
 
 
+def _steps_per_epoch(histories: Sequence[Mapping[str, Any]]) -> int | None:
+    steps = {int(h["steps_per_epoch"]) for h in histories if h.get("steps_per_epoch")}
+    return steps.pop() if len(steps) == 1 else None
+
+
+def _in_steps(histories: Sequence[Mapping[str, Any]]) -> bool:
+    """Steps on the x axis: the runs evaluated within epochs and agree on steps per epoch."""
+    return _steps_per_epoch(histories) is not None and any(
+        not float(r["epoch"]).is_integer() for h in histories for r in h.get("evals") or []
+    )
+
+
 def _per_epoch(
-    histories: Sequence[Mapping[str, Any]], key: str
+    histories: Sequence[Mapping[str, Any]], key: str, steps: bool
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """x = 1..E and a (seeds, E) matrix of one per-epoch list; None when no seed has it."""
+    """x (epoch k = 1..E, or k · steps per epoch) and a (seeds, E) matrix; None if absent."""
     rows = [(h.get("epochs") or {}).get(key) for h in histories]
     rows = [r for r in rows if r]
     if not rows:
@@ -130,110 +258,110 @@ def _per_epoch(
         matrix[i, : len(r)] = [_as_float(v) for v in r]
     if np.isnan(matrix).all():
         return None
-    return np.arange(1, width + 1, dtype=np.float64), matrix
+    x = np.arange(1, width + 1, dtype=np.float64)
+    return (x * (_steps_per_epoch(histories) or 1) if steps else x), matrix
 
 
 def _per_eval(
-    histories: Sequence[Mapping[str, Any]], key: str
+    histories: Sequence[Mapping[str, Any]], key: str, steps: bool
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    """x = epoch (float) of each evaluation step and a (seeds, evals) matrix, aligned by step."""
+    """x (step, or epoch as a float) of each evaluation and a (seeds, evals) matrix."""
     epoch_of: dict[int, float] = {}
     for h in histories:
         for rec in h.get("evals") or []:
             epoch_of.setdefault(int(rec["step"]), float(rec["epoch"]))
     if not epoch_of:
         return None
-    steps = sorted(epoch_of)
-    column = {s: j for j, s in enumerate(steps)}
-    matrix = np.full((len(histories), len(steps)), np.nan)
+    order = sorted(epoch_of)
+    column = {s: j for j, s in enumerate(order)}
+    matrix = np.full((len(histories), len(order)), np.nan)
     for i, h in enumerate(histories):
         for rec in h.get("evals") or []:
             matrix[i, column[int(rec["step"])]] = _as_float(rec.get(key))
     if np.isnan(matrix).all():
         return None
-    return np.array([epoch_of[s] for s in steps]), matrix
+    x = np.array(order if steps else [epoch_of[s] for s in order], dtype=np.float64)
+    return x, matrix
 
 
-def _test_curve(
-    histories: Sequence[Mapping[str, Any]], key: str
+def _series_data(
+    histories: Sequence[Mapping[str, Any]], series: Series, steps: bool
 ) -> tuple[np.ndarray, np.ndarray] | None:
-    return _per_eval(histories, key) or _per_epoch(histories, key)
+    if series.evaluated:
+        found = _per_eval(histories, series.key, steps)
+        if found is not None:
+            return found
+    return _per_epoch(histories, series.key, steps)
 
 
-#: Dash patterns (on, off, in line widths) of the broken line styles: matplotlib's own, so
-#: the legend's "--" and ":" samples look the same.
-_PATTERNS = {
-    "--": tuple(matplotlib.rcParams["lines.dashed_pattern"]),
-    ":": tuple(matplotlib.rcParams["lines.dotted_pattern"]),
-}
-
-
-def _line_style(style: str, place: tuple[int, int]) -> Any:
-    """``style`` for variant ``k`` of ``n`` (``place``): a broken line starts k/n of a period in.
-
-    Variants whose curves coincide (e.g. two BN momenta train identically, only their moving
-    statistics differ) then show alternating dashes of both colors instead of one hiding the
-    other.
-    """
-    if style not in _PATTERNS:
-        return style
-    k, n = place
-    on, off = _PATTERNS[style]
-    return ((on + off) * k / max(n, 1), (on, off))
-
-
-def _draw(
+def _plot_mean(
     ax: Any,
-    data: tuple[np.ndarray, np.ndarray] | None,
+    data: tuple[np.ndarray, np.ndarray],
     *,
     color: str,
     style: str,
     label: str,
     band: bool,
-    place: tuple[int, int] = (0, 1),
+    zorder: float = 2.0,
+    linewidth: float = 1.6,
+    marker: str = "o",
 ) -> None:
-    if data is None:
-        return
+    """The mean over seeds (markers when short, so one point still shows), and the band."""
     x, matrix = data
     mean, low, high = _spread(matrix)
-    ax.plot(x, mean, color=color, linestyle=_line_style(style, place), linewidth=1.6, label=label)
+    short = int((~np.isnan(mean)).sum()) <= MARKER_MAX_POINTS
+    # Training-mode (dashed) series get open rings around the filled dots of the solid ones:
+    # when both coincide (one epoch, equal values) both still show.
+    ring = style != "-"
+    ax.plot(
+        x,
+        mean,
+        color=color,
+        linestyle=style,
+        linewidth=linewidth,
+        marker=marker if short else None,
+        markersize=(8.0 if ring else 4.5) if short else None,
+        markerfacecolor="none" if ring else color,
+        markeredgewidth=1.4,
+        label=label,
+        zorder=zorder + (0.1 if ring else 0.0),
+    )
     if band and matrix.shape[0] > 1:
-        ax.fill_between(
-            x, low, high, color=color, alpha=0.18, linewidth=0, label=f"{label} ({BAND})"
-        )
-
-
-def _last_epoch(histories: Sequence[Mapping[str, Any]]) -> float:
-    """The x of the curves' end: the most epochs any seed recorded (evals' epochs otherwise)."""
-    epochs = [len((h.get("epochs") or {}).get("val_accuracy") or []) for h in histories]
-    evals = [float(r["epoch"]) for h in histories for r in h.get("evals") or []]
-    return float(max([*epochs, *evals], default=0))
-
-
-def _style_handles(train_mode: bool, published: bool = False) -> list[Any]:
-    handles: list[Any] = [
-        Line2D([], [], color="black", linestyle="-", label="test (inference mode)"),
-        Line2D([], [], color="black", linestyle="--", label="train (epoch mean)"),
-    ]
-    if train_mode:
-        handles.append(
-            Line2D([], [], color="black", linestyle=":", label="test, BN in training mode")
-        )
-    if published:
-        handles.append(
-            Line2D(
-                [],
-                [],
-                linestyle="none",
-                marker="*",
-                markersize=11,
-                color="gray",
-                markeredgecolor="black",
-                label="published single run: test accuracy",
+        if x.size == 1:  # a band over one x is an error bar
+            ax.errorbar(
+                x,
+                mean,
+                yerr=[mean - low, high - mean],
+                color=color,
+                alpha=0.45,
+                fmt="none",
+                capsize=3,
+                zorder=zorder - 0.5,
+                label=f"{label} ({BAND})",
             )
-        )
-    handles.append(Patch(color="gray", alpha=0.3, label=f"band: {BAND}"))
-    return handles
+        else:
+            ax.fill_between(
+                x,
+                low,
+                high,
+                color=color,
+                alpha=0.18,
+                linewidth=0,
+                label=f"{label} ({BAND})",
+                zorder=zorder - 0.5,
+            )
+
+
+def _last_x(histories: Sequence[Mapping[str, Any]], steps: bool) -> float:
+    """The x of the curves' end: the most epochs any seed recorded (in steps when ``steps``)."""
+    epochs = [len((h.get("epochs") or {}).get("val_accuracy") or []) for h in histories]
+    evals = [
+        float(r["step" if steps else "epoch"]) for h in histories for r in h.get("evals") or []
+    ]
+    last = float(max(epochs, default=0))
+    if steps:
+        last *= _steps_per_epoch(histories) or 1
+    return max([last, *evals])
 
 
 def _title(results: Mapping[str, Any]) -> str:
@@ -246,119 +374,216 @@ def _title(results: Mapping[str, Any]) -> str:
     return f"{name or 'experiment'} — {len(seeds)} seeds" if seeds else str(name or "experiment")
 
 
-def _point_label(grid: GridPoint) -> str:
-    return ", ".join(f"{k}={v}" for k, v in grid)
+def _words(name: str) -> str:
+    """An identifier as words: ``learning_rate`` -> ``learning rate``."""
+    return name.replace("_", " ")
+
+
+def _point_words(grid: GridPoint) -> str:
+    """``learning rate 0.01, activation sigmoid``."""
+    return ", ".join(f"{_words(k)} {v}" for k, v in grid)
+
+
+def _references(results: Mapping[str, Any], variants: Sequence[str]) -> dict[str, str]:
+    """Variant -> the variant drawn in grey in its panels: the one it is compared with in the
+    experiment's ``report.comparisons`` (first pair), else ``report.reference``, else the
+    first variant. The reference itself has none."""
+    experiment = results.get("experiment")
+    report = experiment.get("report") if isinstance(experiment, Mapping) else None
+    report = report if isinstance(report, Mapping) else {}
+    default = report.get("reference")
+    default = default if default in variants else (variants[0] if variants else None)
+    out: dict[str, str] = {}
+    for pair in report.get("comparisons") or []:
+        if len(pair) == 2 and pair[0] in variants and pair[1] in variants:
+            out.setdefault(str(pair[0]), str(pair[1]))
+    for v in variants:
+        if v not in out and default is not None and v != default:
+            out[v] = str(default)
+    return out
+
+
+def _curve_panels(
+    results: Mapping[str, Any],
+    table: Sequence[Series],
+    quantity: str,
+) -> Figure:
+    """Small multiples of ``table``'s series: rows = grid points, columns = variants."""
+    groups = group_runs(results)
+    variants = _variant_order(results, list(groups))
+    present = [v for v in variants if any(g[0] == v for g in groups)] or variants
+    points = list(dict.fromkeys(grid for _, grid in groups)) or [()]
+    references = _references(results, present)
+    published = published_runs(results) if quantity == "accuracy" else {}
+    for variant, _, _ in settings_differ(results):  # a star of another run length misleads
+        published.pop(variant, None)
+    if points == [()]:  # no grid: the variants' panels wrap after three
+        ncols = min(len(present), 3) or 1
+        cells = [((), v) for v in present]
+    else:
+        ncols = len(present)
+        cells = [(p, v) for p in points for v in present]
+    nrows = math.ceil(len(cells) / ncols)
+    fig = _new_figure(min(max(3.6 * ncols, 7.0), 16.0), 1.6 + 2.7 * nrows)
+    axes = fig.subplots(nrows, ncols, squeeze=False, sharex=True, sharey=True)
+    histories = {key: _histories(runs) for key, runs in groups.items()}
+    steps = _in_steps([h for hs in histories.values() for h in hs])
+    shown: dict[str, Any] = {}
+    for index, (point, variant) in enumerate(cells):
+        ax = axes[index // ncols][index % ncols]
+
+        # A variant that uses no grid axis has one group, drawn on every row.
+        def group(name: str, point: GridPoint = point) -> list[Mapping[str, Any]]:
+            return histories.get((name, point)) or histories.get((name, ()), [])
+
+        reference = references.get(variant)
+        vs = f" (grey: {reference})" if reference and group(reference) else ""
+        ax.set_title(variant + vs + (f"\n{_point_words(point)}" if point else ""), fontsize=10)
+        own = group(variant)
+        if vs:
+            for s in (s for s in table if s.reference):
+                data = _series_data(group(reference), s, steps)
+                if data is not None:
+                    _plot_mean(
+                        ax,
+                        data,
+                        color=REFERENCE_COLOR,
+                        style=s.style,
+                        band=False,
+                        label=f"{reference}: {s.words}",
+                        zorder=1.5,
+                        linewidth=1.3,
+                        marker="s",
+                    )
+                    shown.setdefault("reference", reference)
+        for s in table:
+            data = _series_data(own, s, steps) if own else None
+            if data is None:
+                continue
+            _plot_mean(
+                ax, data, color=s.color, style=s.style, band=s.band, label=f"{variant}: {s.words}"
+            )
+            shown.setdefault(s.key, s)
+        mark = _as_float((published.get(variant) or {}).get("test_accuracy"))
+        if own and not math.isnan(mark):
+            ax.plot(
+                [_last_x(own, steps) * 1.03],
+                [mark],
+                linestyle="none",
+                marker="*",
+                markersize=13,
+                color=TEST_COLOR,
+                markeredgecolor="black",
+                markeredgewidth=0.8,
+                zorder=5,
+                clip_on=False,
+                label=f"{variant}: published test accuracy",
+            )
+            shown.setdefault("published", None)
+        if not any(line.get_label().startswith(f"{variant}:") for line in ax.get_lines()):
+            ax.text(
+                0.5,
+                0.5,
+                "no completed runs",
+                ha="center",
+                va="center",
+                transform=ax.transAxes,
+                fontsize=_ANNOTATION_SIZE,
+            )
+        ax.grid(True, alpha=0.3)
+        ax.tick_params(labelbottom=True, labelleft=True)
+        if index // ncols == nrows - 1 or index + ncols >= len(cells):
+            ax.set_xlabel("training steps" if steps else "epoch")
+        if index % ncols == 0:
+            ax.set_ylabel(quantity)
+    for index in range(len(cells), nrows * ncols):
+        axes[index // ncols][index % ncols].set_visible(False)
+    axes[0][0].set_xlim(left=0)
+    if not steps:
+        axes[0][0].xaxis.set_major_locator(MaxNLocator(integer=True))
+    if quantity == "loss":
+        _log_if_wide(fig, axes[0][0])
+    fig.suptitle(f"{_title(results)}: {quantity} during training (mean over seeds)")
+    fig.legend(
+        handles=_legend(shown, table),
+        loc="outside lower center",
+        ncols=2,
+        fontsize=9,
+        frameon=False,
+    )
+    return fig
+
+
+def _log_if_wide(fig: Figure, ax: Any) -> None:
+    """A log y axis when the positive values drawn span more than a factor of 100 (blow-ups)."""
+    drawn = [np.asarray(line.get_ydata(), dtype=float) for a in fig.axes for line in a.get_lines()]
+    values = np.concatenate(drawn) if drawn else np.ones(1)
+    values = values[np.isfinite(values) & (values > 0)]
+    if values.size and values.max() / values.min() > 100:
+        ax.set_yscale("log")
+
+
+def _legend(shown: Mapping[str, Any], table: Sequence[Series]) -> list[Any]:
+    handles: list[Any] = []
+    for s in table:
+        if s.key in shown:
+            ring = s.style != "-"
+            handles.append(
+                Line2D(
+                    [],
+                    [],
+                    color=s.color,
+                    linestyle=s.style,
+                    marker="o",
+                    markersize=7 if ring else 4,
+                    markerfacecolor="none" if ring else s.color,
+                    label=s.words,
+                )
+            )
+            if s.band:
+                handles.append(Patch(color=s.color, alpha=0.25, label=f"band: {BAND}"))
+    if "reference" in shown:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                color=REFERENCE_COLOR,
+                marker="s",
+                markersize=4,
+                label="grey: the variant named in the panel's title (its "
+                "reference), test, inference mode",
+            )
+        )
+    if "published" in shown:
+        handles.append(
+            Line2D(
+                [],
+                [],
+                linestyle="none",
+                marker="*",
+                markersize=11,
+                color=TEST_COLOR,
+                markeredgecolor="black",
+                label="published single run: test accuracy",
+            )
+        )
+    return handles
 
 
 def curves_figure(results: Mapping[str, Any]) -> Figure:
-    """Learning curves, mean over seeds with a min–max band; one row per grid point.
+    """Accuracy during training: a panel per variant and grid point (``ACCURACY_SERIES``).
 
-    Each accuracy panel holds, per variant with completed runs, a solid test line, a dashed
-    train line and (BN models) a dotted training-mode test line; the loss panel a solid test
-    and a dashed train line. Line labels are ``"<variant>: test accuracy"`` and so on. A
-    published test accuracy is a star (``"<variant>: published test accuracy"``) at
-    x = E · (1 + 0.02 · k), E the variant's last epoch and k = 1, 2, ... its place among the
-    variants with a published number.
+    Line labels are ``"<variant>: <series words>"``; the reference variant's grey line in
+    another variant's panel is labelled with the reference's name. A published test accuracy
+    is a star labelled ``"<variant>: published test accuracy"`` at x = 1.03 × the last x.
     """
-    groups = group_runs(results)
-    published = published_runs(results)
-    variants = _variant_order(results, list(groups))
-    star_place = {v: k for k, v in enumerate((v for v in variants if v in published), start=1)}
-    colors = _color_map(variants)
-    points = list(dict.fromkeys(grid for _, grid in groups)) or [()]
-    fig = _new_figure(12.0, 0.8 + 3.6 * len(points))
-    fig.suptitle(_title(results))
-    axes = fig.subplots(len(points), 2, squeeze=False)
-    any_train_mode = False
-    any_published = False
-    for row, point in enumerate(points):
-        ax_acc, ax_loss = axes[row]
-        suffix = f" — {_point_label(point)}" if point else ""
-        ax_acc.set_title(f"accuracy{suffix}")
-        ax_loss.set_title(f"loss{suffix}")
-        for (variant, grid), runs in groups.items():
-            if grid != point:
-                continue
-            histories = _histories(runs)
-            if not histories:
-                continue
-            color = colors[variant]
-            place = (variants.index(variant), len(variants))
-            _draw(
-                ax_acc,
-                _test_curve(histories, "val_accuracy"),
-                color=color,
-                style="-",
-                label=f"{variant}: test accuracy",
-                band=True,
-            )
-            _draw(
-                ax_acc,
-                _per_epoch(histories, "accuracy"),
-                color=color,
-                style="--",
-                label=f"{variant}: train accuracy",
-                band=False,
-                place=place,
-            )
-            train_mode = _test_curve(histories, "val_accuracy_train_mode")
-            if train_mode is not None:
-                any_train_mode = True
-                _draw(
-                    ax_acc,
-                    train_mode,
-                    color=color,
-                    style=":",
-                    label=f"{variant}: test accuracy, BN in training mode",
-                    band=False,
-                    place=place,
-                )
-            mark = _as_float((published.get(variant) or {}).get("test_accuracy"))
-            if not math.isnan(mark):
-                any_published = True
-                ax_acc.plot(
-                    [_last_epoch(histories) * (1.0 + 0.02 * star_place.get(variant, 1))],
-                    [mark],
-                    linestyle="none",
-                    marker="*",
-                    markersize=13,
-                    color=color,
-                    markeredgecolor="black",
-                    markeredgewidth=0.8,
-                    zorder=5,
-                    clip_on=False,
-                    label=f"{variant}: published test accuracy",
-                )
-            _draw(
-                ax_loss,
-                _test_curve(histories, "val_loss"),
-                color=color,
-                style="-",
-                label=f"{variant}: test loss",
-                band=True,
-            )
-            _draw(
-                ax_loss,
-                _per_epoch(histories, "loss"),
-                color=color,
-                style="--",
-                label=f"{variant}: train loss",
-                band=False,
-                place=place,
-            )
-        for ax, ylabel in ((ax_acc, "accuracy"), (ax_loss, "loss")):
-            if not ax.get_lines():
-                ax.text(
-                    0.5, 0.5, "no completed runs", ha="center", va="center", transform=ax.transAxes
-                )
-            ax.set_xlabel("epoch")
-            ax.set_ylabel(ylabel)
-            ax.grid(True, alpha=0.3)
-    handles = [Line2D([], [], color=colors[v], linewidth=2.5, label=v) for v in variants]
-    fig.legend(
-        handles=handles + _style_handles(any_train_mode, any_published), loc="outside right upper"
-    )
-    return fig
+    return _curve_panels(results, ACCURACY_SERIES, "accuracy")
+
+
+def loss_figure(results: Mapping[str, Any]) -> Figure:
+    """Loss during training, laid out as ``curves_figure`` (``LOSS_SERIES``); a log y axis
+    when the losses span more than a factor of 100."""
+    return _curve_panels(results, LOSS_SERIES, "loss")
 
 
 def _grid_axes(groups: Mapping[tuple[str, GridPoint], Any]) -> list[str]:
@@ -384,8 +609,9 @@ def grid_figure(
     """Mean final test accuracy over the experiment's grid; None without a grid.
 
     Two or more axes: one annotated heat map per variant (and per value of further axes), the
-    first axis as rows, the second as columns; each cell shows the mean over seeds and, where
-    k of its n runs diverged, did not learn or failed, ``k/n div``, ``k/n no-learn`` or
+    first axis as rows, the second as columns; each cell shows the mean over seeds, for models
+    with BN ``batch stats`` and the mean test accuracy with BN in training mode, and, where k
+    of its n runs diverged, did not learn or failed, ``k/n div``, ``k/n no-learn`` or
     ``k/n fail``. One axis: see ``_sweep_figure``.
     """
     summaries = list(summaries) if summaries is not None else summarize(results)
@@ -409,7 +635,7 @@ def grid_figure(
     norm = Normalize(vmin=min(means, default=0.0), vmax=max(means, default=1.0))
     ncols = min(len(order), 3)
     nrows = math.ceil(len(order) / ncols)
-    fig = _new_figure(1.2 + (1.1 * len(cols) + 1.6) * ncols, 0.8 + (0.7 * len(rows) + 1.3) * nrows)
+    fig = _new_figure(1.2 + (1.3 * len(cols) + 1.6) * ncols, 0.8 + (0.9 * len(rows) + 1.3) * nrows)
     fig.suptitle(f"{_title(results)}: mean final test accuracy{_unknown_note(summaries)}")
     grid_axes = fig.subplots(nrows, ncols, squeeze=False)
     image = None
@@ -425,24 +651,86 @@ def grid_figure(
         image = ax.imshow(np.ma.masked_invalid(table), cmap="viridis", norm=norm, aspect="auto")
         for (i, j), s in notes.items():
             value = table[i, j]
-            mean_text = "n/a" if math.isnan(value) else f"{value:.3f}"
+            lines = ["n/a" if math.isnan(value) else f"{value:.3f}"]
+            if s.test_accuracy_train_mode.n:
+                lines.append(f"batch stats {s.test_accuracy_train_mode.mean:.3f}")
             problems = _problem_counts(s, "\n")
-            text = f"{mean_text}\n{problems}" if problems else mean_text
+            if problems:
+                lines.append(problems)
             dark = math.isnan(value) or norm(value) < 0.6
             ax.text(
-                j, i, text, ha="center", va="center", fontsize=9, color="white" if dark else "black"
+                j,
+                i,
+                "\n".join(lines),
+                ha="center",
+                va="center",
+                fontsize=_ANNOTATION_SIZE,
+                color="white" if dark else "black",
             )
         ax.set_xticks(range(len(cols)), [str(c) for c in cols])
         ax.set_yticks(range(len(rows)), [str(r) for r in rows])
-        ax.set_xlabel(col_axis)
-        ax.set_ylabel(row_axis)
-        extra = ", ".join(f"{a}={v}" for a, v in zip(rest, rest_values, strict=True))
+        ax.set_xlabel(_words(col_axis))
+        ax.set_ylabel(_words(row_axis))
+        extra = ", ".join(f"{_words(a)} {v}" for a, v in zip(rest, rest_values, strict=True))
         ax.set_title(f"{variant}{f' ({extra})' if extra else ''}")
     for ax in list(grid_axes.flat)[len(order) :]:
         ax.set_visible(False)
     if image is not None:
-        fig.colorbar(image, ax=grid_axes.ravel().tolist(), label="final test accuracy")
+        fig.colorbar(
+            image, ax=grid_axes.ravel().tolist(), label="final test accuracy (inference mode)"
+        )
     return fig
+
+
+#: The layer arguments that make an architecture (sizes), not how it is normalized or
+#: activated: ``use_bias = false`` and a split-off Activation come with BN.
+_SIZE_ARGS = ("units", "filters", "kernel_size", "pool_size", "strides", "rate")
+
+
+def _architectures(results: Mapping[str, Any], variants: Sequence[str]) -> dict[str, int]:
+    """Variant -> index of its architecture: the sizes of its layers other than BN layers
+    and Activation layers (first resolved entry of the variant)."""
+    experiment = results.get("experiment")
+    entries = experiment.get("variants") if isinstance(experiment, Mapping) else None
+    layers: dict[str, str] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, Mapping):
+            base = str(entry.get("base", entry.get("name")))
+            kept = [
+                repr([layer.get("type"), *(layer.get(k) for k in _SIZE_ARGS)])
+                for layer in entry.get("layers") or []
+                if isinstance(layer, Mapping)
+                and "BatchNorm" not in str(layer.get("type", ""))
+                and layer.get("type") != "Activation"
+            ]
+            layers.setdefault(base, "|".join(kept))
+    kinds: dict[str, int] = {}
+    return {v: kinds.setdefault(layers.get(v, v), len(kinds)) for v in variants}
+
+
+def _sweep_styles(
+    results: Mapping[str, Any], variants: Sequence[str]
+) -> dict[str, tuple[str, str, str]]:
+    """Variant -> (colour, line style, marker).
+
+    When some variants share an architecture and there are several architectures (an MLP and
+    a CNN, each with and without BN), colour is the architecture and line style and marker the
+    variant within it (the first, usually without BN, solid). Otherwise colour is the variant.
+    """
+    arch = _architectures(results, variants)
+    shared = len(set(arch.values())) < len(variants)
+    if shared and len(set(arch.values())) > 1:
+        seen: dict[int, int] = {}
+        out = {}
+        for v in variants:
+            k = seen[arch[v]] = seen.get(arch[v], -1) + 1
+            out[v] = (
+                _COLORS[arch[v] % len(_COLORS)],
+                _STYLES[k % len(_STYLES)],
+                _MARKERS[k % len(_MARKERS)],
+            )
+        return out
+    return {v: (_COLORS[i % len(_COLORS)], "-", "o") for i, v in enumerate(variants)}
 
 
 def _sweep_figure(
@@ -456,22 +744,33 @@ def _sweep_figure(
     Numeric axis: a line per variant through the sorted values, on a log x axis when every
     value is positive and they span a factor of 10 or more. Categorical axis (strings,
     booleans, mixed): one point per value and variant, variants side by side, no lines — the
-    order of categories means nothing. Error bars: 95% bootstrap CI of the mean over seeds.
-    The lower panel has a row per variant with, at each value, ``k/n div`` (diverged),
-    ``k/n no-learn`` (did not learn) and ``k/n fail`` (failed) where k > 0.
+    order of categories means nothing. Error bars: 95% bootstrap CI of the mean over seeds,
+    for groups with enough seeds (``stats.MIN_SEEDS_FOR_CI``; none otherwise, as the title
+    says). Colours and line styles: ``_sweep_styles``. The lower panel has a row per variant
+    with, at each value, ``k/n div`` (diverged), ``k/n no-learn`` (did not learn) and
+    ``k/n fail`` (failed) where k > 0.
     """
-    colors = _color_map(variants)
+    from bnlab.lab.stats import MIN_SEEDS_FOR_CI
+
     values = _axis_values([dict(s.grid).get(axis) for s in summaries])
     numeric = all(_is_number(v) for v in values)
     log = numeric and min(values) > 0 and max(values) / min(values) >= 10
     present = [v for v in variants if any(s.variant == v for s in summaries)]
-    fig = _new_figure(9.0, 5.0 + 0.35 * len(present))
-    fig.suptitle(f"{_title(results)}: final test accuracy against {axis}")
+    styles = _sweep_styles(results, present)
+    fig = _new_figure(10.5, 5.2 + 0.4 * len(present))
+    with_ci = any(s.test_accuracy.ci is not None for s in summaries)
+    ci_words = (
+        "mean, 95% bootstrap CI"
+        if with_ci
+        else f"mean over seeds; no CI below {MIN_SEEDS_FOR_CI} seeds"
+    )
+    fig.suptitle(f"{_title(results)}: final test accuracy against {_words(axis)}")
     ax, strip = fig.subplots(
-        2, 1, sharex=True, gridspec_kw={"height_ratios": [4.0, 0.3 + 0.35 * len(present)]}
+        2, 1, sharex=True, gridspec_kw={"height_ratios": [4.0, 0.3 + 0.4 * len(present)]}
     )
     width = min(0.6 / len(present), 0.15)
     for k, variant in enumerate(present):
+        color, style, marker = styles[variant]
         rows = sorted(
             (s for s in summaries if s.variant == variant),
             key=lambda s: values.index(dict(s.grid).get(axis)),
@@ -487,17 +786,20 @@ def _sweep_figure(
         ax.errorbar(
             x,
             mean,
-            yerr=np.vstack([mean - low, high - mean]),
-            color=colors[variant],
-            marker="o",
-            linestyle="-" if numeric else "none",
+            yerr=np.vstack([mean - low, high - mean]) if any(ci) else None,
+            color=color,
+            marker=marker,
+            markersize=6,
+            linestyle=style if numeric else "none",
             capsize=3,
             label=variant,
         )
         for xi, s in zip(at, rows, strict=True):
             text = _problem_counts(s, "\n")
             if text:
-                strip.text(xi, k, text, ha="center", va="center", fontsize=7, color=colors[variant])
+                strip.text(
+                    xi, k, text, ha="center", va="center", fontsize=_ANNOTATION_SIZE, color=color
+                )
     handles: list[Any] = list(ax.containers)
     chance = _chance_accuracy(summaries)
     if chance is not None:
@@ -505,8 +807,8 @@ def _sweep_figure(
             ax.axhline(
                 chance,
                 color="gray",
-                linestyle="--",
-                linewidth=1.0,
+                linestyle=(0, (1, 3)),
+                linewidth=1.2,
                 label="chance (most frequent class)",
             )
         )
@@ -518,20 +820,21 @@ def _sweep_figure(
     else:
         strip.set_xticks(range(len(values)), [str(v) for v in values])
         strip.set_xlim(-0.5, len(values) - 0.5)
-    ax.set_ylabel("final test accuracy (mean, 95% bootstrap CI)")
+    ax.set_ylabel(f"final test accuracy\n({ci_words})")
     ax.grid(True, alpha=0.3)
-    ax.legend(handles=handles, loc="best")
+    ax.margins(x=0.1)  # room for the counts at the first and last value
+    ax.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=9)
     strip.set_ylim(len(present) - 0.5, -0.5)
     strip.set_yticks(range(len(present)), present)
     for label, variant in zip(strip.get_yticklabels(), present, strict=True):
-        label.set_color(colors[variant])
+        label.set_color(styles[variant][0])
     strip.set_title(
         "runs that diverged (div), did not learn (no-learn) or failed (fail), of the seeds run"
         + _unknown_note(summaries),
-        fontsize=9,
+        fontsize=10,
     )
     strip.grid(True, axis="x", alpha=0.3)
-    strip.set_xlabel(axis)
+    strip.set_xlabel(_words(axis))
     return fig
 
 
@@ -566,15 +869,76 @@ def _chance_accuracy(summaries: Sequence[VariantSummary]) -> float | None:
     return values.pop() if len(values) == 1 else None
 
 
+def _ordinal(n: int) -> str:
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def probe_words(key: str, layers: Sequence[Mapping[str, Any]] | None) -> str:
+    """A probe key in words: ``"activation_2.input"`` -> ``"input of the last sigmoid
+    activation (activation_2)"``, from the model's resolved layer list.
+
+    The layer is named by what it is (an Activation by its function, another layer by its
+    type and activation) and its place among the layers of that kind (``the``, ``the 2nd``,
+    ``the last``). Falls back to ``"input of layer activation_2"`` when the layer is not found.
+    """
+    from bnlab.models import SpecError, layer_names, parse_layers
+
+    name, _, where = key.rpartition(".")
+    if not name:
+        return key
+    fallback = f"{where} of layer {name}"
+    try:
+        specs = parse_layers(list(layers or []), where="probe")
+    except SpecError:
+        return fallback
+    names = layer_names(specs)
+    if name not in names:
+        return fallback
+
+    def kind(i: int) -> str:
+        spec = specs[i]
+        activation = spec.args.get("activation")
+        if spec.type == "Activation":
+            return f"{activation} activation"
+        if isinstance(activation, str) and activation != "linear":
+            return f"{spec.type} layer with {activation}"
+        return f"{spec.type} layer"
+
+    index = names.index(name)
+    same = [i for i in range(len(specs)) if names[i] is not None and kind(i) == kind(index)]
+    if len(same) == 1:
+        place = "the"
+    elif index == same[-1]:
+        place = "the last"
+    else:
+        place = f"the {_ordinal(same.index(index) + 1)}"
+    return f"{where} of {place} {kind(index)} ({name})"
+
+
+def _variant_layers(results: Mapping[str, Any]) -> dict[tuple[str, GridPoint], list[Any]]:
+    experiment = results.get("experiment")
+    entries = experiment.get("variants") if isinstance(experiment, Mapping) else None
+    out: dict[tuple[str, GridPoint], list[Any]] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        if isinstance(entry, Mapping):
+            grid = tuple((str(k), v) for k, v in (entry.get("grid") or {}).items())
+            out[(str(entry.get("base", entry.get("name"))), grid)] = list(entry.get("layers") or [])
+    return out
+
+
 def probes_figure(results: Mapping[str, Any]) -> Figure | None:
     """Recorded percentiles of probed tensors over training steps; None without probes.
 
-    One panel per probed tensor (and grid point); per variant one line per percentile, the
-    mean over seeds at each recorded step. Line labels are ``"<variant>: p50"``.
+    One panel per probed tensor (and grid point), titled in words (`probe_words`); per variant
+    one line per percentile, the mean over seeds at each recorded step: the median solid, the
+    lowest percentile dotted, the highest dashed, others dash-dotted, and the range between
+    lowest and highest shaded. Line labels are ``"<variant>: p50"``.
     """
     groups = group_runs(results)
     variants = _variant_order(results, list(groups))
     colors = _color_map(variants)
+    layers = _variant_layers(results)
     panels: dict[tuple[GridPoint, str], list[tuple[str, list[Mapping[str, Any]]]]] = {}
     for (variant, grid), runs in groups.items():
         histories = _histories(runs)
@@ -587,8 +951,10 @@ def probes_figure(results: Mapping[str, Any]) -> Figure | None:
         return None
     ncols = min(len(panels), 2)
     nrows = math.ceil(len(panels) / ncols)
-    fig = _new_figure(12.0 if ncols == 2 else 7.5, 0.8 + 3.4 * nrows)
-    fig.suptitle(f"{_title(results)}: probe percentiles over training (mean over seeds)")
+    fig = _new_figure(12.0 if ncols == 2 else 8.0, 1.2 + 3.6 * nrows)
+    fig.suptitle(
+        f"{_title(results)}: percentiles of the probed values over training (mean over seeds)"
+    )
     axes = fig.subplots(nrows, ncols, squeeze=False)
     percentile_sets: dict[float, None] = {}
     for ax, ((grid, key), entries) in zip(axes.flat, panels.items(), strict=False):
@@ -606,46 +972,66 @@ def probes_figure(results: Mapping[str, Any]) -> Figure | None:
                     cube[i, column[int(s)], : len(row)] = [
                         _as_float(v) for v in row[: len(percentiles)]
                     ]
-            middle = len(percentiles) // 2
+            means = [_spread(cube[:, :, p])[0] for p in range(len(percentiles))]
             for p_index, p in enumerate(percentiles):
                 percentile_sets.setdefault(p)
-                mean, _, _ = _spread(cube[:, :, p_index])
                 ax.plot(
                     steps,
-                    mean,
+                    means[p_index],
                     color=colors[variant],
-                    linestyle="-" if p_index == middle else "--",
-                    linewidth=1.6 if p_index == middle else 1.0,
+                    linestyle=_percentile_style(p_index, len(percentiles)),
+                    linewidth=1.8 if p_index == len(percentiles) // 2 else 1.2,
+                    marker="o" if len(steps) <= MARKER_MAX_POINTS else None,
+                    markersize=3,
                     label=f"{variant}: p{p:g}",
                 )
-        ax.set_title(f"{key}{f' — {_point_label(grid)}' if grid else ''}")
-        ax.set_xlabel("step")
+            if len(percentiles) > 1:
+                ax.fill_between(
+                    steps, means[0], means[-1], color=colors[variant], alpha=0.12, linewidth=0
+                )
+        first = next(iter(layers.get((entries[0][0], grid)) or [None]), None)
+        words = probe_words(key, layers.get((entries[0][0], grid)) if first else None)
+        ax.set_title(words + (f"\n{_point_words(grid)}" if grid else ""), fontsize=10)
+        ax.set_xlabel("training steps")
         ax.set_ylabel("value")
         ax.grid(True, alpha=0.3)
     for ax in list(axes.flat)[len(panels) :]:
         ax.set_visible(False)
     ps = sorted(percentile_sets)
-    middle_p = ps[len(ps) // 2] if ps else None
-    handles: list[Any] = [Line2D([], [], color=colors[v], linewidth=2.5, label=v) for v in variants]
+    handles: list[Any] = [
+        Line2D([], [], color=colors[v], linewidth=2.5, label=v)
+        for v in variants
+        if any(v == e[0] for entries in panels.values() for e in entries)
+    ]
     handles += [
         Line2D(
             [],
             [],
             color="black",
-            linestyle="-" if p == middle_p else "--",
-            label=f"percentile {p:g}",
+            linestyle=_percentile_style(i, len(ps)),
+            label=f"{_ordinal(round(p)) if float(p).is_integer() else f'{p:g}th'} percentile"
+            + (" (median)" if p == 50 else ""),
         )
-        for p in ps
+        for i, p in enumerate(ps)
     ]
-    fig.legend(handles=handles, loc="outside right upper")
+    fig.legend(handles=handles, loc="outside right upper", fontsize=9)
     return fig
+
+
+def _percentile_style(index: int, count: int) -> str:
+    """Median solid, the lowest percentile dotted, the highest dashed, others dash-dotted."""
+    if index == count // 2:
+        return "-"
+    if index == 0:
+        return ":"
+    return "--" if index == count - 1 else "-."
 
 
 def make_figures(
     results: Mapping[str, Any], summaries: Sequence[VariantSummary] | None = None
 ) -> dict[str, Figure]:
-    """``{"curves": ..., "grid": ..., "probes": ...}`` for the plots these results support."""
-    figures = {"curves": curves_figure(results)}
+    """``{"curves", "loss", "grid", "probes"}`` for the plots these results support."""
+    figures = {"curves": curves_figure(results), "loss": loss_figure(results)}
     grid = grid_figure(results, summaries)
     if grid is not None:
         figures["grid"] = grid
@@ -655,19 +1041,27 @@ def make_figures(
     return figures
 
 
-def figure_png(fig: Figure, *, dpi: int = DPI) -> bytes:
-    """The figure as PNG bytes."""
+_METADATA = {"png": {"Software": None}, "svg": {"Date": None}, "pdf": {"CreationDate": None}}
+
+
+def figure_bytes(fig: Figure, fmt: str = "png", *, dpi: int = DPI) -> bytes:
+    """The figure as PNG, SVG or PDF bytes (no creation date: the same figure, the same bytes)."""
+    fmt = parse_formats(fmt)[0]
     buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=dpi, metadata={"Software": None})
+    with matplotlib.rc_context({"svg.hashsalt": "bnlab"}):  # SVG ids from a fixed salt
+        fig.savefig(buffer, format=fmt, dpi=dpi, metadata=_METADATA[fmt])
     return buffer.getvalue()
 
 
+def figure_png(fig: Figure, *, dpi: int = DPI) -> bytes:
+    """The figure as PNG bytes."""
+    return figure_bytes(fig, "png", dpi=dpi)
+
+
 def save_figure(fig: Figure, path: str | Path, *, dpi: int = DPI) -> Path:
-    """Write the figure as a PNG file (atomically: a temporary file renamed into place)."""
+    """Write the figure in the format of the path's suffix (.png, .svg, .pdf), atomically."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(figure_png(fig, dpi=dpi))
-    tmp.replace(path)
+    atomic_write_bytes(path, figure_bytes(fig, path.suffix.lstrip("."), dpi=dpi))
     return path
 
 
@@ -675,10 +1069,13 @@ def write_plots(
     results: Mapping[str, Any],
     out_dir: str | Path,
     summaries: Sequence[VariantSummary] | None = None,
-) -> dict[str, Path]:
-    """Save ``curves.png`` (always), ``grid.png`` and ``probes.png`` (when there is data) in out_dir."""
+    *,
+    formats: Sequence[str] = ("png",),
+) -> dict[str, list[Path]]:
+    """Save every figure of `make_figures` in out_dir, once per format: ``curves.png``, ..."""
     out = Path(out_dir)
+    formats = parse_formats(formats)
     return {
-        name: save_figure(fig, out / f"{name}.png")
+        name: [save_figure(fig, out / f"{name}.{fmt}") for fmt in formats]
         for name, fig in make_figures(results, summaries).items()
     }

@@ -45,6 +45,8 @@ __all__ = [
     "compact_rows",
     "compare_published",
     "published_runs",
+    "settings_differ",
+    "settings_note",
 ]
 
 Quantity = Literal["train_accuracy", "test_accuracy", "epochs_to_threshold"]
@@ -152,7 +154,11 @@ class PublishedComparison:
         return text
 
     def range_text(self) -> str:
-        return f"{self.fmt(self.low)}–{self.fmt(self.high)}" if self.values else "n/a"
+        """``0.830–0.851``; one value when all agree (``never`` when no seed reached it)."""
+        if not self.values:
+            return "n/a"
+        low, high = self.fmt(self.low), self.fmt(self.high)
+        return low if low == high else f"{low}–{high}"
 
     def rank_words(self) -> str:
         """``above 7 of 10 seeds`` (the published value is larger than 7 seeds' values)."""
@@ -212,6 +218,49 @@ class PublishedComparison:
         )
 
 
+def _trained_epochs(results: Mapping[str, Any]) -> dict[str, set[int]]:
+    """Base variant -> the numbers of epochs its runs were configured to train."""
+    experiment = results.get("experiment") if isinstance(results, Mapping) else None
+    entries = experiment.get("variants") if isinstance(experiment, Mapping) else None
+    out: dict[str, set[int]] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        train = entry.get("train") if isinstance(entry, Mapping) else None
+        epochs = train.get("epochs") if isinstance(train, Mapping) else None
+        if isinstance(epochs, int):
+            out.setdefault(str(entry.get("base", entry.get("name"))), set()).add(epochs)
+    return out
+
+
+def settings_differ(results: Mapping[str, Any]) -> list[tuple[str, int, list[int]]]:
+    """``(variant, published epochs, our epochs)`` where a published run trained another length.
+
+    Such numbers are not compared (`compare_published` leaves them out): a 100-epoch accuracy
+    says nothing about where a 20-epoch run should land.
+    """
+    trained = _trained_epochs(results)
+    out = []
+    for variant, entry in published_runs(results).items():
+        theirs = entry.get("epochs")
+        ours = sorted(trained.get(variant, set()))
+        if isinstance(theirs, int) and ours and ours != [theirs]:
+            out.append((variant, theirs, ours))
+    return out
+
+
+def settings_note(results: Mapping[str, Any]) -> str:
+    """One sentence on published numbers left out because the settings differ ("" if none)."""
+    differ = settings_differ(results)
+    if not differ:
+        return ""
+    theirs = sorted({t for _, t, _ in differ})
+    ours = sorted({e for _, _, o in differ for e in o})
+    names = ", ".join(v for v, _, _ in differ)
+    return (
+        f"published single runs ({names}) trained {'/'.join(map(str, theirs))} epochs, these "
+        f"runs {'/'.join(map(str, ours))}: the settings differ, so they are not compared"
+    )
+
+
 def _group_values(summary: VariantSummary, quantity: Quantity) -> dict[int, float]:
     if quantity == "epochs_to_threshold":
         return summary.time_to_threshold.by_seed()
@@ -237,10 +286,11 @@ def compare_published(
     if not published:
         return []
     summaries = summarize(results) if summaries is None else summaries
+    differ = {v for v, _, _ in settings_differ(results)}
     out = []
     for s in summaries:
         entry = published.get(s.variant)
-        if entry is None:
+        if entry is None or s.variant in differ:
             continue
         for quantity in QUANTITIES:
             value = _number(entry.get(quantity))

@@ -1,10 +1,14 @@
 """Runs as Ray tasks, on one machine or a cluster (``pip install 'bnlab[ray]'``).
 
-One run is one Ray task of one CPU. The driver (the process running the study) keeps at
-most ``workers`` tasks in flight and is the only process that writes to the output
-folder: a task trains in a temporary folder on whichever machine Ray placed it, and
-returns the `RunResult` with the bytes of its weights file; the driver writes the file
-and stores the result. So the output folder exists on the driver's machine only, while
+A Ray task of one CPU trains one run, or a group of up to ``seeds_per_task`` runs of
+the same variant and grid point (runs that differ only in their seed) with a
+`GroupTrainer`: by default `train_one_by_one`, one after the other; a trainer that
+trains the seeds together (stacked, as the vectorized executor does) plugs in the same
+way, as long as every run gets the result it would have had alone. The driver (the
+process running the study) keeps at most ``workers`` tasks in flight and is the only
+process that writes to the output folder: a task trains in a temporary folder on
+whichever machine Ray placed it, and returns each run's `RunResult` with the bytes of
+its weights file; the driver writes the files and stores the results. So the output folder exists on the driver's machine only, while
 every machine must reach the datasets by the same name or path (see the README's
 "Scaling out").
 
@@ -14,10 +18,10 @@ Failures:
   not retry it: the same run would fail the same way);
 - a Ray worker process that dies (killed, out of memory, its machine gone) makes Ray
   run the task again once (``retries``); if that attempt dies too, the run is stored as
-  ``failed`` with Ray's error, and the study goes on.
+  ``failed`` with Ray's error (every run of its group), and the study goes on.
 
-Each task is named ``bnlab <variant> seed <k>``: ``ps`` on a worker machine shows
-``ray::bnlab ...`` for the process training that run.
+Each task is named ``bnlab <variant> seed <k>`` (``seeds <k>,<j>`` for a group): ``ps``
+on a worker machine shows ``ray::bnlab ...`` for the process training those runs.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +38,43 @@ from bnlab.lab.executors import OnStart, _no_op, _set_threads
 from bnlab.lab.results import RunResult, atomic_write_bytes
 from bnlab.lab.runs import RunSpec, execute_run
 
-__all__ = ["INSTALL_HINT", "RayExecutor", "require_ray"]
+__all__ = [
+    "INSTALL_HINT",
+    "GroupTrainer",
+    "RayExecutor",
+    "group_runs",
+    "require_ray",
+    "train_one_by_one",
+]
 
 INSTALL_HINT = "pip install 'bnlab[ray]'"
+
+#: Trains runs of one variant and grid point in this process; a result per run, in order.
+#: Never raises: a failing run is a ``failed`` RunResult. Must be picklable (a
+#: module-level function), since it travels to the Ray workers.
+GroupTrainer = Callable[[Sequence[RunSpec]], list[RunResult]]
+
+
+def train_one_by_one(specs: Sequence[RunSpec]) -> list[RunResult]:
+    """The default `GroupTrainer`: each run alone, one after the other (`execute_run`)."""
+    return [execute_run(spec) for spec in specs]
+
+
+def group_runs(specs: Sequence[RunSpec], size: int) -> list[list[int]]:
+    """Indices of `specs` in groups of at most `size` runs that differ only in their seed.
+
+    Groups are in the order of their first run; within a group, runs keep their order.
+    """
+    groups: list[list[int]] = []
+    open_group: dict[tuple[str, str], list[int]] = {}
+    for i, spec in enumerate(specs):
+        key = (spec.experiment, spec.variant.config_hash)
+        group = open_group.get(key)
+        if group is None or len(group) == size:
+            group = open_group[key] = []
+            groups.append(group)
+        group.append(i)
+    return groups
 
 
 def require_ray() -> Any:
@@ -54,31 +92,41 @@ def require_ray() -> Any:
     return ray
 
 
-def _task(spec: RunSpec, threads: int) -> tuple[RunResult, bytes | None]:
-    """Do `spec` in a temporary folder; its result and the bytes of its weights file."""
+def _task(
+    specs: Sequence[RunSpec], train: GroupTrainer, threads: int
+) -> list[tuple[RunResult, bytes | None]]:
+    """Train `specs` in a temporary folder; each run's result and the bytes of its weights."""
     _set_threads(threads)
-    if spec.out_dir is None:
-        return execute_run(spec), None
     with tempfile.TemporaryDirectory(prefix="bnlab-run-") as tmp:
-        result = execute_run(dataclasses.replace(spec, out_dir=tmp))
-        weights = Path(tmp) / spec.weights
-        data = weights.read_bytes() if result.status == "completed" else None
-    return result, data
+        local = [s if s.out_dir is None else dataclasses.replace(s, out_dir=tmp) for s in specs]
+        out = []
+        for spec, result in zip(specs, train(local), strict=True):
+            saved = spec.out_dir is not None and result.status == "completed"
+            out.append((result, (Path(tmp) / spec.weights).read_bytes() if saved else None))
+    return out
+
+
+def _task_name(specs: Sequence[RunSpec]) -> str:
+    if len(specs) == 1:
+        return f"bnlab {specs[0].label}"
+    return f"bnlab {specs[0].variant.name} seeds {','.join(str(s.seed) for s in specs)}"
 
 
 class RayExecutor:
-    """Runs as Ray tasks of one CPU each, at most `workers` in flight.
+    """Runs as Ray tasks of one CPU each, at most `workers` tasks in flight.
 
     Args:
-        workers: runs in flight at once; None: the cluster's CPUs (all of them are used).
+        workers: tasks in flight at once; None: the cluster's CPUs (all of them are used).
         address: a running cluster to join (``"HOST:PORT"`` printed by ``ray start
             --head``, or ``"auto"``); None starts a Ray instance inside this process
             with `workers` CPUs (default: this machine's).
         threads: torch threads per run.
         retries: times Ray runs a task again after its worker process died.
+        seeds_per_task: runs of one variant and grid point per task (`group_runs`).
+        train: the `GroupTrainer` a task uses.
 
     Raises:
-        LabError: Ray is not installed, or workers/retries out of range.
+        LabError: Ray is not installed, or workers/retries/seeds_per_task out of range.
     """
 
     def __init__(
@@ -88,16 +136,23 @@ class RayExecutor:
         address: str | None = None,
         threads: int = 1,
         retries: int = 1,
+        seeds_per_task: int = 1,
+        train: GroupTrainer = train_one_by_one,
     ) -> None:
         require_ray()
-        if workers is not None and workers < 1:
-            raise LabError(f"--workers: expected an integer >= 1, got {workers}")
-        if retries < 0:
-            raise LabError(f"retries: expected an integer >= 0, got {retries}")
+        for name, value, low in (
+            ("--workers", workers, 1),
+            ("retries", retries, 0),
+            ("seeds_per_task", seeds_per_task, 1),
+        ):
+            if value is not None and value < low:
+                raise LabError(f"{name}: expected an integer >= {low}, got {value}")
         self.workers = workers
         self.address = address
         self.threads = threads
         self.retries = retries
+        self.seeds_per_task = seeds_per_task
+        self.train = train
 
     def _connect(self) -> Any:
         ray = require_ray()
@@ -125,29 +180,33 @@ class RayExecutor:
         ray = self._connect()
         limit = self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
         task = ray.remote(num_cpus=1, max_retries=self.retries)(_task)
-        pending = deque(range(len(specs)))
-        in_flight: dict[Any, int] = {}
+        pending = deque(group_runs(specs, self.seeds_per_task))
+        in_flight: dict[Any, list[RunSpec]] = {}
         try:
             while pending or in_flight:
                 while pending and len(in_flight) < limit:
-                    index = pending.popleft()
-                    spec = specs[index]
-                    on_start(spec)
-                    ref = task.options(name=f"bnlab {spec.label}").remote(spec, self.threads)
-                    in_flight[ref] = index
+                    group = [specs[i] for i in pending.popleft()]
+                    for spec in group:
+                        on_start(spec)
+                    ref = task.options(name=_task_name(group)).remote(
+                        group, self.train, self.threads
+                    )
+                    in_flight[ref] = group
                 done, _ = ray.wait(list(in_flight), num_returns=1)
                 for ref in done:
-                    spec = specs[in_flight.pop(ref)]
+                    group = in_flight.pop(ref)
                     try:
-                        result, weights = ray.get(ref)
+                        outputs = ray.get(ref)
                     except ray.exceptions.RayError as e:
-                        yield spec, self._failed(spec, e)
+                        for spec in group:
+                            yield spec, self._failed(spec, e)
                         continue
-                    if weights is not None and spec.out_dir is not None:
-                        path = Path(spec.out_dir) / spec.weights
-                        path.parent.mkdir(parents=True, exist_ok=True)
-                        atomic_write_bytes(path, weights)
-                    yield spec, result
+                    for spec, (result, weights) in zip(group, outputs, strict=True):
+                        if weights is not None and spec.out_dir is not None:
+                            path = Path(spec.out_dir) / spec.weights
+                            path.parent.mkdir(parents=True, exist_ok=True)
+                            atomic_write_bytes(path, weights)
+                        yield spec, result
         finally:
             for ref in in_flight:
                 ray.cancel(ref, force=True)

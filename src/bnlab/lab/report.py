@@ -25,7 +25,6 @@ import datetime as _dt
 import html
 import json
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -33,8 +32,10 @@ from typing import Any
 from bnlab.lab import plots
 from bnlab.lab.outcomes import DIVERGENCE_FACTOR
 from bnlab.lab.published import PublishedComparison, compare_published
+from bnlab.lab.results import atomic_write_bytes
 from bnlab.lab.stats import (
     BOOTSTRAP_RESAMPLES,
+    MIN_SEEDS_FOR_CI,
     Comparison,
     VariantSummary,
     fmt_number,
@@ -448,24 +449,33 @@ def _settings_html(results: Mapping[str, Any]) -> str:
 
 _CAPTIONS = {
     "curves": (
-        "Learning curves: mean over seeds per variant. Accuracy on the left, loss on the right. "
-        "Solid: test data in inference mode (moving statistics), with a shaded band spanning the "
-        f"{plots.BAND}. Dashed: training, the mean over each epoch's batches in training mode "
-        "(as Keras reports it). Dotted (models with batch normalization): test data with BN in "
-        "training mode (batch statistics) — the gap between dotted and solid is the lag of the "
-        "moving averages. A star (when the experiment gives published numbers): the test "
-        "accuracy a published single run reported, at the last epoch."
+        "Accuracy during training, mean over seeds: a panel per variant (and grid point), "
+        "shared axes. Colour is the data set, line style the BN mode. Blue solid: test data in "
+        f"inference mode (moving statistics), with a shaded band spanning the {plots.BAND}. Blue "
+        "dashed (models with batch normalization): test data with BN in training mode (batch "
+        "statistics) — the gap between dashed and solid blue is the lag of the moving averages. "
+        "Orange dashed: training accuracy as Keras logs it, the running mean over each epoch's "
+        "batches in training mode. Grey: the reference variant's test accuracy, for comparison "
+        "in every other panel. Short series are drawn with markers. A star: the test accuracy a "
+        "published single run of the same length reported."
+    ),
+    "loss": (
+        "Loss during training, laid out as the accuracy panels: blue solid the test loss in "
+        f"inference mode (band: {plots.BAND}), orange dashed the training loss (running mean "
+        "over each epoch's batches), grey the reference variant's test loss."
     ),
     "grid": (
-        "Mean final test accuracy over seeds at each grid point (with its 95% bootstrap CI when "
-        "the grid has one axis: a line over a numeric axis, separate points over a categorical "
-        "one). The counts at a point say how many of its runs diverged ('div'), did not learn "
-        "('no-learn') or failed ('fail'); the dashed line is chance, the accuracy of always "
-        "predicting the most frequent class."
+        "Mean final test accuracy over seeds at each grid point (a line over a numeric axis, "
+        "separate points over a categorical one, with the 95% bootstrap CI when a group has "
+        f"at least {MIN_SEEDS_FOR_CI} seeds; heat-map cells of models with BN also give the "
+        "test accuracy with batch statistics). The counts at a point say how many of its runs "
+        "diverged ('div'), did not learn ('no-learn') or failed ('fail'); the dotted line is "
+        "chance, the accuracy of always predicting the most frequent class."
     ),
     "probes": (
         "Percentiles of the probed layers' inputs/outputs over training steps, mean over seeds: "
-        "median solid, outer percentiles dashed, one colour per variant."
+        "median solid, lowest percentile dotted, highest dashed, the range between them "
+        "shaded; one colour per variant."
     ),
 }
 
@@ -485,8 +495,13 @@ code{font-size:.9em}ol.layers{margin:.2em 0 .8em}
 """
 
 
-def _data_uri(png: bytes) -> str:
-    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+_MIME = {"png": "image/png", "svg": "image/svg+xml"}
+
+
+def _data_uri(image: bytes) -> str:
+    """A data URI of PNG or SVG bytes (SVG when the bytes are XML)."""
+    kind = "svg" if image.lstrip()[:5] in (b"<?xml", b"<svg ") else "png"
+    return f"data:{_MIME[kind]};base64," + base64.b64encode(image).decode("ascii")
 
 
 def render_html(
@@ -498,7 +513,7 @@ def render_html(
     published: Sequence[PublishedComparison] = (),
     built: str | None = None,
 ) -> str:
-    """The report as one HTML document; ``images`` maps plot names to PNG bytes.
+    """The report as one HTML document; ``images`` maps plot names to PNG or SVG bytes.
 
     ``published``: `compare_published` rows; the section is left out when there are none.
     """
@@ -585,29 +600,20 @@ report built {_e(built)}.</p></footer>"""
 """
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write via a temporary file in the same folder, then rename: never a half-written file."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def write_report(out_dir: str | Path, *, formats: Sequence[str] = ("png",)) -> Path:
+    """Build ``report.html`` and the plots in ``out_dir`` from ``out_dir/results.json``.
 
-
-def write_report(out_dir: str | Path) -> Path:
-    """Build ``report.html`` and the plot PNGs in ``out_dir`` from ``out_dir/results.json``.
-
-    Writes ``curves.png`` (and ``grid.png`` / ``probes.png`` when the results have a grid or
-    probes) and ``report.html``, each atomically. Returns the path of ``report.html``.
+    Writes each figure of ``plots.make_figures`` (``curves``, ``loss``, and ``grid`` /
+    ``probes`` when the results have a grid or probes) once per format of ``formats``
+    (``plots.FORMATS``: png, svg, pdf), and ``report.html``, each atomically. The page embeds
+    the SVG of a figure when SVG is among the formats (sharp at any zoom), else its PNG.
+    Returns the path of ``report.html``.
 
     Raises:
-        ValueError: results.json is missing, unreadable or not in the documented shape.
+        ValueError: results.json is missing, unreadable or not in the documented shape, or
+            a format is not one of ``plots.FORMATS``.
     """
+    formats = plots.parse_formats(formats)
     out = Path(out_dir)
     results = load_results(out)
     summaries = summarize(results)
@@ -615,11 +621,16 @@ def write_report(out_dir: str | Path) -> Path:
     published = compare_published(results, summaries)
     images: dict[str, bytes] = {}
     for key, fig in plots.make_figures(results, summaries).items():
-        images[key] = plots.figure_png(fig)
-        _atomic_write(out / f"{key}.png", images[key])
+        for fmt in formats:
+            data = plots.figure_bytes(fig, fmt)
+            atomic_write_bytes(out / f"{key}.{fmt}", data)
+            if fmt == "svg" or (fmt == "png" and key not in images):
+                images[key] = data
+        if key not in images:  # pdf only: the page still shows the figure
+            images[key] = plots.figure_png(fig)
     page = render_html(
         results, summaries=summaries, comparisons=comparisons, images=images, published=published
     )
     path = out / REPORT_FILE
-    _atomic_write(path, page.encode("utf-8"))
+    atomic_write_bytes(path, page.encode("utf-8"))
     return path

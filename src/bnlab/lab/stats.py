@@ -61,6 +61,7 @@ __all__ = [
     "CONFIDENCE",
     "DEFAULT_THRESHOLD",
     "DEFAULT_THRESHOLD_METRIC",
+    "MIN_SEEDS_FOR_CI",
     "QUANTITIES",
     "Comparison",
     "GridPoint",
@@ -87,6 +88,9 @@ __all__ = [
 ]
 
 CONFIDENCE = 0.95
+#: Fewer seeds than this give no confidence interval of a mean and no comparison: a percentile
+#: bootstrap over 2-4 values is far too narrow, a t-interval spans most of the scale.
+MIN_SEEDS_FOR_CI = 5
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
 DEFAULT_THRESHOLD = 0.80
@@ -177,7 +181,8 @@ class MetricSummary:
     """One number per seed (finite ones only) and what they say together.
 
     ``values[i]`` belongs to ``seeds[i]``; ``missing`` lists the seeds whose value was null or
-    non-finite. ``std`` uses ddof=1 (nan for n < 2); the intervals are None for n < 2.
+    non-finite. ``std`` uses ddof=1 (nan for n < 2); the intervals are None for fewer than
+    ``MIN_SEEDS_FOR_CI`` values.
     """
 
     name: str
@@ -229,8 +234,8 @@ def describe(per_seed: Mapping[int, float | None], *, name: str = "value") -> Me
         missing=tuple(missing),
         mean=mean,
         std=std,
-        ci=bootstrap_mean_ci(values) if x.size >= 2 else None,
-        t_ci=t_interval(values) if x.size >= 2 else None,
+        ci=bootstrap_mean_ci(values) if x.size >= MIN_SEEDS_FOR_CI else None,
+        t_ci=t_interval(values) if x.size >= MIN_SEEDS_FOR_CI else None,
     )
 
 

@@ -120,6 +120,7 @@ def run(
     address: str | None = None,
     observer: Observer | None = None,
     report: bool = True,
+    formats: Sequence[str] = ("png",),
 ) -> StudyOutcome:
     """Run (or resume) a study into `out_dir` and write its results and report.
 
@@ -133,13 +134,21 @@ def run(
         executor: "auto" (processes when workers > 1), "sequential", "process" or "ray".
         address: the Ray cluster to run on (``executor="ray"``; None: a local Ray).
         observer: progress hooks.
-        report: also write curves.png and report.html (``bnlab.lab.report``).
+        report: also write the plots and report.html (``bnlab.lab.report``).
+        formats: the plots' file formats, any of png, svg, pdf (``bnlab.lab.plots.FORMATS``).
 
     Raises:
         LabError (and SpecError/DatasetError from reading an experiment): bad input.
         KeyboardInterrupt: after storing the finished runs and writing results.json.
     """
     start = time.perf_counter()
+    if report:  # a bad format fails before any run
+        from bnlab.lab.plots import parse_formats
+
+        try:
+            formats = parse_formats(formats)
+        except ValueError as e:
+            raise LabError(f"--format: {e}") from None
     exp = experiment if isinstance(experiment, Experiment) else load_experiment(experiment)
     if seeds is not None:
         exp = exp.with_seeds(seeds)
@@ -191,7 +200,7 @@ def run(
     from bnlab.lab.results import read_results
 
     results = read_results(out)
-    report_path = _write_report(out) if report else None
+    report_path = _write_report(out, formats) if report else None
     return StudyOutcome(
         out_dir=out,
         results_path=results_path,
@@ -205,8 +214,8 @@ def run(
     )
 
 
-def _write_report(out: Path) -> Path | None:
-    """``bnlab.lab.report.write_report(out)`` (curves.png, report.html)."""
+def _write_report(out: Path, formats: Sequence[str]) -> Path | None:
+    """``bnlab.lab.report.write_report(out, formats=formats)`` (plots, report.html)."""
     from bnlab.lab import report
 
-    return report.write_report(out)
+    return report.write_report(out, formats=formats)
