@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -158,3 +160,132 @@ def test_pickled_weights_are_never_unpickled(broken_copy, tmp_path, capsys) -> N
     code, _, err = doctor(capsys, copy, "--variant", "bn")
     assert code == 2 and "not a readable safetensors file" in err
     assert not marker.exists()
+
+
+def _rewrite(weights: Path, change) -> None:
+    """Apply `change(tensors, metadata)` to a weights file in place."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    with safe_open(str(weights), "pt") as f:
+        metadata = dict(f.metadata())
+    tensors = load_file(str(weights))
+    change(tensors, metadata)
+    save_file(tensors, str(weights), metadata=metadata)
+
+
+BN = "layers.batch_normalization."
+
+
+@pytest.mark.parametrize(
+    ("tensor", "index", "value"),
+    [
+        ("moving_variance", 0, float("nan")),
+        ("moving_variance", 1, -1.0),
+        ("moving_mean", 2, float("inf")),
+    ],
+    ids=["nan-variance", "negative-variance", "inf-mean"],
+)
+def test_non_finite_or_negative_statistics_are_diagnosed_not_a_crash(
+    broken_copy, capsys, tensor, index, value
+) -> None:
+    copy, weights = broken_copy
+    _rewrite(weights, lambda t, m: t[BN + tensor].__setitem__(index, value))
+    code, out, err = doctor(capsys, copy, "--variant", "bn", "--json")
+    assert code == 0, err
+    assert "Traceback" not in err
+    report = json.loads(out)
+    assert any(f["code"] == "nonfinite_statistics" for f in report["findings"]), report["findings"]
+
+
+@pytest.mark.parametrize("value", [float("inf"), float("nan")], ids=["inf", "nan"])
+def test_non_finite_weights_are_diagnosed_not_a_crash(broken_copy, capsys, value) -> None:
+    copy, weights = broken_copy
+    _rewrite(weights, lambda t, m: t["layers.dense.weight"].__setitem__((0, 0), value))
+    with pytest.warns(Warning):  # the layer's own non-finite batch warning
+        code, out, err = doctor(capsys, copy, "--variant", "bn", "--json")
+    assert code == 0, err
+    assert any(f["code"] == "nonfinite_statistics" for f in json.loads(out)["findings"])
+
+
+@pytest.mark.parametrize(
+    ("key", "tensor", "message"),
+    [
+        (BN + "num_batches_tracked", torch.tensor(1e30, dtype=torch.float64),
+         "num_batches_tracked has dtype float64, model needs int64"),
+        (BN + "moving_variance", torch.ones(8, dtype=torch.bool),
+         "moving_variance has dtype bool, model needs float32"),
+        (BN + "moving_mean", torch.zeros(8, dtype=torch.float64),
+         "moving_mean has dtype float64, model needs float32"),
+        ("layers.dense.weight", torch.zeros(8, 2, dtype=torch.float16),
+         "dense.weight has dtype float16, model needs float32"),
+        ("layers.dense.bias", torch.zeros(8, dtype=torch.int64),
+         "dense.bias has dtype int64, model needs float32"),
+    ],
+    ids=["num-batches-1e30", "bool-variance", "float64", "float16", "int64"],
+)
+def test_tensors_of_another_dtype_are_refused(broken_copy, capsys, key, tensor, message) -> None:
+    copy, weights = broken_copy
+    _rewrite(weights, lambda t, m: t.__setitem__(key, tensor))
+    code, out, err = doctor(capsys, copy, "--variant", "bn")
+    assert code == 2 and out == ""
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("text", ["{not json", "[0]", '"8"', "[2, true]"])
+def test_metadata_input_shape_that_is_not_a_shape_is_one_line(broken_copy, capsys, text) -> None:
+    copy, weights = broken_copy
+    _rewrite(weights, lambda t, m: m.__setitem__("input_shape", text))
+    db = sqlite3.connect(copy / "runs.sqlite")  # make the doctor read the shape from the file
+    (resolved,) = db.execute("SELECT resolved FROM experiments").fetchone()
+    doc = json.loads(resolved)
+    for v in doc["variants"]:
+        v["input_shape"] = None
+    db.execute("UPDATE experiments SET resolved = ?", (json.dumps(doc),))
+    db.commit()
+    db.close()
+    code, _, err = doctor(capsys, copy, "--variant", "bn")
+    assert code == 2
+    assert "metadata input_shape=" in err and "is not a JSON list" in err
+    assert err.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda d: d.pop("variants"),
+        lambda d: d["variants"][0].pop("layers"),
+        lambda d: d["variants"][1].__setitem__("data", {"n_samples": 5}),
+        lambda d: d.__setitem__("seeds", "0"),
+        lambda d: d["variants"][1].__setitem__("input_shape", [-2]),
+    ],
+    ids=["no-variants", "no-layers", "no-dataset", "seeds-text", "negative-shape"],
+)
+def test_tampered_resolved_experiment_is_one_line(broken_copy, capsys, tamper) -> None:
+    copy, _ = broken_copy
+    db = sqlite3.connect(copy / "runs.sqlite")
+    (resolved,) = db.execute("SELECT resolved FROM experiments").fetchone()
+    doc = json.loads(resolved)
+    tamper(doc)
+    db.execute("UPDATE experiments SET resolved = ?", (json.dumps(doc),))
+    db.commit()
+    db.close()
+    code, out, err = doctor(capsys, copy, "--variant", "bn")
+    assert code == 2 and out == ""
+    assert "the resolved experiment in the store is damaged" in err and err.count("\n") == 1
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders anyway")
+def test_a_read_only_run_folder_is_examined(broken_copy, capsys) -> None:
+    copy, _ = broken_copy
+    for extra in ("runs.sqlite-wal", "runs.sqlite-shm"):
+        (copy / extra).unlink(missing_ok=True)
+    modes = {p: p.stat().st_mode for p in [copy, *copy.rglob("*")]}
+    for p in modes:
+        p.chmod(0o555 if p.is_dir() else 0o444)
+    try:
+        code, _, err = doctor(capsys, copy, "--variant", "bn", "--json")
+    finally:
+        for p, mode in modes.items():
+            p.chmod(mode)
+    assert code == 0, err

@@ -25,6 +25,7 @@ from bnlab.lab import (
     stats,
     write_results,
 )
+from bnlab.lab.errors import StoreError
 from bnlab.lab.weights import read_weights, weights_file
 from bnlab.models import build_model
 
@@ -292,3 +293,56 @@ def test_corrupt_and_mismatched_weights_are_clear_errors(tmp_path: Path) -> None
         load_weights(no_bn, path)
     with pytest.raises(LabError, match=r"missing\.safetensors: weights file not found"):
         load_weights(model, tmp_path / "missing.safetensors")
+
+
+def test_a_store_opened_for_reading_never_writes(tmp_path: Path) -> None:
+    Store.in_folder(tmp_path).close()
+    before = (tmp_path / STORE_FILE).read_bytes()
+    with Store.in_folder(tmp_path, create=False) as store:
+        assert store.runs() == []
+        with pytest.raises(sqlite3.OperationalError, match="readonly"):
+            store._db.execute("CREATE TABLE x (a)")
+    assert (tmp_path / STORE_FILE).read_bytes() == before
+
+
+def test_a_zero_length_store_next_to_weights_is_refused(tmp_path: Path) -> None:
+    (tmp_path / STORE_FILE).write_bytes(b"")
+    Store.in_folder(tmp_path).close()  # no weights: an empty file is a new store
+    (tmp_path / STORE_FILE).write_bytes(b"")
+    (tmp_path / "weights").mkdir()
+    (tmp_path / "weights" / "a__seed0__12345678.safetensors").write_bytes(b"x")
+    for create in (True, False):
+        with pytest.raises(StoreError, match=r"is empty \(0 bytes\) but the folder holds 1 weights"):
+            Store.in_folder(tmp_path, create=create)
+
+
+def test_a_corrupted_page_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    with Store.in_folder(tmp_path) as store:
+        store.add_experiment({"name": "e", "seeds": [0], "variants": []})
+        for i in range(200):
+            store.mark_running(("e", "v", i, "h" * 64), "v", {"bnlab": "x" * 100})
+    data = bytearray((tmp_path / STORE_FILE).read_bytes())
+    page = 4096
+    data[2 * page : 6 * page] = b"\xff" * (4 * page)  # wreck b-tree pages, keep the header
+    (tmp_path / STORE_FILE).write_bytes(bytes(data))
+    with pytest.raises(StoreError) as caught, Store.in_folder(tmp_path, create=False) as store:
+        store.runs()
+    message = str(caught.value)
+    assert "\n" not in message and str(tmp_path / STORE_FILE) in message
+    assert "corrupted" in message and "malformed" in message
+
+
+def test_disk_full_in_sqlite_is_one_line_and_keeps_what_was_stored(tmp_path: Path) -> None:
+    with Store.in_folder(tmp_path) as store:
+        store.add_experiment({"name": "e", "seeds": [0], "variants": []})
+        pages = store._db.execute("PRAGMA page_count").fetchone()[0]
+        store._db.execute(f"PRAGMA max_page_count = {pages + 1}")  # SQLite's own SQLITE_FULL
+        stored = 0
+        with pytest.raises(StoreError, match=r"the disk is full \(while storing a started run\); "
+                           r"the runs finished so far are kept"):
+            for i in range(1000):
+                store.mark_running(("e", "v", i, "h" * 64), "v" * 500, {"bnlab": "x" * 500})
+                stored += 1
+        assert 0 < stored < 1000
+    with Store.in_folder(tmp_path, create=False) as store:
+        assert len(store.runs(status="running")) == stored

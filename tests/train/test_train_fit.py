@@ -25,6 +25,7 @@ from bnlab.train import (
     seeded,
 )
 from bnlab.train.fit import derive_streams
+from bnlab.train.losses import LOSSES
 from bnlab.train.probes import MAX_PROBE_VALUES
 
 
@@ -392,3 +393,31 @@ def test_data_that_do_not_fit_the_model_fail_with_one_line(mlp, make_rings, make
         fit(mlp(None, inputs=4), data, config(), seed=0)
     with pytest.raises(ValueError, match=r"seed must be a non-negative integer; got 1.5"):
         fit(mlp(None), make_rings(), config(), seed=1.5)
+
+
+@pytest.mark.parametrize(
+    "loss", ["binary_crossentropy", "categorical_crossentropy", "sparse_categorical_crossentropy", "mse"]
+)
+@pytest.mark.parametrize("cause", ["lr-1e30", "nan-pixel"])
+def test_every_loss_turns_nan_or_inf_into_a_diverged_run(make_rings, mlp, loss, cause):
+    # binary_crossentropy raised "all elements of input should be between 0 and 1" here
+    data = make_rings()
+    lr = 0.1
+    if cause == "nan-pixel":
+        data.x_train[5, 0] = np.nan
+    else:
+        lr = 1e30
+    outputs = 1 if loss in ("binary_crossentropy", "mse") else 2
+    history = fit(mlp(outputs=outputs), data, config(loss=loss, optimizer_args={"learning_rate": lr}), seed=0)
+    assert history.diverged
+    assert history.to_dict()["final"]["test_accuracy"] is None
+
+
+@pytest.mark.parametrize("loss", sorted(LOSSES))
+def test_losses_return_nan_for_nan_predictions_instead_of_raising(loss):
+    p = torch.tensor([[0.2, 0.8], [float("nan"), 0.5]])
+    y = torch.tensor([1, 0])
+    if loss == "binary_crossentropy":
+        p, y = p[:, :1], y
+    value = LOSSES[loss](y, p)
+    assert torch.isnan(value)

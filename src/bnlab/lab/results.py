@@ -39,6 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
+from bnlab.lab.errors import StoreError
 from bnlab.lab.outcomes import outcome_table
 
 __all__ = [
@@ -157,9 +158,15 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
 
     A reader sees the old file or the new one, never a partial one. The file gets the
     usual permissions (0o666 minus the umask), not mkstemp's private 0o600.
+
+    Raises:
+        StoreError: the write failed (disk full, folder not writable); one line.
     """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as e:
+        raise StoreError.from_os(path, f"writing {path.name}", e) from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -167,8 +174,10 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(e, OSError):
+            raise StoreError.from_os(path, f"writing {path.name}", e) from None
         raise
 
 

@@ -193,9 +193,15 @@ def run(
                     )
                     counts[result.status] += 1
                     observer.finished(spec, result)
-        finally:
-            store.drop_running()
-            results_path = write_results(out)
+        except BaseException:
+            # Interrupted (Ctrl-C, SIGTERM) or failed (disk full): keep what finished and
+            # write results.json for it if the disk still allows; the first error stands.
+            with contextlib.suppress(LabError):
+                store.drop_running()
+                write_results(out)
+            raise
+        store.drop_running()
+        results_path = write_results(out)
 
     from bnlab.lab.results import read_results
 

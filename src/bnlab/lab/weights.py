@@ -65,11 +65,12 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str, s
 
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str]:
-    """Load a weights file into `model` after checking names and shapes; returns its metadata.
+    """Load a weights file into `model` after checking names, shapes and dtypes; returns its metadata.
 
     Raises:
         LabError: unreadable file, or tensors that do not match the model (missing,
-            unexpected or differently shaped), listing the first differences.
+            unexpected, differently shaped or of another dtype), listing the first
+            differences.
     """
     tensors, metadata = read_weights(path)
     expected = model.state_dict()
@@ -80,6 +81,14 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str]:
         for k, v in expected.items()
         if k in tensors and tensors[k].shape != v.shape
     ]
+    # load_state_dict would cast silently (a bool moving variance becomes 1.0, a float
+    # step count of 1e30 overflows later): the file must hold the model's own dtypes.
+    problems += [
+        f"{k} has dtype {str(tensors[k].dtype).removeprefix('torch.')}, model needs "
+        f"{str(v.dtype).removeprefix('torch.')}"
+        for k, v in expected.items()
+        if k in tensors and tensors[k].dtype != v.dtype
+    ]
     if problems:
         shown = "; ".join(problems[:3]) + (
             f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
@@ -87,6 +96,31 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> dict[str, str]:
         raise LabError(f"{path}: weights do not match the model: {shown}")
     model.load_state_dict(tensors, strict=True)
     return metadata
+
+
+def _metadata_shape(path: Path, metadata: Mapping[str, str]) -> list[int]:
+    """The ``input_shape`` a weights file's metadata records (a JSON list of sizes >= 1).
+
+    Raises:
+        LabError: absent, not JSON, or not a list of positive integers.
+    """
+    text = metadata.get("input_shape")
+    if text is None:
+        raise LabError(f"{path}: no input shape in the experiment or the file's metadata")
+    try:
+        shape = json.loads(text)
+    except ValueError:
+        shape = None
+    if not (
+        isinstance(shape, list)
+        and shape
+        and all(isinstance(d, int) and not isinstance(d, bool) and d >= 1 for d in shape)
+    ):
+        raise LabError(
+            f"{path}: metadata input_shape={text[:80]!r} is not a JSON list of sizes >= 1; "
+            "the file was not written by bnlab or was edited; run the study again to recreate it"
+        )
+    return shape
 
 
 def load_run_model(out_dir: str | Path, variant: str, seed: int) -> SequentialModel:
@@ -131,9 +165,7 @@ def load_run_model(out_dir: str | Path, variant: str, seed: int) -> SequentialMo
     _, metadata = read_weights(path)
     shape = entry["input_shape"]
     if shape is None:
-        shape = json.loads(metadata.get("input_shape", "null"))
-    if shape is None:
-        raise LabError(f"{path}: no input shape in the experiment or the file's metadata")
+        shape = _metadata_shape(path, metadata)
     where = f"{out_dir}: variant {variant}"
     model = build_model(parse_layers(entry["layers"], where=where), tuple(shape), where=where)
     load_weights(model, path)

@@ -5,6 +5,8 @@ loss here takes probabilities, clips them to ``[eps, 1 - eps]`` with ``eps = 1e-
 does, and returns the mean over the batch (Keras's ``"sum_over_batch_size"`` reduction).
 The clipping matters: a saturated sigmoid gives a finite loss and a zero gradient, exactly
 as in Keras, where ``F.binary_cross_entropy`` alone would give 100 and a huge gradient.
+A NaN or infinite prediction gives a NaN or infinite loss, never an exception: training
+then reports the run as diverged.
 
 Targets may be class ids ``(N,)`` (what :class:`bnlab.data.Dataset` stores) or already in
 the output's shape; each loss says how it converts them.
@@ -75,7 +77,9 @@ def binary_crossentropy(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Ten
     """
     target = _target_like(y_true, y_pred, "binary_crossentropy")
     p = torch.clamp(y_pred, EPSILON, 1.0 - EPSILON)
-    return F.binary_cross_entropy(p, target, reduction="mean")
+    # Written out rather than F.binary_cross_entropy, which raises on a NaN input (clamp
+    # keeps NaN): a NaN prediction must give a NaN loss, i.e. a diverged run.
+    return -(target * torch.log(p) + (1.0 - target) * torch.log1p(-p)).mean()
 
 
 def categorical_crossentropy(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
