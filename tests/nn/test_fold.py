@@ -137,8 +137,8 @@ def test_unfoldable_layers_are_left_and_listed() -> None:
         nn.Conv2d(4, 4, 1), bnlab.BatchNormalization(4, axis=(1, 2)),
         shared, nn.BatchNorm2d(4), shared,                     # used twice
         nn.Conv2d(4, 4, 1), bnlab.BatchNormalization(4, axis=-1),
-        Custom(),
-        nn.Conv2d(4, 6, 1), nn.BatchNorm2d(6),                 # the one that folds
+        Custom(),                                              # folds inside
+        nn.Conv2d(4, 6, 1), nn.BatchNorm2d(6),                 # folds
     )
     x = torch.randn(2, 3, 6, 6)
     # axis=(1, 2) and axis=-1 need H = W = 4 to run; build them for this input shape.
@@ -146,18 +146,18 @@ def test_unfoldable_layers_are_left_and_listed() -> None:
     model[12] = bnlab.BatchNormalization(4, axis=-1)
     report = fold_report(model)
     reasons = dict(report.unfolded)
-    assert reasons["0"] == "it is the first layer of its container"
+    assert reasons["0"] == ("its input is the model's input 'input', not a Linear/Conv "
+                            "layer's output")
     assert reasons["3"] == "it follows 2 (ReLU), not a Linear/Conv layer"
     assert "track_running_stats=False" in reasons["5"]
     assert reasons["7"] == "it keeps several axes (1, 2); only one channel axis can be folded"
     assert reasons["9"] == "8 or the BN layer is used more than once in the model"
     assert reasons["12"] == "it normalizes axis -1, not the channel axis 1 of 11's output"
-    assert reasons["13.bn"].startswith("not inside an nn.Sequential")
-    assert report.folded == (("15", "14"),)
-    assert "left 7" in str(report) and "3: not folded, it follows 2 (ReLU)" in str(report)
-    folded = _check(model, x, ["15"])
+    assert report.folded == (("13.bn", "13.conv"), ("15", "14"))  # inside Custom too
+    assert "left 6" in str(report) and "3: not folded, it follows 2 (ReLU)" in str(report)
+    folded = _check(model, x, ["13.bn", "15"])
     assert isinstance(folded[3], nn.BatchNorm2d)
-    with pytest.raises(ValueError, match=r"7 BN layer\(s\) cannot be folded \(0: it is the first"):
+    with pytest.raises(ValueError, match=r"6 BN layer\(s\) cannot be folded \(0: its input is"):
         fold(model, strict=True)
 
 

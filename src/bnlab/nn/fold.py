@@ -14,31 +14,40 @@ stored in the layer's dtype). The BN layer is replaced by ``nn.Identity``; the
 model computes the same function in eval mode with one pass over the activations
 fewer. A :class:`~bnlab.nn.BatchNormAct` is replaced by its activation alone.
 
-**Where.** Only inside *chain containers*, whose forward feeds each child's
-output to the next child and nowhere else — ``nn.Sequential`` (and subclasses
-that keep its forward) and any class registered with :func:`register_chain`
-(e.g. the lab's ``SequentialModel``). A BN layer is folded when the previous
-child (skipping ``nn.Identity``; a nested ``nn.Sequential`` counts as its last
-child) is a *producer*: ``nn.Linear``, ``nn.Conv1d/2d/3d`` or a class registered
-with :func:`register_producer`, and when the BN normalizes the producer's output
-channel axis (axis 1 for convolutions; the last axis for Linear). Everything
-else is left in place and listed by :func:`fold_report` with the reason.
+**Where.** Anywhere in the model's graph, as ``torch.fx`` traces it (BN layers,
+``nn.Linear``/``nn.Conv*d`` and registered producers are kept as single calls): in
+ResNet blocks, branches, residual additions and functional calls
+(``torch.relu``, ``x + y``, ``torch.cat``). A BN layer is folded when its input is the
+output of a *producer* — ``nn.Linear``, ``nn.Conv1d/2d/3d`` or a class registered
+with :func:`register_producer` — that nothing else reads, each called once, and the
+BN normalizes the producer's output channel axis (axis 1 for convolutions; the last
+axis for Linear). Everything else is left in place and listed by
+:func:`fold_report` with the reason (what feeds the BN, who else reads the
+producer's output, ...).
+
+**Models torch.fx cannot trace** (Python control flow on tensor values, iteration
+over a tensor, ...) fall back to *chain containers*, whose forward feeds each child's
+output to the next child and nowhere else — ``nn.Sequential`` and any class registered
+with :func:`register_chain` (e.g. the lab's ``SequentialModel``); a nested
+``nn.Sequential`` counts as its last child there.
 
 **Linear and channel-first BN.** ``nn.Linear`` puts its features last, while
 PyTorch's BN (and bnlab's ``axis=1``) normalize axis 1: the two agree only for
 ``(N, F)`` tensors, which :func:`fold` assumes. Pass ``example_input`` to check
-every pair on a real forward instead.
+every pair on a real forward instead (on the traced graph, by shape propagation).
 """
 
 from __future__ import annotations
 
 import copy
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor, fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
 
 from bnlab.nn.act import BatchNormAct
 from bnlab.nn.views import batch_norm_layers, view
@@ -136,21 +145,32 @@ class FoldReport:
         return "\n".join(lines)
 
 
-def fold_report(model: nn.Module, *, example_input: Any = None) -> FoldReport:
+def fold_report(model: nn.Module, example_input: Any = None) -> FoldReport:
     """Which BN layers :func:`fold` would fold into which layer, and why the others not.
 
     Args:
         model: any module; not changed.
         example_input: optional input for one eval-mode forward (on a copy) that
-            checks each pair on real tensors: the BN's input must be the producer's
-            output and normalize its channel axis. Needed to fold BN after a Linear
-            applied to more than 2D input; a tuple is passed as positional args.
+            checks each pair on real tensors (shape propagation on the traced graph):
+            the BN must normalize the producer's channel axis. Needed to fold BN
+            after a Linear applied to more than 2D input; a tuple is passed as
+            positional args.
+
+    Returns:
+        A :class:`FoldReport`: ``folded`` ``(bn, producer)`` pairs and ``unfolded``
+        ``(bn, reason)`` for every BN layer that stays.
+
+    Example:
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
+        ...                             torch.nn.BatchNorm2d(4))
+        >>> fold_report(model).unfolded
+        (('2', 'it follows 1 (ReLU), not a Linear/Conv layer'),)
     """
     pairs, unfolded = _plan(model, example_input)
     return FoldReport(tuple((bn, producer) for bn, producer in pairs), tuple(unfolded))
 
 
-def fold(model: nn.Module, *, example_input: Any = None, strict: bool = False) -> nn.Module:
+def fold(model: nn.Module, example_input: Any = None, *, strict: bool = False) -> nn.Module:
     """A copy of ``model`` for inference with BN layers folded into the previous Linear/Conv.
 
     Outputs equal ``model.eval()``'s up to rounding (float32: ~1e-6 relative).
@@ -202,7 +222,108 @@ def fold(model: nn.Module, *, example_input: Any = None, strict: bool = False) -
 
 
 # ------------------------------------------------------------------ planning
-def _plan(model: nn.Module, example_input: Any) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+Plan = tuple[list[tuple[str, str]], list[tuple[str, str]]]  # (bn, producer), (bn, reason)
+
+
+class _Tracer(fx.Tracer):
+    """torch.fx tracer that keeps BN layers and producers as single module calls."""
+
+    def is_leaf_module(self, module: nn.Module, qualified_name: str) -> bool:
+        if isinstance(module, nn.Identity):  # traced through: it adds no node
+            return False
+        return module in self._leaves or super().is_leaf_module(module, qualified_name)
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self._leaves = {m for m in model.modules()
+                        if _producer_spec(m) is not None or id(m) in _bn_ids(model)}
+
+
+def _bn_ids(model: nn.Module) -> set[int]:
+    return {id(m) for _, m in batch_norm_layers(model)}
+
+
+def _plan(model: nn.Module, example_input: Any) -> Plan:
+    try:
+        graph = _Tracer(model).trace(model)
+    except Exception:  # user code torch.fx cannot trace: any error of its forward
+        return _plan_chains(model, example_input)
+    return _plan_graph(model, graph, example_input)
+
+
+def _plan_graph(model: nn.Module, graph: fx.Graph, example_input: Any) -> Plan:
+    """Pairs found on the traced graph: a BN call whose input is a producer call's output."""
+    bns = dict(batch_norm_layers(model))
+    if example_input is not None:
+        args = example_input if isinstance(example_input, tuple) else (example_input,)
+        with torch.no_grad():
+            ShapeProp(fx.GraphModule(copy.deepcopy(model).eval(), graph)).propagate(*args)
+    calls = Counter(n.target for n in graph.nodes if n.op == "call_module")
+    shared = _shared_modules(model)
+    candidates: dict[str, str] = {}
+    reasons: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.op != "call_module" or node.target not in bns:
+            continue
+        name = str(node.target)
+        source = node.args[0] if node.args else None
+        if len(node.args) > 1 or node.kwargs:
+            reasons[name] = "it is called with a mask or other arguments"
+        elif not (isinstance(source, fx.Node) and source.op == "call_module"):
+            reasons[name] = (f"its input is {_describe(model, source)}, not a Linear/Conv "
+                             "layer's output")
+        elif (reason := _reason(bns[name], (str(source.target),
+                                             model.get_submodule(str(source.target))),
+                                shared)) is not None:
+            reasons[name] = reason
+        elif calls[source.target] > 1 or calls[node.target] > 1:
+            reasons[name] = f"{source.target} or the BN layer is called more than once"
+        elif len(source.users) > 1:
+            others = ", ".join(_describe(model, u) for u in source.users if u is not node)
+            reasons[name] = f"{source.target}'s output is also used by {others}"
+        elif (reason := _shape_reason(model, bns[name], source)) is not None:
+            reasons[name] = reason
+        else:
+            candidates[name] = str(source.target)
+    pairs = [(name, candidates[name]) for name in bns if name in candidates]
+    unfolded = [(name, reasons.get(name, "the traced forward never calls it"))
+                for name in bns if name not in candidates]
+    return pairs, unfolded
+
+
+def _describe(model: nn.Module, value: Any) -> str:
+    """A graph node as a reason names it: "the model input x", "the function add", ..."""
+    if not isinstance(value, fx.Node):
+        return f"the constant {value!r}"
+    if value.op == "placeholder":
+        return f"the model's input {value.target!r}"
+    if value.op == "call_module":
+        return f"{value.target} ({type(model.get_submodule(str(value.target))).__name__})"
+    if value.op == "call_function":
+        return f"the function {getattr(value.target, '__name__', value.target)}"
+    if value.op == "call_method":
+        return f"the method .{value.target}()"
+    return f"{value.op} {value.target}"
+
+
+def _shape_reason(model: nn.Module, bn: nn.Module, source: fx.Node) -> str | None:
+    """With shape propagation: why the BN does not normalize the producer's channel axis."""
+    meta = source.meta.get("tensor_meta")
+    if meta is None:
+        return None
+    rank = len(meta.shape)
+    axis = view(bn).axis
+    axis = (axis if isinstance(axis, int) else axis[0]) % rank
+    spec = _producer_spec(model.get_submodule(str(source.target)))
+    channel = spec.channel_axis % rank if spec is not None else axis
+    if axis != channel:
+        return (f"on the example input it normalizes axis {axis} of a {rank}D tensor, "
+                f"not {source.target}'s channel axis {channel}")
+    return None
+
+
+def _plan_chains(model: nn.Module, example_input: Any) -> Plan:
+    """Pairs found in chain containers, for a model torch.fx cannot trace."""
     bns = dict(batch_norm_layers(model))
     candidates: dict[str, str] = {}  # bn -> producer
     reasons: dict[str, str] = {}
