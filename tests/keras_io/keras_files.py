@@ -142,6 +142,53 @@ def two_branch() -> keras.Model:
     return keras.Model(inputs, outputs, name="two_branch")
 
 
+def layer_zoo() -> keras.Model:
+    """A Functional model with most layer types bnlab reads, BN variants included:
+    renorm, frozen (trainable=False), a BN after a depthwise convolution."""
+    L = keras.layers
+    inputs = keras.Input((12, 12, 3), name="pixels")
+    normalization = L.Normalization(name="normalize")
+    normalization.adapt(
+        np.random.default_rng(2).normal(1.0, 2.0, (16, 12, 12, 3)).astype("float32")
+    )
+    a = L.Rescaling(0.5, offset=0.1)(inputs)
+    a = normalization(a)
+    a = L.SeparableConv2D(4, 3, padding="same", depth_multiplier=2)(a)
+    a = L.BatchNormalization(renorm=True, name="renorm_bn")(a)
+    a = L.LayerNormalization()(a)
+    b = L.Conv2D(4, 1, use_bias=False)(inputs)
+    b = L.GroupNormalization(2)(b)
+    b = L.LeakyReLU(0.2)(b)
+    m = L.Multiply()([a, b])
+    m = L.SpatialDropout2D(0.2)(m)
+    m = L.AveragePooling2D(2)(m)
+    m = L.DepthwiseConv2D(3, padding="same")(m)
+    m = L.BatchNormalization(trainable=False, name="frozen_bn")(m)
+    m = L.ReLU(max_value=6.0)(m)
+    both = L.Concatenate()([L.GlobalMaxPooling2D()(m), L.GlobalAveragePooling2D()(m)])
+    seq = L.Reshape((2, 4))(both)
+    out = L.Dense(3)(L.GlobalAveragePooling1D()(seq))
+    return keras.Model(inputs, L.Softmax()(out), name="layer_zoo")
+
+
+def sequence_zoo() -> keras.Model:
+    """Embedding, Conv1D, BN over time, GRU, Bidirectional, TimeDistributed, SimpleRNN."""
+    L = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((6,), dtype="int32"),
+            L.Embedding(10, 4),
+            L.Conv1D(3, 2, activation="tanh"),
+            L.BatchNormalization(),
+            L.GRU(5, return_sequences=True),
+            L.Bidirectional(L.LSTM(3, return_sequences=True)),
+            L.TimeDistributed(L.Dense(2)),
+            L.SimpleRNN(3),
+        ],
+        name="sequence_zoo",
+    )
+
+
 def build(
     name: str,
     factory: Callable[[], keras.Model],
@@ -151,7 +198,9 @@ def build(
     rtol: float,
     atol: float,
     suffix: str = ".keras",
+    tokens: int | None = None,
 ) -> Case:
+    """Build, randomize BN, save; inputs are normal floats, or integers below ``tokens``."""
     keras.backend.clear_session()
     keras.utils.set_random_seed(0)
     kmodel = factory()
@@ -159,5 +208,10 @@ def build(
     path = folder / f"{name}{suffix}"
     kmodel.save(path)
     rng = np.random.default_rng(1)
-    inputs = tuple(rng.normal(size=shape).astype("float32") for shape in shapes)
+    inputs = tuple(
+        rng.normal(size=shape).astype("float32")
+        if tokens is None
+        else rng.integers(0, tokens, size=shape).astype("int32")
+        for shape in shapes
+    )
     return Case(name, kmodel, path, inputs, rtol, atol)

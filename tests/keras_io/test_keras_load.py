@@ -28,8 +28,10 @@ from keras_files import (
     build,
     counts,
     layer_names,
+    layer_zoo,
     lstm_model,
     predict,
+    sequence_zoo,
     sequential_cnn,
     two_branch,
     value,
@@ -62,6 +64,8 @@ CASES = {
     "sequential_cnn": (sequential_cnn, [(4, 12, 12, 3)], 1e-5, 1e-5),
     "lstm": (lstm_model, [(4, 7, 4)], 1e-5, 1e-5),
     "two_branch": (two_branch, [(4, 10, 10, 3)], 1e-5, 1e-5),
+    "layer_zoo": (layer_zoo, [(4, 12, 12, 3)], 1e-5, 1e-5),
+    "sequence_zoo": (sequence_zoo, [(4, 6)], 1e-5, 1e-5),
     "resnet50": (_resnet50, [(2, 64, 64, 3)], 1e-4, 1e-3),
     "mobilenet_v2": (_mobilenet_v2, [(2, 96, 96, 3)], 1e-4, 1e-3),
 }
@@ -72,7 +76,10 @@ APPLICATIONS = ("resnet50", "mobilenet_v2")
 def case(request, tmp_path_factory) -> Case:
     factory, shapes, inference, training = CASES[request.param]
     folder = tmp_path_factory.mktemp(request.param)
-    case = build(request.param, factory, folder, shapes, rtol=inference, atol=inference)
+    tokens = 10 if request.param == "sequence_zoo" else None
+    case = build(
+        request.param, factory, folder, shapes, rtol=inference, atol=inference, tokens=tokens
+    )
     case.training_tolerance = training
     return case
 

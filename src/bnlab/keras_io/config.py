@@ -335,7 +335,8 @@ def _inbound(entry: LayerEntry, where: str) -> tuple[str, ...]:
             f"{where}: layer {entry.name!r} has an inbound node of type {type(node).__name__}; "
             "expected a Keras 3 or tf.keras node"
         )
-    fixed = {k: v for k, v in kwargs.items() if v is not None}
+    # Keras records the symbolic call's training=False; the model's own mode overrides it.
+    fixed = {k: v for k, v in kwargs.items() if v is not None and (k, v) != ("training", False)}
     if fixed:
         key, value = next(iter(fixed.items()))
         raise KerasFileError(
