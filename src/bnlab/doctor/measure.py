@@ -42,8 +42,8 @@ Nothing in the model changes: modes and buffers are restored after every pass.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, suppress
+from collections.abc import Mapping
+from contextlib import suppress
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,7 +60,7 @@ from bnlab.doctor.trace import Structure, Tracer, display_name
 from bnlab.functional.axes import kept_axes
 from bnlab.functional.moments import Moments, merge_moments, moments_of
 from bnlab.nn import BatchNormalization, is_frozen
-from bnlab.nn.views import batch_norm_layers, view
+from bnlab.nn.views import batch_norm_layers, preserved, view
 from bnlab.train import batch_statistics
 
 __all__ = [
@@ -410,27 +410,10 @@ def _modes_mixed(model: nn.Module, layers: Mapping[str, nn.Module],
     return any(modes[m] != modes[model] for m in layers.values() if not is_frozen(m))
 
 
-@contextmanager
-def _buffers_kept(model: nn.Module) -> Iterator[None]:
-    """Restore every buffer of the model (values and objects) and every mode on exit."""
-    saved = [(m, name, b, b.detach().clone()) for m in model.modules()
-             for name, b in m.named_buffers(recurse=False) if b is not None]
-    modes = [(m, m.training) for m in model.modules()]
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for m, name, b, value in saved:
-                b.copy_(value)
-                setattr(m, name, b)
-        for m, mode in modes:
-            m.training = mode
-
-
 def _metrics(model: nn.Module, batches: Batches, scorer: Scorer, *, mode: str) -> Metrics:
     """Loss/accuracy in ``mode``: "eval" (inference), "batch" (batch statistics), "as_is"."""
     totals = {"loss": 0.0, "correct": 0.0, "n": 0, "loss_n": 0, "correct_n": 0}
-    context = batch_statistics(model) if mode == "batch" else _buffers_kept(model)
+    context = batch_statistics(model) if mode == "batch" else preserved(model, model.modules())
     with context:
         if mode == "eval":
             model.eval()

@@ -19,14 +19,18 @@ kept (channel) axes         ``axis`` (int or tuple)             1
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
+import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
+from torch.nn.parameter import is_lazy
 
 from bnlab.nn.batchnorm import BatchNormalization
 
-__all__ = ["BatchNormView", "batch_norm_layers", "is_batch_norm", "view"]
+__all__ = ["BatchNormView", "batch_norm_layers", "is_batch_norm", "preserved", "view"]
 
 BATCH_NORM_TYPES: tuple[type[nn.Module], ...] = (BatchNormalization, _BatchNorm)
 
@@ -42,6 +46,41 @@ def batch_norm_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     The root itself is included (name ``""``) when it is a BN layer.
     """
     return [(name, m) for name, m in model.named_modules() if is_batch_norm(m)]
+
+
+@contextmanager
+def preserved(model: nn.Module, buffers_of: Iterable[nn.Module] | None = None) -> Iterator[None]:
+    """Give ``model`` back its modes and BN state on exit, even if the block raised.
+
+    On exit every module of ``model`` gets its ``training`` flag back, and the buffers
+    of ``buffers_of`` (default: the BN layers of ``model``, :func:`batch_norm_layers`;
+    ``model.modules()`` for all; ``()`` for modes only) get back both their objects and
+    their values on entry: a layer may update a buffer in place or replace it with a new
+    tensor, and restoring both undoes either. (State a module keeps outside its buffers
+    is not restored; bnlab's and PyTorch's BN layers keep none.)
+
+    Example::
+
+        with preserved(model):
+            model.train()
+            model(x)          # moving statistics updated ...
+        # ... and restored here, with every module's mode
+    """
+    modules = [m for _, m in batch_norm_layers(model)] if buffers_of is None else buffers_of
+    saved = [(module, name, buffer, buffer.detach().clone())
+             for module in modules
+             for name, buffer in module.named_buffers(recurse=False)
+             if buffer is not None and not is_lazy(buffer)]
+    modes = [(m, m.training) for m in model.modules()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for module, name, buffer, value in saved:
+                buffer.copy_(value)
+                setattr(module, name, buffer)
+        for module, mode in modes:
+            module.training = mode
 
 
 @dataclass(frozen=True)

@@ -16,10 +16,9 @@ from contextlib import contextmanager
 
 import torch
 from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.parameter import is_lazy
 
 from bnlab.nn import BatchNormalization
+from bnlab.nn.views import batch_norm_layers, preserved
 
 __all__ = [
     "apply_constraints",
@@ -27,13 +26,6 @@ __all__ = [
     "batch_statistics",
     "regularization_loss",
 ]
-
-BN_TYPES: tuple[type[nn.Module], ...] = (BatchNormalization, _BatchNorm)
-
-
-def batch_norm_layers(model: nn.Module) -> list[nn.Module]:
-    """Every BN layer of ``model`` (bnlab's and PyTorch's), in ``model.modules()`` order."""
-    return [m for m in model.modules() if isinstance(m, BN_TYPES)]
 
 
 def regularization_loss(modules: Iterable[nn.Module]) -> torch.Tensor | None:
@@ -77,25 +69,8 @@ def batch_statistics(model: nn.Module) -> Iterator[None]:
         with torch.no_grad(), batch_statistics(model):
             probs = model(x_batch)
     """
-    layers = batch_norm_layers(model)
-    modes = [(m, m.training) for m in model.modules()]
-    # Keep the buffer objects and their values: a layer may update a buffer in place or
-    # replace it with a new tensor; restoring both the object and its value undoes either.
-    saved = [
-        (layer, name, buf, buf.detach().clone())
-        for layer in layers
-        for name, buf in layer.named_buffers(recurse=False)
-        if buf is not None and not is_lazy(buf)
-    ]
-    try:
+    with preserved(model):
         model.eval()
-        for layer in layers:
+        for _, layer in batch_norm_layers(model):
             layer.train()
         yield
-    finally:
-        with torch.no_grad():
-            for layer, name, buf, value in saved:
-                buf.copy_(value)
-                setattr(layer, name, buf)
-        for m, mode in modes:
-            m.training = mode

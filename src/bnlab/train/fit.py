@@ -46,6 +46,7 @@ import torch
 from torch import nn
 
 from bnlab.functional import NonFiniteStatisticsWarning
+from bnlab.nn.views import preserved
 from bnlab.train.batchnorm import apply_constraints, batch_norm_layers, regularization_loss
 from bnlab.train.config import TrainConfig
 from bnlab.train.evaluation import (
@@ -243,7 +244,8 @@ class _Run:
         self.y_test = targets_tensor(data.y_test, len(self.x_test), "fit: data.y_test", dtype, self.device)
         self.chance_accuracy = chance_accuracy(self.y_test, self._dry_run())
 
-        self.bn_layers = batch_norm_layers(model)  # looked up once: the step is the hot path
+        # Looked up once: the step is the hot path.
+        self.bn_layers = [layer for _, layer in batch_norm_layers(model)]
         self.has_bn = bool(self.bn_layers)
         self.params = [p for p in model.parameters() if p.requires_grad]
         if not self.params:
@@ -269,11 +271,9 @@ class _Run:
         Returns the number of output units K of the model's (N, K) output.
         """
         bs = min(self.config.batch_size, len(self.x_train))
-        modes = [(m, m.training) for m in self.model.modules()]
-        self.model.eval()
         try:
-            with torch.no_grad():
-                out = self.model(self.x_train[:bs])
+            with torch.no_grad(), preserved(self.model, buffers_of=()):
+                out = self.model.eval()(self.x_train[:bs])
         except RuntimeError as error:  # e.g. a Linear layer built for another feature count
             text = str(error).strip()
             raise ValueError(
@@ -281,9 +281,6 @@ class _Run:
                 f"{tuple(self.x_train.shape[1:])}): {text.splitlines()[0] if text else type(error).__name__}; "
                 f"build the model for data.input_shape"
             ) from error
-        finally:
-            for m, mode in modes:
-                m.training = mode
         y = self.y_train[:bs]
         if not isinstance(out, torch.Tensor) or out.ndim != 2:
             shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
