@@ -497,3 +497,33 @@ def test_keras_auto_names():
         "activation",
         "dropout",
     ]
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ({"type": "Conv2D", "filters": 2, "kernel_size": 3, "data_format": "channels_first"},
+         r"layers.data_format: expected 'channels_last' \(channel-first Keras layers are not "
+         r"supported; the model moves channels first inside by itself\); got 'channels_first'"),
+        ({"type": "Dense", "units": 2, "dtype": {"module": "keras", "class_name": "DTypePolicy",
+                                                 "config": {"name": "float64"}}},
+         "layers.dtype: expected the float32 dtype policy"),
+        ({"type": "Dense", "units": 2, "dtype": "mixed_float16"},
+         "layers.dtype: expected the float32 dtype policy"),
+        ({"type": "Dense", "units": 2, "kernel_initializer": {
+            "module": None, "class_name": "MyInit", "config": {},
+            "registered_name": "Custom>MyInit"}},
+         "layers.kernel_initializer: the initializer .* is a custom object"),
+        ({"type": "Dense", "units": 2, "activity_regularizer": "l2"},
+         "layers.activity_regularizer: expected null \\(None\\); activity regularizers are not "
+         "supported; got 'l2' \\(str\\)"),
+        ({"class_name": "Dense", "config": {"units": 2}, "module": "my_layers",
+          "registered_name": "my_layers>Dense"},
+         "layers: the layer 'Dense' is a custom object"),
+    ],
+    ids=["channels-first", "float64", "mixed", "custom-initializer", "activity", "custom-layer"],
+)
+def test_keras_values_that_cannot_be_honoured_fail_in_one_line(raw, message):
+    with pytest.raises(SpecError, match=message) as info:
+        parse_layer(raw, where="layers")
+    assert "\n" not in str(info.value)

@@ -16,6 +16,7 @@ import torch
 from torch import Tensor
 
 from bnlab.nn.keras_objects import Spec, resolve
+from bnlab.nn.keras_objects import serialize as _serialize
 
 Constraint = Callable[[Tensor], Tensor]
 _EPSILON = 1e-7
@@ -77,3 +78,8 @@ def apply_(w: Tensor, constraint: Constraint | None) -> None:
     if constraint is not None:
         with torch.no_grad():
             w.copy_(constraint(w))
+
+
+def serialize(spec: Spec) -> dict | None:
+    """Keras 3's serialized form of a constraint spec (see :func:`bnlab.nn.keras_objects.serialize`)."""
+    return _serialize(spec, REGISTRY, "constraint")

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 from bnlab.nn.keras_objects import Spec, resolve
+from bnlab.nn.keras_objects import serialize as _serialize
 
 Initializer = Callable[[Tensor], None]
 
@@ -174,3 +175,8 @@ def get(spec: Spec) -> Initializer:
     if spec is None:
         raise ValueError(f"an initializer is required; choose from: {', '.join(sorted(REGISTRY))}")
     return resolve(spec, REGISTRY, "initializer")
+
+
+def serialize(spec: Spec) -> dict | None:
+    """Keras 3's serialized form of a initializer spec (see :func:`bnlab.nn.keras_objects.serialize`)."""
+    return _serialize(spec, REGISTRY, "initializer")

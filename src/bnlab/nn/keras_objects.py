@@ -21,6 +21,7 @@ Each family keeps one registry ``{name: factory}``; a miss lists the valid names
 from __future__ import annotations
 
 import ast
+import inspect
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -32,6 +33,48 @@ def resolve(spec: Spec, registry: Mapping[str, Callable[..., Any]], family: str)
     """Build the object a spec names, or return None / the callable unchanged."""
     if spec is None or (callable(spec) and not isinstance(spec, str)):
         return spec
+    name, args, kwargs = _parse(spec, family)
+    key = name.strip().lower()
+    if key not in registry:
+        raise ValueError(f"unknown {family} {name!r}; choose from: {', '.join(sorted(registry))}")
+    try:
+        return registry[key](*args, **kwargs)
+    except TypeError as error:
+        raise ValueError(f"bad arguments for {family} {name!r} in {spec!r}: {error}") from None
+
+
+def serialize(spec: Spec, registry: Mapping[str, Callable[..., Any]], family: str,
+              ) -> dict[str, Any] | None:
+    """Keras 3's serialized form of a spec (None stays None), every argument filled in::
+
+        "l2(1e-4)" -> {"module": "keras.regularizers", "class_name": "L2",
+                       "config": {"l2": 0.0001}, "registered_name": None}
+
+    Raises:
+        ValueError: an invalid spec, or a Python callable (it has no Keras form).
+    """
+    if spec is None:
+        return None
+    if callable(spec) and not isinstance(spec, str):
+        raise ValueError(
+            f"the {family} {spec!r} is a Python callable and cannot be written as a Keras "
+            f"config; give it by name, e.g. {sorted(registry)[0]!r}"
+        )
+    resolve(spec, registry, family)  # validates
+    name, args, kwargs = _parse(spec, family)
+    if isinstance(spec, Mapping) and "class_name" in spec:
+        class_name = spec["class_name"]
+    else:
+        class_name = "".join(part.capitalize() for part in name.strip().lower().split("_"))
+    bound = inspect.signature(registry[name.strip().lower()]).bind(*args, **kwargs)
+    bound.apply_defaults()
+    return {"module": f"keras.{family}s", "class_name": class_name,
+            "config": dict(bound.arguments), "registered_name": None}
+
+
+def _parse(spec: str | Mapping[str, Any], family: str,
+           ) -> tuple[str, tuple[Any, ...], dict[str, Any]]:
+    """A name, "name(args)", a table with 'name' or Keras's dict -> (name, args, kwargs)."""
     if isinstance(spec, str):
         name, args, kwargs = _parse_call(spec, family)
     elif isinstance(spec, Mapping) and "class_name" in spec:
@@ -48,13 +91,7 @@ def resolve(spec: Spec, registry: Mapping[str, Callable[..., Any]], family: str)
             f"a {family} must be a name, 'name(args)', a table with 'name', or a callable; "
             f"got {spec!r} of type {type(spec).__name__}"
         )
-    key = name.strip().lower()
-    if key not in registry:
-        raise ValueError(f"unknown {family} {name!r}; choose from: {', '.join(sorted(registry))}")
-    try:
-        return registry[key](*args, **kwargs)
-    except TypeError as error:
-        raise ValueError(f"bad arguments for {family} {name!r} in {spec!r}: {error}") from None
+    return name, args, kwargs
 
 
 _KERAS_KEYS = frozenset({"module", "class_name", "config", "registered_name"})

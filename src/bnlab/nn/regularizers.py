@@ -13,6 +13,7 @@ import torch
 from torch import Tensor
 
 from bnlab.nn.keras_objects import Spec, resolve
+from bnlab.nn.keras_objects import serialize as _serialize
 
 Regularizer = Callable[[Tensor], Tensor]
 
@@ -47,3 +48,8 @@ REGISTRY: dict[str, Callable[..., Regularizer]] = {
 def get(spec: Spec) -> Regularizer | None:
     """Resolve a regularizer spec; None stays None."""
     return resolve(spec, REGISTRY, "regularizer")
+
+
+def serialize(spec: Spec) -> dict | None:
+    """Keras 3's serialized form of a regularizer spec (see :func:`bnlab.nn.keras_objects.serialize`)."""
+    return _serialize(spec, REGISTRY, "regularizer")
