@@ -369,3 +369,37 @@ def test_a_killed_driver_resumes_from_the_store_and_workers_bounds_the_runs_in_f
     assert len(after) == 4
     assert all(after[k] == v for k, v in before.items())  # finished runs were not run again
     assert len(json.loads((out / "results.json").read_text())["runs"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--executor", "ray", "--address", "127.0.0.1:{port}"],
+         "--address 127.0.0.1:{port}: no Ray cluster answers there (Connection refused); "
+         "start one with `ray start --head` and give the address it prints"),
+        (["--executor", "process", "--address", "127.0.0.1:{port}"],
+         "--address 127.0.0.1:{port}: a Ray cluster address needs --executor ray"),
+    ],
+    ids=["nothing-listens", "not-ray"],
+)  # fmt: skip
+def test_a_bad_address_is_one_line_exit_2_before_anything_is_written(
+    tiny: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    from bnlab.cli import main
+
+    port = _free_port()  # closed again: nothing listens there
+    out = tmp_path / "out"
+    argv = ["run", str(tiny), "--out", str(out), *(a.format(port=port) for a in args)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err == f"bnlab: error: {message.format(port=port)}\n"
+    assert not out.exists()
+
+
+def test_without_ray_the_executor_names_the_install_command(
+    tiny: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import fails as if not installed
+    with pytest.raises(lab.LabError, match=r"^--executor ray: Ray is not installed; install it with: pip install 'bnlab\[ray\]'$"):
+        lab.run(tiny, tmp_path / "out", executor="ray", report=False)
+    assert not (tmp_path / "out").exists()

@@ -27,6 +27,7 @@ on a worker machine shows ``ray::bnlab ...`` for the process training those runs
 from __future__ import annotations
 
 import dataclasses
+import socket
 import tempfile
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -112,6 +113,26 @@ def _task_name(specs: Sequence[RunSpec]) -> str:
     return f"bnlab {specs[0].variant.name} seeds {','.join(str(s.seed) for s in specs)}"
 
 
+def _check_reachable(address: str, timeout: float = 10.0) -> None:
+    """Fail fast when nothing listens at a ``HOST:PORT`` address (Ray itself retries for minutes).
+
+    Raises:
+        LabError: the address has a port and a TCP connection to it fails.
+    """
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or "://" in address:
+        return  # "auto", "ray://..." and the like: Ray resolves them
+    try:
+        with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+            pass
+    except OSError as e:
+        reason = e.strerror or type(e).__name__
+        raise LabError(
+            f"--address {address}: no Ray cluster answers there ({reason}); start one with "
+            "`ray start --head` and give the address it prints"
+        ) from None
+
+
 class RayExecutor:
     """Runs as Ray tasks of one CPU each, at most `workers` tasks in flight.
 
@@ -126,7 +147,8 @@ class RayExecutor:
         train: the `GroupTrainer` a task uses.
 
     Raises:
-        LabError: Ray is not installed, or workers/retries/seeds_per_task out of range.
+        LabError: Ray is not installed, workers/retries/seeds_per_task out of range, or
+            nothing answers at `address`.
     """
 
     def __init__(
@@ -147,6 +169,8 @@ class RayExecutor:
         ):
             if value is not None and value < low:
                 raise LabError(f"{name}: expected an integer >= {low}, got {value}")
+        if address is not None:
+            _check_reachable(address)
         self.workers = workers
         self.address = address
         self.threads = threads
