@@ -6,6 +6,13 @@ The archive holds what ``keras.saving.load_model`` reads: ``metadata.json``,
 - A model from :func:`bnlab.load_keras` keeps the configuration of its file (every
   argument, name and connection as Keras wrote it); only the weights are replaced by
   the model's current ones (e.g. recalibrated moving statistics).
+- A model built from specs (a lab model: :class:`bnlab.models.SequentialModel`, or a
+  :class:`bnlab.models.GraphModel` from a :class:`bnlab.models.GraphSpec`, e.g.
+  ``load_keras_spec(path).build()``) is written as a Keras ``Sequential`` or
+  ``Functional`` model: ``InputLayer`` entries with the model's input shapes, then
+  :func:`bnlab.models.keras_config` of each layer under its bnlab name, connected as
+  the model is. A layer with no Keras equivalent (``BatchNormAct``, a bnlab-only BN
+  option) is refused with the message of :mod:`bnlab.models`.
 
 The file appears only when complete: it is written to a temporary file next to
 ``path`` and renamed over it, so a failed save leaves nothing behind (and an existing
@@ -33,12 +40,17 @@ from bnlab.keras_io.config import ModelConfig, parse_model_config
 from bnlab.keras_io.errors import KerasFileError
 from bnlab.keras_io.layout import layer_keys, weight_groups
 from bnlab.keras_io.load import KerasOrigin
-from bnlab.models import get_keras_weights
+from bnlab.models import GraphModel, SequentialModel, SpecError, get_keras_weights, keras_config
 
 __all__ = ["save_keras"]
 
-#: The Keras version recorded when the source file named none (legacy .h5 from tf.keras).
+#: The Keras version recorded for models built by bnlab and for files that named none:
+#: the configuration format written is Keras 3's.
 KERAS_FORMAT_VERSION = "3.0.0"
+#: Keras's merge layers take their inputs as one list.
+_MERGE = frozenset(
+    {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate", "Dot"}
+)
 
 
 def save_keras(model: nn.Module, path: str | os.PathLike[str]) -> Path:
@@ -46,14 +58,16 @@ def save_keras(model: nn.Module, path: str | os.PathLike[str]) -> Path:
 
     Args:
         model: a model from :func:`bnlab.load_keras` (its original configuration is kept,
-            the weights are the model's current ones).
+            the weights are the model's current ones), or a ``SequentialModel`` /
+            ``GraphModel`` built from specs.
         path: the file to write; must end in ``.keras`` (Keras refuses other names).
             An existing file is replaced.
 
     Raises:
-        TypeError: ``model`` was not loaded from a Keras file.
-        KerasFileError: a wrong file name, a missing folder, weights that no longer fit
-            the configuration. Nothing is written.
+        TypeError: ``model`` is neither.
+        KerasFileError: a wrong file name, a missing folder, a layer or option with no
+            Keras equivalent, weights that no longer fit the configuration. Nothing is
+            written.
     """
     path = Path(path)
     if path.suffix != ".keras":
@@ -68,9 +82,12 @@ def save_keras(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     if isinstance(origin, KerasOrigin):
         entry, version = _keras3_entry(origin.config), origin.keras_version or KERAS_FORMAT_VERSION
         shapes = origin.weight_shapes
+    elif isinstance(model, SequentialModel | GraphModel):
+        entry, version = _model_entry(model, path), KERAS_FORMAT_VERSION
     else:
         raise TypeError(
-            f"save_keras expects a model from bnlab.load_keras; got {type(model).__name__}"
+            "save_keras expects a model from bnlab.load_keras or built by bnlab.models "
+            f"(SequentialModel, GraphModel); got {type(model).__name__}"
         )
     config = parse_model_config(entry, str(path))
     weights = _weights_h5(model, config, path, shapes)
@@ -87,6 +104,90 @@ def save_keras(model: nn.Module, path: str | os.PathLike[str]) -> Path:
         },
     )
     return path
+
+
+def _model_entry(model: SequentialModel | GraphModel, path: Path) -> dict[str, Any]:
+    """Keras 3's serialized ``Sequential`` or ``Functional`` model for a model built by bnlab."""
+    layers = [(name, spec) for name, spec, _ in model.named_layers()]
+    entries = {name: _layer_entry(name, spec, path) for name, spec in layers}
+    if isinstance(model, SequentialModel):
+        batch_shape = [None, *model.input_shape]
+        first = _input_entry("input_layer", model.input_shape, layers[0][1].type)
+        return {
+            "module": "keras",
+            "class_name": "Sequential",
+            "config": {
+                "name": model.name,
+                "trainable": True,
+                "layers": [first, *entries.values()],
+            },
+            "registered_name": None,
+            "build_config": {"input_shape": batch_shape},
+        }
+    shapes = {
+        **dict(zip(model.input_names, model.input_shapes, strict=True)),
+        **model.output_shapes,
+    }
+    consumers = {
+        source: model.specs[name].type for name, _ in layers for source in model.inbound[name]
+    }
+    nodes = [
+        {**_input_entry(name, shape, consumers.get(name, "")), "name": name, "inbound_nodes": []}
+        for name, shape in zip(model.input_names, model.input_shapes, strict=True)
+    ]
+    for name, spec in layers:
+        tensors = [_keras_tensor(source, shapes[source]) for source in model.inbound[name]]
+        args = [tensors] if spec.type in _MERGE else tensors
+        nodes.append(
+            {**entries[name], "name": name, "inbound_nodes": [{"args": args, "kwargs": {}}]}
+        )
+    return {
+        "module": "keras.src.models.functional",
+        "class_name": "Functional",
+        "config": {
+            "name": model.name,
+            "trainable": True,
+            "layers": nodes,
+            "input_layers": _endpoints(model.input_names),
+            "output_layers": _endpoints(model.output_names),
+        },
+        "registered_name": "Functional",
+    }
+
+
+def _layer_entry(name: str, spec: Any, path: Path) -> dict[str, Any]:
+    try:
+        return keras_config(spec, name=name)
+    except SpecError as error:
+        raise KerasFileError(f"{path}: cannot write layer {name!r} for Keras: {error}") from None
+
+
+def _input_entry(name: str, shape: tuple[int | None, ...], consumer: str) -> dict[str, Any]:
+    """An ``InputLayer``; token ids (read by an Embedding) are integers."""
+    return {
+        "module": "keras.layers",
+        "class_name": "InputLayer",
+        "config": {
+            "batch_shape": [None, *shape],
+            "dtype": "int32" if consumer == "Embedding" else "float32",
+            "sparse": False,
+            "name": name,
+        },
+        "registered_name": None,
+    }
+
+
+def _keras_tensor(source: str, shape: tuple[int | None, ...]) -> dict[str, Any]:
+    return {
+        "class_name": "__keras_tensor__",
+        "config": {"shape": [None, *shape], "dtype": "float32", "keras_history": [source, 0, 0]},
+    }
+
+
+def _endpoints(names: tuple[str, ...]) -> list[Any]:
+    """Keras's ``input_layers``/``output_layers``: one ``[name, 0, 0]`` or a list of them."""
+    triples = [[name, 0, 0] for name in names]
+    return triples[0] if len(triples) == 1 else triples
 
 
 def _keras3_entry(entry: dict[str, Any]) -> dict[str, Any]:
