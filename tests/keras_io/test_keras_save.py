@@ -35,6 +35,18 @@ CASES = {
 }
 
 
+@pytest.fixture(scope="module")
+def cnn_file(tmp_path_factory):
+    return build(
+        "cnn",
+        sequential_cnn,
+        tmp_path_factory.mktemp("cnn"),
+        [(2, 12, 12, 3)],
+        rtol=1e-5,
+        atol=1e-5,
+    ).path
+
+
 def _ours(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
     with torch.no_grad():
         return model(torch.from_numpy(x)).numpy()
@@ -120,9 +132,8 @@ def test_a_layer_without_keras_equivalent_is_refused(tmp_path) -> None:
     assert list(tmp_path.iterdir()) == []
 
 
-def test_failed_save_writes_nothing(tmp_path) -> None:
-    case = build("cnn", sequential_cnn, tmp_path, [(2, 12, 12, 3)], rtol=1e-5, atol=1e-5)
-    model = bnlab.load_keras(case.path)
+def test_failed_save_writes_nothing(cnn_file, tmp_path) -> None:
+    model = bnlab.load_keras(cnn_file)
     target = tmp_path / "out.keras"
     target.write_bytes(b"previous")
     model.layers["dense"] = torch.nn.Linear(54, 10)  # no Keras weight layout
@@ -137,18 +148,16 @@ def test_failed_save_writes_nothing(tmp_path) -> None:
     ("name", "message"),
     [("model.h5", "must end in '.keras'.*got suffix '.h5'"), ("missing/m.keras", "does not exist")],
 )
-def test_bad_target_path(name, message, tmp_path) -> None:
-    case = build("cnn", sequential_cnn, tmp_path, [(2, 12, 12, 3)], rtol=1e-5, atol=1e-5)
-    model = bnlab.load_keras(case.path)
+def test_bad_target_path(name, message, cnn_file, tmp_path) -> None:
+    model = bnlab.load_keras(cnn_file)
     before = sorted(tmp_path.iterdir())
     with pytest.raises(KerasFileError, match=message):
         bnlab.save_keras(model, tmp_path / name)
     assert sorted(tmp_path.iterdir()) == before
 
 
-def test_weights_that_no_longer_fit_the_configuration(tmp_path) -> None:
-    case = build("cnn", sequential_cnn, tmp_path, [(2, 12, 12, 3)], rtol=1e-5, atol=1e-5)
-    model = bnlab.load_keras(case.path)
+def test_weights_that_no_longer_fit_the_configuration(cnn_file, tmp_path) -> None:
+    model = bnlab.load_keras(cnn_file)
     edited = build_model([{"type": "Dense", "units": 7}], (54,), seed=0)
     model.layers["dense"] = edited.layer("dense")  # Keras weights (54, 7), (7,)
     with pytest.raises(
