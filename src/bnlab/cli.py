@@ -5,7 +5,8 @@
     bnlab list                                   # bundled experiments
     bnlab show EXPERIMENT                        # settings and each variant's summary()
     bnlab run EXPERIMENT [--seeds N] [--epochs N] [--out DIR] [--workers N] [--threads N]
-                         [--executor auto|sequential|process|ray] [--address HOST:PORT]
+                         [--executor auto|vectorized|sequential|process|ray]
+                         [--memory-budget SIZE] [--address HOST:PORT]
                          [--set KEY=VALUE ...] [--no-report] [--quiet] [--debug]
     bnlab report DIR                             # rebuild results.json and the report from the store
     bnlab doctor DIR [--variant V] [--seed S] [--fix recalibrate] [--json]
@@ -28,6 +29,7 @@ import sys
 import textwrap
 import threading
 import tomllib
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TextIO
@@ -45,6 +47,16 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {value}")
     return value
+
+
+def _memory_budget(text: str) -> int:
+    from bnlab.lab.errors import LabError
+    from bnlab.lab.vectorized import parse_memory_budget
+
+    try:
+        return parse_memory_budget(text)
+    except LabError as e:
+        raise argparse.ArgumentTypeError(str(e).removeprefix("--memory-budget: ")) from None
 
 
 def _assignment(text: str) -> tuple[str, Any]:
@@ -103,8 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--executor",
         default="auto",
-        choices=["auto", "sequential", "process", "ray"],
-        help="where runs execute (default auto: processes when --workers > 1)",
+        choices=["auto", "vectorized", "sequential", "process", "ray"],
+        help="where runs execute (default auto: the seeds of a variant stacked into one "
+        "computation where that pays, one run per worker elsewhere; processes when "
+        "--workers > 1; vectorized: stack every variant that can be)",
+    )
+    run.add_argument(
+        "--memory-budget",
+        type=_memory_budget,
+        metavar="SIZE",
+        help="memory for stacked seeds, e.g. 2G or 512M (default: a quarter of the RAM); "
+        "larger groups of seeds are split",
     )
     run.add_argument(
         "--address",
@@ -390,19 +411,22 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         enabled=not args.quiet and sys.stderr.isatty(), stream=sys.stderr, quiet=args.quiet
     )
     try:
-        outcome = run_study(
-            exp,
-            out,
-            seeds=args.seeds,
-            epochs=args.epochs,
-            workers=args.workers,
-            threads=args.threads,
-            executor=args.executor,
-            address=args.address,
-            observer=progress.observer,
-            report=not args.no_report,
-            formats=args.formats,
-        )
+        with warnings.catch_warnings():
+            warnings.showwarning = _show_warning
+            outcome = run_study(
+                exp,
+                out,
+                seeds=args.seeds,
+                epochs=args.epochs,
+                workers=args.workers,
+                threads=args.threads,
+                executor=args.executor,
+                memory_budget=args.memory_budget,
+                address=args.address,
+                observer=progress.observer,
+                report=not args.no_report,
+                formats=args.formats,
+            )
     except KeyboardInterrupt as e:
         progress.stop()
         resume = list(argv)
@@ -423,7 +447,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     print_table(outcome.results)
     print(
         f"\n{outcome.total} runs ({outcome.reused} reused, {outcome.completed} completed, "
-        f"{outcome.failed} failed) in {outcome.seconds:.1f} s"
+        f"{outcome.failed} failed) in {outcome.seconds:.1f} s{_executors(outcome.results)}"
     )
     _print_paths(outcome.out_dir, outcome.report_path)
     if progress.failed:
@@ -433,6 +457,21 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         print("  (full tracebacks under 'error' in results.json)", file=sys.stderr)
         return EXIT_FAILED_RUNS
     return EXIT_OK
+
+
+def _show_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    print(f"bnlab: note: {message}", file=sys.stderr)
+
+
+def _executors(results: dict[str, Any]) -> str:
+    """``"; executor: vectorized 60"`` from the run records (empty when none recorded)."""
+    counts: dict[str, int] = {}
+    for record in results.get("runs", []):
+        if record.get("executor"):
+            counts[record["executor"]] = counts.get(record["executor"], 0) + 1
+    if not counts:
+        return ""
+    return "; executor: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
 
 
 def _print_paths(out: Path, report_path: Path | None) -> None:

@@ -15,6 +15,11 @@ A failing run comes back as a ``failed`` RunResult; it never stops the others.
   the workers at once; a parent killed outright (``kill -9``) takes its workers, the
   fork server and the resource tracker with it (`bnlab.lab.lifeline`).
 - `RayExecutor` (``bnlab.lab.ray_executor``): Ray tasks, on a machine or a cluster.
+- `bnlab.lab.vectorized.VectorizedExecutor`: the seeds of a variant trained as one
+  stacked computation, in this process or in the process executor's workers; with the
+  ``auto`` policy only where that pays, one run per worker elsewhere.
+
+Every run record names the executor that trained it (``RunResult.executor``).
 """
 
 from __future__ import annotations
@@ -32,7 +37,7 @@ from typing import Any, Literal, Protocol
 from bnlab.lab.errors import LabError
 from bnlab.lab.lifeline import die_with_parent
 from bnlab.lab.results import RunResult
-from bnlab.lab.runs import RunSpec, execute_run
+from bnlab.lab.runs import RunSpec, SingleRun, Task, execute_run
 
 __all__ = [
     "EXECUTORS",
@@ -43,8 +48,8 @@ __all__ = [
     "make_executor",
 ]
 
-ExecutorName = Literal["auto", "sequential", "process", "ray"]
-EXECUTORS: tuple[str, ...] = ("auto", "sequential", "process", "ray")
+ExecutorName = Literal["auto", "sequential", "process", "ray", "vectorized"]
+EXECUTORS: tuple[str, ...] = ("auto", "sequential", "process", "ray", "vectorized")
 OnStart = Callable[[RunSpec], None]
 
 
@@ -101,13 +106,13 @@ class SequentialExecutor:
         try:
             for spec in specs:
                 on_start(spec)
-                yield spec, execute_run(spec)
+                yield spec, execute_run(spec, "sequential")
         finally:
             torch.set_num_threads(before)
 
 
 def _worker_main(tasks: Any, results: Any, threads: int, main_pid: int) -> None:
-    """Worker loop: run specs from `tasks`, put ``(index, RunResult)`` on `results`.
+    """Worker loop: run `Task`s from `tasks`, put ``(index, [RunResult])`` on `results`.
 
     The worker dies with its parent and with the main process `main_pid`
     (`bnlab.lab.lifeline`): killing the study, even with ``kill -9``, leaves no worker.
@@ -120,8 +125,8 @@ def _worker_main(tasks: Any, results: Any, threads: int, main_pid: int) -> None:
         item = tasks.get()
         if item is None:
             return
-        index, spec = item
-        results.put((index, execute_run(spec)))
+        index, task = item
+        results.put((index, task.run()))
 
 
 def _worker_context() -> Any:
@@ -172,32 +177,44 @@ class ProcessExecutor:
     def map(
         self, specs: Sequence[RunSpec], on_start: OnStart = _no_op
     ) -> Iterator[tuple[RunSpec, RunResult]]:
-        if not specs:
+        return self.map_tasks([SingleRun(spec, "process") for spec in specs], on_start)
+
+    def map_tasks(
+        self, tasks: Sequence[Task], on_start: OnStart = _no_op
+    ) -> Iterator[tuple[RunSpec, RunResult]]:
+        """Run `Task`s (a run, or a group of runs trained together) in the workers.
+
+        ``on_start`` fires for each run of a task when the task is handed off; its
+        results arrive together when it finishes. A dead worker fails all its task's runs.
+        """
+        if not tasks:
             return
         results = self._ctx.Queue()
-        pending = deque(range(len(specs)))
-        workers = [self._start(results) for _ in range(min(self.workers, len(specs)))]
+        pending = deque(range(len(tasks)))
+        workers = [self._start(results) for _ in range(min(self.workers, len(tasks)))]
         finished = False
         try:
             while pending or any(w.busy is not None for w in workers):
                 for w in workers:
                     if w.busy is None and pending:
                         w.busy = pending.popleft()
-                        on_start(specs[w.busy])
-                        w.tasks.put((w.busy, specs[w.busy]))
+                        for spec in tasks[w.busy].specs:
+                            on_start(spec)
+                        w.tasks.put((w.busy, tasks[w.busy]))
                 try:
-                    index, result = results.get(timeout=0.5)
+                    index, task_results = results.get(timeout=0.5)
                 except queue.Empty:
                     for i, w in enumerate(workers):
                         if w.busy is not None and not w.process.is_alive():
-                            spec = specs[w.busy]
+                            task = tasks[w.busy]
                             workers[i] = self._start(results)
-                            yield spec, _died(spec, w.process.exitcode)
+                            for spec in task.specs:
+                                yield spec, _died(spec, w.process.exitcode)
                     continue
                 for w in workers:
                     if w.busy == index:
                         w.busy = None
-                yield specs[index], result
+                yield from zip(tasks[index].specs, task_results, strict=True)
             finished = True
         finally:
             for w in workers:
@@ -230,6 +247,7 @@ def _died(spec: RunSpec, exitcode: int | None) -> RunResult:
         seconds=0.0,
         error=f"the worker process running this run {how} (out of memory?)",
         grid=dict(spec.variant.grid),
+        executor="process",
     )
 
 
@@ -239,15 +257,19 @@ def make_executor(
     *,
     threads: int = 1,
     address: str | None = None,
+    memory_budget: int | None = None,
 ) -> Executor:
     """The executor called `name` with `workers` workers of `threads` torch threads each.
 
-    ``auto``: sequential for 1 worker, else processes. `workers` defaults to
-    `default_workers()` (``sequential`` always uses 1; ``ray`` uses the cluster's CPUs).
-    `address` is the Ray cluster to join (``ray`` only). One thread per run is the
-    default everywhere: the lab's parallelism is across runs, small models run fastest
-    on one thread, and intra-op threads on a busy machine mostly wait for each other
-    (the circles study ran 3-5x slower in-process with torch's default 2 threads).
+    ``auto``: the vectorized executor with its ``auto`` policy (stacks the seeds of a
+    variant where that pays, one run per worker elsewhere; see `bnlab.lab.vectorized`),
+    in this process for 1 worker, else in worker processes. ``vectorized``: stacks every
+    group it can. `workers` defaults to `default_workers()` (``sequential`` always uses
+    1; ``ray`` uses the cluster's CPUs). `address` is the Ray cluster to join (``ray``
+    only). One thread per run is the default everywhere: the lab's parallelism is across
+    runs, small models run fastest on one thread, and intra-op threads on a busy machine
+    mostly wait for each other (the circles study ran 3-5x slower in-process with torch's
+    default 2 threads). `memory_budget` (bytes) bounds the vectorized executor's stacks.
 
     Raises:
         LabError: unknown name (lists them), workers or threads < 1, or Ray missing.
@@ -268,6 +290,11 @@ def make_executor(
 
         return RayExecutor(workers, address=address, threads=threads)
     n = default_workers() if workers is None else workers
-    if name == "sequential" or (name == "auto" and n == 1):
+    if name == "sequential":
         return SequentialExecutor(threads=threads)
-    return ProcessExecutor(n, threads=threads)
+    if name == "process":
+        return ProcessExecutor(n, threads=threads)
+    from bnlab.lab.vectorized import VectorizedExecutor
+
+    policy = "auto" if name == "auto" else "always"
+    return VectorizedExecutor(n, threads=threads, memory_budget=memory_budget, policy=policy)

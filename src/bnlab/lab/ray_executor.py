@@ -58,7 +58,7 @@ GroupTrainer = Callable[[Sequence[RunSpec]], list[RunResult]]
 
 def train_one_by_one(specs: Sequence[RunSpec]) -> list[RunResult]:
     """The default `GroupTrainer`: each run alone, one after the other (`execute_run`)."""
-    return [execute_run(spec) for spec in specs]
+    return [execute_run(spec, "ray") for spec in specs]
 
 
 def group_runs(specs: Sequence[RunSpec], size: int) -> list[list[int]]:
@@ -252,4 +252,5 @@ class RayExecutor:
             seconds=0.0,
             error=f"{how}: {type(error).__name__}: {first_line}",
             grid=dict(spec.variant.grid),
+            executor="ray",
         )

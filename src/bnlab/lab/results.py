@@ -17,7 +17,9 @@
 
 A RunResult is ``{"experiment", "variant" (base name), "seed", "status"
 ("completed"|"failed"), "history" (History dict | null), "seconds", "error"
-(traceback | null), "grid" ({axis: value}, {} without a grid)}``. ``outcomes`` counts the
+(traceback | null), "grid" ({axis: value}, {} without a grid), "executor" (what trained
+it: "sequential", "process", "ray" or "vectorized"; absent in records written before it
+existed)}``. ``outcomes`` counts the
 runs that diverged (non-finite loss, or a loss that blew up) and that did not learn (final
 test accuracy no better than chance), by the rules of :mod:`bnlab.lab.outcomes`; files
 written before it existed lack it. Non-finite numbers are written as null. The file is rebuilt from the store (`bnlab report DIR` does it
@@ -76,6 +78,9 @@ class RunResult:
         seconds: wall-clock time of the run (data, model, training, saving).
         error: the traceback of a failed run, else None.
         grid: the grid values of the run's variant (``{}`` without a grid).
+        executor: the executor that trained it (``"vectorized"``: stacked with the other
+            seeds of its variant, ``seconds`` then being its share of the group's time),
+            None when unknown.
     """
 
     experiment: str
@@ -86,6 +91,7 @@ class RunResult:
     seconds: float
     error: str | None = None
     grid: Mapping[str, Any] = field(default_factory=dict)
+    executor: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON-ready record (non-finite numbers as null)."""
@@ -99,6 +105,7 @@ class RunResult:
                 "seconds": self.seconds,
                 "error": self.error,
                 "grid": dict(self.grid),
+                **({} if self.executor is None else {"executor": self.executor}),
             }
         )
 
@@ -113,6 +120,7 @@ class RunResult:
             seconds=float(d.get("seconds") or 0.0),
             error=d.get("error"),
             grid=dict(d.get("grid") or {}),
+            executor=d.get("executor"),
         )
 
 

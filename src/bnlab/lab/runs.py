@@ -14,15 +14,27 @@ import traceback
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any, Protocol
 
 from bnlab.data import Dataset, load_dataset
 from bnlab.lab.experiment import Experiment, Variant
 from bnlab.lab.results import RunResult
 from bnlab.lab.weights import save_weights, weights_file
-from bnlab.models import build_model
+from bnlab.models import SequentialModel, build_model
 from bnlab.train import fit
 
-__all__ = ["RunSpec", "execute_run", "load_variant_data", "plan_runs"]
+__all__ = [
+    "RunSpec",
+    "SingleRun",
+    "Task",
+    "build_run_model",
+    "completed_result",
+    "execute_run",
+    "failed_result",
+    "load_variant_data",
+    "plan_runs",
+    "save_run_weights",
+]
 
 
 @dataclass(frozen=True, eq=False)
@@ -67,6 +79,33 @@ def plan_runs(experiment: Experiment, *, out_dir: str | Path | None = None) -> l
     ]
 
 
+class Task(Protocol):
+    """What an executor hands to a worker: runs done together, a result for each.
+
+    ``run()`` never raises: a failure is a ``failed`` RunResult per run.
+    """
+
+    @property
+    def specs(self) -> tuple[RunSpec, ...]: ...
+
+    def run(self) -> list[RunResult]: ...
+
+
+@dataclass(frozen=True, eq=False)
+class SingleRun:
+    """A task of one run, trained alone with :func:`execute_run` (``executor`` recorded)."""
+
+    spec: RunSpec
+    executor: str
+
+    @property
+    def specs(self) -> tuple[RunSpec, ...]:
+        return (self.spec,)
+
+    def run(self) -> list[RunResult]:
+        return [execute_run(self.spec, self.executor)]
+
+
 @lru_cache(maxsize=4)
 def _dataset(data_json: str) -> Dataset:
     options = json.loads(data_json)
@@ -78,44 +117,74 @@ def load_variant_data(variant: Variant) -> Dataset:
     return _dataset(json.dumps(variant.config()["data"], sort_keys=True))
 
 
-def execute_run(spec: RunSpec) -> RunResult:
-    """Do one run in this process; failures are returned as ``status="failed"`` with the traceback."""
+def execute_run(spec: RunSpec, executor: str | None = None) -> RunResult:
+    """Do one run in this process; failures are returned as ``status="failed"`` with the traceback.
+
+    ``executor`` is recorded in the result (the executor's name).
+    """
     start = time.perf_counter()
     variant = spec.variant
     try:
         data = load_variant_data(variant)
-        shape = variant.input_shape or data.input_shape
-        model = build_model(variant.layers, shape, seed=spec.seed, where=f"variant {variant.name}")
+        model = build_run_model(spec, data)
         history = fit(model, data, variant.train_config(), seed=spec.seed, progress=False)
-        if spec.out_dir is not None:
-            save_weights(
-                model,
-                Path(spec.out_dir) / spec.weights,
-                metadata={
-                    "experiment": spec.experiment,
-                    "variant": variant.name,
-                    "seed": str(spec.seed),
-                    "config_hash": variant.config_hash,
-                    "input_shape": json.dumps(list(shape)),
-                },
-            )
-        return RunResult(
-            experiment=spec.experiment,
-            variant=variant.base,
-            seed=spec.seed,
-            status="completed",
-            history=history.to_dict(),
-            seconds=time.perf_counter() - start,
-            grid=dict(variant.grid),
-        )
+        save_run_weights(spec, model, data)
+        return completed_result(spec, history.to_dict(), time.perf_counter() - start, executor)
     except Exception:
-        return RunResult(
-            experiment=spec.experiment,
-            variant=variant.base,
-            seed=spec.seed,
-            status="failed",
-            history=None,
-            seconds=time.perf_counter() - start,
-            error=traceback.format_exc(),
-            grid=dict(variant.grid),
-        )
+        return failed_result(spec, traceback.format_exc(), time.perf_counter() - start, executor)
+
+
+def build_run_model(spec: RunSpec, data: Dataset) -> SequentialModel:
+    """The run's model, its initial weights from the run's seed alone."""
+    variant = spec.variant
+    shape = variant.input_shape or data.input_shape
+    return build_model(variant.layers, shape, seed=spec.seed, where=f"variant {variant.name}")
+
+
+def save_run_weights(spec: RunSpec, model: SequentialModel, data: Dataset) -> None:
+    """Save the trained weights under ``spec.out_dir`` (nothing when it is None)."""
+    if spec.out_dir is None:
+        return
+    variant = spec.variant
+    save_weights(
+        model,
+        Path(spec.out_dir) / spec.weights,
+        metadata={
+            "experiment": spec.experiment,
+            "variant": variant.name,
+            "seed": str(spec.seed),
+            "config_hash": variant.config_hash,
+            "input_shape": json.dumps(list(variant.input_shape or data.input_shape)),
+        },
+    )
+
+
+def completed_result(
+    spec: RunSpec, history: dict[str, Any], seconds: float, executor: str | None
+) -> RunResult:
+    """The ``completed`` RunResult of ``spec`` with its History dict."""
+    return RunResult(
+        experiment=spec.experiment,
+        variant=spec.variant.base,
+        seed=spec.seed,
+        status="completed",
+        history=history,
+        seconds=seconds,
+        grid=dict(spec.variant.grid),
+        executor=executor,
+    )
+
+
+def failed_result(spec: RunSpec, error: str, seconds: float, executor: str | None) -> RunResult:
+    """The ``failed`` RunResult of ``spec`` with the error (a traceback or a sentence)."""
+    return RunResult(
+        experiment=spec.experiment,
+        variant=spec.variant.base,
+        seed=spec.seed,
+        status="failed",
+        history=None,
+        seconds=seconds,
+        error=error,
+        grid=dict(spec.variant.grid),
+        executor=executor,
+    )

@@ -118,6 +118,7 @@ def run(
     threads: int = 1,
     executor: str = "auto",
     address: str | None = None,
+    memory_budget: int | None = None,
     observer: Observer | None = None,
     report: bool = True,
     formats: Sequence[str] = ("png",),
@@ -131,7 +132,11 @@ def run(
         epochs: train every variant for this many epochs instead (e.g. a short check).
         workers: parallel runs; default `default_workers()` (Ray: the cluster's CPUs).
         threads: torch threads per run (default 1: parallelism is across runs).
-        executor: "auto" (processes when workers > 1), "sequential", "process" or "ray".
+        executor: "auto" (stacks the seeds of a variant where that pays, see
+            `bnlab.lab.vectorized`; processes when workers > 1), "vectorized" (stacks
+            every variant it can), "sequential", "process" or "ray".
+        memory_budget: bytes the vectorized executor's stacks may take (default a
+            quarter of the RAM); larger groups of seeds are split.
         address: the Ray cluster to run on (``executor="ray"``; None: a local Ray).
         observer: progress hooks.
         report: also write the plots and report.html (``bnlab.lab.report``).
@@ -156,7 +161,7 @@ def run(
         exp = exp.with_epochs(epochs)
     observer = observer or Observer()
     # bad options fail before any writing
-    make_executor(executor, workers, threads=threads, address=address)
+    make_executor(executor, workers, threads=threads, address=address, memory_budget=memory_budget)
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -185,7 +190,9 @@ def run(
                 n = workers
                 if executor == "auto":
                     n = min(default_workers() if workers is None else workers, len(todo))
-                runner = make_executor(executor, n, threads=threads, address=address)
+                runner = make_executor(
+                    executor, n, threads=threads, address=address, memory_budget=memory_budget
+                )
                 for spec, result in runner.map(todo, on_start=started):
                     weights = spec.weights if result.status == "completed" else None
                     store.record(

@@ -219,6 +219,44 @@ def fit(
         return run.train(progress=progress, on_epoch_end=on_epoch_end)
 
 
+def check_model_output(
+    model: nn.Module, x_train: torch.Tensor, y_train: torch.Tensor, batch_size: int, loss_fn: LossFn
+) -> int:
+    """One inference-mode forward: builds lazily-shaped layers (so the optimizer sees
+    every parameter) without touching moving statistics, and checks the output.
+
+    Returns the number of output units K of the model's (N, K) output.
+
+    Raises:
+        ValueError: the model cannot take the data, or its output does not fit the targets.
+    """
+    bs = min(batch_size, len(x_train))
+    try:
+        with torch.no_grad(), preserved(model, buffers_of=()):
+            out = model.eval()(x_train[:bs])
+    except RuntimeError as error:  # e.g. a Linear layer built for another feature count
+        text = str(error).strip()
+        raise ValueError(
+            f"fit: the model cannot take the training data (samples of shape "
+            f"{tuple(x_train.shape[1:])}): {text.splitlines()[0] if text else type(error).__name__}; "
+            f"build the model for data.input_shape"
+        ) from error
+    y = y_train[:bs]
+    if not isinstance(out, torch.Tensor) or out.ndim != 2:
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise ValueError(
+            f"fit: the model must return a tensor (N, K) of probabilities; got {shape}; "
+            f"end the model with a Dense layer (sigmoid for K=1, softmax for K>1)"
+        )
+    if out.shape[1] == 1 and not y.dtype.is_floating_point and bool((y > 1).any() | (y < 0).any()):
+        raise ValueError(
+            f"fit: the model has one output unit (binary) but the targets hold class ids up to "
+            f"{int(y.max())}; end the model with Dense(num_classes, softmax) and a categorical loss"
+        )
+    loss_fn(y, out)  # raises a one-line ValueError when targets and outputs do not fit
+    return int(out.shape[1])
+
+
 class _Run:
     """One call of :func:`fit`: the prepared tensors, optimizer and the records so far."""
 
@@ -242,7 +280,8 @@ class _Run:
             )
         self.y_train = targets_tensor(data.y_train, len(self.x_train), "fit: data.y_train", dtype, self.device)
         self.y_test = targets_tensor(data.y_test, len(self.x_test), "fit: data.y_test", dtype, self.device)
-        self.chance_accuracy = chance_accuracy(self.y_test, self._dry_run())
+        outputs = check_model_output(model, self.x_train, self.y_train, config.batch_size, self.loss_fn)
+        self.chance_accuracy = chance_accuracy(self.y_test, outputs)
 
         # Looked up once: the step is the hot path.
         self.bn_layers = [layer for _, layer in batch_norm_layers(model)]
@@ -263,38 +302,6 @@ class _Run:
             k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "val_accuracy_train_mode")
         }
         self.evals: list[EvalRecord] = []
-
-    def _dry_run(self) -> int:
-        """One inference-mode forward: builds lazily-shaped layers (so the optimizer sees
-        every parameter) without touching moving statistics, and checks the output.
-
-        Returns the number of output units K of the model's (N, K) output.
-        """
-        bs = min(self.config.batch_size, len(self.x_train))
-        try:
-            with torch.no_grad(), preserved(self.model, buffers_of=()):
-                out = self.model.eval()(self.x_train[:bs])
-        except RuntimeError as error:  # e.g. a Linear layer built for another feature count
-            text = str(error).strip()
-            raise ValueError(
-                f"fit: the model cannot take the training data (samples of shape "
-                f"{tuple(self.x_train.shape[1:])}): {text.splitlines()[0] if text else type(error).__name__}; "
-                f"build the model for data.input_shape"
-            ) from error
-        y = self.y_train[:bs]
-        if not isinstance(out, torch.Tensor) or out.ndim != 2:
-            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(
-                f"fit: the model must return a tensor (N, K) of probabilities; got {shape}; "
-                f"end the model with a Dense layer (sigmoid for K=1, softmax for K>1)"
-            )
-        if out.shape[1] == 1 and not y.dtype.is_floating_point and bool((y > 1).any() | (y < 0).any()):
-            raise ValueError(
-                f"fit: the model has one output unit (binary) but the targets hold class ids up to "
-                f"{int(y.max())}; end the model with Dense(num_classes, softmax) and a categorical loss"
-            )
-        self.loss_fn(y, out)  # raises a one-line ValueError when targets and outputs do not fit
-        return int(out.shape[1])
 
     # ------------------------------------------------------------------ loop
     def train(self, *, progress: bool, on_epoch_end: EpochCallback | None) -> History:
@@ -318,7 +325,9 @@ class _Run:
                 recorder.close()
         total = self.steps_per_epoch * self.config.epochs
         if self.diverged:
-            self._pad_after_divergence()
+            for values in self.epochs.values():
+                values.extend([NAN] * (self.config.epochs - len(values)))
+            self.evals = padded_evals(self.evals, self.config, self.steps_per_epoch, self.has_bn)
             final = FinalMetrics(NAN, NAN, NAN, NAN)
         else:
             train_loss, train_acc = inference_metrics(
@@ -369,13 +378,13 @@ class _Run:
             outputs.append(result[1])
             bar.step()
             if every is not None and self.step % every == 0 and b < spe - 1:
-                if not _all_finite(losses):
+                if not all_finite(losses):
                     self.diverged = True
                     break
                 self.evals.append(self._validate())
-        if self.diverged or not _all_finite(losses):
+        if self.diverged or not all_finite(losses):
             self.diverged = True
-            return _logs(NAN, NAN, NAN, NAN, NAN if self.has_bn else None)
+            return epoch_logs(NAN, NAN, NAN, NAN, NAN if self.has_bn else None)
         sizes = [min(bs, n - b * bs) for b in range(spe)]
         seen = sum(sizes)
         weights = torch.tensor(sizes, dtype=torch.float64, device=self.device)
@@ -384,7 +393,7 @@ class _Run:
         train_acc = correct_count(y_seen, torch.cat(outputs)).item() / seen
         record = self._validate()
         self.evals.append(record)
-        return _logs(train_loss, train_acc, record.val_loss, record.val_accuracy, record.val_accuracy_train_mode)
+        return epoch_logs(train_loss, train_acc, record.val_loss, record.val_accuracy, record.val_accuracy_train_mode)
 
     def _step(
         self, xb: torch.Tensor, yb: torch.Tensor, recorder: ProbeRecorder | None
@@ -427,24 +436,25 @@ class _Run:
         )
         return EvalRecord(self.step, self.step / self.steps_per_epoch, val_loss, val_acc, train_mode)
 
-    def _pad_after_divergence(self) -> None:
-        """NaN for the epochs and evaluations not run, on the planned schedule."""
-        epochs, spe = self.config.epochs, self.steps_per_epoch
-        for values in self.epochs.values():
-            values.extend([NAN] * (epochs - len(values)))
-        last = self.evals[-1].step if self.evals else 0
-        planned = set(range(spe, spe * epochs + 1, spe))
-        if self.config.eval_every_steps is not None:
-            planned |= set(range(self.config.eval_every_steps, spe * epochs + 1, self.config.eval_every_steps))
-        train_mode = NAN if self.has_bn else None
-        self.evals.extend(EvalRecord(s, s / spe, NAN, NAN, train_mode) for s in sorted(planned) if s > last)
+
+def padded_evals(
+    evals: list[EvalRecord], config: TrainConfig, steps_per_epoch: int, has_bn: bool
+) -> list[EvalRecord]:
+    """``evals`` and NaN records for the planned evaluations after the last one (divergence)."""
+    epochs, spe = config.epochs, steps_per_epoch
+    last = evals[-1].step if evals else 0
+    planned = set(range(spe, spe * epochs + 1, spe))
+    if config.eval_every_steps is not None:
+        planned |= set(range(config.eval_every_steps, spe * epochs + 1, config.eval_every_steps))
+    train_mode = NAN if has_bn else None
+    return evals + [EvalRecord(s, s / spe, NAN, NAN, train_mode) for s in sorted(planned) if s > last]
 
 
-def _all_finite(losses: list[torch.Tensor]) -> bool:
+def all_finite(losses: list[torch.Tensor]) -> bool:
     return bool(torch.isfinite(torch.stack(losses)).all()) if losses else True
 
 
-def _logs(
+def epoch_logs(
     loss: float, accuracy: float, val_loss: float, val_accuracy: float, train_mode: float | None
 ) -> dict[str, float | None]:
     return {

@@ -1,0 +1,813 @@
+"""Train many replicas of one model as one stacked computation: :func:`fit_replicas`.
+
+Replicas are models of the same architecture (the seeds of a lab variant). Their
+parameters, BN moving statistics and optimizer state are stacked along a new leading
+axis ``R`` and every layer runs once for all of them under ``torch.func.vmap``::
+
+    models = [build_model(layers, shape, seed=s) for s in seeds]
+    histories = fit_replicas(models, data, config, seeds=seeds)   # one History per seed
+
+Each replica is the run :func:`bnlab.train.fit` would have done alone with the same seed:
+
+- initial weights: the replica's own model, built by the caller from its seed;
+- data order and the train-mode evaluation order: the replica's own NumPy streams
+  (:func:`bnlab.train.fit.derive_streams`), drawn in the same sequence as ``fit``;
+- dropout masks: a ``torch.Generator`` per replica seeded like ``fit`` seeds torch's
+  global generator, drawn the way ``torch.nn.functional.dropout`` draws on the CPU
+  (``bernoulli_(1 - p)`` over the layer's input, scaled by ``1 / (1 - p)``);
+- BN: the pure functional core (:mod:`bnlab.functional`) under ``vmap``, each replica
+  carrying its own moving statistics (an adapter calls ``batch_norm``, ``batch_renorm``
+  or ``ghost_batch_norm`` with the layer's settings);
+- optimizer: the same :mod:`bnlab.train.optimizers` class over the stacked tensors; its
+  updates are elementwise, so each replica's slice gets its own update (Adam's step
+  count is shared because every replica steps together). The stacked loss is the sum of
+  the replicas' losses, whose gradient with respect to one replica's parameters is that
+  replica's gradient alone;
+- divergence: checked per replica at every evaluation, as ``fit`` does; a replica that
+  diverges keeps the weights it had when it stopped, its records are padded with NaN like
+  ``fit``'s, and the other replicas go on. (Its slice keeps being computed: stopping it
+  would change the shapes of the others' stacks.)
+- evaluations and probes: the same numbers per replica, computed for the whole stack.
+
+Results equal ``fit``'s to float32 rounding (batched matrix products and the composite
+BN path round differently from the per-model kernels); the tests compare every history
+number at 1e-5.
+
+:func:`vectorization_blocker` names what this path cannot reproduce exactly (then train
+the replicas one by one with ``fit``): models other than :class:`bnlab.models.
+SequentialModel`, layers it does not know, BN layers that are synchronized, raise on
+non-finite statistics, or carry regularizers or constraints, and frozen BN layers.
+
+Memory: :func:`stack_bytes` estimates a stack's peak (parameters, gradients, optimizer
+slots, statistics, activations of a training batch and of an evaluation chunk); a caller
+splits a group that would not fit its budget. :func:`multiply_adds` measures a model's
+work per sample, which decides whether stacking pays (:mod:`bnlab.lab.vectorized`).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from bnlab.functional import NonFiniteStatisticsWarning, batch_norm
+from bnlab.functional.act import activate
+from bnlab.functional.axes import kept_axes
+from bnlab.functional.ghost import ghost_batch_norm
+from bnlab.functional.renorm import batch_renorm
+from bnlab.models import SequentialModel
+from bnlab.models.layers import LSTM, Conv2D, Dense, MaxPooling2D, ZeroPadding2D
+from bnlab.nn import BatchNormalization
+from bnlab.nn.act import BatchNormAct
+from bnlab.train.batchnorm import batch_statistics
+from bnlab.train.config import TrainConfig
+from bnlab.train.evaluation import (
+    INFERENCE_CHUNK_VALUES,
+    chunks,
+    features_tensor,
+    inference_chunk,
+    model_device_dtype,
+    targets_tensor,
+)
+from bnlab.train.fit import (
+    NAN,
+    TrainTestArrays,
+    _check_seed,
+    all_finite,
+    check_model_output,
+    derive_streams,
+    epoch_logs,
+    padded_evals,
+    steps_per_epoch,
+)
+from bnlab.train.history import EvalRecord, FinalMetrics, History, ProbeTrace
+from bnlab.train.losses import get_loss
+from bnlab.train.metrics import chance_accuracy, correct_count
+from bnlab.train.optimizers import get_optimizer
+from bnlab.train.probes import MAX_PROBE_VALUES
+
+__all__ = ["fit_replicas", "multiply_adds", "stack_bytes", "vectorization_blocker"]
+
+Mode = Literal["train", "inference", "batch_statistics"]
+
+#: Layers whose forward is a pure function of their parameters and input.
+_PURE_LAYERS: tuple[type[nn.Module], ...] = (
+    Dense, Conv2D, MaxPooling2D, ZeroPadding2D, LSTM, nn.Flatten, nn.Identity,
+)
+#: Optimizer slots per parameter (state tensors the size of the parameter).
+_OPTIMIZER_SLOTS = {"sgd": 1, "adam": 3, "rmsprop": 3}
+
+
+def vectorization_blocker(model: nn.Module, config: TrainConfig) -> str | None:
+    """Why replicas of ``model`` cannot be stacked exactly, or None when they can."""
+    if not isinstance(model, SequentialModel):
+        return f"the model is a {type(model).__name__}, not a bnlab SequentialModel"
+    for name, layer in model.layers.items():
+        if isinstance(layer, BatchNormalization):
+            reason = _bn_blocker(layer)
+            if reason is not None:
+                return f"layer {name}: {reason}"
+        elif not isinstance(layer, (*_PURE_LAYERS, nn.Dropout)) and not _is_activation(layer):
+            return f"layer {name}: {type(layer).__name__} layers are not supported"
+    return None
+
+
+def _bn_blocker(layer: BatchNormalization) -> str | None:
+    if layer.synchronized:
+        return "synchronized batch normalization needs one process per replica"
+    if layer.on_nonfinite != "skip":
+        return "on_nonfinite='raise' stops a run at a batch, which a stack cannot do per replica"
+    if not layer.trainable:
+        return "a frozen BN layer (trainable=False)"
+    if any(
+        getattr(layer, name) is not None
+        for name in ("gamma_regularizer", "beta_regularizer", "gamma_constraint", "beta_constraint")
+    ):
+        return "BN regularizers and constraints are applied per model"
+    return None
+
+
+def _is_activation(layer: nn.Module) -> bool:
+    """An activation module (elementwise, or softmax over one axis): no parameters, no state."""
+    return (
+        type(layer).__module__.startswith(("torch.nn.modules.activation", "bnlab.models.activations"))
+        and not any(True for _ in layer.parameters())
+        and not any(True for _ in layer.buffers())
+    )
+
+
+def multiply_adds(model: SequentialModel) -> int:
+    """Multiply-adds of one sample's forward pass through the Dense, Conv2D and LSTM layers.
+
+    Dense: ``prod(output) * in_features``; Conv2D: ``prod(output) * in_channels * kh * kw``;
+    LSTM: ``T * 4 * units * (in_features + units)``. Other layers count 0.
+    """
+    total, shape = 0, model.input_shape
+    for name, layer in model.layers.items():
+        out = model.output_shapes[name]
+        if isinstance(layer, Dense):
+            total += math.prod(out) * layer.in_features
+        elif isinstance(layer, Conv2D):
+            total += math.prod(out) * layer.in_channels * math.prod(layer.kernel_size)
+        elif isinstance(layer, LSTM):
+            total += shape[0] * 4 * layer.units * (layer.in_features + layer.units)
+        shape = out
+    return total
+
+
+def stack_bytes(model: SequentialModel, config: TrainConfig, replicas: int) -> int:
+    """Estimated bytes of a stack of ``replicas`` copies of ``model`` (its peak while training).
+
+    Per replica: parameters with their gradients, optimizer slots and a copy; BN
+    statistics twice; each layer's output three times (value, saved for backward,
+    gradient) for a training batch. Plus one evaluation chunk for all replicas (about
+    :data:`bnlab.train.evaluation.INFERENCE_CHUNK_VALUES` inputs, every layer's output).
+    """
+    itemsize = next(iter(model.parameters())).element_size()
+    params = sum(p.numel() for p in model.parameters())
+    buffers = sum(b.numel() for b in model.buffers())
+    per_sample = math.prod(model.input_shape) + sum(math.prod(s) for s in model.output_shapes.values())
+    slots = 3 + _OPTIMIZER_SLOTS.get(config.optimizer, 3)
+    per_replica = params * slots + buffers * 2 + per_sample * 3 * config.batch_size
+    chunk = max(config.batch_size * replicas, INFERENCE_CHUNK_VALUES // max(1, math.prod(model.input_shape)))
+    return int((per_replica * replicas + per_sample * chunk) * itemsize)
+
+
+def fit_replicas(
+    models: Sequence[nn.Module],
+    data: TrainTestArrays,
+    config: TrainConfig,
+    *,
+    seeds: Sequence[int],
+    eval_chunk: int | None = None,
+) -> list[History]:
+    """Train ``models[r]`` with seed ``seeds[r]`` for every r at once; one History each.
+
+    ``histories[r]`` equals ``fit(models[r], data, config, seed=seeds[r]).`` to float32
+    rounding (see the module docstring), and each model is left trained in eval mode.
+
+    Args:
+        models: replicas of one architecture (same layer types, shapes and settings),
+            each built from its own seed; ``vectorization_blocker`` must return None for
+            them.
+        data: as for :func:`bnlab.train.fit`.
+        config: as for :func:`bnlab.train.fit`.
+        seeds: one non-negative int per model.
+        eval_chunk: most samples per replica in one evaluation pass (default
+            :func:`bnlab.train.evaluation.inference_chunk`'s size divided by the number of
+            replicas, at least the batch size). Results do not depend on it.
+
+    Raises:
+        ValueError: no models, a seed count that differs from the model count, models that
+            differ in architecture, a model this path cannot reproduce (the message says
+            why), or anything :func:`bnlab.train.fit` rejects.
+    """
+    if not models:
+        raise ValueError("fit_replicas: give at least one model")
+    if len(seeds) != len(models):
+        raise ValueError(f"fit_replicas: got {len(models)} models but {len(seeds)} seeds; give one seed per model")
+    seeds = [_check_seed(s) for s in seeds]
+    if not isinstance(config, TrainConfig):
+        raise TypeError(f"fit_replicas: config must be a TrainConfig; got {type(config).__name__}")
+    reason = vectorization_blocker(models[0], config)
+    if reason is not None:
+        raise ValueError(f"fit_replicas: cannot stack this model: {reason}; train it with fit()")
+    _check_same_architecture(models)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", NonFiniteStatisticsWarning)
+        return _Replicas(list(models), data, config, seeds, eval_chunk).train()
+
+
+def _check_same_architecture(models: Sequence[nn.Module]) -> None:
+    def signature(m: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
+        tensors = [*m.named_parameters(), *m.named_buffers()]
+        return [(n, tuple(t.shape), t.dtype) for n, t in tensors] + [(repr(m), (), torch.float32)]
+
+    first = signature(models[0])
+    for i, m in enumerate(models[1:], start=1):
+        if signature(m) != first:
+            raise ValueError(
+                f"fit_replicas: model {i} differs from model 0 in its layers, shapes or settings; "
+                f"replicas must share one architecture"
+            )
+
+
+# ---------------------------------------------------------------------- stacked model
+#: Activations that act on each value alone, so they run on the stack as they are.
+_ELEMENTWISE: tuple[type[nn.Module], ...] = (
+    nn.Identity, nn.ReLU, nn.Sigmoid, nn.Tanh, nn.ELU, nn.SELU, nn.GELU, nn.SiLU,
+    nn.LeakyReLU, nn.Softplus,
+)
+
+LayerKind = Literal["dropout", "bn", "dense", "flatten", "elementwise", "softmax", "vmap"]
+
+
+@dataclass
+class _Layer:
+    """One layer of the stack: its module, the stacked permute before it, and how it runs."""
+
+    name: str
+    module: nn.Module
+    permute: tuple[int, ...] | None
+    kind: LayerKind
+    call: Callable[..., Any] | None = None
+
+
+def _stacked_permute(permute: tuple[int, ...] | None) -> tuple[int, ...] | None:
+    return None if permute is None else (0, *(i + 1 for i in permute))
+
+
+def _kind(module: nn.Module) -> LayerKind:
+    if isinstance(module, nn.Dropout):
+        return "dropout"
+    if isinstance(module, BatchNormalization):
+        return "bn"
+    if isinstance(module, Dense) and isinstance(module.activation, (*_ELEMENTWISE, nn.Softmax)):
+        return "dense"
+    if isinstance(module, nn.Flatten) and module.start_dim == 1 and module.end_dim == -1:
+        return "flatten"
+    if isinstance(module, _ELEMENTWISE):
+        return "elementwise"
+    if isinstance(module, nn.Softmax):
+        return "softmax"
+    return "vmap"
+
+
+class _Stack:
+    """R replicas of a SequentialModel: stacked parameters (leaves) and BN buffers.
+
+    ``params[layer][name]``: (R, *shape) tensors, trainable ones require grad;
+    ``buffers[layer][name]``: (R, *shape) moving statistics of BN layers.
+
+    How each layer runs on a stack ``x`` of shape (R, N, ...), replica r in ``x[r]``:
+
+    - Dense: one batched matrix product ``x @ W^T + b`` (R, N, F) -> (R, N, U);
+    - BN: the replicas become channels: ``x`` is moved to (N, ..., R*C, ...) with the
+      replica axis merged into the first normalized axis, and the functional core runs
+      once; every statistic is per channel, so per replica. A step in which a replica's
+      batch statistics are not finite is rerun per replica under ``vmap`` (the core
+      then keeps that replica's moving statistics and updates the others', as ``fit``
+      would for each);
+    - element-wise activations and Flatten act on the stack directly;
+    - anything else (Conv2D, pooling, padding, LSTM) through ``vmap`` of the module.
+    """
+
+    def __init__(self, models: list[SequentialModel]) -> None:
+        template = models[0]
+        self.R = len(models)
+        self.layers: list[_Layer] = []
+        self.params: dict[str, dict[str, Tensor]] = {}
+        self.buffers: dict[str, dict[str, Tensor]] = {}
+        for (name, module), permute in zip(template.layers.items(), template.permutes, strict=True):
+            layer = _Layer(name, module, _stacked_permute(permute), _kind(module))
+            replicas = [m.layers[name] for m in models]
+            self.params[name] = {
+                pname: torch.stack([r.get_parameter(pname).detach() for r in replicas])
+                .requires_grad_(p.requires_grad)
+                for pname, p in module.named_parameters()
+            }
+            self.buffers[name] = {
+                bname: torch.stack([r.get_buffer(bname) for r in replicas])
+                for bname, _ in module.named_buffers()
+            }
+            if layer.kind == "vmap":
+                layer.call = vmap(_pure_call(module)) if self.params[name] else vmap(module)
+            self.layers.append(layer)
+        self.final_permute = _stacked_permute(template.final_permute)
+        self.dropout_orders: dict[str, tuple[int, ...]] = {}  # see _memory_orders
+        self.trainable = [p for ps in self.params.values() for p in ps.values() if p.requires_grad]
+        self._bn_vmapped = {
+            (layer.name, training): vmap(_bn_call(layer.module, training))
+            for layer in self.layers
+            if layer.kind == "bn"
+            for training in (True, False)
+        }
+
+    def forward(
+        self,
+        x: Tensor,
+        mode: Mode,
+        generators: Sequence[torch.Generator] = (),
+        capture: dict[str, str] | None = None,
+        groups: int = 1,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """Run the stack on ``x`` (R, N, ...); returns the output (R, N, K) and captures.
+
+        ``mode``: "train" (batch statistics, updates the BN buffers, dropout from
+        ``generators``), "inference" (moving statistics, no dropout) or
+        "batch_statistics" (batch statistics, nothing updated, no dropout).
+        ``capture``: layer name -> "input" | "output" values to return, keyed
+        ``"<layer>.<where>"``.
+        ``groups``: in "batch_statistics" mode, BN normalizes each of ``groups`` equal
+        consecutive parts of the N samples by its own statistics (that many batches in
+        one pass).
+        """
+        captured: dict[str, Tensor] = {}
+        for layer in self.layers:
+            if layer.permute is not None:
+                x = x.permute(layer.permute)
+            if capture and capture.get(layer.name) == "input":
+                captured[f"{layer.name}.input"] = x
+            x = self._layer(layer, x, mode, generators, groups)
+            if capture and capture.get(layer.name) == "output":
+                captured[f"{layer.name}.output"] = x
+        if self.final_permute is not None:
+            x = x.permute(self.final_permute)
+        return x, captured
+
+    def _layer(
+        self, layer: _Layer, x: Tensor, mode: Mode, generators: Sequence[torch.Generator], groups: int
+    ) -> Tensor:
+        kind, module, params = layer.kind, layer.module, self.params[layer.name]
+        if kind == "dense":
+            return _activation(module.activation, _dense(x, params["weight"], params.get("bias")))
+        if kind == "bn":
+            if groups > 1:  # (R, G*b, ...) -> (R*G, b, ...): each batch a replica of its own
+                n = x.shape[1]
+                y = self._bn(layer, x.reshape(self.R * groups, n // groups, *x.shape[2:]), mode, groups)
+                return y.reshape(x.shape)
+            return self._bn(layer, x, mode)
+        if kind == "elementwise":
+            return module(x)
+        if kind == "softmax":
+            return _activation(module, x)
+        if kind == "flatten":
+            return x.flatten(2)
+        if kind == "dropout":
+            if mode != "train":
+                return x
+            return _dropout(x, module.p, generators, self.dropout_orders.get(layer.name))
+        return layer.call(params, x) if params else layer.call(x)  # type: ignore[misc]
+
+    def _bn(self, layer: _Layer, x: Tensor, mode: Mode, groups: int = 1) -> Tensor:
+        training = mode != "inference"
+        params, buffers = self.params[layer.name], self.buffers[layer.name]
+        if groups > 1:
+            params = {k: v.repeat_interleave(groups, dim=0) for k, v in params.items()}
+            buffers = {k: v.repeat_interleave(groups, dim=0) for k, v in buffers.items()}
+        module: BatchNormalization = layer.module  # type: ignore[assignment]
+        kept = kept_axes(module.axis, x.dim() - 1)
+        first = kept[0] + 1  # the replica axis goes right before it, then the two merge
+        merged = x.movedim(0, kept[0]).flatten(kept[0], first)
+        folded = {k: v.flatten(0, 1) for k, v in params.items()}
+        stats = {k: v.flatten(0, 1) if v.dim() > 1 else v[0] for k, v in buffers.items()}
+        y, new = _bn_call(module, training, kept)(folded, stats, merged)
+        if training and new["moving_mean"] is stats["moving_mean"]:
+            # Some replica's batch statistics are not finite: the core skipped the update
+            # for all of them. Redo the layer per replica, which skips only that one.
+            y, new = self._bn_vmapped[(layer.name, True)](params, buffers, x)
+            if mode == "train":
+                self.buffers[layer.name] = new
+            return y
+        y = y.unflatten(kept[0], (x.shape[0], -1)).movedim(kept[0], 0)
+        if mode == "train":
+            self.buffers[layer.name] = {
+                k: v.unflatten(0, (self.R, -1)) if buffers[k].dim() > 1 else buffers[k] + 1
+                for k, v in new.items()
+            }
+        return y
+
+    def write_back(self, models: list[SequentialModel], replicas: Sequence[int]) -> None:
+        """Copy replicas' slices of the stack into their models (weights and statistics)."""
+        with torch.no_grad():
+            for r in replicas:
+                for name, module in models[r].layers.items():
+                    for pname, stacked in self.params[name].items():
+                        module.get_parameter(pname).copy_(stacked[r])
+                    for bname, stacked in self.buffers[name].items():
+                        module.get_buffer(bname).copy_(stacked[r])
+
+
+def _dense(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
+    """``x @ W^T + b`` per replica: x (R, N, ..., F), weight (R, U, F), bias (R, U)."""
+    shape = x.shape
+    flat = x.reshape(shape[0], -1, shape[-1])  # (R, N*..., F)
+    if bias is None:
+        y = torch.bmm(flat, weight.transpose(1, 2))
+    else:
+        y = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
+    return y.reshape(*shape[:-1], weight.shape[1])
+
+
+def _activation(module: nn.Module, x: Tensor) -> Tensor:
+    """An activation module on a stack: softmax's axis moves past the replica axis."""
+    if isinstance(module, nn.Softmax):
+        dim = module.dim if module.dim is not None and module.dim < 0 else (module.dim or 0) + 1
+        return torch.softmax(x, dim=dim)
+    return module(x)
+
+
+def _pure_call(module: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
+    def call(params: dict[str, Tensor], x: Tensor) -> Tensor:
+        return functional_call(module, params, (x,))
+
+    return call
+
+
+def _bn_call(
+    layer: BatchNormalization, training: bool, kept: tuple[int, ...] | None = None
+) -> Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], tuple[Tensor, dict[str, Tensor]]]:
+    """The adapter from a BN layer's settings to the functional core.
+
+    Returns ``call(params, buffers, x) -> (y, new_buffers)``: the new buffers are the
+    statistics the core returns (``num_batches_tracked`` + 1 in training), detached; in
+    a step that does not train, the buffers themselves. ``kept``: the normalized axes
+    (default: the layer's axis on ``x``).
+    """
+    common: dict[str, Any] = {
+        "training": training,
+        "momentum": layer.momentum,
+        "epsilon": layer.epsilon,
+        "on_nonfinite": layer.on_nonfinite,
+        "implementation": layer.implementation,
+        "name": layer.name,
+    }
+
+    def call(params: dict[str, Tensor], buffers: dict[str, Tensor], x: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
+        axes = kept if kept is not None else kept_axes(layer.axis, x.dim())
+        gamma, beta = params.get("gamma"), params.get("beta")
+        count = buffers["num_batches_tracked"]
+        if layer.renorm:
+            result: Any = batch_renorm(
+                x, gamma, beta, buffers["moving_mean"], buffers["moving_variance"],
+                buffers["moving_stddev"], buffers["renorm_mean"], buffers["renorm_stddev"],
+                axis=axes, renorm_momentum=layer.renorm_momentum,
+                renorm_clipping=layer.renorm_clipping, num_batches_tracked=count, **common,
+            )
+        elif layer.virtual_batch_size is not None:
+            result = ghost_batch_norm(
+                x, gamma, beta, buffers["moving_mean"], buffers["moving_variance"],
+                virtual_batch_size=layer.virtual_batch_size, axis=axes, num_batches_tracked=count,
+                unbiased_moving_variance=layer.unbiased_moving_variance, **common,
+            )
+        else:
+            result = batch_norm(
+                x, gamma, beta, buffers["moving_mean"], buffers["moving_variance"], axis=axes,
+                num_batches_tracked=count, unbiased_moving_variance=layer.unbiased_moving_variance,
+                **common,
+            )
+        new = dict(buffers)
+        if training:
+            new.update((k, v.detach()) for k, v in zip(result._fields[1:], result[1:], strict=True))
+            new["num_batches_tracked"] = count + 1
+        y = result.output
+        if isinstance(layer, BatchNormAct):
+            y = activate(y, layer.activation, layer.activation_kwargs, inplace=False)
+        return y, new
+
+    return call
+
+
+def _dropout(
+    x: Tensor, p: float, generators: Sequence[torch.Generator], order: tuple[int, ...] | None
+) -> Tensor:
+    """``torch.nn.functional.dropout`` on each replica's slice, from its own generator.
+
+    On the CPU, PyTorch draws ``noise = empty_like(x).bernoulli_(1 - p)`` (values in
+    the input's *memory* order), divides it by ``1 - p`` and returns ``x * noise``;
+    p = 0 and p = 1 draw nothing. ``order``: the dimensions of one replica's input from
+    the largest stride to the smallest in the run alone (None: row-major), so the noise
+    is drawn in that memory order too.
+    """
+    if p == 0.0:
+        return x
+    if p == 1.0:
+        return x * torch.zeros((), dtype=x.dtype)
+    shape = x.shape[1:]
+    dims = order if order is not None and len(order) == len(shape) else tuple(range(len(shape)))
+    back = tuple(sorted(range(len(dims)), key=dims.__getitem__))
+    laid_out = [shape[d] for d in dims]
+    noise = torch.stack(
+        [torch.empty(laid_out, dtype=x.dtype).bernoulli_(1.0 - p, generator=g).permute(back) for g in generators]
+    )
+    noise.div_(1.0 - p)
+    return x * noise
+
+
+def _memory_orders(model: SequentialModel, x: Tensor) -> dict[str, tuple[int, ...]]:
+    """Per Dropout layer, its input's dimensions by decreasing stride in a run of ``model``.
+
+    Found with one forward pass on ``x`` in which BN layers use batch statistics
+    (the layouts of a training step) and nothing changes (:func:`batch_statistics`).
+    """
+    orders: dict[str, tuple[int, ...]] = {}
+    handles = []
+    for name, layer in model.layers.items():
+        if isinstance(layer, nn.Dropout):
+
+            def hook(module: nn.Module, inputs: tuple[Tensor, ...], name: str = name) -> None:
+                t = inputs[0]
+                orders[name] = tuple(sorted(range(t.dim()), key=lambda d: (-t.stride(d), d)))
+
+            handles.append(layer.register_forward_pre_hook(hook))
+    try:
+        with torch.no_grad(), batch_statistics(model):
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return orders
+
+
+# ---------------------------------------------------------------------- training loop
+class _Replicas:
+    """One call of :func:`fit_replicas`: the stack, the per-replica streams and records."""
+
+    def __init__(
+        self,
+        models: list[SequentialModel],
+        data: TrainTestArrays,
+        config: TrainConfig,
+        seeds: list[int],
+        eval_chunk: int | None,
+    ) -> None:
+        self.models, self.config, self.R = models, config, len(models)
+        self.loss_fn = get_loss(config.loss)
+        device, dtype = model_device_dtype(models[0])
+        if device.type != "cpu":
+            raise ValueError(f"fit_replicas: models must be on the CPU; got {device}")
+        self.x_train = features_tensor(data.x_train, "fit: data.x_train", dtype, device)
+        self.x_test = features_tensor(data.x_test, "fit: data.x_test", dtype, device)
+        if self.x_train.shape[1:] != self.x_test.shape[1:]:
+            raise ValueError(
+                f"fit: data.x_train samples have shape {tuple(self.x_train.shape[1:])} but data.x_test "
+                f"samples have {tuple(self.x_test.shape[1:])}; both sets must have the same sample shape"
+            )
+        self.y_train = targets_tensor(data.y_train, len(self.x_train), "fit: data.y_train", dtype, device)
+        self.y_test = targets_tensor(data.y_test, len(self.x_test), "fit: data.y_test", dtype, device)
+        outputs = check_model_output(models[0], self.x_train, self.y_train, config.batch_size, self.loss_fn)
+        self.chance_accuracy = chance_accuracy(self.y_test, outputs)
+
+        self.has_bn = any(isinstance(m, BatchNormalization) for m in models[0].modules())
+        self.stack = _Stack(models)
+        self.stack.dropout_orders = _memory_orders(models[0], self.x_train[: config.batch_size])
+        if not self.stack.trainable:
+            raise ValueError("fit: the model has no trainable parameters; unfreeze some layers")
+        self.optimizer = get_optimizer(config.optimizer, self.stack.trainable, config.optimizer_args)
+        self.steps_per_epoch = steps_per_epoch(len(self.x_train), config.batch_size, self.has_bn)
+
+        streams = [derive_streams(s) for s in seeds]
+        self.shuffle_rngs = [s[0] for s in streams]
+        self.test_orders = torch.stack(
+            [torch.as_tensor(s[1].permutation(len(self.x_test))) for s in streams]
+        )  # (R, N_test)
+        self.generators = [torch.Generator().manual_seed(s[2]) for s in streams]
+        base = inference_chunk(self.x_test, config.batch_size)
+        self.chunk = eval_chunk or max(config.batch_size, base // self.R)
+        self.vloss = vmap(self.loss_fn)
+        self.vcorrect = vmap(correct_count)
+
+        self.step = 0
+        self.alive = [True] * self.R
+        self.diverged = [False] * self.R
+        self.initial_loss: Tensor | None = None
+        keys = ("loss", "accuracy", "val_loss", "val_accuracy", "val_accuracy_train_mode")
+        self.epochs: list[dict[str, list[float]]] = [{k: [] for k in keys} for _ in range(self.R)]
+        self.evals: list[list[EvalRecord]] = [[] for _ in range(self.R)]
+        self.probe_steps: list[list[list[int]]] = [[[] for _ in config.probes] for _ in range(self.R)]
+        self.probe_rows: list[list[list[tuple[float, ...]]]] = [
+            [[] for _ in config.probes] for _ in range(self.R)
+        ]
+        for probe in config.probes:
+            if probe.layer not in models[0].layers:
+                raise ValueError(f"unknown probe layer {probe.layer!r}; choose from: {', '.join(models[0].layers)}")
+
+    # ------------------------------------------------------------------ loop
+    def train(self) -> list[History]:
+        for _ in range(self.config.epochs):
+            self._epoch()
+            if not any(self.alive):
+                break
+        total = self.steps_per_epoch * self.config.epochs
+        done = [r for r in range(self.R) if not self.diverged[r]]
+        finals = dict.fromkeys(range(self.R), FinalMetrics(NAN, NAN, NAN, NAN))
+        if done:
+            train = self._inference_metrics(self.x_train, self.y_train)
+            test = self._inference_metrics(self.x_test, self.y_test)
+            for r in done:
+                finals[r] = FinalMetrics(train[0][r], train[1][r], test[0][r], test[1][r])
+            self.stack.write_back(self.models, done)
+        for model in self.models:
+            model.eval()
+        return [self._history(r, finals[r], total) for r in range(self.R)]
+
+    def _history(self, r: int, final: FinalMetrics, total: int) -> History:
+        e = self.epochs[r]
+        evals = self.evals[r]
+        if self.diverged[r]:
+            for values in e.values():
+                values.extend([NAN] * (self.config.epochs - len(values)))
+            evals = padded_evals(evals, self.config, self.steps_per_epoch, self.has_bn)
+        probes = {}
+        for i, spec in enumerate(self.config.probes):
+            steps, rows = list(self.probe_steps[r][i]), list(self.probe_rows[r][i])
+            if self.diverged[r]:
+                first = steps[-1] + spec.every_steps if steps else 0
+                for s in range(first, total, spec.every_steps):
+                    steps.append(s)
+                    rows.append(tuple(math.nan for _ in spec.percentiles))
+            probes[spec.key] = ProbeTrace(percentiles=spec.percentiles, steps=tuple(steps), values=tuple(rows))
+        initial = NAN if self.initial_loss is None else float(self.initial_loss[r])
+        return History(
+            loss=tuple(e["loss"]),
+            accuracy=tuple(e["accuracy"]),
+            val_loss=tuple(e["val_loss"]),
+            val_accuracy=tuple(e["val_accuracy"]),
+            val_accuracy_train_mode=tuple(e["val_accuracy_train_mode"]) if self.has_bn else None,
+            evals=tuple(evals),
+            probes=probes,
+            final=final,
+            diverged=self.diverged[r],
+            steps_per_epoch=self.steps_per_epoch,
+            initial_loss=initial,
+            chance_accuracy=self.chance_accuracy,
+        )
+
+    def _epoch(self) -> None:
+        """Train one epoch for every live replica and evaluate them."""
+        n, bs, spe = len(self.x_train), self.config.batch_size, self.steps_per_epoch
+        every = self.config.eval_every_steps
+        if self.config.shuffle:
+            perms = torch.stack([torch.as_tensor(rng.permutation(n)) for rng in self.shuffle_rngs])
+        else:
+            perms = torch.arange(n).expand(self.R, n)
+        stopped = [False] * self.R  # diverged during this epoch
+        losses: list[Tensor] = []
+        outputs: list[Tensor] = []
+        for b in range(spe):
+            idx = perms[:, b * bs : (b + 1) * bs]  # (R, B)
+            loss, out = self._step(self.x_train[idx], self.y_train[idx])
+            losses.append(loss)
+            outputs.append(out)
+            if every is not None and self.step % every == 0 and b < spe - 1:
+                self._stop_non_finite(losses, stopped)
+                if not any(self.alive):
+                    break
+                self._validate()
+        self._stop_non_finite(losses, stopped)
+        logs = {r: epoch_logs(NAN, NAN, NAN, NAN, NAN if self.has_bn else None) for r in range(self.R) if stopped[r]}
+        live = [r for r in range(self.R) if self.alive[r]]
+        if live:
+            sizes = [min(bs, n - b * bs) for b in range(spe)]
+            seen = sum(sizes)
+            weights = torch.tensor(sizes, dtype=torch.float64)
+            train_loss = ((torch.stack(losses).double() * weights[:, None]).sum(0) / seen).tolist()
+            y_seen = self.y_train[perms[:, :seen]]
+            correct = self.vcorrect(y_seen, torch.cat(outputs, dim=1)).tolist()
+            records = self._validate()
+            for r in live:
+                rec = records[r]
+                logs[r] = epoch_logs(
+                    train_loss[r], correct[r] / seen, rec.val_loss, rec.val_accuracy, rec.val_accuracy_train_mode
+                )
+        for r, log in logs.items():
+            for key, values in self.epochs[r].items():
+                value = log[key]
+                values.append(NAN if value is None else value)
+
+    def _stop_non_finite(self, losses: list[Tensor], stopped: list[bool]) -> None:
+        """Stop the live replicas whose losses this epoch are not all finite (``fit``'s check)."""
+        if all_finite(losses):
+            return
+        finite = torch.isfinite(torch.stack(losses)).all(dim=0).tolist()
+        newly = [r for r in range(self.R) if self.alive[r] and not finite[r]]
+        for r in newly:
+            self.alive[r], self.diverged[r], stopped[r] = False, True, True
+        if newly:
+            self.stack.write_back(self.models, newly)  # the weights it had when it stopped
+
+    def _step(self, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+        """One optimizer step of every replica; returns losses (R,) and outputs (R, B, K)."""
+        capture, due = self._probes_due()
+        out, captured = self.stack.forward(xb, "train", self.generators, capture)
+        losses = self.vloss(yb, out)
+        if self.initial_loss is None:
+            self.initial_loss = losses.detach()
+        for p in self.stack.trainable:
+            p.grad = None
+        losses.sum().backward()
+        self.optimizer.step()
+        if due:
+            self._record_probes(captured, due)
+        self.step += 1
+        return losses.detach(), out.detach()
+
+    def _probes_due(self) -> tuple[dict[str, str], list[int]]:
+        due = [i for i, spec in enumerate(self.config.probes) if self.step % spec.every_steps == 0]
+        return {self.config.probes[i].layer: self.config.probes[i].where for i in due}, due
+
+    def _record_probes(self, captured: dict[str, Tensor], due: list[int]) -> None:
+        """Percentiles of each live replica's slice, as :func:`bnlab.train.probes.percentiles`."""
+        for i in due:
+            spec = self.config.probes[i]
+            flat = captured[spec.key].detach().reshape(self.R, -1)
+            if flat.shape[1] > MAX_PROBE_VALUES:
+                flat = flat[:, :: math.ceil(flat.shape[1] / MAX_PROBE_VALUES)]
+            qs = torch.tensor(spec.percentiles, dtype=torch.float64) / 100.0
+            values = torch.quantile(flat.to(torch.float64), qs, dim=1).T.tolist()  # (R, len(q))
+            for r in range(self.R):
+                if self.alive[r]:
+                    self.probe_steps[r][i].append(self.step)
+                    self.probe_rows[r][i].append(tuple(values[r]))
+
+    # ------------------------------------------------------------ evaluation
+    @torch.no_grad()
+    def _inference_metrics(self, x: Tensor, y: Tensor) -> tuple[list[float], list[float]]:
+        """Per replica (loss, accuracy) in inference mode, as ``inference_metrics``."""
+        total = torch.zeros(self.R, dtype=torch.float64)
+        correct = torch.zeros(self.R, dtype=torch.int64)
+        finite = torch.ones(self.R, dtype=torch.bool)
+        for s in chunks(x.shape[0], self.chunk):
+            xs, ys = x[s], y[s]
+            out, _ = self.stack.forward(xs.expand(self.R, *xs.shape), "inference")
+            total += self.vloss(ys.expand(self.R, *ys.shape), out).double() * out.shape[1]
+            correct += self.vcorrect(ys.expand(self.R, *ys.shape), out)
+            finite &= torch.isfinite(out).flatten(1).all(dim=1)
+        losses = (total / x.shape[0]).tolist()
+        accuracies = [c / x.shape[0] if f else NAN for c, f in zip(correct.tolist(), finite.tolist(), strict=True)]
+        return losses, accuracies
+
+    @torch.no_grad()
+    def _batch_statistics_accuracy(self) -> list[float]:
+        """Per replica accuracy with batch statistics, as ``batch_statistics_accuracy``.
+
+        The full batches run in one pass (``groups``), the last partial one in another.
+        """
+        n, bs = self.x_test.shape[0], self.config.batch_size
+        full = n // bs
+        correct = torch.zeros(self.R, dtype=torch.int64)
+        finite = torch.ones(self.R, dtype=torch.bool)
+        seen = 0
+        parts = [(slice(0, full * bs), full)] if full else []
+        if n - full * bs >= 2:  # a trailing batch of one sample is skipped
+            parts.append((slice(full * bs, n), 1))
+        for s, groups in parts:
+            idx = self.test_orders[:, s]
+            out, _ = self.stack.forward(self.x_test[idx], "batch_statistics", groups=groups)
+            correct += self.vcorrect(self.y_test[idx], out)
+            finite &= torch.isfinite(out).flatten(1).all(dim=1)
+            seen += idx.shape[1]
+        if seen == 0:
+            return [NAN] * self.R
+        return [c / seen if f else NAN for c, f in zip(correct.tolist(), finite.tolist(), strict=True)]
+
+    def _validate(self) -> list[EvalRecord]:
+        """Evaluate every replica now; appends the record of each live one and returns all."""
+        val_loss, val_acc = self._inference_metrics(self.x_test, self.y_test)
+        train_mode: list[float | None] = (
+            list(self._batch_statistics_accuracy()) if self.has_bn else [None] * self.R
+        )
+        epoch = self.step / self.steps_per_epoch
+        records = [
+            EvalRecord(self.step, epoch, val_loss[r], val_acc[r], train_mode[r]) for r in range(self.R)
+        ]
+        for r in range(self.R):
+            if self.alive[r]:
+                self.evals[r].append(records[r])
+        return records

@@ -1,0 +1,249 @@
+"""fit_replicas: every replica's history equals fit's run of the same seed (float32, 1e-5)."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from tests.conftest import tolerance_for
+
+from bnlab.data import Dataset
+from bnlab.models import build_model
+from bnlab.train import ProbeSpec, TrainConfig, fit
+from bnlab.train.vectorized import fit_replicas, multiply_adds, stack_bytes, vectorization_blocker
+
+SEEDS = [0, 3, 11]
+
+
+def _dataset(x: np.ndarray, y: np.ndarray, n_train: int, classes: int) -> Dataset:
+    return Dataset(
+        name="synthetic",
+        x_train=x[:n_train],
+        y_train=y[:n_train],
+        x_test=x[n_train:],
+        y_test=y[n_train:],
+        num_classes=classes,
+        class_names=tuple(str(c) for c in range(classes)),
+    )
+
+
+def rings(n: int = 136, n_train: int = 96) -> Dataset:
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, size=n)
+    angle = rng.uniform(0, 2 * np.pi, size=n)
+    radius = np.where(y == 1, 0.5, 1.0) + rng.normal(0, 0.1, size=n)
+    x = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1).astype(np.float32)
+    return _dataset(x, y.astype(np.int64), n_train, 2)
+
+
+def sequences(n: int = 60, n_train: int = 40) -> Dataset:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(n, 5, 3)).astype(np.float32)
+    y = (x[:, :, 0].sum(axis=1) > 0).astype(np.int64)
+    return _dataset(x, y, n_train, 2)
+
+
+def images(n: int = 48, n_train: int = 32) -> Dataset:
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 3, size=n)
+    x = rng.normal(size=(n, 8, 8, 1)).astype(np.float32) + y[:, None, None, None]
+    return _dataset(x.astype(np.float32), y.astype(np.int64), n_train, 3)
+
+
+MLP = [{"type": "Dense", "units": 8, "activation": "relu"}]
+OUT1 = [{"type": "Dense", "units": 1, "activation": "sigmoid"}]
+BN = {"type": "BatchNormalization"}
+
+CASES: dict[str, dict[str, Any]] = {
+    "sgd-no-bn": dict(layers=MLP + OUT1, optimizer={"name": "sgd", "learning_rate": 0.1}),
+    "sgd-momentum-bn": dict(
+        layers=[*MLP, BN, *OUT1], optimizer={"name": "sgd", "learning_rate": 0.05, "momentum": 0.9}
+    ),
+    "sgd-nesterov-bn-dropout": dict(
+        layers=[*MLP, BN, {"type": "Dropout", "rate": 0.3}, *OUT1],
+        optimizer={"name": "sgd", "learning_rate": 0.05, "momentum": 0.9, "nesterov": True},
+    ),
+    "adam-renorm": dict(
+        layers=[{**BN, "renorm": True, "renorm_clipping": {"rmax": 2.0, "dmax": 1.0}}, *MLP, *OUT1],
+        optimizer={"name": "adam", "learning_rate": 0.01},
+    ),
+    "rmsprop-ghost-batches": dict(
+        layers=[*MLP, {**BN, "virtual_batch_size": 8}, *OUT1],
+        optimizer={"name": "rmsprop", "learning_rate": 0.005, "momentum": 0.5, "centered": True},
+    ),
+    # No bias before BN under Adam: its gradient is zero up to rounding, which Adam's
+    # normalization would turn into steps of the learning rate's size in any direction.
+    "adam-cumulative-bn-act-dropout": dict(
+        layers=[{"type": "Dense", "units": 8, "use_bias": False}, {"type": "BatchNormAct", "activation": "relu", "momentum": None}, {"type": "Dropout", "rate": 0.5}, *OUT1],
+        optimizer={"name": "adam", "learning_rate": 0.01, "amsgrad": True},
+    ),
+    "lstm-adam": dict(
+        layers=[{"type": "LSTM", "units": 6}, BN, *OUT1],
+        optimizer={"name": "adam", "learning_rate": 0.01},
+        data=sequences,
+    ),
+    "conv2d-bn-sgd": dict(
+        layers=[
+            {"type": "Conv2D", "filters": 4, "kernel_size": 3, "padding": "same"},
+            BN,
+            {"type": "Activation", "activation": "relu"},
+            {"type": "MaxPooling2D", "pool_size": 2},
+            {"type": "Dropout", "rate": 0.2},
+            {"type": "Flatten"},
+            {"type": "Dense", "units": 3, "activation": "softmax"},
+        ],
+        optimizer={"name": "sgd", "learning_rate": 0.05, "momentum": 0.9},
+        loss="sparse_categorical_crossentropy",
+        data=images,
+    ),
+}
+
+
+def _config(case: dict[str, Any], **extra: Any) -> TrainConfig:
+    optimizer = dict(case["optimizer"])
+    return TrainConfig(
+        optimizer=optimizer.pop("name"),
+        optimizer_args=optimizer,
+        loss=case.get("loss", "binary_crossentropy"),
+        epochs=extra.pop("epochs", 3),
+        batch_size=extra.pop("batch_size", 16),
+        **extra,
+    )
+
+
+def _models(case: dict[str, Any], data: Dataset, seeds: list[int]) -> list[torch.nn.Module]:
+    return [build_model(case["layers"], data.input_shape, seed=s) for s in seeds]
+
+
+def _assert_same(actual: Any, expected: Any, where: str = "history") -> None:
+    """Equal structure; numbers equal to float32's 1e-5 (NaN == NaN)."""
+    tol = tolerance_for(torch.float32)
+    if isinstance(expected, dict):
+        assert set(actual) == set(expected), where
+        for key in expected:
+            _assert_same(actual[key], expected[key], f"{where}.{key}")
+    elif isinstance(expected, list | tuple):
+        assert len(actual) == len(expected), where
+        for i, (a, e) in enumerate(zip(actual, expected, strict=True)):
+            _assert_same(a, e, f"{where}[{i}]")
+    elif isinstance(expected, float) and not isinstance(expected, bool):
+        a = math.nan if actual is None else actual
+        if math.isnan(expected):
+            assert math.isnan(a), f"{where}: {a} != nan"
+        else:
+            assert abs(a - expected) <= tol["atol"] + tol["rtol"] * abs(expected), f"{where}: {a} != {expected}"
+    else:
+        assert actual == expected, f"{where}: {actual!r} != {expected!r}"
+
+
+def _check_against_fit(case: dict[str, Any], config: TrainConfig, seeds: list[int] = SEEDS) -> list[Any]:
+    data = case.get("data", rings)()
+    expected_models = _models(case, data, seeds)
+    expected = [fit(m, data, config, seed=s) for m, s in zip(expected_models, seeds, strict=True)]
+    models = _models(case, data, seeds)
+    actual = fit_replicas(models, data, config, seeds=seeds)
+    for seed, a, e in zip(seeds, actual, expected, strict=True):
+        _assert_same(a.to_dict(), e.to_dict(), f"seed {seed}")
+    # Final weights and statistics too, at 1e-3: a ReLU input within rounding of 0 can
+    # switch a unit's gradient on in one computation and off in the other, a difference the
+    # histories above (1e-5) have not reached yet after a few epochs.
+    for m, e in zip(models, expected_models, strict=True):
+        assert not m.training
+        for (name, value), (_, ref) in zip(m.state_dict().items(), e.state_dict().items(), strict=True):
+            torch.testing.assert_close(value, ref, rtol=1e-3, atol=1e-3, equal_nan=True, msg=name)
+    return actual
+
+
+@pytest.mark.parametrize("name", list(CASES), ids=list(CASES))
+def test_each_replica_equals_its_sequential_run(name: str) -> None:
+    case = CASES[name]
+    histories = _check_against_fit(case, _config(case))
+    # The replicas really differ (own init, order, masks): the stack is not one run three times.
+    assert len({h.loss[-1] for h in histories}) == len(SEEDS)
+
+
+def test_evaluations_every_steps_probes_and_no_shuffle_equal_fit() -> None:
+    case = CASES["sgd-nesterov-bn-dropout"]
+    probes = (
+        ProbeSpec("batch_normalization", where="input", every_steps=2),
+        ProbeSpec("dense", percentiles=(0, 50, 100), every_steps=3),
+    )
+    histories = _check_against_fit(case, _config(case, eval_every_steps=4, probes=probes))
+    assert len(histories[0].evals) > 3 and histories[0].probes["dense.output"].steps[:2] == (0, 3)
+    _check_against_fit(case, _config(case, shuffle=False, batch_size=13))
+
+
+def test_a_diverging_replica_stops_alone() -> None:
+    # A linear output, the squared error and a large learning rate: some seeds blow up,
+    # the others train on, each stopped at the evaluation that finds its loss non-finite.
+    case = dict(
+        layers=[{"type": "Dense", "units": 16, "activation": "relu", "kernel_initializer": "he_uniform"},
+                {"type": "Dense", "units": 1}],
+        optimizer={"name": "sgd", "learning_rate": 4.0, "momentum": 0.9},
+        loss="mse",
+        data=_float_targets,
+    )
+    config = _config(case, epochs=4, eval_every_steps=3, probes=(ProbeSpec("dense", every_steps=2),))
+    histories = _check_against_fit(case, config, list(range(8)))
+    diverged = [h.diverged for h in histories]
+    assert any(diverged) and not all(diverged), diverged
+
+
+def _float_targets() -> SimpleNamespace:
+    d = rings()
+    return SimpleNamespace(
+        x_train=d.x_train,
+        x_test=d.x_test,
+        y_train=(3.0 * d.y_train[:, None]).astype(np.float32),
+        y_test=(3.0 * d.y_test[:, None]).astype(np.float32),
+        input_shape=d.input_shape,
+    )
+
+
+def test_single_replica_and_one_model_per_seed_checks() -> None:
+    case = CASES["sgd-momentum-bn"]
+    _check_against_fit(case, _config(case, epochs=2), seeds=[5])
+    data = rings()
+    models = _models(case, data, [0, 1])
+    with pytest.raises(ValueError, match="got 2 models but 1 seeds"):
+        fit_replicas(models, data, _config(case), seeds=[0])
+    other = build_model(MLP + OUT1, data.input_shape, seed=1)
+    with pytest.raises(ValueError, match="model 1 differs from model 0"):
+        fit_replicas([models[0], other], data, _config(case), seeds=[0, 1])
+    with pytest.raises(ValueError, match="seed must be a non-negative integer; got -1"):
+        fit_replicas(models, data, _config(case), seeds=[0, -1])
+
+
+@pytest.mark.parametrize(
+    ("layer", "reason"),
+    [
+        ({**BN, "synchronized": True}, "synchronized"),
+        ({**BN, "on_nonfinite": "raise"}, "on_nonfinite='raise'"),
+        ({**BN, "gamma_regularizer": "l2"}, "regularizers and constraints"),
+        ({**BN, "trainable": False}, "frozen BN layer"),
+    ],
+    ids=["synchronized", "raise", "regularizer", "frozen"],
+)
+def test_blockers_name_what_cannot_be_stacked(layer: dict[str, Any], reason: str) -> None:
+    data = rings()
+    model = build_model([*MLP, layer, *OUT1], data.input_shape, seed=0)
+    config = _config(CASES["sgd-no-bn"])
+    assert reason in (vectorization_blocker(model, config) or "")
+    with pytest.raises(ValueError, match="cannot stack this model"):
+        fit_replicas([model], data, config, seeds=[0])
+    assert vectorization_blocker(torch.nn.Sequential(torch.nn.Linear(2, 1)), config) is not None
+
+
+def test_size_estimates() -> None:
+    data = rings()
+    model = build_model(MLP + OUT1, data.input_shape, seed=0)
+    assert multiply_adds(model) == 2 * 8 + 8 * 1
+    config = _config(CASES["sgd-no-bn"])
+    one, ten = stack_bytes(model, config, 1), stack_bytes(model, config, 10)
+    assert 0 < one < ten
+    conv = build_model(CASES["conv2d-bn-sgd"]["layers"], (8, 8, 1), seed=0)
+    assert multiply_adds(conv) == 8 * 8 * 4 * 1 * 9 + 4 * 4 * 4 * 3
