@@ -86,6 +86,11 @@ CASES: dict[str, dict[str, Any]] = {
         optimizer={"name": "adam", "learning_rate": 0.01},
         data=sequences,
     ),
+    "gru-spatial-dropout-rmsprop": dict(
+        layers=[{"type": "SpatialDropout1D", "rate": 0.3}, {"type": "GRU", "units": 5}, *OUT1],
+        optimizer={"name": "rmsprop", "learning_rate": 0.01},
+        data=sequences,
+    ),
     "conv2d-bn-sgd": dict(
         layers=[
             {"type": "Conv2D", "filters": 4, "kernel_size": 3, "padding": "same"},

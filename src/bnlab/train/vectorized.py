@@ -62,7 +62,22 @@ from bnlab.functional.axes import kept_axes
 from bnlab.functional.ghost import ghost_batch_norm
 from bnlab.functional.renorm import batch_renorm
 from bnlab.models import SequentialModel
-from bnlab.models.layers import LSTM, Conv2D, Dense, MaxPooling2D, ZeroPadding2D
+from bnlab.models.layers import (
+    Conv1D,
+    Conv2D,
+    Dense,
+    DepthwiseConv2D,
+    Dropout,
+    GlobalPooling,
+    KerasReLU,
+    Pooling,
+    Rescaling,
+    Reshape,
+    SeparableConv2D,
+    ZeroPadding2D,
+)
+from bnlab.models.norms import GroupNormalization, LayerNormalization, Normalization
+from bnlab.models.recurrent import GRU, LSTM, SimpleRNN
 from bnlab.nn import BatchNormalization
 from bnlab.nn.act import BatchNormAct
 from bnlab.train.batchnorm import batch_statistics
@@ -96,10 +111,14 @@ __all__ = ["fit_replicas", "multiply_adds", "stack_bytes", "vectorization_blocke
 
 Mode = Literal["train", "inference", "batch_statistics"]
 
-#: Layers whose forward is a pure function of their parameters and input.
+#: Layers whose forward is a pure function of their parameters and input (no random
+#: draws, no state): ``vmap`` of the module is each replica's forward.
 _PURE_LAYERS: tuple[type[nn.Module], ...] = (
-    Dense, Conv2D, MaxPooling2D, ZeroPadding2D, LSTM, nn.Flatten, nn.Identity,
+    Dense, Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D, Pooling, GlobalPooling,
+    ZeroPadding2D, KerasReLU, Rescaling, Reshape, LayerNormalization, GroupNormalization,
+    Normalization, LSTM, GRU, SimpleRNN, nn.Flatten, nn.Identity,
 )
+_RECURRENT = (LSTM, GRU, SimpleRNN)
 #: Optimizer slots per parameter (state tensors the size of the parameter).
 _OPTIMIZER_SLOTS = {"sgd": 1, "adam": 3, "rmsprop": 3}
 
@@ -108,12 +127,16 @@ def vectorization_blocker(model: nn.Module, config: TrainConfig) -> str | None:
     """Why replicas of ``model`` cannot be stacked exactly, or None when they can."""
     if not isinstance(model, SequentialModel):
         return f"the model is a {type(model).__name__}, not a bnlab SequentialModel"
-    for name, layer in model.layers.items():
+    for (name, layer), rule in zip(model.layers.items(), model.mask_rules, strict=True):
+        if rule == "produce":
+            return f"layer {name}: masks of padded sequences are not stacked"
         if isinstance(layer, BatchNormalization):
             reason = _bn_blocker(layer)
             if reason is not None:
                 return f"layer {name}: {reason}"
-        elif not isinstance(layer, (*_PURE_LAYERS, nn.Dropout)) and not _is_activation(layer):
+        elif isinstance(layer, _RECURRENT) and (layer.dropout or layer.recurrent_dropout):
+            return f"layer {name}: recurrent dropout draws its masks inside the layer"
+        elif not isinstance(layer, (*_PURE_LAYERS, Dropout)) and not _is_activation(layer):
             return f"layer {name}: {type(layer).__name__} layers are not supported"
     return None
 
@@ -145,20 +168,31 @@ def _is_activation(layer: nn.Module) -> bool:
 def multiply_adds(model: SequentialModel) -> int:
     """Multiply-adds of one sample's forward pass through the Dense, Conv2D and LSTM layers.
 
-    Dense: ``prod(output) * in_features``; Conv2D: ``prod(output) * in_channels * kh * kw``;
-    LSTM: ``T * 4 * units * (in_features + units)``. Other layers count 0.
+    Dense: ``prod(output) * in_features``; convolutions: ``prod(output) * in_channels /
+    groups * prod(kernel)``; recurrent layers: ``T * gates * units * (in_features + units)``.
+    Other layers count 0; a size that may vary (None) counts 1.
     """
     total, shape = 0, model.input_shape
     for name, layer in model.layers.items():
         out = model.output_shapes[name]
         if isinstance(layer, Dense):
-            total += math.prod(out) * layer.in_features
-        elif isinstance(layer, Conv2D):
-            total += math.prod(out) * layer.in_channels * math.prod(layer.kernel_size)
-        elif isinstance(layer, LSTM):
-            total += shape[0] * 4 * layer.units * (layer.in_features + layer.units)
+            total += _size(out) * layer.in_features
+        elif isinstance(layer, Conv1D | Conv2D | DepthwiseConv2D):
+            total += _size(out) * layer.in_channels // layer.groups * math.prod(layer.kernel_size)
+        elif isinstance(layer, SeparableConv2D):
+            depthwise, pointwise = layer.depthwise, layer.pointwise
+            total += _size(out) // pointwise.out_channels * (
+                depthwise.out_channels * math.prod(depthwise.kernel_size) + pointwise.in_channels * pointwise.out_channels
+            )
+        elif isinstance(layer, _RECURRENT):
+            steps = shape[0] or 1
+            total += steps * layer.gates * layer.units * (layer.in_features + layer.units)
         shape = out
     return total
+
+
+def _size(shape: Sequence[int | None]) -> int:
+    return math.prod(d or 1 for d in shape)
 
 
 def stack_bytes(model: SequentialModel, config: TrainConfig, replicas: int) -> int:
@@ -172,10 +206,10 @@ def stack_bytes(model: SequentialModel, config: TrainConfig, replicas: int) -> i
     itemsize = next(iter(model.parameters())).element_size()
     params = sum(p.numel() for p in model.parameters())
     buffers = sum(b.numel() for b in model.buffers())
-    per_sample = math.prod(model.input_shape) + sum(math.prod(s) for s in model.output_shapes.values())
+    per_sample = _size(model.input_shape) + sum(_size(s) for s in model.output_shapes.values())
     slots = 3 + _OPTIMIZER_SLOTS.get(config.optimizer, 3)
     per_replica = params * slots + buffers * 2 + per_sample * 3 * config.batch_size
-    chunk = max(config.batch_size * replicas, INFERENCE_CHUNK_VALUES // max(1, math.prod(model.input_shape)))
+    chunk = max(config.batch_size * replicas, INFERENCE_CHUNK_VALUES // _size(model.input_shape))
     return int((per_replica * replicas + per_sample * chunk) * itemsize)
 
 
@@ -264,7 +298,7 @@ def _stacked_permute(permute: tuple[int, ...] | None) -> tuple[int, ...] | None:
 
 
 def _kind(module: nn.Module) -> LayerKind:
-    if isinstance(module, nn.Dropout):
+    if isinstance(module, Dropout):
         return "dropout"
     if isinstance(module, BatchNormalization):
         return "bn"
@@ -382,7 +416,7 @@ class _Stack:
         if kind == "dropout":
             if mode != "train":
                 return x
-            return _dropout(x, module.p, generators, self.dropout_orders.get(layer.name))
+            return _dropout(x, module, generators, self.dropout_orders.get(layer.name))
         return layer.call(params, x) if params else layer.call(x)  # type: ignore[misc]
 
     def _bn(self, layer: _Layer, x: Tensor, mode: Mode, groups: int = 1) -> Tensor:
@@ -505,21 +539,29 @@ def _bn_call(
 
 
 def _dropout(
-    x: Tensor, p: float, generators: Sequence[torch.Generator], order: tuple[int, ...] | None
+    x: Tensor, layer: Dropout, generators: Sequence[torch.Generator], order: tuple[int, ...] | None
 ) -> Tensor:
-    """``torch.nn.functional.dropout`` on each replica's slice, from its own generator.
+    """The Dropout layer's training forward on each replica's slice, from its own generator.
 
-    On the CPU, PyTorch draws ``noise = empty_like(x).bernoulli_(1 - p)`` (values in
-    the input's *memory* order), divides it by ``1 - p`` and returns ``x * noise``;
-    p = 0 and p = 1 draw nothing. ``order``: the dimensions of one replica's input from
-    the largest stride to the smallest in the run alone (None: row-major), so the noise
-    is drawn in that memory order too.
+    Plain dropout is ``torch.nn.functional.dropout``, which on the CPU draws
+    ``noise = empty_like(x).bernoulli_(1 - p)`` (values in the input's *memory* order),
+    divides it by ``1 - p`` and returns ``x * noise``; p = 1 draws nothing. ``order``: the
+    dimensions of one replica's input from the largest stride to the smallest in the run
+    alone (None: row-major), so the noise is drawn in that memory order too. Spatial
+    dropout draws ``keep`` of shape (N, C, 1, ...) and returns ``x * keep / (1 - p)``.
     """
+    p = layer.rate
     if p == 0.0:
         return x
+    shape = x.shape[1:]
+    if layer.spatial:
+        small = (*shape[:2], *[1] * (len(shape) - 2))
+        keep = torch.stack(
+            [torch.empty(small, dtype=x.dtype).bernoulli_(1.0 - p, generator=g) for g in generators]
+        )
+        return x * keep / (1.0 - p)
     if p == 1.0:
         return x * torch.zeros((), dtype=x.dtype)
-    shape = x.shape[1:]
     dims = order if order is not None and len(order) == len(shape) else tuple(range(len(shape)))
     back = tuple(sorted(range(len(dims)), key=dims.__getitem__))
     laid_out = [shape[d] for d in dims]
@@ -539,7 +581,7 @@ def _memory_orders(model: SequentialModel, x: Tensor) -> dict[str, tuple[int, ..
     orders: dict[str, tuple[int, ...]] = {}
     handles = []
     for name, layer in model.layers.items():
-        if isinstance(layer, nn.Dropout):
+        if isinstance(layer, Dropout):
 
             def hook(module: nn.Module, inputs: tuple[Tensor, ...], name: str = name) -> None:
                 t = inputs[0]
