@@ -15,6 +15,7 @@ from bnlab.models import (
     GraphNode,
     GraphSpec,
     build_graph_model,
+    build_model,
     count_params,
     get_keras_weights,
     list_layer_types,
@@ -173,3 +174,34 @@ def test_every_layer_type_has_a_keras_case():
     merges = {"Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate"}
     others = {"Input", "Embedding", "Masking", "BatchNormAct", "SpatialDropout1D"}
     assert set(list_layer_types()) - merges - others == covered
+
+
+def test_weight_regularizers_and_constraints_equal_keras(assert_close):
+    keras.utils.set_random_seed(0)
+    klayers = [
+        L.Conv2D(3, 2, kernel_regularizer=keras.regularizers.L2(0.1),
+                 kernel_constraint=keras.constraints.MaxNorm(0.5, axis=[0, 1, 2]),
+                 name="conv"),
+        L.Flatten(name="flat"),
+        L.Dense(2, bias_regularizer=keras.regularizers.L1L2(0.2, 0.3),
+                kernel_constraint=keras.constraints.UnitNorm(axis=0), name="dense"),
+        L.BatchNormalization(gamma_regularizer="l2", name="bn"),
+    ]
+    kmodel = keras.Sequential([keras.Input((4, 4, 2)), *klayers])
+    kmodel(torch.zeros(1, 4, 4, 2))
+    for variable in kmodel.weights:  # non-zero biases, so every penalty counts
+        variable.assign(np.random.default_rng(0).normal(size=tuple(variable.shape))
+                        .astype("float32"))
+    model = build_model([spec_of(k) for k in klayers], (4, 4, 2))
+    for klayer in klayers:
+        set_keras_weights(model.layer(klayer.name), weights_of(klayer))
+    expected = sum(float(loss.detach()) for loss in kmodel.losses)
+    assert_close(model.regularization_loss().detach(), torch.tensor(expected))
+    model.apply_constraints()
+    for klayer in klayers[:3:2]:
+        for variable in klayer.trainable_weights:
+            if variable.constraint is not None:
+                variable.assign(variable.constraint(variable.value))
+        for ours, theirs in zip(get_keras_weights(model.layer(klayer.name)),
+                                weights_of(klayer), strict=True):
+            assert_close(torch.as_tensor(ours), torch.as_tensor(theirs))
