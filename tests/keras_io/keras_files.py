@@ -11,10 +11,12 @@ import os
 
 os.environ["KERAS_BACKEND"] = "torch"  # before keras is imported
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import keras
 import numpy as np
 import torch
@@ -215,3 +217,68 @@ def build(
         for shape in shapes
     )
     return Case(name, kmodel, path, inputs, rtol, atol)
+
+
+_TF_KERAS_DROPPED = {"module", "registered_name", "build_config", "compile_config", "shared_object_id",
+                     "optional", "quantization_config", "input_axes", "output_axes"}  # fmt: skip
+
+
+def _tf_keras_config(value, rank: int):
+    """Keras 3's serialized form -> tf.keras 2.x's (no modules, dtype strings, list nodes)."""
+    if isinstance(value, list):
+        return [_tf_keras_config(v, rank) for v in value]
+    if not isinstance(value, dict):
+        return value
+    if value.get("class_name") == "DTypePolicy":
+        return value["config"]["name"]
+    out = {}
+    for key, item in value.items():
+        if key in _TF_KERAS_DROPPED:
+            continue
+        if key == "batch_shape":
+            out["batch_input_shape"] = item
+        elif key == "inbound_nodes":
+            out[key] = [
+                [[t["config"]["keras_history"][0], 0, 0, {}] for t in _tensors(node["args"])]
+                for node in item
+            ]
+        elif key in ("input_layers", "output_layers") and item and isinstance(item[0], str):
+            out[key] = [item]
+        else:
+            out[key] = _tf_keras_config(item, rank)
+    if value.get("class_name") == "BatchNormalization" and out["config"]["axis"] == -1:
+        out["config"]["axis"] = [rank - 1]  # tf.keras wrote the positive axis as a list
+    return out
+
+
+def _tensors(args):
+    if isinstance(args, list):
+        return [t for a in args for t in _tensors(a)]
+    return [args]
+
+
+def tf_keras_h5(source: Path, target: Path, rank: int) -> Path:
+    """Rewrite a Keras 3 legacy .h5 as tf.keras 2.x wrote it: its model_config format and
+    its weight names (``conv/kernel:0`` under ``model_weights/conv/conv``)."""
+    with h5py.File(source, "r") as src, h5py.File(target, "w") as dst:
+        config = json.loads(src.attrs["model_config"])
+        dst.attrs["model_config"] = json.dumps(_tf_keras_config(config, rank))
+        dst.attrs["keras_version"] = "2.15.0"
+        dst.attrs["backend"] = "tensorflow"
+        weights = dst.create_group("model_weights")
+        names = [
+            n.decode() if isinstance(n, bytes) else n
+            for n in src["model_weights"].attrs["layer_names"]
+        ]
+        weights.attrs["layer_names"] = [n.encode() for n in names]
+        for layer in names:
+            group = weights.create_group(layer)
+            old = [
+                w.decode() if isinstance(w, bytes) else w
+                for w in src["model_weights"][layer].attrs["weight_names"]
+            ]
+            new = [f"{layer}/{w.rsplit('/', 1)[1]}:0" for w in old]
+            group.attrs["weight_names"] = [w.encode() for w in new]
+            for before, after in zip(old, new, strict=True):
+                group.create_dataset(after, data=src["model_weights"][layer][before][()])
+    return target

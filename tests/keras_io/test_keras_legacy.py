@@ -3,9 +3,19 @@
 from __future__ import annotations
 
 import h5py
+import keras
+import numpy as np
 import pytest
 import torch
-from keras_files import build, counts, layer_names, predict, sequential_cnn, two_branch
+from keras_files import (
+    build,
+    counts,
+    layer_names,
+    predict,
+    sequential_cnn,
+    tf_keras_h5,
+    two_branch,
+)
 
 import bnlab
 from bnlab.models import count_params
@@ -30,3 +40,23 @@ def test_legacy_h5_loads_with_keras_outputs(factory, tmp_path) -> None:
     torch.testing.assert_close(ours, torch.from_numpy(expected), rtol=1e-5, atol=1e-5)
     assert [n for n, _, _ in model.named_layers()] == layer_names(case.kmodel)
     assert count_params(model).total == counts(case.kmodel)[0]
+
+
+@pytest.mark.parametrize("factory", [sequential_cnn, two_branch], ids=["sequential", "functional"])
+def test_tf_keras_2_h5_loads_with_keras_outputs(factory, tmp_path) -> None:
+    """tf.keras 2.x's format: no modules, dtype strings, list inbound nodes, BN axis as a
+    list, weight names with ':0'."""
+    shape = (3, 12, 12, 3) if factory is sequential_cnn else (3, 10, 10, 3)
+    case = build("keras3", factory, tmp_path, [shape], rtol=1e-5, atol=1e-5, suffix=".h5")
+    path = tf_keras_h5(case.path, tmp_path / "tf_keras.h5", rank=4)
+    model = bnlab.load_keras(path)
+    assert model.keras_origin.keras_version == "2.15.0"
+    with torch.no_grad():
+        ours = model(torch.from_numpy(case.inputs[0]))
+    expected = predict(case.kmodel, case.inputs, training=False)
+    torch.testing.assert_close(ours, torch.from_numpy(expected), rtol=1e-5, atol=1e-5)
+    assert [n for n, _, _ in model.named_layers()] == layer_names(case.kmodel)
+    reloaded = keras.saving.load_model(bnlab.save_keras(model, tmp_path / "from_tf.keras"))
+    np.testing.assert_allclose(
+        predict(reloaded, case.inputs, training=False), expected, rtol=1e-5, atol=1e-5
+    )

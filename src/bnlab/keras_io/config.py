@@ -55,8 +55,13 @@ class LayerEntry:
 
     @property
     def config(self) -> dict[str, Any]:
-        """The layer's arguments, without Keras's object-sharing bookkeeping."""
-        return _unshared(self.entry.get("config") or {})
+        """The layer's arguments, without Keras's object-sharing bookkeeping; tf.keras's
+        BatchNormalization ``axis`` (a list of one axis, ``[3]``) becomes that int."""
+        config = _unshared(self.entry.get("config") or {})
+        axis = config.get("axis")
+        if self.class_name == "BatchNormalization" and isinstance(axis, list) and len(axis) == 1:
+            config["axis"] = axis[0]
+        return config
 
 
 def _unshared(value: Any) -> Any:
