@@ -97,3 +97,63 @@ def test_every_registry_initializer_regularizer_and_constraint_is_a_keras_object
         for name in module.REGISTRY:
             entry = module.serialize(name)
             assert keras_module.deserialize(plain(entry)) is not None, (family, name)
+
+
+# A tf.keras 2 Sequential configuration (as legacy .h5 files hold it): the first layer
+# carries batch_input_shape, BatchNormalization's axis is a one-element list, LSTM has
+# time_major and implementation, LeakyReLU its alpha.
+TF_KERAS = [
+    {"class_name": "InputLayer", "config": {"batch_input_shape": [None, 8, 8, 3],
+                                            "dtype": "float32", "sparse": False,
+                                            "ragged": False, "name": "input_1"}},
+    {"class_name": "Conv2D", "config": {
+        "name": "conv2d", "trainable": True, "batch_input_shape": [None, 8, 8, 3],
+        "dtype": "float32", "filters": 4, "kernel_size": [3, 3], "strides": [1, 1],
+        "padding": "same", "data_format": "channels_last", "dilation_rate": [1, 1],
+        "groups": 1, "activation": "linear", "use_bias": True,
+        "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+        "bias_initializer": {"class_name": "Zeros", "config": {}},
+        "kernel_regularizer": {"class_name": "L2", "config": {"l2": 0.0005}},
+        "bias_regularizer": None, "activity_regularizer": None, "kernel_constraint": None,
+        "bias_constraint": None}},
+    {"class_name": "BatchNormalization", "config": {
+        "name": "batch_normalization", "trainable": True, "dtype": "float32", "axis": [3],
+        "momentum": 0.99, "epsilon": 0.001, "center": True, "scale": True,
+        "beta_initializer": {"class_name": "Zeros", "config": {}},
+        "gamma_initializer": {"class_name": "Ones", "config": {}},
+        "moving_mean_initializer": {"class_name": "Zeros", "config": {}},
+        "moving_variance_initializer": {"class_name": "Ones", "config": {}},
+        "beta_regularizer": None, "gamma_regularizer": None, "beta_constraint": None,
+        "gamma_constraint": None}},
+    {"class_name": "LeakyReLU", "config": {"name": "leaky_re_lu", "trainable": True,
+                                           "dtype": "float32", "alpha": 0.1}},
+    {"class_name": "Reshape", "config": {"name": "reshape", "trainable": True,
+                                         "dtype": "float32", "target_shape": [8, 32]}},
+    {"class_name": "LSTM", "config": {
+        "name": "lstm", "trainable": True, "dtype": "float32", "return_sequences": False,
+        "return_state": False, "go_backwards": False, "stateful": False, "unroll": False,
+        "time_major": False, "units": 5, "activation": "tanh",
+        "recurrent_activation": "sigmoid", "use_bias": True,
+        "kernel_initializer": {"class_name": "GlorotUniform", "config": {"seed": None}},
+        "recurrent_initializer": {"class_name": "Orthogonal",
+                                  "config": {"gain": 1.0, "seed": None}},
+        "bias_initializer": {"class_name": "Zeros", "config": {}}, "unit_forget_bias": True,
+        "kernel_regularizer": None, "recurrent_regularizer": None, "bias_regularizer": None,
+        "activity_regularizer": None, "kernel_constraint": None,
+        "recurrent_constraint": None, "bias_constraint": None, "dropout": 0.0,
+        "recurrent_dropout": 0.0, "implementation": 2}},
+]
+
+
+def test_tf_keras_configs_are_specs_and_written_back_for_keras_3():
+    from bnlab.models import build_model
+
+    specs = [parse_layer(entry, where=f"layers[{i}]") for i, entry in enumerate(TF_KERAS)]
+    model = build_model(specs, seed=0)
+    assert model.input_shape == (8, 8, 3)
+    assert model.layer("batch_normalization").axis == 1
+    assert model(torch.randn(2, 8, 8, 3)).shape == (2, 5)
+    layers = [deserialize(plain(keras_config(spec))) for spec in specs]
+    assert layers[0].batch_shape == (None, 8, 8, 3)
+    assert layers[2].axis == 3 and layers[3].negative_slope == pytest.approx(0.1)
+    assert float(layers[1].kernel_regularizer.l2) == pytest.approx(5e-4)

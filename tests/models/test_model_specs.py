@@ -268,7 +268,8 @@ def test_unknown_argument_names_it_suggests_and_lists_allowed():
     message = _error({"type": "Dense", "unit": 10})
     assert message.startswith(f"{WHERE}: unknown argument 'unit' for Dense (did you mean 'units'?)")
     assert (
-        "allowed: activation, activity_regularizer, bias_constraint, bias_initializer, "
+        "allowed: activation, activity_regularizer, batch_input_shape, bias_constraint, "
+        "bias_initializer, "
         "bias_regularizer, dtype, kernel_constraint, kernel_initializer, kernel_regularizer, "
         "lora_rank, name, quantization_config, trainable, units, use_bias" in message
     )

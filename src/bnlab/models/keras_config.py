@@ -25,6 +25,7 @@ from typing import Any
 
 from bnlab.models.errors import SpecError
 from bnlab.models.spec import LayerSpec, parse_layer
+from bnlab.models.types_core import input_shape
 from bnlab.nn import constraints, get_layer_class, initializers, list_layers, regularizers
 
 __all__ = ["keras_config"]
@@ -46,7 +47,7 @@ _NOT_KERAS: dict[str, dict[str, Any]] = {
 }
 #: Keras 3's BatchNormalization arguments; the others of bnlab's class have no equivalent.
 _KERAS_BN = frozenset({
-    "name", "trainable", "dtype", "axis", "momentum", "epsilon", "center", "scale",
+    "batch_input_shape", "name", "trainable", "dtype", "axis", "momentum", "epsilon", "center", "scale",
     "beta_initializer", "gamma_initializer", "moving_mean_initializer",
     "moving_variance_initializer", "beta_regularizer", "gamma_regularizer",
     "beta_constraint", "gamma_constraint", "synchronized", "renorm", "renorm_clipping",
@@ -90,8 +91,9 @@ def _value(key: str, value: Any, where: str) -> Any:
 
 
 def _input_entry(spec: LayerSpec, args: dict[str, Any]) -> dict[str, Any]:
-    shape = args["shape"] if args["shape"] is not None else args["batch_shape"][1:]
-    batch = None if args["batch_shape"] is None else args["batch_shape"][0]
+    shape = input_shape(args)
+    declared = args["batch_shape"] or args["batch_input_shape"]
+    batch = None if declared is None else declared[0]
     config = {"batch_shape": [batch if batch is not None else args["batch_size"], *shape],
               "dtype": "float32" if args["dtype"] is None else args["dtype"],
               "sparse": False, "ragged": False, "optional": args["optional"]}
@@ -140,8 +142,8 @@ def keras_config(spec: LayerSpec, *, name: str | None = None) -> dict[str, Any]:
                     f"{key}={allowed!r} to write this layer for Keras"
                 )
             continue
-        if key == "name" and value is None:
-            continue
+        if (key == "name" and value is None) or key == "batch_input_shape":
+            continue  # Keras names the layer itself; the model holds the input shape
         config[key] = _value(key, value, where)
     return {"module": "keras.layers", "class_name": spec.type, "config": config,
             "registered_name": None}

@@ -4,7 +4,7 @@ A :class:`LayerType` has
 
 - ``args``: every allowed argument with its check and default. Every built layer
   takes Keras's bookkeeping arguments ``name``, ``trainable`` (False: its weights are
-  not trained) and ``dtype`` (float32 only);
+  not trained), ``dtype`` (float32 only) and tf.keras's ``batch_input_shape``;
 - ``layout``: the layout its input must have inside the model (see
   :mod:`bnlab.models.layout`);
 - ``build(args, shape, channels_first) -> (module, output_shape)``: ``args`` has every
@@ -89,11 +89,14 @@ def check_rank(layer: str, shape: Shape, ranks: tuple[int, ...], form: str) -> N
         raise ValueError(f"{layer} expects input of shape {form}; got {keras_shape(shape)}")
 
 
-#: Keras's bookkeeping arguments of every built layer.
+#: Keras's bookkeeping arguments of every built layer (``batch_input_shape``: what
+#: tf.keras wrote on a Sequential model's first layer; the model builder takes the input
+#: shape from the model, so it is kept only).
 COMMON: dict[str, Arg] = {
     "name": Arg(A.layer_name, None),
     "trainable": Arg(A.boolean, True),
     "dtype": Arg(A.dtype_policy, None),
+    "batch_input_shape": Arg(A.optional(A.batch_shape), None),
 }
 
 

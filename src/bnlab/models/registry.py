@@ -63,7 +63,7 @@ __all__ = [
 _BN_EXCLUDED = ("self", "num_features", "device", "dtype", "name")
 #: Spec arguments that are not the class's: Keras's axis of the channel-last input, the
 #: layer name, Keras's dtype policy.
-_BN_OWN = ("axis", "name", "dtype")
+_BN_OWN = ("axis", "name", "dtype", "batch_input_shape")
 
 
 def _bn_args(cls: type[BatchNormalization]) -> dict[str, Arg]:
@@ -79,8 +79,21 @@ def _bn_args(cls: type[BatchNormalization]) -> dict[str, Arg]:
             ):
                 continue
             args.setdefault(param.name, Arg(A.anything, param.default))
-    args["axis"] = Arg(A.integer(), -1)  # Keras's axis of the channel-last input
+    args["axis"] = Arg(_bn_axis, -1)  # Keras's axis of the channel-last input
     return args
+
+
+def _bn_axis(value: Any) -> int:
+    """One int; tf.keras wrote it as a one-element list (``[3]``), read as that int."""
+    if isinstance(value, list | tuple) and len(value) == 1:
+        value = value[0]
+    try:
+        return A.integer()(value)
+    except A.InvalidArgError:
+        raise A.InvalidArgError(
+            f"expected an integer (one axis; lists of several axes are not supported); got "
+            f"{A.received(value)}"
+        ) from None
 
 
 def _bn_kwargs(args: dict[str, Any]) -> dict[str, Any]:

@@ -46,18 +46,25 @@ KERNEL_ARGS: dict[str, Arg] = {
 }
 
 
+_SHAPE_KEYS = ("shape", "batch_shape", "batch_input_shape")  # the last: tf.keras's name
+
+
 def _input_validate(args: dict[str, Any]) -> None:
-    if (args.get("shape") is None) == (args.get("batch_shape") is None):
+    given = [k for k in _SHAPE_KEYS if args.get(k) is not None]
+    if len(given) != 1:
         raise A.InvalidArgError(
             "an Input needs exactly one of 'shape' (e.g. [28, 28, 1]) and 'batch_shape' "
-            f"(e.g. [null, 28, 28, 1]); got shape={args.get('shape')!r}, "
-            f"batch_shape={args.get('batch_shape')!r}"
+            "(e.g. [null, 28, 28, 1], tf.keras: 'batch_input_shape'); got "
+            + ", ".join(f"{k}={args.get(k)!r}" for k in _SHAPE_KEYS)
         )
 
 
 def input_shape(args: dict[str, Any]) -> Shape:
     """The shape (without the batch axis) an Input entry declares."""
-    return tuple(args["shape"] if args.get("shape") is not None else args["batch_shape"][1:])
+    if args.get("shape") is not None:
+        return tuple(args["shape"])
+    batch_shape = args.get("batch_shape") or args["batch_input_shape"]
+    return tuple(batch_shape[1:])
 
 
 def _known(layer: str, what: str, size: int | None) -> int:
@@ -354,6 +361,7 @@ CORE_TYPES: list[LayerType] = [
         {
             "shape": Arg(A.shape, None),
             "batch_shape": Arg(A.batch_shape, None),
+            "batch_input_shape": Arg(A.batch_shape, None),
             "batch_size": Arg(A.optional(A.integer(min=1)), None),
             "dtype": Arg(A.anything, None),
             "sparse": Arg(A.false_only("sparse tensors are not supported"), False),
