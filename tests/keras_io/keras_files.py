@@ -29,10 +29,21 @@ def value(variable) -> np.ndarray:
     return variable.value.detach().cpu().numpy().copy()
 
 
+def flat_layers(kmodel) -> list:
+    """Every layer, nested models' layers in their place (how bnlab flattens them)."""
+    out = []
+    for layer in kmodel.layers:
+        if isinstance(layer, keras.Model):
+            out += flat_layers(layer)
+        elif not isinstance(layer, keras.layers.InputLayer):
+            out.append(layer)
+    return out
+
+
 def batch_norm_layers(kmodel) -> dict[str, keras.layers.BatchNormalization]:
     return {
         layer.name: layer
-        for layer in kmodel.layers
+        for layer in flat_layers(kmodel)
         if isinstance(layer, keras.layers.BatchNormalization)
     }
 
@@ -69,7 +80,7 @@ def counts(kmodel) -> tuple[int, int, int]:
 
 
 def layer_names(kmodel) -> list[str]:
-    return [layer.name for layer in kmodel.layers if not isinstance(layer, keras.layers.InputLayer)]
+    return [layer.name for layer in flat_layers(kmodel)]
 
 
 @dataclass
@@ -189,6 +200,24 @@ def sequence_zoo() -> keras.Model:
         ],
         name="sequence_zoo",
     )
+
+
+def transfer() -> keras.Model:
+    """The transfer-learning pattern: a frozen MobileNetV2 base called with training=False,
+    and a nested Sequential head with its own BatchNormalization."""
+    L = keras.layers
+    base = keras.applications.MobileNetV2(
+        weights=None, alpha=0.35, input_shape=(32, 32, 3), include_top=False
+    )
+    base.trainable = False
+    head = keras.Sequential(
+        [L.Dense(8, use_bias=False), L.BatchNormalization(), L.Activation("relu")], name="head"
+    )
+    inputs = keras.Input((32, 32, 3))
+    x = L.Rescaling(1 / 127.5, offset=-1)(inputs)
+    x = base(x, training=False)
+    x = head(L.GlobalAveragePooling2D()(x))
+    return keras.Model(inputs, L.Dense(3)(x), name="transfer")
 
 
 def build(

@@ -239,3 +239,11 @@ def test_spec_reader_gives_the_same_errors(branch_file, tmp_path) -> None:
     path = _with_config(branch_file, tmp_path / "m.keras", custom)
     with pytest.raises(KerasFileError, match="custom object 'Dense'"):
         load_keras_spec(path)
+
+
+def test_nested_model_in_a_legacy_h5(tmp_path) -> None:
+    keras.backend.clear_session()
+    inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)], name="inner")
+    path = tmp_path / "nested.h5"
+    keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1)]).save(path)
+    _fails(path, "layer 'inner' is a nested model", "model.save('model.keras')")

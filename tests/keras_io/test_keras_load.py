@@ -33,6 +33,7 @@ from keras_files import (
     predict,
     sequence_zoo,
     sequential_cnn,
+    transfer,
     two_branch,
     value,
 )
@@ -68,6 +69,7 @@ CASES = {
     "sequence_zoo": (sequence_zoo, [(4, 6)], 1e-5, 1e-5),
     "resnet50": (_resnet50, [(2, 64, 64, 3)], 1e-4, 1e-3),
     "mobilenet_v2": (_mobilenet_v2, [(2, 96, 96, 3)], 1e-4, 1e-3),
+    "transfer": (transfer, [(4, 32, 32, 3)], 1e-4, 1e-4),
 }
 APPLICATIONS = ("resnet50", "mobilenet_v2")
 
@@ -173,7 +175,7 @@ def test_spec_gives_the_architecture_with_fresh_weights(
     case: Case, loaded: torch.nn.Module
 ) -> None:
     spec = load_keras_spec(case.path)
-    assert spec.name == case.kmodel.name
+    assert spec.name == case.kmodel.name  # nested models are flattened into a graph
     assert spec.input_shape == tuple(case.inputs[0].shape[1:])
     assert [s.args["name"] for s in spec.layers] == layer_names(case.kmodel)
     assert (spec.graph is None) == isinstance(case.kmodel, keras.Sequential)

@@ -16,9 +16,13 @@ rejects what would need Python code that is not Keras's own: custom objects (a
 ``module`` outside ``keras``, a ``registered_name`` other than the class name) and
 marshalled Python functions (``Lambda`` layers, ``__lambda__`` objects).
 
+Nested models (a model used as a layer) are flattened into the outer model.
+
 Not supported (one-line error each): a layer called on several inputs at different
-times (shared layers), layers with several outputs, nested models used as layers,
-call arguments other than tensors (e.g. a fixed ``training=True``).
+times (shared layers, and so a nested model called twice), layers with several
+outputs, call arguments other than tensors (e.g. a fixed ``training=True``; Keras 3
+records ``training=False`` for every call and lets the model's mode override it, and
+so does bnlab).
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from bnlab.keras_io.errors import KerasFileError
+from bnlab.keras_io.layout import layer_keys
 
 __all__ = ["LayerEntry", "ModelConfig", "check_objects", "parse_model_config"]
 
@@ -44,14 +49,18 @@ class LayerEntry:
         name: the layer's name.
         class_name: Keras's class name, e.g. ``"Conv2D"``.
         entry: the serialized layer ``{"module", "class_name", "config", ...}``.
-        inbound: names of the layers (or inputs) feeding it, in call order
-            (Functional; empty for Sequential layers and inputs).
+        inbound: names of the layers (or inputs) feeding it, in call order (a Sequential
+            model's layers: the previous layer; inputs: none).
+        path: the group of ``model.weights.h5`` that holds its weights, e.g.
+            ``layers/conv2d`` or, inside a nested model, ``layers/functional/layers/conv2d``
+            (see :mod:`bnlab.keras_io.layout`).
     """
 
     name: str
     class_name: str
     entry: Mapping[str, Any]
     inbound: tuple[str, ...] = ()
+    path: str = ""
 
     @property
     def config(self) -> dict[str, Any]:
@@ -79,14 +88,19 @@ def _unshared(value: Any) -> Any:
 class ModelConfig:
     """The model's structure, read from its configuration.
 
+    Nested models (a model used as a layer, e.g. a pretrained base inside a classifier)
+    are flattened: their layers join the outer model's, connected where the nested model
+    was called, and the model becomes ``"functional"``.
+
     Attributes:
         kind: ``"sequential"`` or ``"functional"``.
         name: the model's name.
         inputs: ``(input name, shape without the batch axis)`` per model input.
         layers: every layer that is not an input, in configuration order.
         outputs: the names of the layers whose outputs are the model's outputs.
-        saved: the layers in the order Keras saves their weights (Sequential: ``layers``;
-            Functional: every entry, inputs included).
+        saved: every entry whose group Keras writes in ``model.weights.h5`` (Sequential:
+            its layers; Functional: inputs included), nested models' entries included.
+        nested: the names of the nested models that were flattened.
     """
 
     kind: Literal["sequential", "functional"]
@@ -95,6 +109,7 @@ class ModelConfig:
     layers: tuple[LayerEntry, ...]
     outputs: tuple[str, ...]
     saved: tuple[LayerEntry, ...]
+    nested: tuple[str, ...] = ()
 
 
 def check_objects(value: Any, where: str, layer: str | None = None) -> None:
@@ -143,12 +158,13 @@ def _marshalled(value: Mapping[str, Any]) -> bool:
     return isinstance(config, Mapping) and "code" in config
 
 
-def parse_model_config(model: Mapping[str, Any], where: str) -> ModelConfig:
+def parse_model_config(model: Mapping[str, Any], where: str, prefix: str = "") -> ModelConfig:
     """Read a serialized Sequential or Functional model (see the module docstring).
 
     Args:
         model: ``{"class_name": "Sequential" | "Functional" | "Model", "config": {...}}``.
         where: the file, for messages.
+        prefix: the weights group of a nested model (``"layers/functional/"``).
 
     Raises:
         KerasFileError: another model class, a malformed configuration, custom objects,
@@ -166,9 +182,9 @@ def parse_model_config(model: Mapping[str, Any], where: str) -> ModelConfig:
         )
     name = str(config.get("name") or ("sequential" if class_name == "Sequential" else "model"))
     if class_name == "Sequential":
-        return _sequential(config, name, where)
+        return _sequential(config, name, where, prefix)
     if class_name in ("Functional", "Model"):
-        return _functional(config, name, where)
+        return _functional(config, name, where, prefix)
     raise KerasFileError(
         f"{where}: the model is a {class_name!r}; expected a Sequential or Functional model "
         "(subclassed models store no architecture that can be read without their code)"
@@ -192,11 +208,6 @@ def _entry(raw: Any, where: str, index: int) -> LayerEntry:
             f"{where}: layers[{index}] ({raw['class_name']}) has no name (got {name!r})"
         )
     check_objects(raw, where, name)
-    if raw["class_name"] in _MODELS:
-        raise KerasFileError(
-            f"{where}: layer {name!r} is a nested {raw['class_name']} model; nested models are "
-            "not supported yet; expected layers only"
-        )
     return LayerEntry(name, raw["class_name"], raw)
 
 
@@ -220,7 +231,7 @@ def _input_shape(entry: LayerEntry, where: str) -> Shape:
     return _shape(raw, where, f"input {entry.name!r} batch_shape")
 
 
-def _sequential(config: Mapping[str, Any], name: str, where: str) -> ModelConfig:
+def _sequential(config: Mapping[str, Any], name: str, where: str, prefix: str = "") -> ModelConfig:
     entries = [_entry(raw, where, i) for i, raw in enumerate(config["layers"])]
     if entries and entries[0].class_name == "InputLayer":
         first, layers = entries[0], entries[1:]
@@ -243,40 +254,110 @@ def _sequential(config: Mapping[str, Any], name: str, where: str) -> ModelConfig
         )
     if not layers:
         raise KerasFileError(f"{where}: Sequential model {name!r} has no layers")
-    return ModelConfig("sequential", name, inputs, tuple(layers), (layers[-1].name,), tuple(layers))
+    graph = _Graph(where)
+    previous = inputs[0][0]
+    graph.seen.add(previous)
+    for entry, key in zip(layers, layer_keys(e.class_name for e in layers), strict=True):
+        previous = graph.add(entry, (previous,), f"{prefix}layers/{key}")
+    kind = "functional" if graph.aliases else "sequential"
+    return ModelConfig(
+        kind, name, inputs, graph.layers(), (previous,), tuple(graph.saved), graph.nested()
+    )
 
 
-def _functional(config: Mapping[str, Any], name: str, where: str) -> ModelConfig:
+def _functional(config: Mapping[str, Any], name: str, where: str, prefix: str = "") -> ModelConfig:
     entries = [_entry(raw, where, i) for i, raw in enumerate(config["layers"])]
-    seen: set[str] = set()
-    connected: list[LayerEntry] = []
-    for entry in entries:
-        if entry.name in seen:
-            raise KerasFileError(
-                f"{where}: two layers are named {entry.name!r}; names must be unique"
-            )
-        inbound = () if entry.class_name == "InputLayer" else _inbound(entry, where)
-        unknown = [n for n in inbound if n not in seen]
-        if unknown:
-            raise KerasFileError(
-                f"{where}: layer {entry.name!r} takes the output of {unknown[0]!r}, which is "
-                "not an earlier layer of the configuration"
-            )
-        seen.add(entry.name)
-        connected.append(LayerEntry(entry.name, entry.class_name, entry.entry, inbound))
-    by_name = {e.name: e for e in connected}
+    graph = _Graph(where)
+    by_name = {e.name: e for e in entries}
+    for entry, key in zip(entries, layer_keys(e.class_name for e in entries), strict=True):
+        path = f"{prefix}layers/{key}"
+        if entry.class_name == "InputLayer":
+            graph.add(entry, (), path)
+            continue
+        graph.add(entry, _inbound(entry, where), path)
     inputs = tuple(
         (n, _input_shape(by_name[n], where))
         for n in _endpoints(config.get("input_layers"), by_name, where, "input_layers")
     )
-    outputs = tuple(_endpoints(config.get("output_layers"), by_name, where, "output_layers"))
     not_inputs = [n for n, _ in inputs if by_name[n].class_name != "InputLayer"]
     if not_inputs:
         raise KerasFileError(
             f"{where}: input_layers names {not_inputs[0]!r}, which is no InputLayer"
         )
-    layers = tuple(e for e in connected if e.class_name != "InputLayer")
-    return ModelConfig("functional", name, inputs, layers, outputs, tuple(connected))
+    outputs = tuple(
+        graph.resolve(n)
+        for n in _endpoints(config.get("output_layers"), by_name, where, "output_layers")
+    )
+    return ModelConfig(
+        "functional", name, inputs, graph.layers(), outputs, tuple(graph.saved), graph.nested()
+    )
+
+
+class _Graph:
+    """Collects a model's layers in order, flattening nested models into it."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.seen: set[str] = set()
+        self.saved: list[LayerEntry] = []
+        self.aliases: dict[str, str] = {}  # nested model name -> its output layer
+        self.inner: list[str] = []  # names of nested models, at any depth
+
+    def resolve(self, name: str) -> str:
+        return self.aliases.get(name, name)
+
+    def nested(self) -> tuple[str, ...]:
+        return (*self.aliases, *self.inner)
+
+    def layers(self) -> tuple[LayerEntry, ...]:
+        return tuple(e for e in self.saved if e.class_name != "InputLayer" and e.name in self.seen)
+
+    def add(self, entry: LayerEntry, inbound: tuple[str, ...], path: str) -> str:
+        """Add ``entry`` fed by ``inbound``; returns the name of the tensor it outputs."""
+        inbound = tuple(self.resolve(n) for n in inbound)
+        unknown = [n for n in inbound if n not in self.seen]
+        if unknown:
+            raise KerasFileError(
+                f"{self.where}: layer {entry.name!r} takes the output of {unknown[0]!r}, which "
+                "is not an earlier layer of the configuration"
+            )
+        if entry.class_name in _MODELS:
+            return self._add_model(entry, inbound, path)
+        self._claim(entry.name)
+        self.saved.append(LayerEntry(entry.name, entry.class_name, entry.entry, inbound, path))
+        return entry.name
+
+    def _claim(self, name: str) -> None:
+        if name in self.seen or name in self.aliases:
+            raise KerasFileError(
+                f"{self.where}: two layers are named {name!r} (nested models included); "
+                "names must be unique"
+            )
+        self.seen.add(name)
+
+    def _add_model(self, entry: LayerEntry, inbound: tuple[str, ...], path: str) -> str:
+        inner = parse_model_config(entry.entry, self.where, prefix=f"{path}/")
+        if len(inner.inputs) != len(inbound) or len(inner.outputs) != 1:
+            raise KerasFileError(
+                f"{self.where}: nested model {entry.name!r} has {len(inner.inputs)} input(s) and "
+                f"{len(inner.outputs)} output(s), called on {len(inbound)} tensor(s); nested "
+                "models with one output called on all their inputs are supported"
+            )
+        sources = dict(zip((n for n, _ in inner.inputs), inbound, strict=True))
+        for layer in inner.saved:
+            if layer.class_name == "InputLayer":
+                self.saved.append(layer)  # its group, no layer of the flattened model
+                continue
+            self._claim(layer.name)
+            mapped = tuple(sources.get(n, n) for n in layer.inbound)
+            self.saved.append(
+                LayerEntry(layer.name, layer.class_name, layer.entry, mapped, layer.path)
+            )
+        if entry.name in self.seen:
+            raise KerasFileError(f"{self.where}: two layers are named {entry.name!r}")
+        self.aliases[entry.name] = sources.get(inner.outputs[0], inner.outputs[0])
+        self.inner.extend(inner.nested)
+        return self.aliases[entry.name]
 
 
 def _endpoints(raw: Any, by_name: Mapping[str, LayerEntry], where: str, key: str) -> list[str]:

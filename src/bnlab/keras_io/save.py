@@ -38,7 +38,7 @@ from torch import nn
 from bnlab.keras_io.archive import CONFIG, METADATA, WEIGHTS
 from bnlab.keras_io.config import ModelConfig, parse_model_config
 from bnlab.keras_io.errors import KerasFileError
-from bnlab.keras_io.layout import layer_keys, weight_groups
+from bnlab.keras_io.layout import weight_groups
 from bnlab.keras_io.load import KerasOrigin
 from bnlab.models import GraphModel, SequentialModel, SpecError, get_keras_weights, keras_config
 
@@ -215,11 +215,9 @@ def _weights_h5(
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
         h5.create_group("vars").attrs["name"] = config.name
-        layers = h5.create_group("layers")
-        keys = layer_keys(e.class_name for e in config.saved)
-        for entry, key in zip(config.saved, keys, strict=True):
-            group = layers.create_group(key)
-            group.create_group("vars").attrs["name"] = entry.name
+        for entry in config.saved:
+            group = h5.require_group(entry.path)
+            group.require_group("vars").attrs["name"] = entry.name
             if entry.class_name == "InputLayer":
                 continue
             arrays = _layer_arrays(model, entry.name, entry.class_name, path)

@@ -20,7 +20,7 @@ import numpy as np
 from bnlab.keras_io.archive import WEIGHTS, KerasFile
 from bnlab.keras_io.config import ModelConfig
 from bnlab.keras_io.errors import KerasFileError
-from bnlab.keras_io.layout import layer_keys, weight_groups
+from bnlab.keras_io.layout import weight_groups
 
 __all__ = ["LayerWeights", "read_layer_weights"]
 
@@ -49,11 +49,10 @@ def read_layer_weights(file: KerasFile, model: ModelConfig) -> dict[str, LayerWe
 
 def _from_archive(file: KerasFile, model: ModelConfig) -> dict[str, LayerWeights]:
     where = f"{file.path}: {WEIGHTS}"
-    keys = layer_keys(e.class_name for e in model.saved)
     claimed: set[str] = set()
     out: dict[str, LayerWeights] = {}
-    for entry, key in zip(model.saved, keys, strict=True):
-        prefix = f"layers/{key}"
+    for entry in model.saved:
+        prefix = entry.path
         owner = file.group_names.get(f"{prefix}/vars")
         if owner is not None and owner != entry.name:
             raise KerasFileError(
@@ -95,6 +94,12 @@ def _from_archive(file: KerasFile, model: ModelConfig) -> dict[str, LayerWeights
 
 
 def _from_legacy(file: KerasFile, model: ModelConfig) -> dict[str, LayerWeights]:
+    if model.nested:
+        raise KerasFileError(
+            f"{file.path}: layer {model.nested[0]!r} is a nested model, whose weights a legacy "
+            ".h5 file lists in another order; nested models are read from .keras archives "
+            "(save the model with model.save('model.keras'))"
+        )
     names = {e.name for e in model.layers}
     unknown = [n for n, items in file.legacy.items() if items and n not in names]
     if unknown:
