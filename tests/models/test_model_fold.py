@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from bnlab.models import build_model
+from bnlab.models import GraphNode, GraphSpec, build_graph_model, build_model, parse_layer
 from bnlab.nn.fold import fold, fold_report
 
 BN = {"type": "BatchNormalization"}
@@ -54,3 +54,46 @@ def test_folded_model_computes_the_same_function():
     assert isinstance(folded.get_layer("batch_normalization"), torch.nn.Identity)
     assert folded.get_layer("dense").bias is not None  # created by the fold
     assert model.get_layer("dense").bias is None  # the original is untouched
+
+
+def graph_model():
+    def node(name, layer, *inbound):
+        return GraphNode(name, parse_layer(layer, where=name), inbound)
+
+    conv = {"type": "Conv2D", "filters": 4, "kernel_size": 3, "padding": "same"}
+    spec = GraphSpec("g", (("image", (8, 8, 4)), ("steps", (7, 3))), (
+        node("conv", conv, "image"),
+        node("conv_bn", BN, "conv"),  # folds
+        node("dw", {"type": "DepthwiseConv2D", "kernel_size": 3, "padding": "same"},
+             "conv_bn"),
+        node("dw_bn", BN, "dw"),  # folds
+        node("shared", {"type": "Conv2D", "filters": 4, "kernel_size": 1}, "dw_bn"),
+        node("shared_bn", BN, "shared"),  # its input is also used by "add"
+        node("add", {"type": "Add"}, "shared_bn", "shared"),
+        node("add_bn", BN, "add"),  # after a merge: no producer
+        node("gap", {"type": "GlobalAveragePooling2D"}, "add_bn"),
+        node("seq", {"type": "Conv1D", "filters": 4, "kernel_size": 2, "use_bias": False},
+             "steps"),
+        node("seq_bn", BN, "seq"),  # folds
+        node("seq_gap", {"type": "GlobalAveragePooling1D"}, "seq_bn"),
+        node("joined", {"type": "Concatenate"}, "gap", "seq_gap"),
+    ), ("joined",))
+    model = build_graph_model(spec, seed=0)
+    model.train()
+    for _ in range(3):
+        model(torch.randn(16, 8, 8, 4) + 0.5, torch.randn(16, 7, 3) * 2)
+    return model.eval()
+
+
+def test_graph_models_fold_along_their_chains():
+    model = graph_model()
+    report = fold_report(model)
+    assert report.folded == (
+        ("layers.conv_bn", "layers.conv"),
+        ("layers.dw_bn", "layers.dw"),
+        ("layers.seq_bn", "layers.seq"),
+    )
+    assert {name for name, _ in report.unfolded} == {"layers.shared_bn", "layers.add_bn"}
+    folded = fold(model)
+    x = (torch.randn(5, 8, 8, 4), torch.randn(5, 7, 3))
+    torch.testing.assert_close(folded(*x), model(*x), atol=1e-5, rtol=1e-5)

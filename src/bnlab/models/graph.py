@@ -26,6 +26,7 @@ Example::
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -121,6 +122,26 @@ class GraphModel(KerasModel):
     def named_layers(self) -> list[tuple[str, LayerSpec, nn.Module]]:
         """``(name, spec, module)`` of every node, in the spec's (Keras's) order."""
         return [(name, self.specs[name], module) for name, module in self.layers.items()]
+
+    def chains(self) -> list[list[tuple[str, nn.Module]]]:
+        """The model's chains, for :func:`bnlab.nn.fold.fold`: runs of nodes where each
+        node's output feeds only the next node, unpermuted; qualified names
+        (``"layers.conv1_bn"``), in call order."""
+        uses = Counter(s for plan in self._plans for s in plan.inbound)
+        uses.update(self.output_names)
+        segments: list[list[tuple[str, nn.Module]]] = []
+        tail: dict[str, int] = {}  # node at the end of a segment -> the segment
+        for plan in self._plans:
+            entry = (f"layers.{plan.name}", self.layers[plan.name])
+            source = plan.inbound[0]
+            if not plan.merge and plan.permutes == (None,) and uses[source] == 1 and source in tail:
+                index = tail.pop(source)
+                segments[index].append(entry)
+            else:
+                segments.append([entry])
+                index = len(segments) - 1
+            tail[plan.name] = index
+        return segments
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
         if len(inputs) != len(self.input_names):
