@@ -11,8 +11,14 @@
     bnlab report DIR                             # rebuild results.json and the report from the store
     bnlab doctor DIR [--variant V] [--seed S] [--fix recalibrate] [--json]
                                                  # diagnose a trained run's BN layers
+    bnlab doctor MODEL.keras --data DATA [--image-size H W] [--validation-split F]
+                 [--split-seed S] [--pixel-scale auto|255|1] [--batch-size N]
+                 [--fix recalibrate [--save FIXED.keras [--overwrite]]] [--json]
+                                                 # the same for a Keras model file
     bnlab export DIR [--tensorboard LOGDIR] [--mlflow URI] [--csv FILE] [--parquet FILE]
                                                  # a run folder to tracking tools and tables
+    bnlab export DIR --to MODEL.keras [--variant V] [--grid AXIS=VALUE ...] [--seed S]
+                                                 # one run's model as a Keras file
 
 Exit status: 0 success; 1 some runs failed; 2 bad input (one line on stderr, no
 traceback unless --debug); 130 interrupted by Ctrl-C, 143 by SIGTERM (129 SIGHUP):
@@ -57,6 +63,16 @@ def _memory_budget(text: str) -> int:
         return parse_memory_budget(text)
     except LabError as e:
         raise argparse.ArgumentTypeError(str(e).removeprefix("--memory-budget: ")) from None
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {text!r}") from None
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1), got {value}")
+    return value
 
 
 def _assignment(text: str) -> tuple[str, Any]:
@@ -168,22 +184,61 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     doctor = sub.add_parser(
-        "doctor", parents=[common], help="diagnose (and fix) the BN layers of a trained run"
+        "doctor",
+        parents=[common],
+        help="diagnose (and fix) the BN layers of a trained run or a Keras model file",
     )
-    doctor.add_argument("dir", type=Path, help="the --out folder of a `bnlab run`")
-    doctor.add_argument("--variant", help="variant name (needed when there are several)")
-    doctor.add_argument("--seed", type=int, help="run seed (default: the first completed)")
+    doctor.add_argument(
+        "target", type=Path, metavar="RUN_DIR|MODEL",
+        help="the --out folder of a `bnlab run`, or a Keras model file (.keras, .h5)",
+    )
+    doctor.add_argument("--variant", help="run folders: variant name (needed when there are several)")
+    doctor.add_argument("--seed", type=int, help="run folders: run seed (default: the first completed)")
+    doctor.add_argument(
+        "--data",
+        metavar="DATA",
+        help="model files: the training data: a dataset name (fashion6), a TOML table "
+        "('{ name = \"fashion6\", train_per_class = 100 }'), an .npz, or an image folder",
+    )
+    doctor.add_argument(
+        "--image-size", type=_positive_int, nargs=2, metavar=("H", "W"),
+        help="image folders: resize to H x W (default: the model's input size)",
+    )
+    doctor.add_argument(
+        "--validation-split", type=_fraction, metavar="F",
+        help="image folders: evaluate on Keras's subset='validation' of this fraction "
+        "(default: all images for both evaluation and statistics)",
+    )
+    doctor.add_argument(
+        "--split-seed", type=int, metavar="S",
+        help="image folders: the seed= given to image_dataset_from_directory (default 1337)",
+    )
+    doctor.add_argument(
+        "--pixel-scale", choices=["auto", "255", "1"], default="auto",
+        help="image pixels fed as 0..255 or 0..1 (default auto: 0..255 when the model has a "
+        "Rescaling layer, else 0..1)",
+    )
+    doctor.add_argument(
+        "--batch-size", type=_positive_int, metavar="N",
+        help="model files: the batch size the model was trained with (default 32)",
+    )
     doctor.add_argument(
         "--fix",
         metavar="FIX",
         help="apply a fix (recalibrate) to the loaded model and measure again",
     )
+    doctor.add_argument(
+        "--save", type=Path, metavar="FIXED.keras",
+        help="write the fixed model as a new Keras file (needs --fix)",
+    )
+    doctor.add_argument("--overwrite", action="store_true", help="let --save replace a file")
     doctor.add_argument("--json", action="store_true", help="print JSON instead of tables")
 
     export = sub.add_parser(
         "export",
         parents=[common],
-        help="export a run folder: TensorBoard, MLflow, CSV or Parquet tables",
+        help="export a run folder: TensorBoard, MLflow, CSV or Parquet tables, or a run's "
+        "model as a Keras file",
     )
     export.add_argument("dir", type=Path, help="the --out folder of a `bnlab run`")
     export.add_argument(
@@ -209,15 +264,27 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="FILE",
         help="the same two tables as Parquet (needs pandas and pyarrow)",
     )
+    export.add_argument(
+        "--to", type=Path, metavar="MODEL.keras",
+        help="write one run's final model as a Keras 3 file (keras.saving.load_model opens it)",
+    )
+    export.add_argument("--variant", help="with --to: variant name (needed when there are several)")
+    export.add_argument(
+        "--grid", action="append", type=_assignment, default=[], metavar="AXIS=VALUE",
+        help="with --to: the variant's grid point, e.g. --grid learning_rate=0.01 (one per axis)",
+    )
+    export.add_argument("--seed", type=int, help="with --to: run seed (default: the first completed)")
+    export.add_argument("--overwrite", action="store_true", help="with --to: replace an existing file")
     return parser
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from bnlab.data import DatasetError
+    from bnlab.keras_io import KerasFileError
     from bnlab.lab import LabError
     from bnlab.models import SpecError
 
-    return (LabError, SpecError, DatasetError)
+    return (LabError, SpecError, DatasetError, KerasFileError)
 
 
 _TERMINATING = ("SIGTERM", "SIGHUP")
@@ -621,10 +688,39 @@ def _report(args: argparse.Namespace, argv: list[str]) -> int:
 # --------------------------------------------------------------------------- doctor
 
 
-def _doctor(args: argparse.Namespace, argv: list[str]) -> int:
-    from bnlab.doctor import examine_run, render, to_json
+_RUN_ONLY = ("variant", "seed")
+_FILE_ONLY = ("data", "image_size", "validation_split", "split_seed", "batch_size")
 
-    result = examine_run(args.dir, variant=args.variant, seed=args.seed, fix=args.fix)
+
+def _doctor(args: argparse.Namespace, argv: list[str]) -> int:
+    from bnlab.doctor import DoctorError, examine_model_file, examine_run, render, to_json
+
+    def refuse(names: Sequence[str], what: str) -> None:
+        for name in names:
+            if getattr(args, name) is not None:
+                flag = "--" + name.replace("_", "-")
+                raise DoctorError(f"{flag} applies to {what}; {args.target} is not one")
+
+    if args.target.is_dir():
+        refuse(_FILE_ONLY, "a Keras model file")
+        if args.pixel_scale != "auto":
+            refuse(["pixel_scale"], "a Keras model file")
+        result = examine_run(args.target, variant=args.variant, seed=args.seed, fix=args.fix,
+                             save=args.save, overwrite=args.overwrite)
+    else:
+        refuse(_RUN_ONLY, "a `bnlab run` folder")
+        if not args.target.is_file():
+            raise DoctorError(f"{args.target}: no such file or folder; give a `bnlab run` output "
+                              "folder or a Keras model file (.keras, .h5)")
+        if args.data is None:
+            raise DoctorError(f"{args.target}: give --data with the data the model was trained "
+                              "on (a dataset name, an .npz or an image folder)")
+        result = examine_model_file(
+            args.target, args.data, image_size=args.image_size,
+            validation_split=args.validation_split, split_seed=args.split_seed,
+            pixel_scale=args.pixel_scale, train_batch_size=args.batch_size, fix=args.fix,
+            save=args.save, overwrite=args.overwrite,
+        )
     if args.json:
         print(to_json(result))
     else:
@@ -638,11 +734,26 @@ def _doctor(args: argparse.Namespace, argv: list[str]) -> int:
 def _export(args: argparse.Namespace, argv: list[str]) -> int:
     from bnlab.lab import LabError, export
 
-    if not any(x is not None for x in (args.tensorboard, args.mlflow, args.csv, args.parquet)):
+    if args.to is None:
+        for flag, value in (("--variant", args.variant), ("--seed", args.seed),
+                            ("--grid", args.grid or None)):
+            if value is not None:
+                raise LabError(f"bnlab export: {flag} selects the run whose model --to "
+                               "MODEL.keras writes; give --to too")
+    if not any(x is not None for x in (args.tensorboard, args.mlflow, args.csv, args.parquet,
+                                       args.to)):
         raise LabError(
-            "bnlab export: choose where to: --tensorboard LOGDIR, --mlflow URI, --csv FILE "
-            "or --parquet FILE"
+            "bnlab export: choose where to: --tensorboard LOGDIR, --mlflow URI, --csv FILE, "
+            "--parquet FILE or --to MODEL.keras"
         )
+    if args.to is not None:
+        from bnlab.lab.keras_export import export_run
+
+        selected, written = export_run(args.dir, args.to, variant=args.variant,
+                                       grid=dict(args.grid) or None, seed=args.seed,
+                                       overwrite=args.overwrite)
+        print(f"keras: {written} (variant {selected.variant['name']}, seed {selected.seed}; open it "
+              "with keras.saving.load_model)")
     for fmt, path in (("csv", args.csv), ("parquet", args.parquet)):
         if path is not None:
             runs_file, curves_file = export.export_tables(args.dir, path, format=fmt)

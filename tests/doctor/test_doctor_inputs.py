@@ -47,7 +47,7 @@ def model(shape: tuple[int | None, ...] = (H, W, 3), units: int = 3, *,
 
 def test_image_folder_feeds_keras_pixels_to_a_model_that_rescales(folder: Path) -> None:
     data, described = resolve_data(str(folder), model(rescales=True))
-    assert data.class_names == CLASSES
+    assert data.class_names == CLASSES and data.name == "images"  # "images test split"
     # No split: every image serves evaluation and statistics, like Keras without a split.
     assert len(data.x_test) == len(data.x_train) == 12
     x = data.x_test

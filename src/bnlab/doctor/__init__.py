@@ -7,8 +7,8 @@ constant channels, non-finite values; the model's structure and modes) and retur
 :class:`Diagnosis` with ranked findings, each with its evidence and remedy.
 ``treat(model, data, "recalibrate")`` fixes what needs no retraining and measures again.
 ``examine_run(run_dir, variant=..., seed=...)`` does both for a model the lab trained
-(``bnlab doctor RUN_DIR``); ``resolve_data(DATA, interface)`` loads a model's training data checked against it
-(:mod:`bnlab.doctor.inputs`).
+(``bnlab doctor RUN_DIR``), ``examine_model_file(path, data)`` for a Keras model file
+(``bnlab doctor MODEL.keras --data DATA``; see :mod:`bnlab.doctor.inputs` for DATA).
 
 Example::
 
@@ -27,6 +27,7 @@ from bnlab.doctor.findings import RULES, SEVERITIES, Finding, list_rules
 from bnlab.doctor.fix import FIXES, Treatment, list_fixes, treat
 from bnlab.doctor.inputs import ModelInterface, resolve_data
 from bnlab.doctor.measure import LayerMeasurement, Measurements, Metrics, fade_steps, momentum_for
+from bnlab.doctor.model_file import examine_model_file, training_record
 from bnlab.doctor.render import render, to_json
 from bnlab.doctor.run import DoctorError, examine_run
 
@@ -44,6 +45,7 @@ __all__ = [
     "ModelInterface",
     "Treatment",
     "examine",
+    "examine_model_file",
     "examine_run",
     "fade_steps",
     "list_fixes",
@@ -52,5 +54,6 @@ __all__ = [
     "render",
     "resolve_data",
     "to_json",
+    "training_record",
     "treat",
 ]

@@ -344,9 +344,9 @@ def _stale(m: Measurements) -> list[Finding]:
     more = f"; and {len(ranked) - 3} more layer(s)" if len(ranked) > 3 else ""
     summary = (_gap_words(m) + f"the moving statistics of {len(off)} of {len(m.layers)} BN "
                f"layer(s) do not match their inputs' population statistics: {details}{more}.")
-    remedy = ("Without retraining: recalibrate (`bnlab doctor RUN_DIR --fix recalibrate`, or "
-              "bnlab.recalibrate(model, training batches)) to store the exact population "
-              "statistics. When retraining: ")
+    remedy = ("Without retraining: recalibrate (`bnlab doctor RUN_DIR|MODEL.keras ... --fix "
+              "recalibrate --save FIXED.keras`, or bnlab.recalibrate(model, training batches)) "
+              "to store the exact population statistics. When retraining: ")
     evidence: dict[str, Any] = {
         "cause": cause,
         "accuracy_inference": json_number(m.inference.accuracy),

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -130,6 +130,8 @@ def resolve_data(
                           f"dataset {name!r}")
     check_dataset_options(name, options, where=f"DATA {text!r}")
     dataset = load_dataset(name, **options)
+    if name == "image_folder":  # name it as the user does: "clothes test split"
+        dataset = replace(dataset, name=Path(options["path"]).name or str(options["path"]))
     _check_fit(dataset, model, text)
     dataset, pixels, rule = _scaled(dataset, model, pixel_scale)
     description = {"data": text, "dataset": name, "options": _plain(options), "pixels": pixels,

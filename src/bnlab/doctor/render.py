@@ -66,6 +66,8 @@ def render(result: Diagnosis | Treatment, console: Console | None = None) -> Non
             console.print(_findings_table(result.after, f"After {result.fix}"))
         else:
             console.print(f"After {result.fix}: no finding above info.", highlight=False)
+        if result.details.get("saved"):
+            console.print(f"Fixed model written to {result.details['saved']}", highlight=False)
 
 
 def _header(diagnosis: Diagnosis, console: Console) -> None:
@@ -74,6 +76,16 @@ def _header(diagnosis: Diagnosis, console: Console) -> None:
         console.print(f"[bold]bnlab doctor[/bold] {context['run_dir']}: experiment "
                       f"{context.get('experiment')}, variant {context.get('variant')}, seed "
                       f"{context.get('seed')}", highlight=False)
+    elif context.get("model_file"):
+        steps = context.get("train_steps")
+        console.print(f"[bold]bnlab doctor[/bold] {context['model_file']}: input "
+                      f"{tuple(context.get('input_shape') or ())}, {context.get('output_units')} "
+                      f"outputs; "
+                      + (f"{steps} training steps (the optimizer's iterations)" if steps is not None
+                         else "training steps unknown (the file holds no optimizer state)"),
+                      highlight=False)
+        console.print(f"data: {context.get('data')}; pixels fed {context.get('pixels')} "
+                      f"({context.get('pixel_rule')})", highlight=False)
     m = diagnosis.measurements
     ev, cal = m.evaluation, m.calibration
     console.print(f"evaluation data: {_data_words(ev)}; statistics from: {_data_words(cal)}"

@@ -11,12 +11,14 @@ training split), and examines the model with the run's training batch size and l
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from bnlab.doctor.examine import Diagnosis, examine
 from bnlab.doctor.fix import Treatment, list_fixes, treat
-from bnlab.lab import LabError, Store, Variant, load_run_model
+from bnlab.lab import LabError, Variant, load_run_model
+from bnlab.lab.keras_export import check_model_file, select_run, write_model_file
 from bnlab.lab.runs import load_variant_data
 
 __all__ = ["DoctorError", "examine_run"]
@@ -32,6 +34,8 @@ def examine_run(
     variant: str | None = None,
     seed: int | None = None,
     fix: str | None = None,
+    save: str | Path | None = None,
+    overwrite: bool = False,
     max_batches: int | None = None,
 ) -> Diagnosis | Treatment:
     """Examine (and optionally fix) the final model of one run of a lab study.
@@ -43,6 +47,9 @@ def examine_run(
         seed: the run's seed; default the first seed with a completed run.
         fix: None, or a fix from :func:`bnlab.doctor.list_fixes` (``"recalibrate"``):
             applied to the loaded model (the weights file is not changed).
+        save: write the fixed model here as a new ``.keras`` file (needs ``fix``; see
+            :func:`bnlab.lab.keras_export.write_model_file`).
+        overwrite: allow ``save`` to replace an existing file.
         max_batches: at most this many batches per measuring pass.
 
     Returns:
@@ -51,33 +58,22 @@ def examine_run(
 
     Raises:
         DoctorError / LabError: no store, unknown variant or seed, no completed run, a
-            missing, corrupt or mismatched weights file, an unknown fix.
+            missing, corrupt or mismatched weights file, an unknown fix, a ``save`` path
+            that exists (without ``overwrite``) or is no ``.keras`` file (nothing written).
     """
     if fix is not None and fix not in list_fixes():
         raise DoctorError(f"unknown fix {fix!r}; choose from: {', '.join(list_fixes())}")
-    out = Path(run_dir)
-    with Store.in_folder(out, create=False) as store:
-        resolved = store.latest_experiment()
-        if resolved is None:
-            raise DoctorError(f"{out}: the store holds no experiment; run one with --out {out}")
-        entry = _variant(out, resolved, variant)
-        runs = {
-            s: store.get((resolved["name"], entry["base"], s, entry["config_hash"]))
-            for s in resolved["seeds"]
-        }
-    completed = [s for s, r in runs.items() if r is not None and r.status == "completed"]
-    if seed is None:
-        if not completed:
-            raise DoctorError(f"{out}: variant {entry['name']!r} has no completed run; run the "
-                              "study to completion first")
-        seed = completed[0]
-    elif seed not in completed:
-        raise DoctorError(f"{out}: variant {entry['name']!r} has no completed run with seed "
-                          f"{seed}; completed seeds: {completed or 'none'}")
+    if save is not None:
+        if fix is None:
+            raise DoctorError(f"--save {save} writes the fixed model; give --fix "
+                              f"({', '.join(list_fixes())}) too")
+        check_model_file(save, overwrite=overwrite)
+    selected = select_run(run_dir, variant=variant, seed=seed)
+    out, entry, seed, run = selected.out_dir, selected.variant, selected.seed, selected.run
+    resolved = selected.experiment
     model = load_run_model(out, entry["name"], seed)
     data = load_variant_data(Variant.from_dict(entry))
     train = entry["train"]
-    run = runs[seed]
     history = run.result.history if run is not None and run.result is not None else None
     steps_per_epoch = history.get("steps_per_epoch") if history else None
     context: dict[str, Any] = {
@@ -102,24 +98,11 @@ def examine_run(
     diagnosis = examine(model, data, **args)
     if fix is None:
         return diagnosis
-    return treat(model, data, fix, before=diagnosis, **args)
-
-
-def _variant(out: Path, resolved: dict[str, Any], name: str | None) -> dict[str, Any]:
-    entries = {v["name"]: v for v in resolved["variants"]}
-    if name is None:
-        if len(entries) == 1:
-            return next(iter(entries.values()))
-        raise DoctorError(
-            f"{out}: experiment {resolved['name']!r} has {len(entries)} variants; pass "
-            f"--variant with one of: {', '.join(entries)}"
-        )
-    if name not in entries:
-        raise DoctorError(
-            f"{out}: experiment {resolved['name']!r} has no variant {name!r}; variants: "
-            f"{', '.join(entries)}"
-        )
-    return entries[name]
+    treatment = treat(model, data, fix, before=diagnosis, **args)
+    if save is not None:
+        saved = write_model_file(model, save, overwrite=overwrite)
+        treatment = replace(treatment, details={**treatment.details, "saved": str(saved)})
+    return treatment
 
 
 def _recorded(history: dict[str, Any] | None) -> dict[str, Any] | None:

@@ -14,6 +14,8 @@ n_samples = 1000
 [model]
 input_shape = [2]                     # optional: default is the dataset's input shape
 layers = [ { type = "Dense", units = 50, activation = "relu" }, { type = "Dense", units = 1 } ]
+# or the architecture of a Keras Sequential model file (its weights are not used):
+# from = "model.keras"                # relative to this file's folder
 
 [train]
 optimizer = { name = "sgd", learning_rate = "$learning_rate", momentum = 0.9 }
@@ -57,6 +59,15 @@ refer to (``"$axis"`` as a whole string value anywhere in [data], [model], [trai
 or the variant's own table), in file order; a variant that refers to no axis stays
 one variant. Expanded names are ``base[axis=value,...]`` and each carries its grid
 values. An axis no variant uses, or a ``"$name"`` that names no axis, is an error.
+
+``[model] from = "model.keras"`` takes the base layers from a Keras 3 ``.keras`` (or
+legacy ``.h5``) Sequential model file, read with :func:`bnlab.keras_io.load_keras_spec`:
+architecture only, every run initializes its weights afresh from its seed. The layers
+keep the file's names (edits may target ``"conv2d_1"``, a type such as
+``"BatchNormalization"``, or an index); the input shape is the file's unless
+``input_shape`` is given, and the data's where the file leaves a size open. The
+resolved experiment holds the layers themselves, so a run does not read the file
+again.
 
 Published numbers (``[report.published.NAME]``, NAME a base variant) apply to every grid
 point of that variant; the report places each among our seeds (``bnlab.lab.published``).
@@ -102,7 +113,7 @@ __all__ = [
 ]
 
 TOP_KEYS = ("name", "description", "seeds", "data", "model", "train", "variants", "grid", "report")
-MODEL_KEYS = ("input_shape", "layers")
+MODEL_KEYS = ("input_shape", "layers", "from")
 TRAIN_KEYS = (
     "optimizer",
     "loss",
@@ -381,7 +392,7 @@ def load_experiment(
     doc = _read_toml(path, label)
     for key, value in (overrides or {}).items():
         _set_dotted(doc, key, value, label)
-    return parse_experiment(doc, source=label, default_name=path.stem)
+    return parse_experiment(doc, source=label, default_name=path.stem, base_dir=path.parent)
 
 
 def _read_toml(path: Path, label: str) -> dict[str, Any]:
@@ -473,7 +484,11 @@ def _check_seeds(value: Any, where: str) -> tuple[int, ...]:
 
 
 def parse_experiment(
-    doc: Mapping[str, Any], *, source: str = "<experiment>", default_name: str = "experiment"
+    doc: Mapping[str, Any],
+    *,
+    source: str = "<experiment>",
+    default_name: str = "experiment",
+    base_dir: str | Path | None = None,
 ) -> Experiment:
     """Validate and resolve an already-read TOML document (see the module docstring).
 
@@ -481,6 +496,8 @@ def parse_experiment(
         doc: the TOML document as a dict.
         source: file label used in messages and recorded in the resolved config.
         default_name: experiment name when the document has no ``name``.
+        base_dir: folder that relative paths of the document (``[model] from``) are
+            relative to; default the current folder.
     """
     w = _Where(source)
     doc = copy.deepcopy(dict(doc))
@@ -497,7 +514,8 @@ def parse_experiment(
     data = doc["data"]
     if not isinstance(data, dict):
         raise w.error("data", f"expected a table, {_got(data)}")
-    model = _check_keys(w, "model", doc.get("model", {}), MODEL_KEYS)
+    model = _model_from_file(w, _check_keys(w, "model", doc.get("model", {}), MODEL_KEYS),
+                             base_dir)
     train = _check_keys(w, "train", doc.get("train"), TRAIN_KEYS) if "train" in doc else None
     if train is None:
         raise w.error("train", "missing table; give [train] with optimizer, loss and epochs")
@@ -529,6 +547,37 @@ def parse_experiment(
             )
     report = _parse_report(w, doc.get("report", {}), list(expanded))
     return Experiment(name, description, source, seeds, grid, tuple(variants), report)
+
+
+def _model_from_file(w: _Where, model: dict[str, Any], base_dir: str | Path | None) -> dict[str, Any]:
+    """``[model]`` with ``from = FILE`` replaced by the file's layers (and input shape)."""
+    if "from" not in model:
+        return model
+    if "layers" in model:
+        raise w.error("model", "give either layers or from (a Keras model file), not both")
+    raw = model["from"]
+    if not isinstance(raw, str) or not raw:
+        raise w.error("model.from", f'expected the path of a Keras model file, {_got(raw)}')
+    path = Path(raw).expanduser()
+    if not path.is_absolute() and base_dir is not None:
+        path = Path(base_dir) / path
+    if not path.is_file():
+        raise w.error("model.from", f"{raw!r} is not a file (looked for {path}); give the path "
+                      "of a .keras or .h5 model file, relative to the experiment file")
+    from bnlab.keras_io import KerasFileError, load_keras_spec
+
+    try:
+        spec = load_keras_spec(path)
+    except KerasFileError as e:
+        raise w.error("model.from", str(e)) from None
+    if spec.kind != "sequential":
+        raise w.error("model.from", f"{raw!r} holds a {spec.kind} model ({spec.name!r}); the lab "
+                      "trains Sequential models (a stack of layers); give a Sequential model file")
+    out = {k: v for k, v in model.items() if k != "from"}
+    out["layers"] = [layer.to_dict() for layer in spec.layers]
+    if "input_shape" not in out and all(d is not None for d in spec.input_shape):
+        out["input_shape"] = list(spec.input_shape)
+    return out
 
 
 def _parse_grid(w: _Where, raw: Any) -> dict[str, tuple[Any, ...]]:

@@ -1,0 +1,220 @@
+"""The lab and Keras files: `bnlab export` of a trained run, `[model] from = "model.keras"`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import torch
+
+from bnlab import lab
+from bnlab.cli import main
+from bnlab.lab import LabError
+from bnlab.models import build_model
+
+pytestmark = [
+    # Keras's torch backend converts variables with np.array(tensor), which numpy 2 flags.
+    pytest.mark.filterwarnings(
+        "ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning"),
+    # A saved file keeps its compile settings but no optimizer state (weights only).
+    pytest.mark.filterwarnings("ignore:Skipping variable loading for optimizer:UserWarning"),
+]
+
+GRID = """
+name = "tiny_export"
+seeds = 2
+
+[data]
+name = "circles"
+n_samples = 200
+train_size = 100
+
+[model]
+layers = [
+  { type = "Dense", units = 8, activation = "relu" },
+  { type = "BatchNormalization", momentum = 0.9 },
+  { type = "Dense", units = 1, activation = "sigmoid" },
+]
+
+[train]
+optimizer = { name = "sgd", learning_rate = "$learning_rate", momentum = 0.9 }
+loss = "binary_crossentropy"
+epochs = 2
+batch_size = 32
+
+[variants.bn]
+
+[grid]
+learning_rate = [0.05, 0.1]
+"""
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("export_run")
+    (root / "tiny.toml").write_text(GRID)
+    outcome = lab.run(root / "tiny.toml", root / "out", workers=1, executor="sequential",
+                      report=False)
+    assert outcome.failed == 0
+    return root / "out"
+
+
+def export(capsys: pytest.CaptureFixture[str], *args: str | Path) -> tuple[int, str, str]:
+    code = main(["export", *map(str, args)])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_exported_file_computes_what_the_lab_model_computes(run_dir, tmp_path, capsys) -> None:
+    target = tmp_path / "bn.keras"
+    code, out, err = export(capsys, run_dir, "--variant", "bn", "--grid", "learning_rate=0.1",
+                            "--seed", "1", "--to", target)
+    assert (code, err) == (0, "")
+    assert f"keras: {target} (variant bn[learning_rate=0.1], seed 1;" in out
+    ours = lab.load_run_model(run_dir, "bn[learning_rate=0.1]", 1)
+    theirs = keras.saving.load_model(target)
+    x = np.random.default_rng(0).normal(size=(64, 2)).astype(np.float32)
+    with torch.no_grad():
+        expected = ours(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(theirs(x, training=False)), expected,
+                               rtol=1e-5, atol=1e-6)
+    bn = theirs.get_layer("batch_normalization")
+    assert bn.momentum == pytest.approx(0.9)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(bn.moving_mean),
+                               ours.get_layer("batch_normalization").moving_mean.numpy(),
+                               rtol=1e-6)
+
+
+def test_export_selects_by_full_name_and_refuses_ambiguity(run_dir, tmp_path, capsys) -> None:
+    target = tmp_path / "m.keras"
+    code, out, _ = export(capsys, run_dir, "--variant", "bn[learning_rate=0.05]", "--to", target)
+    assert code == 0 and "seed 0" in out  # default: the first completed seed
+    cases = [
+        (("--variant", "bn", "--to", tmp_path / "a.keras"),
+         "has 2 grid points of variant 'bn'; pass --grid AXIS=VALUE for each axis or the full "
+         "name, one of: bn[learning_rate=0.05], bn[learning_rate=0.1]"),
+        (("--variant", "bn", "--grid", "learning_rate=0.3", "--to", tmp_path / "a.keras"),
+         "has no variant 'bn' at grid point {'learning_rate': 0.3}"),
+        (("--variant", "bn[learning_rate=0.05]", "--seed", "5", "--to", tmp_path / "a.keras"),
+         "no completed run with seed 5; completed seeds: [0, 1]"),
+        (("--variant", "bn[learning_rate=0.05]", "--to", target),
+         f"{target} exists; give another file name or --overwrite"),
+        (("--variant", "bn[learning_rate=0.05]", "--to", tmp_path / "m.h5"),
+         "give a file name ending in .keras"),
+        (("--variant", "bn[learning_rate=0.05]", "--to", tmp_path / "no" / "m.keras"),
+         "does not exist; create it first"),
+        (("--variant", "bn[learning_rate=0.05]", "--csv", tmp_path / "a.csv"),
+         "--variant selects the run whose model --to MODEL.keras writes; give --to too"),
+    ]
+    for args, message in cases:
+        code, out, err = export(capsys, run_dir, *args)
+        assert code == 2 and out == "" and message in err and err.count("\n") == 1, err
+    assert not (tmp_path / "a.keras").exists()
+    code, _, _ = export(capsys, run_dir, "--variant", "bn[learning_rate=0.05]", "--to", target,
+                        "--overwrite")
+    assert code == 0
+
+
+def test_select_run_is_shared_with_the_doctor(run_dir) -> None:
+    from bnlab.lab.keras_export import select_run
+
+    selected = select_run(run_dir, variant="bn", grid={"learning_rate": 0.1}, seed=0)
+    assert (selected.variant["name"], selected.seed) == ("bn[learning_rate=0.1]", 0)
+    with pytest.raises(LabError, match="has no completed run with seed 9"):
+        select_run(run_dir, variant="bn[learning_rate=0.1]", seed=9)
+
+
+FROM_FILE = """
+name = "from_keras"
+seeds = 1
+
+[data]
+name = "npz"
+path = "IMAGES"
+
+[model]
+from = "student.keras"
+
+
+[train]
+optimizer = { name = "adam", learning_rate = 0.001 }
+loss = "sparse_categorical_crossentropy"
+epochs = 3
+batch_size = 32
+
+[variants.as_saved]
+[variants.momentum_0_8]
+edits = [{ set = { type = "BatchNormalization" }, args = { momentum = 0.8 } }]
+"""
+
+
+@pytest.fixture(scope="module")
+def keras_experiment(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A saved (untrained) Keras Sequential CNN with BN at 0.99, an .npz of images, a TOML."""
+    root = tmp_path_factory.mktemp("from_keras")
+    layers = keras.layers
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1)),
+        layers.Conv2D(4, 3, use_bias=False, name="conv2d"),  # names: see keras_training
+        layers.BatchNormalization(name="batch_normalization"),
+        layers.Activation("relu", name="activation"),
+        layers.Flatten(name="flatten"),
+        layers.Dense(3, activation="softmax", name="dense"),
+    ], name="student")
+    model.save(root / "student.keras")
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (96, 8, 8), dtype=np.uint8)
+    np.savez(root / "images.npz", x_train=x[:64], y_train=np.arange(64) % 3, x_test=x[64:],
+             y_test=np.arange(32) % 3)
+    # [data] paths are relative to the working folder; [model] from to the TOML's folder.
+    (root / "exp.toml").write_text(FROM_FILE.replace("IMAGES", str(root / "images.npz")))
+    return root
+
+
+def test_model_from_a_keras_file_with_a_momentum_variant(keras_experiment, capsys) -> None:
+    root = keras_experiment
+    exp = lab.load_experiment(root / "exp.toml")
+    base, edited = exp.variants
+    assert [s.type for s in base.layers] == ["Conv2D", "BatchNormalization", "Activation",
+                                           "Flatten", "Dense"]
+    assert base.input_shape == (8, 8, 1)
+    bn_args = [s.resolved_args()["momentum"] for s in edited.layers
+               if s.type == "BatchNormalization"]
+    assert bn_args == [pytest.approx(0.8)]
+    assert [s.resolved_args()["momentum"] for s in base.layers
+            if s.type == "BatchNormalization"] == [pytest.approx(0.99)]
+    # Architecture only: each seed initializes afresh (not the file's weights).
+    saved = keras.saving.load_model(root / "student.keras").get_layer("conv2d").get_weights()[0]
+    first, second = (build_model(base.layers, base.input_shape, seed=s) for s in (0, 1))
+    kernel = lambda m: m.get_layer("conv2d").weight.detach().permute(2, 3, 1, 0).numpy()  # noqa: E731
+    assert not np.allclose(kernel(first), kernel(second))
+    assert not np.allclose(kernel(first), saved)
+
+    code = main(["run", str(root / "exp.toml"), "--seeds", "1", "--epochs", "1", "--out",
+                 str(root / "out"), "--workers", "1", "--no-report", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    results = json.loads((root / "out" / "results.json").read_text())
+    assert [r["status"] for r in results["runs"]] == ["completed", "completed"]
+    resolved = {v["name"]: v for v in results["experiment"]["variants"]}
+    layers = resolved["momentum_0_8"]["layers"]
+    assert [layer["type"] for layer in layers][:2] == ["Conv2D", "BatchNormalization"]
+    assert layers[1]["momentum"] == pytest.approx(0.8)
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ('from = "missing.keras"', "model.from: 'missing.keras' is not a file"),
+    ('from = "student.keras"\nlayers = []', "model: give either layers or from"),
+    ('from = "exp.toml"', "model.from: "),
+], ids=["missing", "both", "not-keras"])
+def test_model_from_errors(keras_experiment, model, message) -> None:
+    toml = FROM_FILE.replace('from = "student.keras"', model).replace(
+        "IMAGES", str(keras_experiment / "images.npz"))
+    path = keras_experiment / f"bad_{abs(hash(model))}.toml"
+    path.write_text(toml)
+    with pytest.raises(LabError) as e:
+        lab.load_experiment(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
