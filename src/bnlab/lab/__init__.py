@@ -13,8 +13,9 @@ Example::
     outcome.results["runs"][0]["history"]["final"]["test_accuracy"]
     model = lab.load_run_model("runs/circles", "bn_after", seed=0)
 
-Statistics (``bnlab.lab.stats``) and the report (``bnlab.lab.report``) read
-results.json / the store; import them directly.
+Statistics (``bnlab.lab.stats``), the report (``bnlab.lab.report``) and the exports
+(``bnlab.lab.export``: TensorBoard, MLflow, CSV, Parquet) read results.json / the
+store; import them directly. ``bnlab.lab.ray_executor`` runs studies on Ray clusters.
 """
 
 from bnlab.lab.errors import LabError, Terminated
