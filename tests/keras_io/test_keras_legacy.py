@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from keras_files import (
+    Case,
     build,
     counts,
     layer_names,
@@ -26,10 +27,18 @@ pytestmark = pytest.mark.filterwarnings(
 )
 
 
-@pytest.mark.parametrize("factory", [sequential_cnn, two_branch], ids=["sequential", "functional"])
-def test_legacy_h5_loads_with_keras_outputs(factory, tmp_path) -> None:
-    shape = (3, 12, 12, 3) if factory is sequential_cnn else (3, 10, 10, 3)
-    case = build("legacy", factory, tmp_path, [shape], rtol=1e-5, atol=1e-5, suffix=".h5")
+@pytest.fixture(scope="module", params=["sequential", "functional"])
+def case(request, tmp_path_factory) -> Case:
+    """A model saved by Keras's legacy saver."""
+    factory, shape = {
+        "sequential": (sequential_cnn, (3, 12, 12, 3)),
+        "functional": (two_branch, (3, 10, 10, 3)),
+    }[request.param]
+    folder = tmp_path_factory.mktemp(request.param)
+    return build("legacy", factory, folder, [shape], rtol=1e-5, atol=1e-5, suffix=".h5")
+
+
+def test_legacy_h5_loads_with_keras_outputs(case: Case) -> None:
     with h5py.File(case.path, "r") as h5:  # the legacy layout, not an archive
         assert "model_config" in h5.attrs and "model_weights" in h5
     model = bnlab.load_keras(case.path)
@@ -42,12 +51,9 @@ def test_legacy_h5_loads_with_keras_outputs(factory, tmp_path) -> None:
     assert count_params(model).total == counts(case.kmodel)[0]
 
 
-@pytest.mark.parametrize("factory", [sequential_cnn, two_branch], ids=["sequential", "functional"])
-def test_tf_keras_2_h5_loads_with_keras_outputs(factory, tmp_path) -> None:
+def test_tf_keras_2_h5_loads_with_keras_outputs(case: Case, tmp_path) -> None:
     """tf.keras 2.x's format: no modules, dtype strings, list inbound nodes, BN axis as a
     list, weight names with ':0'."""
-    shape = (3, 12, 12, 3) if factory is sequential_cnn else (3, 10, 10, 3)
-    case = build("keras3", factory, tmp_path, [shape], rtol=1e-5, atol=1e-5, suffix=".h5")
     path = tf_keras_h5(case.path, tmp_path / "tf_keras.h5", rank=4)
     model = bnlab.load_keras(path)
     assert model.keras_origin.keras_version == "2.15.0"
