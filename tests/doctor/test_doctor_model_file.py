@@ -42,12 +42,13 @@ def student(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     x_test, y_test = keras_training.quadrant_images(192, seed=2)
     model = keras_training.train(x_train.astype(np.float32), y_train, 3, epochs=2)
     model.save(root / "student.keras")
+    model.save(root / "student.h5")  # Keras's legacy full-model format
     np.savez(root / "data.npz", x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
     folder = root / "images"
     for i, (image, label) in enumerate(zip(x_test, y_test, strict=True)):
         (folder / f"class_{label}").mkdir(parents=True, exist_ok=True)
         Image.fromarray(image).save(folder / f"class_{label}" / f"{i:03d}.png")
-    return {"model": root / "student.keras", "npz": root / "data.npz", "folder": folder,
+    return {"model": root / "student.keras", "h5": root / "student.h5", "npz": root / "data.npz", "folder": folder,
             "root": root}
 
 
@@ -94,6 +95,25 @@ def test_fix_writes_a_keras_file_that_keras_opens(student, tmp_path, capsys) -> 
         for a, b in zip(repaired.get_layer(name).get_weights(),
                         original.get_layer(name).get_weights(), strict=True):
             np.testing.assert_array_equal(a, b)
+
+
+def test_legacy_h5_file_is_diagnosed_and_saved_as_keras(student, tmp_path, capsys) -> None:
+    fixed = tmp_path / "fixed.keras"
+    code, out, err = doctor(capsys, student["h5"], "--data", student["npz"], "--fix",
+                            "recalibrate", "--save", fixed, "--json")
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    assert data["before"]["context"]["train_steps"] == 24  # optimizer_weights' iterations
+    assert data["before"]["findings"][0]["code"] == "stale_statistics"
+    assert data["gap_closed"] is None or data["gap_closed"] >= 0.9
+    from_h5 = keras.saving.load_model(fixed)
+    code, out, _ = doctor(capsys, student["model"], "--data", student["npz"], "--fix",
+                          "recalibrate", "--save", tmp_path / "from_keras.keras", "--json")
+    from_keras = keras.saving.load_model(tmp_path / "from_keras.keras")
+    for name in ("batch_normalization", "batch_normalization_1"):  # the same fix either way
+        for a, b in zip(from_h5.get_layer(name).get_weights(),
+                        from_keras.get_layer(name).get_weights(), strict=True):
+            np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-6)
 
 
 def test_image_folder_and_its_split(student, capsys) -> None:
