@@ -1,5 +1,11 @@
 """bnlab.models: Keras-vocabulary layer specs -> ``torch.nn.Module``, and Keras's summary().
 
+Layer lists build a :class:`SequentialModel` (:func:`build_model`); graphs of named
+nodes (Keras's Functional models) a :class:`GraphModel` (:func:`build_graph_model`).
+A Keras 3 layer config is a spec (:func:`parse_layer`), :func:`keras_config` writes one
+back, and :func:`get_keras_weights` / :func:`set_keras_weights` move weights in Keras's
+order and layouts.
+
 ::
 
     from bnlab.models import parse_layers, apply_edits, build_model, summary

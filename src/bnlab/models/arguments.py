@@ -256,7 +256,7 @@ def dtype_policy(value: Any) -> Any:
     if isinstance(value, Mapping):
         config = value.get("config")
         name = config.get("name") if isinstance(config, Mapping) else None
-        if value.get("class_name") != "DTypePolicy":
+        if value.get("class_name") not in ("DTypePolicy", "FloatDTypePolicy"):  # 3.x names
             name = None
     if value is None or name == "float32":
         return freeze(value)
