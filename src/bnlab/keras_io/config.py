@@ -310,7 +310,7 @@ class _Graph:
         return (*self.aliases, *self.inner)
 
     def layers(self) -> tuple[LayerEntry, ...]:
-        return tuple(e for e in self.saved if e.class_name != "InputLayer" and e.name in self.seen)
+        return tuple(e for e in self.saved if e.class_name != "InputLayer")
 
     def add(self, entry: LayerEntry, inbound: tuple[str, ...], path: str) -> str:
         """Add ``entry`` fed by ``inbound``; returns the name of the tensor it outputs."""
