@@ -247,3 +247,14 @@ def test_nested_model_in_a_legacy_h5(tmp_path) -> None:
     path = tmp_path / "nested.h5"
     keras.Sequential([keras.Input((3,)), inner, keras.layers.Dense(1)]).save(path)
     _fails(path, "layer 'inner' is a nested model", "model.save('model.keras')")
+
+
+def test_legacy_weights_of_another_layer(tmp_path) -> None:
+    case = build(
+        "legacy", sequential_cnn, tmp_path, [(2, 12, 12, 3)], rtol=1e-5, atol=1e-5, suffix=".h5"
+    )
+    with h5py.File(case.path, "r+") as h5:  # rename a layer in the configuration only
+        h5.attrs["model_config"] = h5.attrs["model_config"].replace(
+            '"name": "bn"', '"name": "bn_2"'
+        )
+    _fails(case.path, "weights for layer 'bn'", "model_config does not have")
