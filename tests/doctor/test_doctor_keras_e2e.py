@@ -3,11 +3,12 @@
 A small CNN (Rescaling(1/255), two Conv2D + BatchNormalization(momentum=0.99) blocks)
 is trained in Keras (torch backend) on six Fashion-MNIST classes for 152 steps (8
 epochs of 19 batches of 32), too few for momentum 0.99 (299 steps needed), and saved
-with ``model.save``. The ``bnlab doctor`` command, run as a separate process, must name
-stale moving statistics with its evidence; ``--fix recalibrate --save fixed.keras``
-must write a file that Keras loads and that closes at least 90% of the gap between
-Keras's inference-mode accuracy and its batch-statistics accuracy, both measured by
-Keras (see ``keras_training``) on the same test images the doctor evaluates on.
+with ``model.save``. The ``bnlab doctor --fix recalibrate --save fixed.keras`` command,
+run as a separate process, must name stale moving statistics with its evidence (its
+diagnosis before the fix) and write a file that Keras loads and that closes at least
+90% of the gap between Keras's inference-mode accuracy and its batch-statistics
+accuracy, both measured by Keras (see ``keras_training``) on the same test images the
+doctor evaluates on.
 """
 
 from __future__ import annotations
@@ -69,24 +70,22 @@ def test_keras_model_diagnosed_and_fixed_file_closes_the_gap_in_keras(fashion6, 
     gap = keras_batch - keras_inference
     assert gap >= 0.05, f"Keras: inference {keras_inference:.3f}, batch statistics {keras_batch:.3f}"
 
-    done = bnlab("doctor", path, "--data", DATA, "--json", cwd=tmp_path)
+    # One command diagnoses (the "before" diagnosis) and writes the fixed file.
+    fixed = tmp_path / "fixed.keras"
+    done = bnlab("doctor", path, "--data", DATA, "--fix", "recalibrate", "--save", fixed,
+                 "--json", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
-    diagnosis = json.loads(done.stdout)
-    assert diagnosis["findings"][0]["code"] == "stale_statistics"
+    treatment = json.loads(done.stdout)
+    diagnosis = treatment["before"]
     stale = diagnosis["findings"][0]
-    assert stale["severity"] == "serious"
+    assert (stale["code"], stale["severity"]) == ("stale_statistics", "serious")
     assert set(stale["layers"]) == {"batch_normalization", "batch_normalization_1"}
     assert "152 updates at momentum 0.99 (299 needed" in stale["summary"]
     assert diagnosis["context"]["pixels"] == "0..255"  # the model's Rescaling applies once
     # bnlab's view of the file agrees with Keras's (same images, same pixels).
     assert diagnosis["metrics"]["inference"]["accuracy"] == pytest.approx(keras_inference,
                                                                          abs=2 / 600)
-
-    fixed = tmp_path / "fixed.keras"
-    done = bnlab("doctor", path, "--data", DATA, "--fix", "recalibrate", "--save", fixed,
-                 "--json", cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
-    assert json.loads(done.stdout)["details"]["saved"] == str(fixed)
+    assert treatment["details"]["saved"] == str(fixed)
     assert hashlib.sha256(path.read_bytes()).hexdigest() == digest  # the input is untouched
 
     repaired = keras.saving.load_model(fixed)

@@ -195,3 +195,39 @@ def test_bnlab_model_after_fix_equals_keras_on_the_fixed_file(student, tmp_path)
         mine = ours(torch.from_numpy(x)).numpy()
     theirs = keras.ops.convert_to_numpy(keras.saving.load_model(fixed)(x, training=False))
     np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_functional_model_with_branches(tmp_path, capsys) -> None:
+    """A Functional file (two branches joined by Add) is examined like a Sequential one."""
+    layers = keras.layers
+    inputs = keras.Input((12, 12, 3), name="pixels")
+    x = layers.Rescaling(1 / 255, name="rescale")(inputs)
+    a = layers.BatchNormalization(name="bn_a")(layers.Conv2D(4, 3, padding="same",
+                                                             name="conv_a")(x))
+    b = layers.BatchNormalization(name="bn_b")(layers.Conv2D(4, 1, name="conv_b")(x))
+    x = layers.Add(name="join")([a, b])
+    outputs = layers.Dense(3, activation="softmax", name="head")(
+        layers.GlobalAveragePooling2D(name="pool")(x))
+    keras.Model(inputs, outputs).save(tmp_path / "branches.keras")
+    x_data, y_data = keras_training.quadrant_images(96, seed=3)
+    np.savez(tmp_path / "data.npz", x_train=x_data, y_train=y_data, x_test=x_data,
+             y_test=y_data)
+    code, out, err = doctor(capsys, tmp_path / "branches.keras", "--data",
+                            tmp_path / "data.npz", "--json")
+    assert (code, err) == (0, "")
+    data = json.loads(out)
+    assert [layer["name"] for layer in data["layers"]] == ["bn_a", "bn_b"]
+    assert data["context"]["pixels"] == "0..255"  # Rescaling found in a graph too
+    assert data["context"]["train_steps"] is None  # never compiled: no optimizer state
+    # Untrained: the moving statistics are the initial 0 and 1, far from the features;
+    # with no step count in the file, "never updated" cannot be claimed.
+    codes = [f["code"] for f in data["findings"]]
+    assert "stale_statistics" in codes and "never_updated" not in codes
+
+    two = keras.Input((12, 12, 3), name="other")
+    merged = layers.Add(name="sum")([inputs, two])
+    keras.Model([inputs, two], layers.Dense(3, name="out")(layers.Flatten(name="flat")(merged))
+                ).save(tmp_path / "two_inputs.keras")
+    code, _, err = doctor(capsys, tmp_path / "two_inputs.keras", "--data", tmp_path / "data.npz")
+    assert code == 2 and "the doctor feeds one input and scores one output; the model has 2 " \
+        "input(s) (pixels, other)" in err

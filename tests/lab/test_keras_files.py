@@ -218,3 +218,30 @@ def test_model_from_errors(keras_experiment, model, message) -> None:
     with pytest.raises(LabError) as e:
         lab.load_experiment(path)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_doctor_saves_a_fixed_run_as_a_keras_file(run_dir, tmp_path, capsys) -> None:
+    fixed, unfixed = tmp_path / "fixed.keras", tmp_path / "unfixed.keras"
+    variant = "bn[learning_rate=0.1]"
+    code = main(["doctor", str(run_dir), "--variant", variant, "--fix", "recalibrate",
+                 "--save", str(fixed), "--json"])
+    out, err = capsys.readouterr()
+    assert (code, err) == (0, "")
+    assert json.loads(out)["details"]["saved"] == str(fixed)
+    assert export(capsys, run_dir, "--variant", variant, "--to", unfixed)[0] == 0
+    mean = {name: keras.ops.convert_to_numpy(
+                keras.saving.load_model(path).get_layer("batch_normalization").moving_mean)
+            for name, path in (("fixed", fixed), ("unfixed", unfixed))}
+    assert not np.allclose(mean["fixed"], mean["unfixed"])
+    # The fixed statistics are the population mean of the BN layer's input on the
+    # training data (the first Dense's output), as recalibration promises.
+    data = lab.runs.load_variant_data(lab.Variant.from_dict(
+        next(v for v in json.loads((run_dir / "results.json").read_text())["experiment"][
+            "variants"] if v["name"] == variant)))
+    model = lab.load_run_model(run_dir, variant, 0)
+    with torch.no_grad():
+        h = model.get_layer("dense")(torch.from_numpy(data.x_train))
+    np.testing.assert_allclose(mean["fixed"], h.mean(0).numpy(), rtol=1e-4, atol=1e-5)
+    code = main(["doctor", str(run_dir), "--variant", variant, "--fix", "recalibrate",
+                 "--save", str(fixed)])
+    assert code == 2 and "exists; give another file name or --overwrite" in capsys.readouterr().err

@@ -30,7 +30,7 @@ from torch.nn.modules.conv import _ConvNd
 from torch.nn.modules.dropout import _DropoutNd
 
 from bnlab.functional.axes import kept_axes
-from bnlab.models import SequentialModel
+from bnlab.models import GraphModel, SequentialModel
 from bnlab.models.layers import Conv2D, Dense
 from bnlab.nn.views import view
 
@@ -99,12 +99,13 @@ def _storage(t: Tensor) -> int | None:
 
 
 def display_name(model: nn.Module, qualified: str) -> str:
-    """How doctor names a submodule: Keras names for bnlab's SequentialModel, else qualified.
+    """How doctor names a submodule: Keras names for bnlab's Keras-style models, else qualified.
 
-    ``"layers.batch_normalization"`` of a :class:`bnlab.models.SequentialModel` reads
-    ``"batch_normalization"`` (its ``get_layer`` name); the root is ``"(model)"``.
+    ``"layers.batch_normalization"`` of a :class:`bnlab.models.SequentialModel` or
+    :class:`~bnlab.models.GraphModel` reads ``"batch_normalization"`` (its Keras layer
+    name, as in a model file); the root is ``"(model)"``.
     """
-    if isinstance(model, SequentialModel) and qualified.startswith("layers."):
+    if isinstance(model, SequentialModel | GraphModel) and qualified.startswith("layers."):
         return qualified[len("layers."):]
     return qualified or "(model)"
 
