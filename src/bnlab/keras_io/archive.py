@@ -68,8 +68,11 @@ class KerasFile:
     legacy: dict[str, list[tuple[str, np.ndarray]]] = field(default_factory=dict)
 
 
-def read_file(path: str | os.PathLike[str]) -> KerasFile:
+def read_file(path: str | os.PathLike[str], *, weights: bool = True) -> KerasFile:
     """Read a ``.keras`` archive or a legacy full-model ``.h5`` file.
+
+    ``weights=False`` reads the configuration only (``arrays``/``legacy`` stay empty);
+    the weights file must still be there.
 
     Raises:
         KerasFileError: missing file, neither zip nor HDF5 (a pickle is named as such),
@@ -83,9 +86,9 @@ def read_file(path: str | os.PathLike[str]) -> KerasFile:
     with path.open("rb") as f:
         head = f.read(8)
     if head.startswith(_ZIP_MAGIC):
-        return _read_archive(path)
+        return _read_archive(path, weights)
     if head.startswith(_HDF5_MAGIC) or h5py.is_hdf5(path):
-        return _read_legacy(path)
+        return _read_legacy(path, weights)
     if len(head) >= 2 and head[0] == 0x80 and head[1] in _PICKLE_PROTOCOLS:
         raise KerasFileError(
             f"{path}: is a Python pickle (starts with {head[:2]!r}); bnlab never unpickles "
@@ -96,7 +99,7 @@ def read_file(path: str | os.PathLike[str]) -> KerasFile:
     )
 
 
-def _read_archive(path: Path) -> KerasFile:
+def _read_archive(path: Path, read_weights: bool) -> KerasFile:
     try:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
@@ -121,7 +124,7 @@ def _read_archive(path: Path) -> KerasFile:
                 )
             config = _json(path, CONFIG, archive.read(CONFIG))
             metadata = _json(path, METADATA, archive.read(METADATA)) if METADATA in names else {}
-            weights = archive.read(WEIGHTS)
+            weights = archive.read(WEIGHTS) if read_weights else None
     except zipfile.BadZipFile as error:
         raise KerasFileError(f"{path}: is a damaged zip archive ({error}); {_EXPECTED}") from None
     if not isinstance(config, dict) or "class_name" not in config:
@@ -129,7 +132,7 @@ def _read_archive(path: Path) -> KerasFile:
             f"{path}: {CONFIG} holds {type(config).__name__} without 'class_name'; expected a "
             'serialized model {"class_name": "Sequential" or "Functional", "config": {...}}'
         )
-    arrays, group_names = _read_h5_tree(path, weights)
+    arrays, group_names = _read_h5_tree(path, weights) if weights is not None else ({}, {})
     version = metadata.get("keras_version") if isinstance(metadata, dict) else None
     return KerasFile(path, "keras", config, version, arrays=arrays, group_names=group_names)
 
@@ -177,7 +180,7 @@ def _text(value: Any) -> str:
     return value.decode("utf-8") if isinstance(value, bytes) else str(value)
 
 
-def _read_legacy(path: Path) -> KerasFile:
+def _read_legacy(path: Path, read_weights: bool) -> KerasFile:
     try:
         with h5py.File(path, "r") as h5:
             raw = h5.attrs.get("model_config")
@@ -196,7 +199,7 @@ def _read_legacy(path: Path) -> KerasFile:
                     f"(top-level entries: {_listing(list(h5.keys()))}); expected a full model "
                     "saved with model.save('model.h5')"
                 )
-            legacy = _read_legacy_weights(path, group)
+            legacy = _read_legacy_weights(path, group) if read_weights else {}
     except OSError as error:
         raise KerasFileError(f"{path}: is a damaged HDF5 file ({error}); {_EXPECTED}") from None
     if not isinstance(config, dict) or "class_name" not in config:

@@ -129,7 +129,7 @@ def load_keras_spec(path: str | os.PathLike[str]) -> KerasModelSpec:
     Raises:
         KerasFileError: see :func:`load_keras`.
     """
-    file = read_file(path)
+    file = read_file(path, weights=False)
     return _spec(file, _model_config(file))
 
 
