@@ -28,7 +28,6 @@ finished runs are kept, results.json is written, the same command resumes.
 from __future__ import annotations
 
 import argparse
-import math
 import shlex
 import signal
 import sys
@@ -169,6 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
         "report embeds the SVG)",
     )
     run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="print summary.json (statistics per variant, comparisons) instead of the tables",
+    )
 
     report = sub.add_parser(
         "report", parents=[common], help="rebuild results.json and the report from a run folder"
@@ -181,6 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=("png",),
         metavar="FMT[,FMT]",
         help="figure file formats: png, svg, pdf, comma-separated (default png)",
+    )
+    report.add_argument(
+        "--json",
+        action="store_true",
+        help="print summary.json (statistics per variant, comparisons) instead of the tables",
     )
 
     doctor = sub.add_parser(
@@ -511,12 +520,18 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     finally:
         progress.stop()
 
-    print_table(outcome.results)
-    print(
-        f"\n{outcome.total} runs ({outcome.reused} reused, {outcome.completed} completed, "
+    counts = (
+        f"{outcome.total} runs ({outcome.reused} reused, {outcome.completed} completed, "
         f"{outcome.failed} failed) in {outcome.seconds:.1f} s{_executors(outcome.results)}"
     )
-    _print_paths(outcome.out_dir, outcome.report_path)
+    if args.json:
+        _print_summary_json(outcome.results)
+        print(counts, file=sys.stderr)
+        _print_paths(outcome.out_dir, outcome.report_path, file=sys.stderr)
+    else:
+        print_table(outcome.results)
+        print(f"\n{counts}")
+        _print_paths(outcome.out_dir, outcome.report_path)
     if progress.failed:
         print(f"bnlab: {len(progress.failed)} runs failed:", file=sys.stderr)
         for line in progress.failed[:10]:
@@ -541,134 +556,58 @@ def _executors(results: dict[str, Any]) -> str:
     return "; executor: " + ", ".join(f"{name} {n}" for name, n in sorted(counts.items()))
 
 
-def _print_paths(out: Path, report_path: Path | None) -> None:
+def _print_paths(out: Path, report_path: Path | None, file: TextIO | None = None) -> None:
     from bnlab.lab import RESOLVED_FILE, RESULTS_FILE, STORE_FILE
+    from bnlab.lab.results import SUMMARY_CSV_FILE, SUMMARY_FILE
 
-    print(f"results: {out / RESULTS_FILE}")
+    file = file or sys.stdout
+    print(f"results: {out / RESULTS_FILE}", file=file)
+    print(f"summary: {out / SUMMARY_FILE}, {out / SUMMARY_CSV_FILE}", file=file)
     if report_path is not None:
-        print(f"report:  {report_path}")
-    print(f"store:   {out / STORE_FILE} (resolved experiment: {out / RESOLVED_FILE})")
+        print(f"report:  {report_path}", file=file)
+    print(f"store:   {out / STORE_FILE} (resolved experiment: {out / RESOLVED_FILE})", file=file)
 
 
-def _fmt(x: float, digits: int = 3) -> str:
-    return "—" if x is None or math.isnan(x) else f"{x:.{digits}f}"
+def _print_summary_json(results: dict[str, Any]) -> None:
+    from bnlab.lab.results import dumps
+    from bnlab.lab.summary import summary_dict
+
+    sys.stdout.write(dumps(summary_dict(results)))
 
 
 def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
-    """The per-variant table, then the experiment's comparisons in words.
+    """The summary table(s), the comparisons in words and the published single runs.
 
-    Columns: variant, one column per grid axis, runs (completed/total, and failed ones),
-    diverged and at-chance runs (only when there are any; see ``bnlab.lab.outcomes``), train accuracy mean ± std, test accuracy mean [95% CI], test accuracy
-    with BN in training mode (only when a variant has BN: its gap to the test accuracy is
-    the lag of the moving statistics), time to the threshold (median, seeds that never
-    reached it), seconds per run. Labels are printed as text, never as console markup.
+    Tables come from ``bnlab.lab.table`` (the same model as report.html) and fit 80 columns;
+    a grid study first gets its pivot (variant × grid value). On a terminal, sentences wrap at
+    its width; into a file or a pipe each is one line.
     """
-    from rich import box
-    from rich.console import Console
-    from rich.table import Table
-    from rich.text import Text
+    import shutil
 
     from bnlab.lab import stats
+    from bnlab.lab import table as tables
+    from bnlab.lab.published import compare_published, settings_note
 
+    out = file or sys.stdout
+    tty = out.isatty()
+    width = shutil.get_terminal_size((80, 24)).columns if tty else 80
     summaries = stats.summarize(results)
-    reach = stats.threshold_words(summaries[0].time_to_threshold) if summaries else "the threshold"
-    unit = summaries[0].time_to_threshold.unit if summaries else "epochs"
-    axes = list(dict.fromkeys(axis for s in summaries for axis, _ in s.grid))
-    batch_stats = any(s.test_accuracy_train_mode.n for s in summaries)
-    outcomes = any(s.diverged or s.did_not_learn for s in summaries)
-    table = Table(
-        title=f"{results['experiment']['name']}: {len(results['seeds'])} seeds",
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        padding=(0, 1, 0, 0),
-    )
-    table.add_column("variant", overflow="fold")
-    for axis in axes:
-        table.add_column(axis.replace("_", "_\n"), no_wrap=True)
-    table.add_column("runs", justify="right", no_wrap=True)
-    if outcomes:
-        table.add_column("di-\nverged", justify="right", no_wrap=True)
-        table.add_column("at\nchance", justify="right", no_wrap=True)
-    table.add_column("train acc\nmean±std", justify="right", no_wrap=True)
-    table.add_column("test acc\nmean [95% CI]", justify="right", no_wrap=True)
-    if batch_stats:
-        table.add_column("test acc\nBN batch\nstats", justify="right", no_wrap=True)
-    reach_lines = "\n".join(textwrap.wrap(reach, width=8, break_long_words=False))
-    table.add_column(f"{unit} to\n{reach_lines}\n(median)", justify="right", no_wrap=True)
-    table.add_column("never", justify="right", no_wrap=True)
-    table.add_column("s/run", justify="right", no_wrap=True)
-    for s in summaries:
-        tr, te, tt, tm = (
-            s.train_accuracy,
-            s.test_accuracy,
-            s.time_to_threshold,
-            s.test_accuracy_train_mode,
-        )
-        grid = dict(s.grid)
-        ci = f" [{_fmt(te.ci.low)},{_fmt(te.ci.high)}]" if te.ci is not None else ""
-        median = "never" if math.isinf(tt.median) else _fmt(tt.median, 1)
-        runs = f"{s.completed}/{len(s.seeds)}"
-        runs += f" ({s.failed} failed)" if s.failed else ""
-        cells = [s.variant, *(str(grid.get(axis, "")) for axis in axes), runs]
-        if outcomes:
-            cells += [f"{s.diverged}/{s.completed}", f"{s.did_not_learn}/{s.completed}"]
-        spread = f"±{_fmt(tr.std)}" if tr.n >= 2 else ""
-        cells += [f"{_fmt(tr.mean)}{spread}", f"{_fmt(te.mean)}{ci}"]
-        if batch_stats:
-            cells.append(_fmt(tm.mean) if tm.n else "—")
-        cells += [median, f"{tt.never}/{tt.n}", _fmt(s.seconds.mean, 1)]
-        table.add_row(*(Text(c) for c in cells))
-    console = Console(file=file or sys.stdout)
-    Console(file=console.file, width=_table_width(console, table)).print(table)
+    title = f"{results['experiment']['name']}: {len(results['seeds'])} seeds"
+    pivot = tables.pivot_table(summaries, f"{title}, mean final test accuracy")
+    if pivot is not None:
+        print(tables.to_text(pivot, width) + "\n", file=out)
+    print(tables.to_text(tables.summary_table(summaries, title), width), file=out)
     if len(summaries) > 1:
-        for c in stats.report_comparisons(results, summaries):
-            console.print(f"• {c.sentence()}", markup=False, highlight=False)
-    _print_published(results, summaries, console)
-
-
-def _table_width(console: Any, table: Any) -> int | None:
-    """Off a terminal (a file, a pipe) print `table` as wide as it needs; on one, fit it."""
-    from rich.measure import Measurement
-
-    if console.is_terminal:
-        return None
-    needed = Measurement.get(console, console.options.update_width(1000), table).maximum
-    return max(console.width, needed)
-
-
-def _print_published(results: dict[str, Any], summaries: Sequence[Any], console: Any) -> None:
-    """The published single runs against our seeds, as a compact table (nothing without any)."""
-    from rich import box
-    from rich.table import Table
-
-    from bnlab.lab.published import compact_rows, compare_published
-
+        print(file=out)
+        for line in stats.comparison_lines(stats.report_comparisons(results, summaries)):
+            text = f"• {line}"
+            print(textwrap.fill(text, width, subsequent_indent="  ") if tty else text, file=out)
     published = compare_published(results, summaries)
-    if not published:
-        return
-    headers, rows = compact_rows(published)
-    sources = ", ".join(dict.fromkeys(c.source for c in published if c.source))
-    table = Table(
-        title="published single run vs our seeds" + (f" ({sources})" if sources else ""),
-        box=box.SIMPLE_HEAD,
-        show_edge=False,
-        padding=(0, 0, 0, 0),  # 80 columns: the box's one-space separators are enough
-    )
-    table.add_column(headers[0], overflow="fold")
-    table.add_column(headers[1], no_wrap=True)
-    for header in headers[2:]:
-        table.add_column(header, justify="right", no_wrap=True)
-    for row in rows:
-        table.add_row(*row)
-    console.print()
-    console.print(table)
-    epochs = next((c for c in published if c.quantity == "epochs_to_threshold"), None)
-    note = f"epochs = {epochs.words}; " if epochs is not None else ""
-    console.print(
-        f"{note}pub. above k/n: the published number exceeds k of our n seeds "
-        "(=t: t ties); in range/CI: inside our seeds' min–max / the 95% CI of our mean",
-        highlight=False,
-    )
+    if published:
+        print("\n" + tables.to_text(tables.published_table(published), width), file=out)
+    note = settings_note(results)
+    if note:
+        print(f"\n{note}", file=out)
 
 
 # --------------------------------------------------------------------------- report
@@ -680,8 +619,12 @@ def _report(args: argparse.Namespace, argv: list[str]) -> int:
 
     write_results(args.dir)
     report_path = write_report(args.dir, formats=args.formats)
-    print_table(read_results(args.dir))
-    _print_paths(args.dir, report_path)
+    if args.json:
+        _print_summary_json(read_results(args.dir))
+        _print_paths(args.dir, report_path, file=sys.stderr)
+    else:
+        print_table(read_results(args.dir))
+        _print_paths(args.dir, report_path)
     return EXIT_OK
 
 

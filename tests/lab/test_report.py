@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from bnlab.lab import published, report, stats
+from bnlab.lab import published, report, stats, table
 
 SEEDS = (0, 1, 2, 3)
 EPOCHS = 8
@@ -216,68 +216,6 @@ class Page(HTMLParser):
 # ----------------------------------------------------------------- table
 
 
-def test_table_rows_hold_the_summary_numbers():
-    summaries = stats.summarize(make_results())
-    headers, rows = report.table_rows(summaries)
-    assert headers[:4] == ["variant", "runs", "train acc (mean ± std)", "test acc mean [95% CI]"]
-    base = rows[0]
-    acc = np.array(TEST_ACC["baseline"])
-    ci = stats.bootstrap_mean_ci(acc)
-    assert base[0] == "baseline" and base[1] == "4/4"
-    assert base[2] == f"{(acc - 0.01).mean():.3f} ± {(acc - 0.01).std(ddof=1):.3f}"
-    assert ci is not None and len(acc) < stats.MIN_SEEDS_FOR_CI
-    assert base[3] == f"{acc.mean():.3f}"  # no CI below the minimum number of seeds
-    assert headers[4] == "test acc, BN training mode" and base[4] == "—"
-    assert rows[1][4] == "0.870"  # last epoch 0.85 + 0.02
-    assert headers[5] == "epochs to 80% test accuracy: median (never)"
-    assert base[5] == "5 (never: 0/4)"
-    assert rows[1][5] == "2 (never: 0/4)"
-    assert headers[-3:] == ["diverged", "did not learn", "failed"]
-    assert base[-3:] == ["0", "0", "0"]
-    # shaky: seed 1 NaN (diverged, did not learn), seed 2 blew up, seed 0 at chance, seed 3 failed
-    assert rows[2] == [
-        "shaky",
-        "3/4",
-        "0.690 ± 0.000",
-        "0.600",
-        "—",
-        "never (never: 3/3)",
-        "1",
-        "2",
-        "2",
-        "1",
-    ]
-    assert summaries[2].diverged_seeds == (1, 2) and summaries[2].did_not_learn_seeds == (0, 1)
-
-
-def test_table_marks_verdicts_of_old_records_as_unknown():
-    r = make_results()
-    for x in r["runs"]:
-        if x["history"] is not None:
-            del x["history"]["initial_loss"], x["history"]["chance_accuracy"]
-    summaries = stats.summarize(r)
-    _, rows = report.table_rows(summaries)
-    assert rows[0][-3:] == ["0 (4 unknown)", "0 (4 unknown)", "0"]
-    # seed 1's NaN is recognised in any record; seeds 0 and 2 cannot be judged
-    assert rows[2][-3:] == ["1 (2 unknown)", "1 (2 unknown)", "1"]
-
-
-def test_format_table_as_text_and_markdown():
-    summaries = stats.summarize(make_results())
-    text = report.format_table(summaries).splitlines()
-    assert text[0].split()[:2] == ["variant", "runs"]
-    assert set(text[1]) <= {"-", " "}
-    assert text[2].startswith("baseline ") and text[2].endswith("0")
-    assert len({len(line) for line in text[:2]}) == 1  # aligned columns
-    md = report.format_table(summaries, markdown=True).splitlines()
-    assert md[0].startswith("| variant | runs | train acc (mean ± std) |")
-    assert md[1] == "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-    assert (
-        md[4]
-        == "| shaky | 3/4 | 0.690 ± 0.000 | 0.600 | — | never (never: 3/3) | 1 | 2 | 2 | 1 |"
-    )
-
-
 # ----------------------------------------------------------------- html
 
 
@@ -288,23 +226,18 @@ def test_write_report_builds_an_offline_page_with_tables_statements_and_embedded
 
     # The per-variant table: the same strings as the text table, one row per variant.
     summaries = stats.summarize(make_results())
-    headers, rows = report.table_rows(summaries)
+    model = table.summary_table(summaries)
     summary = page.tables[0]
-    assert summary[0] == headers
-    assert summary[1:] == rows
+    assert summary[0] == [c.long for c in model.columns]
+    assert summary[1:] == [list(r) for r in model.rows]
 
-    # Comparisons: bn_after vs baseline stated (paired, 4 seeds); shaky vs baseline listed too.
-    sentences = [c.sentence() for c in stats.report_comparisons(make_results(), summaries)]
-    assert len(sentences) == 4  # bn_after and shaky vs baseline: test accuracy and time to 80%
-    assert [i for i in page.items if i in sentences] == sentences
-    assert sentences[1].startswith(
-        "bn_after reaches 80% test accuracy 3 epochs sooner than baseline"
-    )
-    assert sentences[1].endswith("paired t-test p<0.001, 4 seeds)")
-    assert sentences[3] == (
-        "shaky reached 80% test accuracy in 0/3 seeds and baseline in 4/4; "
-        "too few seeds reached it in both to estimate the difference in time"
-    )
+    # Comparisons: 4 seeds are below the minimum, so nothing is stated, in one line.
+    lines = stats.comparison_lines(stats.report_comparisons(make_results(), summaries))
+    assert lines == [
+        "4 comparisons not made: they need at least 5 seeds per variant, these have 2/3/4 "
+        "(differences and intervals are in summary.json)"
+    ]
+    assert lines[0] in page.items
 
     # Images: embedded data URIs that decode to the same PNGs written beside the report.
     assert len(page.images) == 2  # accuracy and loss
@@ -337,7 +270,7 @@ def test_write_report_builds_an_offline_page_with_tables_statements_and_embedded
     assert "2026-01-02T03:04:05+00:00" in text
     per_seed = page.tables[-1]
     assert per_seed[0][:2] == ["variant", "seed"] and len(per_seed) == 1 + 3 * len(SEEDS)
-    assert ["shaky", "3", "n/a", "n/a", "n/a", "n/a", "failed"] in per_seed
+    assert ["shaky", "3", "—", "—", "n/a", "n/a", "failed"] in per_seed
     assert [row[-1] for row in per_seed if row[0] == "shaky"] == [
         "did not learn",
         "diverged, did not learn",
@@ -352,7 +285,8 @@ def test_write_report_builds_an_offline_page_with_tables_statements_and_embedded
     ]
 
 
-def test_report_of_a_grid_with_probes_embeds_the_heat_map_and_probe_plots(tmp_path):
+def test_report_of_a_grid_with_probes_embeds_the_heat_map_and_probe_plots(tmp_path, monkeypatch):
+    monkeypatch.setattr(stats, "MIN_SEEDS_FOR_CI", 4)  # state the comparisons of 4 seeds
     r = make_results()
     r["runs"] = [x for x in r["runs"] if x["variant"] != "shaky"]
     r["variants"] = ["baseline", "bn_after"]
@@ -387,8 +321,11 @@ def test_report_of_a_grid_with_probes_embeds_the_heat_map_and_probe_plots(tmp_pa
         "grid.png",
         "probes.png",
     }
-    labels = [row[0] for row in page.tables[0][1:]]
-    assert labels[0] == "baseline [learning_rate=0.01, activation=relu]" and len(labels) == 4
+    pivot, summary = page.tables[:2]
+    assert pivot[0][:2] == ["variant", "activation"]  # learning rates across
+    assert [row[:2] for row in pivot[1:]] == [["baseline", "relu"], ["bn_after", "relu"]]
+    assert summary[0][:3] == ["variant", "learning rate", "activation"]
+    assert summary[1][:3] == ["baseline", "0.01", "relu"] and len(summary) == 5
     statements = [i for i in page.items if "sooner than baseline" in i]
     assert len(statements) == 2  # one per grid point, which each names once
     assert all(
@@ -460,7 +397,7 @@ def test_report_of_results_without_completed_runs(tmp_path):
     text = report.write_report(write(tmp_path, r)).read_text("utf-8")
     assert "3 variants × 4 seeds = 12 runs (1 recorded) ·" in text
     page = Page(text)
-    assert page.tables[0][1][:2] == ["shaky", "0/1"]
+    assert page.tables[0][1][:2] == ["shaky", "0 (1)"]
     assert "shaky: seed 3 failed — ValueError: <bad> input" in page.items
     r["runs"] = []
     text = report.write_report(write(tmp_path, r)).read_text("utf-8")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -330,6 +331,12 @@ def test_summarize_reports_per_variant_numbers_divergence_and_failures():
     assert shaky.time_to_threshold.never == 2 and shaky.time_to_threshold.median == math.inf
 
 
+@pytest.fixture
+def few_seeds_compared(monkeypatch):
+    """Compare groups of 3-4 seeds, to check the wording of the t-tests on small data."""
+    monkeypatch.setattr(stats, "MIN_SEEDS_FOR_CI", 2)
+
+
 def test_compare_pairs_by_seed_and_words_a_conclusion_only_when_the_ci_excludes_zero():
     base, fast, _ = stats.summarize(study())
     c = stats.compare(fast, base, quantity="time_to_threshold")
@@ -356,7 +363,7 @@ def test_compare_pairs_by_seed_and_words_a_conclusion_only_when_the_ci_excludes_
     )
 
 
-def test_compare_says_no_detectable_difference_when_the_ci_contains_zero():
+def test_compare_says_no_detectable_difference_when_the_ci_contains_zero(few_seeds_compared):
     runs = []
     for seed, (ta, tb) in enumerate([(0.80, 0.82), (0.84, 0.81), (0.82, 0.83), (0.83, 0.82)]):
         for name, t in (("a", ta), ("b", tb)):
@@ -392,7 +399,7 @@ def test_a_difference_is_stated_exactly_when_its_t_interval_excludes_zero():
     assert "bootstrap" not in c.sentence()
 
 
-def test_compare_uses_welch_when_seeds_differ_and_notes_never_and_nulls():
+def test_compare_uses_welch_when_seeds_differ_and_notes_never_and_nulls(few_seeds_compared):
     base, _, shaky = stats.summarize(study())
     t = stats.compare(shaky, base, quantity="time_to_threshold")
     assert t.test.paired  # both have runs for seeds 0..4; the failed seed 4 drops out of the pairs
@@ -426,7 +433,7 @@ def test_compare_when_a_variant_never_reaches_the_threshold():
     )
 
 
-def test_compare_all_compares_each_variant_with_the_reference_at_each_grid_point():
+def test_compare_all_compares_each_variant_with_the_reference_at_each_grid_point(few_seeds_compared):
     runs = []
     for lr in (0.1, 0.01):
         for seed in range(3):
@@ -535,4 +542,69 @@ def test_report_comparisons_follow_the_experiment_report_table():
     assert [(c.a, c.b) for c in stats.report_comparisons(r, summaries)][::2] == [
         ("fast", "baseline"),
         ("shaky", "baseline"),
+    ]
+
+
+def group(variant: str, values: list[float]) -> stats.VariantSummary:
+    runs = []
+    for seed, v in enumerate(values):
+        h = history([0.5, v])
+        h["final"]["test_accuracy"] = v
+        runs.append(run(variant, seed, h))
+    return stats.summarize(results(runs, [variant], list(range(len(values)))))[0]
+
+
+def test_below_the_minimum_seeds_nothing_is_stated_and_no_mean_ci_is_given():
+    few = stats.MIN_SEEDS_FOR_CI - 1
+    a, b = group("a", [0.9 + 0.001 * i for i in range(few)]), group("b", [0.5] * few)
+    assert a.test_accuracy.ci is None and a.test_accuracy.t_ci is None
+    c = stats.compare(a, b)
+    assert c.test.detected and not c.detected  # a huge difference, but 4 seeds state nothing
+    assert c.sentence() == (
+        f"a vs b: too few seeds to compare final test accuracy ({few} and {few} values; "
+        f"at least {stats.MIN_SEEDS_FOR_CI} each are needed)"
+    )
+    enough = stats.MIN_SEEDS_FOR_CI
+    a, b = group("a", [0.9 + 0.001 * i for i in range(enough)]), group("b", [0.5] * enough)
+    assert a.test_accuracy.ci is not None and stats.compare(a, b).detected
+
+
+def test_holm_adjusts_the_p_values_of_a_family_step_down():
+    """Hand-computed: p = 0.01, 0.04, 0.03, 0.5 -> sorted 0.01, 0.03, 0.04, 0.5 ->
+    4·0.01, max(0.04, 3·0.03), max(0.09, 2·0.04), max(0.09, 0.5) = 0.04, 0.09, 0.09, 0.5."""
+    base = stats.compare(group("a", [0.9, 0.8, 0.85, 0.7, 0.75]), group("b", [0.5] * 5))
+    family = [
+        dataclasses.replace(base, test=dataclasses.replace(base.test, p_value=p))
+        for p in (0.01, 0.04, 0.03, 0.5)
+    ]
+    adjusted = stats.holm(family)
+    assert [c.p_adjusted for c in adjusted] == pytest.approx([0.04, 0.09, 0.09, 0.5])
+    assert [c.family for c in adjusted] == [4] * 4
+    assert [c.detected for c in adjusted] == [True, False, False, False]
+    assert "Holm-adjusted p=0.09 over 4 comparisons" in adjusted[1].sentence()
+
+
+def test_comparison_lines_collapse_what_says_nothing():
+    five = stats.MIN_SEEDS_FOR_CI
+    strong = group("strong", [0.95, 0.96, 0.94, 0.95, 0.97])
+    same = group("same", [0.5, 0.52, 0.49, 0.51, 0.5])
+    also = group("also", [0.51, 0.5, 0.5, 0.52, 0.49])
+    base = group("base", [0.5, 0.51, 0.5, 0.5, 0.5])
+    comparisons = stats.holm(
+        [stats.compare(x, base) for x in (strong, same, also)]
+        + [stats.compare(x, base, quantity="time_to_threshold") for x in (same, also)]
+    )
+    lines = stats.comparison_lines(comparisons)
+    assert lines[0].startswith("strong has higher final test accuracy than base by")
+    assert "Holm-adjusted p" in lines[0] and "over 3 comparisons" in lines[0]
+    assert lines[1] == (
+        "no detectable difference in final test accuracy (p ≥ 0.05, Holm-adjusted over 3 "
+        "comparisons): same vs base; also vs base"
+    )
+    assert lines[2] == "neither variant reached 80% test accuracy: same vs base; also vs base"
+    assert len(lines) == 3
+    few = [stats.compare(group("x", [0.6, 0.7]), group("y", [0.5, 0.55]))] * 3
+    assert stats.comparison_lines(few) == [
+        f"3 comparisons not made: they need at least {five} seeds per variant, these have 2 "
+        "(differences and intervals are in summary.json)"
     ]

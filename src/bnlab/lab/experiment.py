@@ -90,6 +90,7 @@ from typing import Any
 
 from bnlab.data import check_dataset_options
 from bnlab.lab.errors import LabError
+from bnlab.lab.results import DEFAULT_THRESHOLD, DEFAULT_THRESHOLD_METRIC
 from bnlab.models import LayerSpec, apply_edits, layer_names, parse_layers
 from bnlab.train import (
     ProbeSpec,
@@ -134,8 +135,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "shuffle": True,
     "probes": [],
 }
-DEFAULT_THRESHOLD_METRIC = "val_accuracy"
-DEFAULT_THRESHOLD = 0.8
 _NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 
 

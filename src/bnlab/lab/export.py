@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from bnlab.lab.errors import LabError
-from bnlab.lab.results import atomic_write_text, build_results, dumps
+from bnlab.lab.results import REPORT_FILE, atomic_write_text, build_results, dumps
 
 __all__ = [
     "ExportedRun",
@@ -67,7 +67,6 @@ __all__ = [
     "tables",
 ]
 
-REPORT_FILE = "report.html"
 _EPOCH_TAGS = ("loss", "accuracy")
 _EVAL_TAGS = ("val_loss", "val_accuracy", "val_accuracy_train_mode")
 _UNSAFE_IN_FOLDER = re.compile(r"[^A-Za-z0-9_.,=\[\]+-]")

@@ -30,6 +30,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bnlab.lab import fmt
 from bnlab.lab.stats import (
     Interval,
     VariantSummary,
@@ -144,7 +145,7 @@ class PublishedComparison:
             return "n/a"
         if self.quantity == "epochs_to_threshold" or math.isinf(x):
             return fmt_number(x)
-        return f"{x:.3f}"
+        return fmt.accuracy(x)
 
     def mean_ci_text(self, sep: str = ", ") -> str:
         """``0.840 [0.834, 0.851]``; over the seeds that reached it, for epochs."""
@@ -329,17 +330,9 @@ def compact_rows(
 
     Columns: variant, quantity, published, our mean [95% CI], our min–max, how many seeds the
     published value is above (``7/10``, ``=k`` for ties), and whether it lies inside our seed
-    range / inside the CI (``yes``/``no``/``—``). Headers may hold a line break.
+    range / inside the CI (``yes``/``no``/``—``).
     """
-    headers = [
-        "variant",
-        "",
-        "published",
-        "ours [95% CI]",
-        "min–max",
-        "pub.\nabove",
-        "in range\n/CI",
-    ]
+    headers = ["variant", "", "published", "ours [95% CI]", "min–max", "pub>k/n", "range/CI"]
     rows = []
     for c in comparisons:
         above = f"{c.below}/{c.n}" + (f" (={c.equal})" if c.equal else "")

@@ -29,16 +29,17 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from bnlab.lab import plots
+from bnlab.lab import fmt, plots
+from bnlab.lab import table as tables
 from bnlab.lab.outcomes import DIVERGENCE_FACTOR
-from bnlab.lab.published import PublishedComparison, compare_published
-from bnlab.lab.results import atomic_write_bytes
+from bnlab.lab.published import PublishedComparison, compare_published, settings_note
+from bnlab.lab.results import REPORT_FILE, RESULTS_FILE, atomic_write_bytes
 from bnlab.lab.stats import (
     BOOTSTRAP_RESAMPLES,
     MIN_SEEDS_FOR_CI,
     Comparison,
     VariantSummary,
-    fmt_number,
+    comparison_lines,
     plan_words,
     report_comparisons,
     summarize,
@@ -49,98 +50,12 @@ __all__ = [
     "PUBLISHED_HEADERS",
     "REPORT_FILE",
     "RESULTS_FILE",
-    "format_table",
     "load_results",
     "published_rows",
     "render_html",
-    "table_rows",
     "write_report",
 ]
 
-REPORT_FILE = "report.html"
-RESULTS_FILE = "results.json"
-
-
-# --------------------------------------------------------------------------- table
-
-
-def _acc(x: float) -> str:
-    return "n/a" if math.isnan(x) else f"{x:.3f}"
-
-
-def _count(flagged: int, unknown: int) -> str:
-    return f"{flagged} ({unknown} unknown)" if unknown else str(flagged)
-
-
-def table_rows(summaries: Sequence[VariantSummary]) -> tuple[list[str], list[list[str]]]:
-    """Headers and one row of strings per variant (and grid point).
-
-    Columns: variant; runs completed/total; train accuracy mean ± std (ddof=1); test accuracy
-    mean [95% bootstrap CI]; mean last-epoch test accuracy with BN in training mode ("—"
-    without BN); time to the threshold, median over seeds and how many never reached it; mean
-    seconds per run; runs that diverged; runs that did not learn; failed runs. The diverged
-    and did-not-learn cells add ``(k unknown)`` for runs recorded without the numbers the
-    verdict needs (:mod:`bnlab.lab.outcomes`).
-    """
-    first = summaries[0].time_to_threshold if summaries else None
-    reach = f"{first.unit} to {threshold_words(first)}" if first else "epochs to threshold"
-    headers = [
-        "variant",
-        "runs",
-        "train acc (mean ± std)",
-        "test acc mean [95% CI]",
-        "test acc, BN training mode",
-        f"{reach}: median (never)",
-        "seconds",
-        "diverged",
-        "did not learn",
-        "failed",
-    ]
-    rows = []
-    for s in summaries:
-        tr, te, tt = s.train_accuracy, s.test_accuracy, s.time_to_threshold
-        train = f"{_acc(tr.mean)} ± {_acc(tr.std)}" if tr.n >= 2 else _acc(tr.mean)
-        test = (
-            f"{_acc(te.mean)} [{_acc(te.ci.low)}, {_acc(te.ci.high)}]" if te.ci else _acc(te.mean)
-        )
-        median = "n/a" if math.isnan(tt.median) else fmt_number(tt.median)
-        tm = s.test_accuracy_train_mode
-        train_mode = "—" if tm.n == 0 else _acc(tm.mean)
-        rows.append(
-            [
-                s.label,
-                f"{s.completed}/{len(s.seeds)}",
-                train,
-                test,
-                train_mode,
-                f"{median} (never: {tt.never}/{tt.n})",
-                fmt_number(s.seconds.mean),
-                _count(s.diverged, len(s.diverged_unknown_seeds)),
-                _count(s.did_not_learn, len(s.did_not_learn_unknown_seeds)),
-                str(s.failed),
-            ]
-        )
-    return headers, rows
-
-
-def format_table(summaries: Sequence[VariantSummary], *, markdown: bool = False) -> str:
-    """The per-variant table as aligned plain text, or as a Markdown table."""
-    headers, rows = table_rows(summaries)
-    if markdown:
-
-        def line(cells: Sequence[str]) -> str:
-            return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
-
-        align = ["---"] + ["---:"] * (len(headers) - 1)
-        return "\n".join([line(headers), "| " + " | ".join(align) + " |", *map(line, rows)])
-    widths = [max(len(r[i]) for r in [headers, *rows]) for i in range(len(headers))]
-
-    def pad(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (c.rjust(w) for c, w in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest]).rstrip()
-
-    return "\n".join([pad(headers), "  ".join("-" * w for w in widths), *map(pad, rows)])
 
 
 # --------------------------------------------------------------------------- reading
@@ -219,21 +134,13 @@ def _layers_list(layers: Sequence[Any]) -> str:
     return f'<ol class="layers">{"".join(items)}</ol>'
 
 
-def _summary_table(summaries: Sequence[VariantSummary]) -> str:
-    headers, rows = table_rows(summaries)
-    head = "".join(f"<th>{_e(h)}</th>" for h in headers)
-    body = []
-    for s, row in zip(summaries, rows, strict=True):
-        cells = [f'<th scope="row">{_e(row[0])}</th>']
-        for header, cell in zip(headers[1:], row[1:], strict=True):
-            warn = (
-                (header == "diverged" and s.diverged)
-                or (header == "did not learn" and s.did_not_learn)
-                or (header == "failed" and s.failed)
-            )
-            cells.append(f'<td class="num{" warn" if warn else ""}">{_e(cell)}</td>')
-        body.append(f"<tr>{''.join(cells)}</tr>")
-    return f'<table class="summary"><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table>'
+def _summary_tables(summaries: Sequence[VariantSummary]) -> str:
+    """The pivot (grid studies) and the per-variant table, from the one table model."""
+    pivot = tables.pivot_table(summaries, "")
+    parts = [] if pivot is None else [
+        "<h3>Mean final test accuracy per grid point</h3>", tables.to_html(pivot, "pivot")
+    ]
+    return "".join([*parts, tables.to_html(tables.summary_table(summaries), "summary")])
 
 
 PUBLISHED_HEADERS = [
@@ -266,13 +173,12 @@ def published_rows(comparisons: Sequence[PublishedComparison]) -> list[list[str]
 
 
 def _published_html(comparisons: Sequence[PublishedComparison]) -> str:
-    head = "".join(f"<th>{_e(h)}</th>" for h in PUBLISHED_HEADERS)
-    body = []
-    for row in published_rows(comparisons):
-        cells = [f'<th scope="row">{_e(row[0])}</th>', f"<td>{_e(row[1])}</td>"]
-        cells += [f'<td class="num">{_e(cell)}</td>' for cell in row[2:7]]
-        cells.append(f"<td>{_e(row[7])}</td>")
-        body.append(f"<tr>{''.join(cells)}</tr>")
+    columns = tuple(
+        tables.Column(h, h, align="left" if i in (0, 1, 7) else "right")
+        for i, h in enumerate(PUBLISHED_HEADERS)
+    )
+    rows = tuple(tuple(r) for r in published_rows(comparisons))
+    table_html = tables.to_html(tables.Table("", columns, rows), "published")
     sources: dict[str, list[str]] = {}
     for c in comparisons:
         names = sources.setdefault(c.source or "source not given", [])
@@ -281,9 +187,7 @@ def _published_html(comparisons: Sequence[PublishedComparison]) -> str:
     source_text = "; ".join(f"{src} ({', '.join(names)})" for src, names in sources.items())
     sentences = "".join(f"<li>{_e(c.sentence())}</li>" for c in comparisons)
     return (
-        f'<table class="published"><thead><tr>{head}</tr></thead>'
-        f"<tbody>{''.join(body)}</tbody></table>"
-        f'<p class="note">Published numbers: {_e(source_text)}.</p>'
+        table_html + f'<p class="note">Published numbers: {_e(source_text)}.</p>'
         f'<ul class="published">{sentences}</ul>'
     )
 
@@ -293,10 +197,11 @@ def _comparisons_html(comparisons: Sequence[Comparison]) -> str:
         return (
             "<p>Nothing to compare: fewer than two variants have runs at the same grid point.</p>"
         )
-    items = []
-    for c in comparisons:
-        css = "detected" if c.detected else "none"
-        items.append(f'<li class="{css}">{_e(c.sentence())}</li>')
+    stated = {c.sentence() for c in comparisons if c.detected}
+    items = [
+        f'<li class="{"detected" if line in stated else "none"}">{_e(line)}</li>'
+        for line in comparison_lines(comparisons)
+    ]
     return f'<ul class="comparisons">{"".join(items)}</ul>'
 
 
@@ -361,10 +266,10 @@ def _per_seed_html(summaries: Sequence[VariantSummary]) -> str:
             cells = [
                 _e(s.label),
                 str(seed),
-                _acc(train.get(seed, math.nan)),
-                _acc(test.get(seed, math.nan)),
-                _e(fmt_number(reach.get(seed, math.nan))),
-                _e(fmt_number(secs.get(seed, math.nan))),
+                fmt.accuracy(train.get(seed, math.nan)),
+                fmt.accuracy(test.get(seed, math.nan)),
+                _e(fmt.number(reach.get(seed, math.nan))),
+                _e(fmt.number(secs.get(seed, math.nan))),
                 status,
             ]
             body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
@@ -526,6 +431,8 @@ def render_html(
     reach = f"{first.unit} to first reach {threshold_words(first)}" if first else ""
     versions = results.get("versions") or {}
     version_text = ", ".join(f"{k} {v}" for k, v in versions.items()) or "not recorded"
+    settings = settings_note(results)
+    settings_html = f'<section id="published"><p class="note">{_e(settings.capitalize())}.</p></section>' if settings else ""
     published_section = (
         f"""<section id="published"><h2>Published single run vs our seeds</h2>
 {_published_html(published)}
@@ -538,7 +445,7 @@ never reached the threshold as “never”; mean and CI are then over the seeds 
 </section>
 """
         if published
-        else ""
+        else settings_html
     )
     figures = "".join(
         f'<figure id="plot-{_e(key)}"><img src="{_data_uri(png)}" alt="{_e(key)} plot of {_e(name)}">'
@@ -551,25 +458,31 @@ never reached the threshold as “never”; mean and CI are then over the seeds 
 <p class="meta">{_e(_plan_text(results, summaries))} · results created {_e(results.get("created", "unknown"))}</p>
 </header>
 <section id="summary"><h2>Results per variant</h2>
-{_summary_table(summaries)}
-<p class="note">Accuracies are final, measured in inference mode after training. ± is the standard
-deviation over seeds (ddof=1); the 95% CI of the mean is a percentile bootstrap over seeds
-({BOOTSTRAP_RESAMPLES:,} resamples, fixed seed). “BN training mode”: the last epoch's test
-accuracy computed with batch statistics instead of the moving averages; a large gap to the test
-accuracy means the moving statistics are stale. {_e(reach.capitalize())}: median over seeds;
-a seed that never reaches it counts as “never” (the median is “never” when at least half never
-do). Diverged: the training loss became NaN/inf, or the last epoch's training loss ended above
-{DIVERGENCE_FACTOR:g} × the loss of the first batch before any update. Did not learn: the final
-test accuracy is no better than always predicting the test set's most frequent class. A run can
-be both. Failed: the run raised an error.</p>
+{_summary_tables(summaries)}
+<p class="note">“fit” is the training accuracy as Keras logs it: the running mean over the last
+epoch's batches, in training mode (BN normalizes with each batch's statistics while the weights
+still move). “train” and “test” are final accuracies measured in inference mode after training
+(moving statistics). A BN model can show a high “fit” and a low “train”: its moving statistics
+lag behind its weights. The 95% CI of the mean is a percentile bootstrap over seeds
+({BOOTSTRAP_RESAMPLES:,} resamples, fixed seed), given only from {MIN_SEEDS_FOR_CI} seeds on
+(fewer give far too narrow intervals); the standard deviations are in summary.json. “batch”: the
+last epoch's test accuracy computed with batch statistics instead of the moving averages; a large
+gap to “test” means the moving statistics are stale. {_e(reach.capitalize())}: median over
+seeds; a seed that never reaches it counts as “never” (the median is “never” when at least half
+never do). Diverged: the training loss became NaN/inf, or the last epoch's training loss ended
+above {DIVERGENCE_FACTOR:g} × the loss of the first batch before any update. Did not learn: the
+final test accuracy is no better than always predicting the test set's most frequent class. A
+run can be both. Failed: the run raised an error.</p>
 </section>
 {published_section}<section id="comparisons"><h2>Comparisons</h2>
 {_comparisons_html(comparisons)}
 <p class="note">Differences are the first variant minus the second, at equal grid points. Paired
 by seed (paired t-test) when both variants ran the same seeds — runs with equal seeds share the
-data order — and Welch's t-test otherwise. Each difference comes with the test's 95% confidence
-interval; it is stated only when that interval excludes zero (p &lt; 0.05), otherwise the
-statement is “no detectable difference”.</p>
+data order — and Welch's t-test otherwise; no comparison is made with fewer than
+{MIN_SEEDS_FOR_CI} seeds on a side. The p-values of the study's comparisons are adjusted with
+Holm's step-down method (the chance of any false statement stays below 5%); a difference is
+stated, with its 95% t-interval, only when its adjusted p is below 0.05. Pairs without a
+detectable difference are listed together; every number is in summary.json.</p>
 </section>
 <section id="plots"><h2>Plots</h2>
 {figures}
@@ -621,10 +534,10 @@ def write_report(out_dir: str | Path, *, formats: Sequence[str] = ("png",)) -> P
     published = compare_published(results, summaries)
     images: dict[str, bytes] = {}
     for key, fig in plots.make_figures(results, summaries).items():
-        for fmt in formats:
-            data = plots.figure_bytes(fig, fmt)
-            atomic_write_bytes(out / f"{key}.{fmt}", data)
-            if fmt == "svg" or (fmt == "png" and key not in images):
+        for kind in formats:
+            data = plots.figure_bytes(fig, kind)
+            atomic_write_bytes(out / f"{key}.{kind}", data)
+            if kind == "svg" or (kind == "png" and key not in images):
                 images[key] = data
         if key not in images:  # pdf only: the page still shows the figure
             images[key] = plots.figure_png(fig)

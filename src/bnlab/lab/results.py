@@ -45,8 +45,13 @@ from bnlab.lab.errors import StoreError
 from bnlab.lab.outcomes import outcome_table
 
 __all__ = [
+    "DEFAULT_THRESHOLD",
+    "DEFAULT_THRESHOLD_METRIC",
+    "REPORT_FILE",
     "RESULTS_FILE",
     "SCHEMA_VERSION",
+    "SUMMARY_CSV_FILE",
+    "SUMMARY_FILE",
     "RunResult",
     "atomic_write_bytes",
     "atomic_write_text",
@@ -60,8 +65,15 @@ __all__ = [
     "write_results",
 ]
 
+# The one home of the results format's constants (file names, schema version, the default
+# threshold of "epochs to reach"); the history's metric names live in bnlab.train.history.
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
+SUMMARY_FILE = "summary.json"
+SUMMARY_CSV_FILE = "summary.csv"
+REPORT_FILE = "report.html"
+DEFAULT_THRESHOLD_METRIC = "val_accuracy"
+DEFAULT_THRESHOLD = 0.80
 Status = Literal["completed", "failed"]
 
 
@@ -270,7 +282,17 @@ def build_results(out_dir: str | Path) -> dict[str, Any]:
 
 
 def write_results(out_dir: str | Path) -> Path:
-    """Rebuild ``results.json`` in `out_dir` from its store, atomically; returns its path."""
-    path = Path(out_dir) / RESULTS_FILE
-    atomic_write_text(path, dumps(build_results(out_dir)))
+    """Rebuild ``results.json`` in `out_dir` from its store, atomically; returns its path.
+
+    Writes ``summary.json`` and ``summary.csv`` beside it (``bnlab.lab.summary``).
+    """
+    from bnlab.lab.summary import summary_csv, summary_dict
+
+    out = Path(out_dir)
+    results = build_results(out)
+    path = out / RESULTS_FILE
+    atomic_write_text(path, dumps(results))
+    summary = summary_dict(results)
+    atomic_write_text(out / SUMMARY_FILE, dumps(summary))
+    atomic_write_text(out / SUMMARY_CSV_FILE, summary_csv(summary))
     return path

@@ -30,9 +30,17 @@ Between two groups A and B (the difference is always ``A − B``):
 * **Welch** otherwise: ``t = (ā − b̄) / sqrt(s_a²/n_a + s_b²/n_b)`` with Welch–Satterthwaite
   degrees of freedom and the matching t-interval.
 
-The sentence gives the difference with that 95% t-interval, and words a conclusion only when
-the interval excludes zero — equivalently, when the t-test gives ``p < 0.05`` — otherwise it
-says "no detectable difference at N seeds". A percentile-bootstrap interval of the difference
+**Few seeds.** Below ``MIN_SEEDS_FOR_CI`` (5) values a group gets no confidence interval of
+its mean, and two groups are not compared: with 2–4 seeds the percentile bootstrap is far too
+narrow (2 equal seeds give ``[0.838, 0.838]``) and the t-interval spans tens of percentage
+points. The report and the command line say so instead of printing such intervals.
+
+**Many comparisons.** A study makes a family of comparisons (every variant against its
+reference, at every grid point, on two quantities). Their p-values are adjusted with Holm's
+step-down method (`holm`), and a difference is worded as a conclusion only when its adjusted p
+is below 0.05; the sentence gives the difference with its (unadjusted) 95% t-interval and both
+p-values. Otherwise the pair is listed on one line "no detectable difference"
+(`comparison_lines`). A percentile-bootstrap interval of the difference
 (resampling seeds; each group independently for Welch) is kept in ``DifferenceTest.ci``.
 
 Runs that diverged (a non-finite loss, or a training loss that ended above twice its initial
@@ -47,13 +55,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import numpy as np
 from scipy import stats as _scipy_stats
 
+from bnlab.lab import fmt
 from bnlab.lab.outcomes import RunOutcome, run_outcome
+from bnlab.lab.results import DEFAULT_THRESHOLD, DEFAULT_THRESHOLD_METRIC, SCHEMA_VERSION
+from bnlab.train.history import EPOCH_METRICS
 
 __all__ = [
     "BOOTSTRAP_RESAMPLES",
@@ -72,6 +83,7 @@ __all__ = [
     "bootstrap_mean_ci",
     "compare",
     "compare_all",
+    "comparison_lines",
     "describe",
     "difference_test",
     "first_reach",
@@ -79,6 +91,7 @@ __all__ = [
     "fmt_p",
     "group_label",
     "group_runs",
+    "holm",
     "plan_words",
     "report_comparisons",
     "summarize",
@@ -93,14 +106,12 @@ CONFIDENCE = 0.95
 MIN_SEEDS_FOR_CI = 5
 BOOTSTRAP_RESAMPLES = 10_000
 BOOTSTRAP_SEED = 0
-DEFAULT_THRESHOLD = 0.80
-DEFAULT_THRESHOLD_METRIC = "val_accuracy"
-SUPPORTED_SCHEMA_VERSIONS = (1,)
+SUPPORTED_SCHEMA_VERSIONS = (SCHEMA_VERSION,)
 
 Unit = Literal["epochs", "steps"]
 GridPoint = tuple[tuple[str, Any], ...]
 
-_HISTORY_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_accuracy_train_mode")
+_HISTORY_METRICS = EPOCH_METRICS
 
 
 # --------------------------------------------------------------------------- intervals
@@ -387,7 +398,10 @@ class VariantSummary:
     ``did_not_learn_seeds`` (final test accuracy no better than chance) and the seeds whose
     verdict is unknown because the record predates ``initial_loss``/``chance_accuracy``
     (:mod:`bnlab.lab.outcomes`). ``errors`` keeps the last line of each failed run's error (the
-    exception), by seed. ``test_accuracy_train_mode`` is the last epoch's test accuracy with BN in training
+    exception), by seed. ``train_accuracy`` is the final accuracy on the training data in
+    inference mode (moving statistics); ``train_accuracy_fit`` the last epoch's training
+    accuracy as Keras logs it: the running mean over that epoch's batches, in training mode
+    (batch statistics, weights still changing). ``test_accuracy_train_mode`` is the last epoch's test accuracy with BN in training
     mode (batch statistics); it has no values for models without BN. Its gap to
     ``test_accuracy`` (inference mode, moving statistics) measures stale moving statistics.
     """
@@ -399,6 +413,7 @@ class VariantSummary:
     failed_seeds: tuple[int, ...]
     outcomes: tuple[tuple[int, RunOutcome], ...]
     train_accuracy: MetricSummary
+    train_accuracy_fit: MetricSummary
     test_accuracy: MetricSummary
     train_loss: MetricSummary
     test_loss: MetricSummary
@@ -534,11 +549,14 @@ def group_runs(
     return {key: groups[key] for key in ordered}
 
 
-def _last_train_mode(histories: Mapping[int, Mapping[str, Any]]) -> dict[int, float | None]:
-    """Last epoch's test accuracy with BN in training mode, for seeds whose model has BN."""
+def _last_epoch(
+    histories: Mapping[int, Mapping[str, Any]], key: str
+) -> dict[int, float | None]:
+    """The last epoch's value of a per-epoch list, for the seeds that have it (e.g.
+    ``val_accuracy_train_mode`` only for models with BN)."""
     out: dict[int, float | None] = {}
     for seed, h in histories.items():
-        values = (h.get("epochs") or {}).get("val_accuracy_train_mode")
+        values = (h.get("epochs") or {}).get(key)
         if values:
             out[seed] = values[-1]
     return out
@@ -590,11 +608,15 @@ def summarize(
                 failed_seeds=tuple(failed),
                 outcomes=tuple((s, run_outcome(histories[s])) for s in sorted(histories)),
                 train_accuracy=describe(finals("train_accuracy"), name="train_accuracy"),
+                train_accuracy_fit=describe(
+                    _last_epoch(histories, "accuracy"), name="train_accuracy_fit"
+                ),
                 test_accuracy=describe(finals("test_accuracy"), name="test_accuracy"),
                 train_loss=describe(finals("train_loss"), name="train_loss"),
                 test_loss=describe(finals("test_loss"), name="test_loss"),
                 test_accuracy_train_mode=describe(
-                    _last_train_mode(histories), name="test_accuracy_train_mode"
+                    _last_epoch(histories, "val_accuracy_train_mode"),
+                    name="test_accuracy_train_mode",
                 ),
                 time_to_threshold=_threshold_summary(
                     histories, metric=metric, threshold=threshold, unit=unit
@@ -732,28 +754,8 @@ QUANTITIES: dict[str, _Quantity] = {
 }
 
 
-def fmt_number(x: float, digits: int = 3) -> str:
-    """A short human number: ``12``, ``12.5``, ``0.0123``, ``1234``, ``never`` for inf."""
-    if math.isnan(x):
-        return "n/a"
-    if math.isinf(x):
-        return "never" if x > 0 else "-never"
-    if x == 0:
-        return "0"
-    if abs(x) >= 10**digits:
-        return f"{x:.0f}"
-    text = f"{x:.{digits}g}"
-    if "e" in text:  # tiny numbers: fixed point with enough decimals
-        decimals = digits - 1 - math.floor(math.log10(abs(x)))
-        text = f"{x:.{decimals}f}"
-    return text
-
-
-def fmt_p(p: float) -> str:
-    """``p<0.001`` or ``p=0.0123`` (three significant digits)."""
-    if math.isnan(p):
-        return "p=n/a"
-    return "p<0.001" if p < 0.001 else f"p={p:.3g}"
+fmt_number = fmt.number
+fmt_p = fmt.p_value
 
 
 _METRIC_WORDS = {
@@ -798,10 +800,28 @@ class Comparison:
     note: str = ""
     reach_counts: tuple[tuple[int, int], tuple[int, int]] | None = None  # ((reached, n) a, b)
     at: str = ""
+    p_adjusted: float = math.nan
+    family: int = 1
+
+    @property
+    def enough_seeds(self) -> bool:
+        """Both sides have at least ``MIN_SEEDS_FOR_CI`` values: below that nothing is stated."""
+        return min(self.test.n_a, self.test.n_b) >= MIN_SEEDS_FOR_CI
 
     @property
     def detected(self) -> bool:
+        """Enough seeds, and p below 0.05 — Holm-adjusted within the study's family of
+        comparisons when there are several (`holm`)."""
+        if not self.enough_seeds or not self.test.estimable:
+            return False
+        if self.family > 1:
+            return self.p_adjusted < 1.0 - self.test.t_ci.level  # type: ignore[union-attr]
         return self.test.detected
+
+    @property
+    def pair(self) -> str:
+        """``"bn_after vs baseline"`` (and ``" at learning_rate=0.01"`` at a grid point)."""
+        return f"{self.a} vs {self.b}" + (f" at {self.at}" if self.at else "")
 
     def sentence(self) -> str:
         """The conclusion in words (after the grid point, if any), or "no detectable difference"."""
@@ -812,6 +832,11 @@ class Comparison:
         t = self.test
         seeds = f"{t.n_a} seeds" if t.paired else f"{t.n_a} and {t.n_b} seeds"
         note = f"; {self.note}" if self.note else ""
+        if t.estimable and not self.enough_seeds:
+            return (
+                f"{self.a} vs {self.b}: too few seeds to compare {self.words} ({t.n_a} and "
+                f"{t.n_b} values; at least {MIN_SEEDS_FOR_CI} each are needed){note}"
+            )
         if not t.estimable:
             if self.reach_counts is not None:
                 (ra, na), (rb, nb) = self.reach_counts
@@ -835,7 +860,8 @@ class Comparison:
             unit = _unit_words(self.unit, size)
             low, high = sorted((sign * ci.low * scale, sign * ci.high * scale))
             stats = (
-                f"95% CI {fmt_number(low)}–{fmt_number(high)}, {t.test} {fmt_p(t.p_value)}, {seeds}"
+                f"95% CI {fmt_number(low)}–{fmt_number(high)}, {t.test} {fmt_p(t.p_value)}"
+                f"{self._holm_words()}, {seeds}"
             )
             if self.quantity == "time_to_threshold":
                 claim = (
@@ -852,8 +878,99 @@ class Comparison:
             f"no detectable difference in {self.words} between {self.a} and {self.b} at {seeds} "
             f"({self.a} − {self.b} = {'+' if diff > 0 else ''}{fmt_number(diff)}{unit}, "
             f"95% CI {fmt_number(ci.low * scale)} to {fmt_number(ci.high * scale)}, "
-            f"{t.test} {fmt_p(t.p_value)}){note}"
+            f"{t.test} {fmt_p(t.p_value)}{self._holm_words()}){note}"
         )
+
+    def _holm_words(self) -> str:
+        if self.family <= 1:
+            return ""
+        return f", Holm-adjusted {fmt_p(self.p_adjusted)} over {self.family} comparisons"
+
+
+def holm(comparisons: Sequence[Comparison]) -> list[Comparison]:
+    """The comparisons with Holm-adjusted p-values over the family of those that have one.
+
+    With the m p-values sorted, ``p_(1) ≤ … ≤ p_(m)``, the adjusted value of the i-th is
+    ``max_{j ≤ i} min(1, (m − j + 1) · p_(j))``; a difference is stated when its adjusted p is
+    below 0.05, which keeps the chance of any false statement in the study below 5%.
+    Comparisons without a p-value (too few values) are not part of the family.
+    """
+    tested = [
+        i
+        for i, c in enumerate(comparisons)
+        if c.enough_seeds and c.test.estimable and not math.isnan(c.test.p_value)
+    ]
+    order = sorted(tested, key=lambda i: comparisons[i].test.p_value)
+    m = len(order)
+    adjusted: dict[int, float] = {}
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (m - rank) * comparisons[i].test.p_value))
+        adjusted[i] = running
+    return [
+        replace(c, p_adjusted=adjusted[i], family=m) if i in adjusted else c
+        for i, c in enumerate(comparisons)
+    ]
+
+
+def _pairs(comparisons: Sequence[Comparison]) -> str:
+    """``"a vs b; c vs b at learning_rate=0.1, 0.3"``: the grid points of a pair together."""
+    points: dict[tuple[str, str], list[str]] = {}
+    for c in comparisons:
+        points.setdefault((c.a, c.b), []).append(c.at)
+    parts = []
+    for (a, b), ats in points.items():
+        ats = [x for x in ats if x]
+        axes = {x.partition("=")[0] for x in ats}
+        if len(axes) == 1 and all("," not in x for x in ats):  # one grid axis: its values
+            parts.append(f"{a} vs {b} at {axes.pop()}=" + ", ".join(x.partition("=")[2] for x in ats))
+        else:
+            parts.append(f"{a} vs {b}" + (" at " + "; ".join(ats) if ats else ""))
+    return "; ".join(parts)
+
+
+def comparison_lines(comparisons: Sequence[Comparison]) -> list[str]:
+    """What the comparisons say, without repeating what says nothing.
+
+    Each stated difference gets its sentence. The others collapse to one line per kind: pairs
+    where neither variant reached the threshold; pairs with fewer than ``MIN_SEEDS_FOR_CI``
+    seeds on a side (nothing is stated, the numbers are in summary.json); and, per quantity,
+    the pairs with no detectable difference. Sentences that carry other news (one variant
+    reached the threshold, the other did not, with enough seeds) are kept.
+    """
+    lines: list[str] = []
+    neither: list[Comparison] = []
+    few: list[Comparison] = []
+    none: dict[str, list[Comparison]] = {}
+    for c in comparisons:
+        counts = c.reach_counts
+        if c.detected:
+            lines.append(c.sentence())
+        elif counts is not None and counts[0][0] == 0 and counts[1][0] == 0:
+            neither.append(c)
+        elif min(counts[0][1], counts[1][1]) < MIN_SEEDS_FOR_CI if counts else not c.enough_seeds:
+            few.append(c)
+        elif c.test.estimable:
+            none.setdefault(c.words, []).append(c)
+        else:
+            lines.append(c.sentence())
+    for words, group in none.items():
+        family = max(c.family for c in group)
+        correction = f", Holm-adjusted over {family} comparisons" if family > 1 else ""
+        lines.append(f"no detectable difference in {words} (p ≥ 0.05{correction}): {_pairs(group)}")
+    if neither:
+        lines.append(f"neither variant reached {neither[0].words}: {_pairs(neither)}")
+    if few:
+        seeds = sorted(
+            {min(c.reach_counts[0][1], c.reach_counts[1][1]) if c.reach_counts
+             else min(c.test.n_a, c.test.n_b) for c in few}
+        )
+        lines.append(
+            f"{len(few)} comparisons not made: they need at least {MIN_SEEDS_FOR_CI} seeds per "
+            f"variant, these have {'/'.join(map(str, seeds))} (differences and intervals are in "
+            "summary.json)"
+        )
+    return lines
 
 
 def compare(a: VariantSummary, b: VariantSummary, *, quantity: str = "test_accuracy") -> Comparison:
@@ -956,7 +1073,7 @@ def compare_all(
             ref = group.get(b_name) or by_point.get((), {}).get(b_name)
             if a_name in group and ref is not None:
                 out.extend(compare(group[a_name], ref, quantity=q) for q in quantities)
-    return out
+    return holm(out)
 
 
 def report_comparisons(

@@ -57,7 +57,7 @@ from bnlab.train.evaluation import (
     model_device_dtype,
     targets_tensor,
 )
-from bnlab.train.history import EvalRecord, FinalMetrics, History
+from bnlab.train.history import EPOCH_METRICS, EvalRecord, FinalMetrics, History
 from bnlab.train.losses import LossFn, get_loss
 from bnlab.train.metrics import chance_accuracy, correct_count
 from bnlab.train.optimizers import get_optimizer
@@ -298,9 +298,7 @@ class _Run:
         self.step = 0
         self.diverged = False
         self.initial_loss: torch.Tensor | None = None
-        self.epochs: dict[str, list[float]] = {
-            k: [] for k in ("loss", "accuracy", "val_loss", "val_accuracy", "val_accuracy_train_mode")
-        }
+        self.epochs: dict[str, list[float]] = {k: [] for k in EPOCH_METRICS}
         self.evals: list[EvalRecord] = []
 
     # ------------------------------------------------------------------ loop

@@ -26,9 +26,14 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["EvalRecord", "FinalMetrics", "History", "ProbeTrace"]
+__all__ = ["EPOCH_METRICS", "EVAL_KEYS", "EvalRecord", "FinalMetrics", "History", "ProbeTrace"]
 
 NAN = float("nan")
+
+#: The per-epoch lists of ``History.to_dict()["epochs"]`` (the results format's metric names).
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "val_accuracy_train_mode")
+#: The keys of one ``evals`` record.
+EVAL_KEYS = ("step", "epoch", "val_loss", "val_accuracy", "val_accuracy_train_mode")
 
 #: Keys added after the first records were written; a record without them reads them as null.
 _OPTIONAL: dict[str, None] = {"initial_loss": None, "chance_accuracy": None}
@@ -204,7 +209,7 @@ class History:
         )
         ep = _require_keys(
             top["epochs"],
-            ["loss", "accuracy", "val_loss", "val_accuracy", "val_accuracy_train_mode"],
+            EPOCH_METRICS,
             "'epochs'",
         )
         train_mode = ep["val_accuracy_train_mode"]
@@ -212,7 +217,7 @@ class History:
         for i, e in enumerate(top["evals"]):
             e = _require_keys(
                 e,
-                ["step", "epoch", "val_loss", "val_accuracy", "val_accuracy_train_mode"],
+                EVAL_KEYS,
                 f"evals[{i}]",
             )
             tm = e["val_accuracy_train_mode"]
