@@ -28,6 +28,7 @@ finished runs are kept, results.json is written, the same command resumes.
 from __future__ import annotations
 
 import argparse
+import os
 import shlex
 import signal
 import sys
@@ -96,6 +97,18 @@ def _formats(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _fixes() -> list[str]:
+    from bnlab.doctor.fix import list_fixes
+
+    return list_fixes()
+
+
+def _version() -> str:
+    import bnlab
+
+    return bnlab.__version__
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", help="show tracebacks on errors")
@@ -105,7 +118,24 @@ def build_parser() -> argparse.ArgumentParser:
         description="Batch normalization lab: run declarative studies over many seeds.",
         parents=[common],
     )
+    parser.add_argument("--version", action="version", version=f"bnlab {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    init = sub.add_parser(
+        "init", parents=[common], help="write a starting experiment file NAME.toml with comments"
+    )
+    init.add_argument("name", help="experiment name (letters, digits, _ . -); writes NAME.toml")
+    init.add_argument(
+        "--from",
+        dest="source",
+        metavar="EXPERIMENT",
+        help="start from a bundled experiment (see `bnlab list`) instead of the template",
+    )
+    init.add_argument("--force", action="store_true", help="overwrite an existing file")
+    completion = sub.add_parser(
+        "completion", parents=[common], help="print a shell completion script (bash, zsh, tcsh)"
+    )
+    completion.add_argument("shell", choices=["bash", "zsh", "tcsh"])
 
     sub.add_parser("list", parents=[common], help="list the bundled experiments")
 
@@ -167,7 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="figure file formats: png, svg, pdf, comma-separated (default png; with svg the "
         "report embeds the SVG)",
     )
-    run.add_argument("--quiet", action="store_true", help="no progress display")
+    run.add_argument(
+        "--quiet", action="store_true", help="print only where the results went (no progress)"
+    )
     run.add_argument(
         "--json",
         action="store_true",
@@ -202,6 +234,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="the --out folder of a `bnlab run`, or a Keras model file (.keras, .h5)",
     )
     doctor.add_argument("--variant", help="run folders: variant name (needed when there are several)")
+    doctor.add_argument(
+        "--grid",
+        action="append",
+        type=_assignment,
+        metavar="AXIS=VALUE",
+        help="run folders: the variant's grid point, one axis each: --grid learning_rate=0.001 "
+        "--grid activation=relu",
+    )
     doctor.add_argument("--seed", type=int, help="run folders: run seed (default: the first completed)")
     doctor.add_argument(
         "--data",
@@ -233,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument(
         "--fix",
-        metavar="FIX",
-        help="apply a fix (recalibrate) to the loaded model and measure again",
+        choices=_fixes(),
+        help=f"apply a fix to the loaded model and measure again ({', '.join(_fixes())})",
     )
     doctor.add_argument(
         "--save", type=Path, metavar="FIXED.keras",
@@ -331,11 +371,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             "report": _report,
             "doctor": _doctor,
             "export": _export,
+            "init": _init,
+            "completion": _completion,
         }[args.command]
         return command(args, argv)
     except KeyboardInterrupt as e:
         print(f"bnlab: {str(e) or 'interrupted'}", file=sys.stderr)
         return _interrupted_status(e)
+    except BrokenPipeError:
+        # `bnlab ... | head` closed the pipe: stop quietly, like other command-line tools.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
     except _user_errors() as e:
         if args.debug:
             raise
@@ -408,7 +455,8 @@ def _plan(experiment: Any) -> str:
 
 
 class _Progress:
-    """Rich progress bar over runs on a terminal; nothing otherwise."""
+    """Rich progress bar over runs on a terminal; off one (a pipe, a log file), one line per
+    finished run; nothing with --quiet."""
 
     def __init__(self, enabled: bool, stream: TextIO, *, quiet: bool = False) -> None:
         from bnlab.lab import Observer
@@ -421,6 +469,7 @@ class _Progress:
         self.failed: list[str] = []
         self._bar: Any = None
         self._task: Any = None
+        self._todo = 0
         outer = self
 
         class _Observer(Observer):
@@ -436,7 +485,7 @@ class _Progress:
         self.observer = _Observer()
 
     def _planned(self, experiment: Any, total: int, reused: int) -> None:
-        todo = total - reused
+        todo = self._todo = total - reused
         reused_text = f", {reused} reused from the store" if reused else ""
         if not self.quiet:
             print(f"{experiment.name}: {_plan(experiment)}{reused_text}", file=self.stream)
@@ -470,6 +519,10 @@ class _Progress:
             self.failed.append(f"{spec.label}: {last[0]}")
         if self._bar is not None:
             self._bar.update(self._task, advance=1, description=f"runs (last: {spec.label})")
+        elif not self.quiet:
+            status = "failed" if result.status == "failed" else f"{result.seconds:.1f} s"
+            print(f"run {self.finished}/{self._todo}: {spec.label} {status}", file=self.stream,
+                  flush=True)
 
     def stop(self) -> None:
         if self._bar is not None:
@@ -528,6 +581,8 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         _print_summary_json(outcome.results)
         print(counts, file=sys.stderr)
         _print_paths(outcome.out_dir, outcome.report_path, file=sys.stderr)
+    elif args.quiet:
+        _print_paths(outcome.out_dir, outcome.report_path)
     else:
         print_table(outcome.results)
         print(f"\n{counts}")
@@ -628,10 +683,28 @@ def _report(args: argparse.Namespace, argv: list[str]) -> int:
     return EXIT_OK
 
 
+# --------------------------------------------------------------------------- init / completion
+
+
+def _init(args: argparse.Namespace, argv: list[str]) -> int:
+    from bnlab.lab.starter import write_starter
+
+    path = write_starter(args.name, source=args.source, force=args.force)
+    print(f"wrote {path}; run it with: bnlab run {path}")
+    return EXIT_OK
+
+
+def _completion(args: argparse.Namespace, argv: list[str]) -> int:
+    import shtab
+
+    print(shtab.complete(build_parser(), shell=args.shell))
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------- doctor
 
 
-_RUN_ONLY = ("variant", "seed")
+_RUN_ONLY = ("variant", "grid", "seed")
 _FILE_ONLY = ("data", "image_size", "validation_split", "split_seed", "batch_size")
 
 
@@ -648,8 +721,9 @@ def _doctor(args: argparse.Namespace, argv: list[str]) -> int:
         refuse(_FILE_ONLY, "a Keras model file")
         if args.pixel_scale != "auto":
             refuse(["pixel_scale"], "a Keras model file")
-        result = examine_run(args.target, variant=args.variant, seed=args.seed, fix=args.fix,
-                             save=args.save, overwrite=args.overwrite)
+        result = examine_run(args.target, variant=args.variant, grid=dict(args.grid or {}) or None,
+                             seed=args.seed, fix=args.fix, save=args.save,
+                             overwrite=args.overwrite)
     else:
         refuse(_RUN_ONLY, "a `bnlab run` folder")
         if not args.target.is_file():

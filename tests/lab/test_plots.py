@@ -162,7 +162,7 @@ def drawn_pixels(fig, lines, dpi: int = 100) -> dict[str, int]:
 def test_curves_are_small_multiples_a_panel_per_variant_with_the_reference_in_grey():
     fig = plots.curves_figure(study())
     by_title = panels(fig)
-    assert list(by_title) == ["baseline", "bn_after (grey: baseline)", "broken (grey: baseline)"]
+    assert list(by_title) == ["baseline", "bn_after\ngrey: baseline", "broken\ngrey: baseline"]
     base, bn, broken = by_title.values()
     assert base.get_shared_y_axes().joined(base, bn) and base.get_shared_x_axes().joined(bn, broken)
     lines = lines_by_label(bn)
@@ -205,7 +205,7 @@ def test_curves_are_small_multiples_a_panel_per_variant_with_the_reference_in_gr
 
 def test_loss_figure_has_the_same_panels_with_test_and_training_loss():
     fig = plots.loss_figure(study())
-    bn = panels(fig)["bn_after (grey: baseline)"]
+    bn = panels(fig)["bn_after\ngrey: baseline"]
     assert sorted(lines_by_label(bn)) == sorted(
         [f"bn_after: {s.words}" for s in plots.LOSS_SERIES]
         + [f"baseline: {plots.LOSS_SERIES[0].words}"]
@@ -268,7 +268,7 @@ def test_published_test_accuracy_is_a_star_right_of_the_last_epoch_unless_settin
     ]
     fig = plots.curves_figure(r)
     for variant, value in (("bn_after", 0.846), ("broken", 0.7)):
-        star = lines_by_label(panels(fig)[f"{variant} (grey: baseline)"])[
+        star = lines_by_label(panels(fig)[f"{variant}\ngrey: baseline"])[
             f"{variant}: published test accuracy"
         ]
         assert star.get_marker() == "*" and star.get_linestyle() == "None"
@@ -281,14 +281,14 @@ def test_published_test_accuracy_is_a_star_right_of_the_last_epoch_unless_settin
     for v in r["experiment"]["variants"]:
         v["train"]["epochs"] = 3
     shorter = plots.curves_figure(r)
-    bn, broken = (panels(shorter)[f"{v} (grey: baseline)"] for v in ("bn_after", "broken"))
+    bn, broken = (panels(shorter)[f"{v}\ngrey: baseline"] for v in ("bn_after", "broken"))
     assert "bn_after: published test accuracy" not in lines_by_label(bn)
     assert "broken: published test accuracy" in lines_by_label(broken)
 
 
 def test_sub_epoch_evaluations_put_training_steps_on_the_x_axis():
     fig = plots.curves_figure(study(evals=True))
-    bn = panels(fig)["bn_after (grey: baseline)"]
+    bn = panels(fig)["bn_after\ngrey: baseline"]
     lines = lines_by_label(bn)
     test = lines[f"bn_after: {TEST}"]
     np.testing.assert_allclose(test.get_xdata(), 2 * np.arange(1, 2 * EPOCHS + 1))  # steps
@@ -297,7 +297,7 @@ def test_sub_epoch_evaluations_put_training_steps_on_the_x_axis():
     np.testing.assert_allclose(
         lines[f"bn_after: {TRAIN}"].get_xdata(), 4 * np.arange(1, EPOCHS + 1)
     )
-    assert panels(fig)["broken (grey: baseline)"].get_xlabel() == "training steps"
+    assert panels(fig)["broken\ngrey: baseline"].get_xlabel() == "training steps"
 
 
 def test_curves_get_a_row_of_panels_per_grid_point_titled_in_words():
@@ -310,11 +310,11 @@ def test_curves_get_a_row_of_panels_per_grid_point_titled_in_words():
     fig = plots.curves_figure(results(runs, ["baseline", "bn_after"]))
     assert list(panels(fig)) == [
         "baseline\nlearning rate 0.1",
-        "bn_after (grey: baseline)\nlearning rate 0.1",
+        "bn_after\ngrey: baseline, learning rate 0.1",
         "baseline\nlearning rate 0.01",
-        "bn_after (grey: baseline)\nlearning rate 0.01",
+        "bn_after\ngrey: baseline, learning rate 0.01",
     ]
-    bn = panels(fig)["bn_after (grey: baseline)\nlearning rate 0.01"]
+    bn = panels(fig)["bn_after\ngrey: baseline, learning rate 0.01"]
     assert f"baseline: {TEST}" in lines_by_label(bn)
 
 
@@ -489,8 +489,8 @@ def test_sweep_colour_is_the_architecture_and_line_style_the_bn_variant():
     # the learning curves compare each BN variant with its own architecture, in grey
     r["experiment"]["report"] = {"comparisons": [["mlp_bn", "mlp"], ["cnn_bn", "cnn"]]}
     titles = list(panels(plots.curves_figure(r)))
-    assert "cnn_bn (grey: cnn)\nlearning rate 0.1" in titles
-    assert "cnn (grey: mlp)\nlearning rate 0.1" in titles  # no pair: the first variant
+    assert "cnn_bn\ngrey: cnn, learning rate 0.1" in titles
+    assert "cnn\ngrey: mlp, learning rate 0.1" in titles  # no pair: the first variant
 
 
 def test_one_categorical_axis_gets_separate_points_side_by_side_without_lines():
@@ -619,7 +619,7 @@ def test_plots_are_drawn_without_warnings_for_all_null_curves():
             x["history"]["epochs"]["val_accuracy"] = [None] * EPOCHS
             x["history"]["epochs"]["val_loss"] = [math.nan] * EPOCHS
     fig = plots.curves_figure(r)  # warnings are errors under pytest
-    broken = panels(fig)["broken (grey: baseline)"]
+    broken = panels(fig)["broken\ngrey: baseline"]
     assert f"broken: {TEST}" not in lines_by_label(broken)
     assert f"broken: {TRAIN}" in lines_by_label(broken)
 

@@ -53,6 +53,7 @@ from bnlab.doctor.measure import (
     json_steps,
     momentum_for,
 )
+from bnlab.lab.fmt import fixed as _fmt
 
 __all__ = [
     "GAP_SERIOUS",
@@ -168,10 +169,6 @@ def _max(a: np.ndarray) -> float:
 
 def _median(a: np.ndarray) -> float:
     return float(np.nanmedian(a)) if a.size and np.isfinite(a).any() else math.nan
-
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "n/a" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
 def _momentum(m: float | None) -> str:

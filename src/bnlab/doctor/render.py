@@ -16,12 +16,14 @@ from typing import Any
 import numpy as np
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 from bnlab.doctor.examine import Diagnosis
 from bnlab.doctor.fix import Treatment
 from bnlab.doctor.measure import Measurements
+from bnlab.lab.fmt import fixed as _fmt
 
 __all__ = ["render", "to_json"]
 
@@ -54,6 +56,9 @@ def render(result: Diagnosis | Treatment, console: Console | None = None) -> Non
     console.print(_metrics_table(diagnosis.measurements))
     if diagnosis.measurements.layers:
         console.print(_layers_table(diagnosis.measurements))
+    else:
+        console.print("no BN layers: this model has no batch-normalization layer to examine; "
+                      "the accuracies above are all there is to compare", highlight=False)
     console.print(_findings_table(diagnosis, "Findings"))
     if isinstance(result, Treatment):
         console.print(_treatment_table(result))
@@ -74,7 +79,7 @@ def _header(diagnosis: Diagnosis, console: Console) -> None:
     context = diagnosis.context
     if context.get("run_dir"):
         console.print(f"[bold]bnlab doctor[/bold] {context['run_dir']}: experiment "
-                      f"{context.get('experiment')}, variant {context.get('variant')}, seed "
+                      f"{context.get('experiment')}, variant {escape(str(context.get('variant')))}, seed "
                       f"{context.get('seed')}", highlight=False)
     elif context.get("model_file"):
         steps = context.get("train_steps")
@@ -96,10 +101,6 @@ def _header(diagnosis: Diagnosis, console: Console) -> None:
 def _data_words(described: dict[str, Any]) -> str:
     samples = described.get("samples")
     return f"{described.get('name')}" + (f" ({samples} samples)" if samples is not None else "")
-
-
-def _fmt(x: float | None, digits: int = 3) -> str:
-    return "—" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
 def _metrics_table(m: Measurements) -> Table:

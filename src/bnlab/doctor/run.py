@@ -11,6 +11,7 @@ training split), and examines the model with the run's training batch size and l
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ def examine_run(
     run_dir: str | Path,
     *,
     variant: str | None = None,
+    grid: Mapping[str, Any] | None = None,
     seed: int | None = None,
     fix: str | None = None,
     save: str | Path | None = None,
@@ -44,6 +46,8 @@ def examine_run(
         run_dir: the ``--out`` folder of ``bnlab run``.
         variant: the variant's display name (with its grid suffix if any); may be left
             out when the experiment has one variant.
+        grid: the grid point ``{axis: value}`` of a variant given by its base name
+            (``bnlab doctor DIR --variant bn --grid learning_rate=0.01``).
         seed: the run's seed; default the first seed with a completed run.
         fix: None, or a fix from :func:`bnlab.doctor.list_fixes` (``"recalibrate"``):
             applied to the loaded model (the weights file is not changed).
@@ -68,7 +72,7 @@ def examine_run(
             raise DoctorError(f"--save {save} writes the fixed model; give --fix "
                               f"({', '.join(list_fixes())}) too")
         check_model_file(save, overwrite=overwrite)
-    selected = select_run(run_dir, variant=variant, seed=seed)
+    selected = select_run(run_dir, variant=variant, grid=grid, seed=seed)
     out, entry, seed, run = selected.out_dir, selected.variant, selected.seed, selected.run
     resolved = selected.experiment
     model = load_run_model(out, entry["name"], seed)

@@ -395,7 +395,7 @@ def _references(results: Mapping[str, Any], variants: Sequence[str]) -> dict[str
     default = default if default in variants else (variants[0] if variants else None)
     out: dict[str, str] = {}
     for pair in report.get("comparisons") or []:
-        if len(pair) == 2 and pair[0] in variants and pair[1] in variants:
+        if len(pair) == 2 and pair[0] in variants and pair[1] in variants and pair[0] != default:
             out.setdefault(str(pair[0]), str(pair[1]))
     for v in variants:
         if v not in out and default is not None and v != default:
@@ -437,8 +437,9 @@ def _curve_panels(
             return histories.get((name, point)) or histories.get((name, ()), [])
 
         reference = references.get(variant)
-        vs = f" (grey: {reference})" if reference and group(reference) else ""
-        ax.set_title(variant + vs + (f"\n{_point_words(point)}" if point else ""), fontsize=10)
+        vs = f"grey: {reference}" if reference and group(reference) else ""
+        lines = [variant, ", ".join(x for x in (vs, _point_words(point)) if x)]
+        ax.set_title("\n".join(x for x in lines if x), fontsize=10)
         own = group(variant)
         if vs:
             for s in (s for s in table if s.reference):
@@ -507,7 +508,7 @@ def _curve_panels(
     fig.legend(
         handles=_legend(shown, table),
         loc="outside lower center",
-        ncols=2,
+        ncols=2 if fig.get_figwidth() >= 10.0 else 1,  # what fits the width
         fontsize=9,
         frameon=False,
     )
