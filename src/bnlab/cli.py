@@ -273,8 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     doctor.add_argument(
         "--fix",
-        choices=_fixes(),
-        help=f"apply a fix to the loaded model and measure again ({', '.join(_fixes())})",
+        metavar="FIX",
+        help=f"apply a fix to the loaded model and measure again; one of: {', '.join(_fixes())}",
     )
     doctor.add_argument(
         "--save", type=Path, metavar="FIXED.keras",
