@@ -6,7 +6,7 @@
     bnlab show EXPERIMENT                        # settings and each variant's summary()
     bnlab run EXPERIMENT [--seeds N] [--epochs N] [--out DIR] [--workers N] [--threads N]
                          [--executor auto|vectorized|sequential|process|ray]
-                         [--memory-budget SIZE] [--address HOST:PORT]
+                         [--memory-budget SIZE] [--address HOST:PORT] [--seeds-per-task K]
                          [--set KEY=VALUE ...] [--no-report] [--quiet] [--debug]
     bnlab report DIR                             # rebuild results.json and the report from the store
     bnlab doctor DIR [--variant V] [--seed S] [--fix recalibrate] [--json]
@@ -177,6 +177,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="HOST:PORT",
         help="the Ray cluster to run on, as printed by `ray start --head` (--executor ray; "
         "default: a Ray instance inside this process)",
+    )
+    run.add_argument(
+        "--seeds-per-task",
+        type=_positive_int,
+        default=1,
+        metavar="K",
+        help="--executor ray: each Ray task trains K seeds of a variant, stacked into one "
+        "computation where the model allows (default 1)",
     )
     run.add_argument(
         "--set",
@@ -552,6 +560,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 executor=args.executor,
                 memory_budget=args.memory_budget,
                 address=args.address,
+                seeds_per_task=args.seeds_per_task,
                 observer=progress.observer,
                 report=not args.no_report,
                 formats=args.formats,

@@ -258,6 +258,7 @@ def make_executor(
     threads: int = 1,
     address: str | None = None,
     memory_budget: int | None = None,
+    seeds_per_task: int = 1,
 ) -> Executor:
     """The executor called `name` with `workers` workers of `threads` torch threads each.
 
@@ -270,6 +271,8 @@ def make_executor(
     runs, small models run fastest on one thread, and intra-op threads on a busy machine
     mostly wait for each other (the circles study ran 3-5x slower in-process with torch's
     default 2 threads). `memory_budget` (bytes) bounds the vectorized executor's stacks.
+    `seeds_per_task` > 1 (``ray`` only): Ray tasks of that many seeds of a variant,
+    trained stacked where the model allows (`bnlab.lab.ray_executor.train_stacked`).
 
     Raises:
         LabError: unknown name (lists them), workers or threads < 1, or Ray missing.
@@ -285,10 +288,20 @@ def make_executor(
             raise LabError(f"{option}: expected an integer >= 1, got {value!r}")
     if address is not None and name != "ray":
         raise LabError(f"--address {address}: a Ray cluster address needs --executor ray")
+    if seeds_per_task != 1 and name != "ray":
+        raise LabError(
+            f"--seeds-per-task {seeds_per_task}: groups of seeds per task need --executor ray "
+            "(the vectorized executors group seeds by themselves)"
+        )
     if name == "ray":
-        from bnlab.lab.ray_executor import RayExecutor
+        from functools import partial
 
-        return RayExecutor(workers, address=address, threads=threads)
+        from bnlab.lab.ray_executor import RayExecutor, train_one_by_one, train_stacked
+
+        train = train_one_by_one if seeds_per_task == 1 else partial(train_stacked, budget=memory_budget)
+        return RayExecutor(
+            workers, address=address, threads=threads, seeds_per_task=seeds_per_task, train=train
+        )
     n = default_workers() if workers is None else workers
     if name == "sequential":
         return SequentialExecutor(threads=threads)

@@ -2,9 +2,9 @@
 
 A Ray task of one CPU trains one run, or a group of up to ``seeds_per_task`` runs of
 the same variant and grid point (runs that differ only in their seed) with a
-`GroupTrainer`: by default `train_one_by_one`, one after the other; a trainer that
-trains the seeds together (stacked, as the vectorized executor does) plugs in the same
-way, as long as every run gets the result it would have had alone. The driver (the
+`GroupTrainer`: by default `train_one_by_one`, one after the other; `train_stacked`
+trains them as one stacked computation like the vectorized executor (``bnlab run
+--executor ray --seeds-per-task K``). The driver (the
 process running the study) keeps at most ``workers`` tasks in flight and is the only
 process that writes to the output folder: a task trains in a temporary folder on
 whichever machine Ray placed it, and returns each run's `RunResult` with the bytes of
@@ -27,6 +27,7 @@ on a worker machine shows ``ray::bnlab ...`` for the process training those runs
 from __future__ import annotations
 
 import dataclasses
+import os
 import socket
 import tempfile
 from collections import deque
@@ -46,6 +47,7 @@ __all__ = [
     "group_runs",
     "require_ray",
     "train_one_by_one",
+    "train_stacked",
 ]
 
 INSTALL_HINT = "pip install 'bnlab[ray]'"
@@ -59,6 +61,23 @@ GroupTrainer = Callable[[Sequence[RunSpec]], list[RunResult]]
 def train_one_by_one(specs: Sequence[RunSpec]) -> list[RunResult]:
     """The default `GroupTrainer`: each run alone, one after the other (`execute_run`)."""
     return [execute_run(spec, "ray") for spec in specs]
+
+
+def train_stacked(specs: Sequence[RunSpec], budget: int | None = None) -> list[RunResult]:
+    """A `GroupTrainer` that stacks the seeds into one computation, as ``--executor
+    vectorized`` does (`bnlab.lab.vectorized.plan_tasks`, policy ``always``).
+
+    A model the stack cannot reproduce runs one run at a time; a stack larger than
+    `budget` bytes (default: this machine's vectorized budget per CPU, since Ray may run
+    a task on every CPU) is split.
+    """
+    from bnlab.lab.vectorized import default_memory_budget, plan_tasks
+
+    if budget is None:
+        budget = default_memory_budget() // (os.cpu_count() or 1)
+    tasks = plan_tasks(specs, policy="always", budget=budget, single="ray")
+    done = {id(s): r for t in tasks for s, r in zip(t.specs, t.run(), strict=True)}
+    return [done[id(spec)] for spec in specs]
 
 
 def group_runs(specs: Sequence[RunSpec], size: int) -> list[list[int]]:

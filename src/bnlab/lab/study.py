@@ -119,6 +119,7 @@ def run(
     executor: str = "auto",
     address: str | None = None,
     memory_budget: int | None = None,
+    seeds_per_task: int = 1,
     observer: Observer | None = None,
     report: bool = True,
     formats: Sequence[str] = ("png",),
@@ -138,6 +139,8 @@ def run(
         memory_budget: bytes the vectorized executor's stacks may take (default a
             quarter of the RAM); larger groups of seeds are split.
         address: the Ray cluster to run on (``executor="ray"``; None: a local Ray).
+        seeds_per_task: with Ray, tasks of this many seeds of a variant, stacked where
+            the model allows (`bnlab.lab.ray_executor.train_stacked`).
         observer: progress hooks.
         report: also write the plots and report.html (``bnlab.lab.report``).
         formats: the plots' file formats, any of png, svg, pdf (``bnlab.lab.plots.FORMATS``).
@@ -161,7 +164,14 @@ def run(
         exp = exp.with_epochs(epochs)
     observer = observer or Observer()
     # bad options fail before any writing
-    make_executor(executor, workers, threads=threads, address=address, memory_budget=memory_budget)
+    make_executor(
+        executor,
+        workers,
+        threads=threads,
+        address=address,
+        memory_budget=memory_budget,
+        seeds_per_task=seeds_per_task,
+    )
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -191,7 +201,12 @@ def run(
                 if executor == "auto":
                     n = min(default_workers() if workers is None else workers, len(todo))
                 runner = make_executor(
-                    executor, n, threads=threads, address=address, memory_budget=memory_budget
+                    executor,
+                    n,
+                    threads=threads,
+                    address=address,
+                    memory_budget=memory_budget,
+                    seeds_per_task=seeds_per_task,
                 )
                 for spec, result in runner.map(todo, on_start=started):
                     weights = spec.weights if result.status == "completed" else None
