@@ -231,7 +231,7 @@ def batch_norm_update_(
         in_place=True,
     )
     if updated is not False:
-        num_batches_tracked.add_(updated)  # True, or 1/0 (skipped) under tracing
+        num_batches_tracked.add_(1 if updated is True else updated)  # a 1/0 tensor if traced
     return y
 
 
@@ -404,9 +404,9 @@ def _fold_statistics(
     mean_weight = _batch_weight(moving_mean, momentum, num_batches_tracked)
     var_weight = _batch_weight(moving_variance, momentum, num_batches_tracked)
     if finite is True and in_place:
-        with torch.no_grad():  # the statistics take values, not autograd history
-            moving_mean.lerp_(batch_mean, mean_weight)
-            moving_variance.lerp_(batch_variance, var_weight)
+        # Through detached aliases: the statistics take values, not autograd history.
+        moving_mean.detach().lerp_(batch_mean, mean_weight)
+        moving_variance.detach().lerp_(batch_variance, var_weight)
         return moving_mean, moving_variance, True
     new_mean = torch.lerp(moving_mean, batch_mean, mean_weight)
     new_var = torch.lerp(moving_variance, batch_variance, var_weight)
@@ -538,8 +538,7 @@ def _native_training(
     moved = x if channel_axis == 1 else x.movedim(channel_axis, 1)
     channels = moved.shape[1]
     n = moved.numel() // channels
-    scratch_mean = moved.new_zeros(channels)
-    scratch_var = moved.new_zeros(channels)
+    scratch_mean, scratch_var = moved.new_zeros(2, channels).unbind()
     y, batch_mean, _ = torch.native_batch_norm(moved, gamma, beta, scratch_mean, scratch_var,
                                                True, (n - 1) / n, epsilon)
     if channel_axis != 1:

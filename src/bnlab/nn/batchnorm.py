@@ -381,41 +381,41 @@ class BatchNormalization(nn.Module):
         training = self.training and self._trainable
         if training and torch._C._are_functorch_transforms_active():
             self._check_vmap(x)
+        # From the registries (one dictionary read each, not nn.Module's attribute lookup).
+        params, buffers = self._parameters, self._buffers
+        state = (x, params["gamma"], params["beta"], buffers["moving_mean"],
+                 buffers["moving_variance"])
         common: dict[str, Any] = {
             "axis": kept, "momentum": self._momentum, "epsilon": self._epsilon,
-            "num_batches_tracked": self.num_batches_tracked, "mask": mask,
+            "num_batches_tracked": buffers["num_batches_tracked"], "mask": mask,
             "on_nonfinite": self._on_nonfinite, "name": self.name,
         }
         if self.synchronized:
             result = sync_batch_norm(
-                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-                training=training, unbiased_moving_variance=self.unbiased_moving_variance,
+                *state, training=training, unbiased_moving_variance=self.unbiased_moving_variance,
                 group=self.process_group, timeout=self.sync_timeout, **common,
             )
         elif self.renorm:
             result = batch_renorm(
-                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-                self.moving_stddev, self.renorm_mean, self.renorm_stddev, training=training,
-                renorm_momentum=self.renorm_momentum, renorm_clipping=self._renorm_clipping,
-                implementation=self._implementation, **common,
+                *state, self.moving_stddev, self.renorm_mean, self.renorm_stddev,
+                training=training, renorm_momentum=self.renorm_momentum,
+                renorm_clipping=self._renorm_clipping, implementation=self._implementation,
+                **common,
             )
         elif self.virtual_batch_size is not None:
             result = ghost_batch_norm(
-                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-                virtual_batch_size=self.virtual_batch_size, training=training,
+                *state, virtual_batch_size=self.virtual_batch_size, training=training,
                 unbiased_moving_variance=self.unbiased_moving_variance,
                 implementation=self._implementation, **common,
             )
         elif training:
             return batch_norm_update_(
-                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-                unbiased_moving_variance=self.unbiased_moving_variance,
+                *state, unbiased_moving_variance=self.unbiased_moving_variance,
                 implementation=self._implementation, **common,
             )
         else:
             return batch_norm(
-                x, self.gamma, self.beta, self.moving_mean, self.moving_variance,
-                training=False, implementation=self._implementation, **common,
+                *state, training=False, implementation=self._implementation, **common,
             ).output
         if training and result.moving_mean is not self.moving_mean:
             with torch.no_grad():  # result fields after the output are named like the buffers
