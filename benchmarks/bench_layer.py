@@ -7,7 +7,10 @@ bnlab's layer (``implementation="auto"``), PyTorch's native module and bnlab's
 reference path (the paper's Algorithm 1). The three are timed *interleaved*: every
 repeat runs one batch of calls of each, in turn, so machine noise hits all of them
 alike; the table shows the median time per call and the median of the per-repeat
-ratios to native. Target: bnlab <= 1.10x native on every row.
+ratios to native. Targets: bnlab <= 1.05x native on the convolution shapes, where the
+kernel dominates; <= 1.15x on the small (256, 512) shape, where the few microseconds of
+Python and small tensor operations that the layer adds per call (its checks: finite
+statistics, ill-conditioned channels; Keras's moving update) are a visible share.
 
 On a machine shared with other work, prefer ``--threads 1`` (timed by the CPU time
 of the process, which being descheduled does not inflate): with several intra-op
@@ -34,18 +37,17 @@ from torch import nn
 
 from bnlab import BatchNormalization
 
-TARGET = 1.10
-
 
 @dataclass(frozen=True)
 class Case:
     label: str
     shape: tuple[int, ...]
     channels_last: bool = False
+    target: float = 1.05  # bnlab / native
 
 
 CASES = (
-    Case("(256,512)", (256, 512)),
+    Case("(256,512)", (256, 512), target=1.15),
     Case("(32,64,56,56)", (32, 64, 56, 56)),
     Case("(32,64,56,56) channels_last", (32, 64, 56, 56), channels_last=True),
     Case("(64,256,14,14)", (64, 256, 14, 14)),
@@ -180,14 +182,14 @@ def main() -> None:
             t, ratios = time_interleaved(fns, args.repeats, clock)
             ratio = ratios["bnlab"]
             label = f"{mode} {case.label}"
-            flag = "" if ratio <= TARGET else "  <-- above target"
+            flag = "" if ratio <= case.target else f"  <-- above {case.target:.2f}x"
             print(f"{label:<40} {format_time(t['bnlab']):>12} {format_time(t['native']):>12} "
                   f"{ratio:6.2f}x {format_time(t['reference']):>12} "
                   f"{ratios['reference']:8.2f}x{flag}", flush=True)
-            if ratio > TARGET:
+            if ratio > case.target:
                 misses.append(label)
     print()
-    print(f"target bnlab <= {TARGET:.2f}x native: "
+    print("targets (1.15x on (256,512), 1.05x on the convolution shapes): "
           + ("met on every row" if not misses else f"missed on {', '.join(misses)}"))
 
 
