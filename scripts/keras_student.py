@@ -26,11 +26,11 @@ from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from PIL import Image  # noqa: E402
+import keras
+import numpy as np
+from PIL import Image
 
-from bnlab.data import load_dataset, load_image_folder  # noqa: E402
+from bnlab.data import load_dataset, load_image_folder
 
 
 def write_folder(folder: Path) -> None:
