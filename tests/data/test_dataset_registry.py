@@ -18,12 +18,14 @@ from bnlab.data import (
 )
 
 ALL = [
+    "basic_motions",
     "blobs",
     "circles",
     "fashion6",
     "fashion_mnist",
     "idx",
     "image_folder",
+    "japanese_vowels",
     "mnist",
     "moons",
     "npz",

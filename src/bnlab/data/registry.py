@@ -33,6 +33,7 @@ from bnlab.data.params import (
     size_pair,
     string_list,
 )
+from bnlab.data.timeseries import load_basic_motions, load_japanese_vowels
 from bnlab.data.toy import load_blobs, load_circles, load_moons
 
 __all__ = ["DatasetInfo", "check_dataset_options", "dataset_info", "list_datasets", "load_dataset"]
@@ -263,6 +264,18 @@ _ENTRIES: dict[str, DatasetInfo] = {
                 ),
             ),
             load_image_folder,
+        ),
+        DatasetInfo(
+            "japanese_vowels",
+            "JapaneseVowels speakers, 270 train / 370 test series (29, 12) post-padded, 9 classes (aeon)",
+            (),
+            load_japanese_vowels,
+        ),
+        DatasetInfo(
+            "basic_motions",
+            "BasicMotions smart-watch motions, 40 train / 40 test series (100, 6), 4 classes (aeon)",
+            (),
+            load_basic_motions,
         ),
     )
 }
