@@ -28,11 +28,14 @@ from bnlab.models import build_model, summary
 from bnlab.models.spec import layer_names
 
 STUDIES = (
+    "dropout_order",
     "lr_range",
     "mnist_cnn",
     "placement",
     "placement_mnist",
+    "pool_order",
     "scenes_momentum",
+    "sequences",
     "small_batch",
 )
 
@@ -75,6 +78,9 @@ def test_every_study_is_bundled_and_listed(capsys: pytest.CaptureFixture[str]) -
         ("placement_mnist", 6, 5),
         ("lr_range", 36, 5),
         ("small_batch", 16, 5),
+        ("sequences", 5, 5),
+        ("dropout_order", 5, 5),
+        ("pool_order", 3, 5),
     ],
     ids=lambda v: str(v),
 )
@@ -159,6 +165,52 @@ def test_lr_range_is_a_log_grid_from_1e4_to_1() -> None:
     by_name = {v.name: v for v in exp.variants}
     assert by_name["cnn[learning_rate=1.0]"].data["flatten"] is False
     assert by_name["mlp[learning_rate=1.0]"].data["flatten"] is True
+
+
+def test_dropout_order_places_dropout_before_and_after_bn() -> None:
+    by_name = {v.name: v for v in load_experiment("dropout_order").variants}
+    bn = "BatchNormalization"
+    assert _hidden_steps(by_name["no_dropout"].layers) == ["Dense", bn, "relu"] * 2
+    for rate in (0.2, 0.5):
+        after = by_name[f"bn_then_dropout[rate={rate}]"].layers
+        before = by_name[f"dropout_then_bn[rate={rate}]"].layers
+        assert _hidden_steps(after) == ["Dense", bn, "relu", "Dropout"] * 2
+        assert _hidden_steps(before) == ["Dense", "Dropout", bn, "relu"] * 2
+        assert {s.args["rate"] for s in after + before if s.type == "Dropout"} == {rate}
+
+
+def test_pool_order_places_bn_before_and_after_pooling() -> None:
+    by_name = {v.name: v for v in load_experiment("pool_order").variants}
+    bn, pool = "BatchNormalization", "MaxPooling2D"
+    expected = {
+        "no_bn": ["Conv2D", "relu", pool] * 2,
+        "bn_before_pool": ["Conv2D", bn, "relu", pool] * 2,
+        "bn_after_pool": ["Conv2D", "relu", pool, bn] * 2,
+    }
+    for name, steps in expected.items():
+        assert _hidden_steps(by_name[name].layers) == [*steps, "Flatten"], name
+        # same parameter count apart from BN's 4 per channel (16 + 32 or 16 + 32 channels)
+        text = summary(build_model(by_name[name].layers, (28, 28, 3), seed=0))
+        bn_params = 0 if name == "no_bn" else 4 * (16 + 32)
+        assert _totals(text)[0] == 448 + 4_640 + 1_568 * 6 + 6 + bn_params
+
+
+def test_sequences_models_and_masking() -> None:
+    by_name = {v.name: v for v in load_experiment("sequences").variants}
+    types = {name: [s.type for s in v.layers] for name, v in by_name.items()}
+    assert types["lstm"] == ["Masking", "LSTM", "Dense"]
+    assert types["lstm_bn"] == ["Masking", "LSTM", "BatchNormalization", "Dense"]
+    assert types["input_bn"] == ["Masking", "BatchNormalization", "LSTM", "Dense"]
+    assert types["conv_bn"] == [
+        *(["Conv1D", "BatchNormalization", "Activation"] * 2),
+        "GlobalAveragePooling1D",
+        "Dense",
+    ]
+    assert by_name["lstm"].layers[0].args["mask_value"] == 0.0
+    assert by_name["lstm"].data == {"name": "japanese_vowels"}
+    # LSTM(32) on 12 channels: 4 * 32 * (12 + 32 + 1) = 5,760 weights; BN adds 4 * 32.
+    text = summary(build_model(by_name["lstm_bn"].layers, (29, 12), seed=0))
+    assert _totals(text) == (5_760 + 128 + 297, 5_760 + 64 + 297, 64)
 
 
 def _hidden_steps(layers) -> list[str]:
@@ -309,6 +361,7 @@ SHORT = {
     "placement_mnist": ["data.limit_train=64", "train.eval_every_steps=1"],
     "lr_range": ["data.limit_train=64", "data.limit_test=32"],
     "small_batch": ["data.limit_train=64", "data.limit_test=32"],
+    "dropout_order": ["data.limit_train=64", "data.limit_test=32"],
 }
 
 
@@ -377,6 +430,43 @@ def test_scenes_momentum_runs_end_to_end_on_fashion6_files(
         assert (h["epochs"]["val_accuracy_train_mode"] is None) == (name == "no_bn")
     html = (tmp_path / "report.html").read_text()
     assert "training mode" in html
+
+
+def test_pool_order_runs_end_to_end_on_fashion6_files(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    sets = [
+        f"data.path={json.dumps(str(tiny['fashion']))}",
+        "data.train_per_class=4",
+        "data.test_per_class=2",
+    ]
+    results = _short_run("pool_order", tmp_path, sets)
+    runs = {r["variant"]: r for r in results["runs"]}
+    assert set(runs) == {"no_bn", "bn_before_pool", "bn_after_pool"}
+    for name, run in runs.items():
+        assert run["status"] == "completed", run["error"]
+        h = run["history"]
+        assert h["steps_per_epoch"] == 1  # 24 images, batch 32
+        assert (h["epochs"]["val_accuracy_train_mode"] is None) == (name == "no_bn")
+        assert 0.0 <= h["final"]["test_accuracy"] <= 1.0
+
+
+# Masked sequences are trained one run at a time, and the lab says so.
+@pytest.mark.filterwarnings("ignore:variant .* not stacked:UserWarning")
+def test_sequences_runs_end_to_end_on_japanese_vowels(tmp_path: Path) -> None:
+    reason = _installed("japanese_vowels")
+    if reason is not None:
+        pytest.skip(f"japanese_vowels is not installed: {reason}")
+    results = _short_run("sequences", tmp_path, [])
+    runs = {r["variant"]: r for r in results["runs"]}
+    assert set(runs) == {"lstm", "lstm_bn", "input_bn", "conv", "conv_bn"}
+    for name, run in runs.items():
+        assert run["status"] == "completed", run["error"]
+        h = run["history"]
+        assert h["steps_per_epoch"] == 9  # 270 series, batch 32
+        assert (h["epochs"]["val_accuracy_train_mode"] is None) == (name in ("lstm", "conv"))
+        assert 0.0 <= h["final"]["test_accuracy"] <= 1.0
+    assert "lstm_bn" in (tmp_path / "report.html").read_text()
 
 
 def test_scenes_momentum_runs_on_an_image_folder(tiny: dict[str, Path], tmp_path: Path) -> None:
