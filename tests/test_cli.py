@@ -379,3 +379,19 @@ def test_ctrl_c_keeps_finished_runs_and_says_how_to_resume(tiny: Path, tmp_path:
     assert db.execute("SELECT COUNT(*) FROM runs WHERE status = 'running'").fetchone()[0] == 0
     assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     db.close()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["list"]], ids=["help", "list"])
+def test_commands_without_tensors_do_not_import_torch(argv: list[str]) -> None:
+    code = (
+        "import sys\n"
+        "from bnlab.cli import main\n"
+        "try:\n"
+        f"    main({argv!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('torch.')))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"

@@ -81,14 +81,19 @@ import itertools
 import json
 import math
 import re
-import tomllib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from bnlab.data import check_dataset_options
+from bnlab.lab.catalog import (
+    ExperimentInfo,
+    bundled_dir,
+    find_experiment,
+    list_experiments,
+    read_toml,
+)
 from bnlab.lab.errors import LabError
 from bnlab.lab.results import DEFAULT_THRESHOLD, DEFAULT_THRESHOLD_METRIC
 from bnlab.models import LayerSpec, apply_edits, layer_names, parse_layers
@@ -325,53 +330,6 @@ class Experiment:
         }
 
 
-@dataclass(frozen=True)
-class ExperimentInfo:
-    """A bundled experiment, as `bnlab list` shows it."""
-
-    name: str
-    description: str
-    path: Path
-
-
-# --------------------------------------------------------------------------- finding files
-
-
-def _bundled_dir() -> Path:
-    return Path(str(resources.files("bnlab").joinpath("experiments")))
-
-
-def list_experiments() -> list[ExperimentInfo]:
-    """The experiments bundled with bnlab, sorted by name."""
-    infos = []
-    for path in sorted(_bundled_dir().glob("*.toml")):
-        doc = _read_toml(path, path.name)
-        name = doc.get("name", path.stem)
-        infos.append(ExperimentInfo(str(name), str(doc.get("description", "")), path))
-    return sorted(infos, key=lambda info: info.name)
-
-
-def find_experiment(path_or_name: str | Path) -> Path:
-    """The file of a bundled experiment name, or `path_or_name` itself when it is a file.
-
-    Raises:
-        LabError: neither a bundled name nor an existing ``.toml`` file.
-    """
-    text = str(path_or_name)
-    path = Path(text).expanduser()
-    if path.suffix == ".toml" or "/" in text or "\\" in text:
-        if path.is_file():
-            return path
-        raise LabError(f"experiment file {text!r} does not exist; give a path to a .toml file")
-    bundled = _bundled_dir() / f"{text}.toml"
-    if bundled.is_file():
-        return bundled
-    names = ", ".join(info.name for info in list_experiments()) or "(none)"
-    raise LabError(
-        f"unknown experiment {text!r}; bundled experiments: {names}; or give a path to a .toml file"
-    )
-
-
 def load_experiment(
     path_or_name: str | Path, *, overrides: Mapping[str, Any] | None = None
 ) -> Experiment:
@@ -386,22 +344,12 @@ def load_experiment(
         LabError, SpecError, DatasetError: one line naming file, key, value and what is allowed.
     """
     path = find_experiment(path_or_name)
-    bundled = path.parent == _bundled_dir()
+    bundled = path.parent == bundled_dir()
     label = path.name if bundled else str(path)
-    doc = _read_toml(path, label)
+    doc = read_toml(path, label)
     for key, value in (overrides or {}).items():
         _set_dotted(doc, key, value, label)
     return parse_experiment(doc, source=label, default_name=path.stem, base_dir=path.parent)
-
-
-def _read_toml(path: Path, label: str) -> dict[str, Any]:
-    try:
-        with path.open("rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as e:
-        raise LabError(f"{label}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise LabError(f"{label}: cannot read the file: {e.strerror}") from None
 
 
 def _set_dotted(doc: dict[str, Any], key: str, value: Any, label: str) -> None:
