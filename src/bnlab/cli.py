@@ -97,10 +97,17 @@ def _formats(text: str) -> tuple[str, ...]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
-def _fixes() -> list[str]:
-    from bnlab.doctor.fix import list_fixes
+class _FixHelp(str):
+    """The --fix help, listing the doctor's fixes only when argparse formats it.
 
-    return list_fixes()
+    Listing them imports the doctor (and torch); every other command, ``bnlab --help``
+    included, starts without that.
+    """
+
+    def __mod__(self, params: Any) -> str:
+        from bnlab.doctor.fix import list_fixes
+
+        return f"{self}; one of: {', '.join(list_fixes())}" % params
 
 
 def _version() -> str:
@@ -282,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument(
         "--fix",
         metavar="FIX",
-        help=f"apply a fix to the loaded model and measure again; one of: {', '.join(_fixes())}",
+        help=_FixHelp("apply a fix to the loaded model and measure again"),
     )
     doctor.add_argument(
         "--save", type=Path, metavar="FIXED.keras",
