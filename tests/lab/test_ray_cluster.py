@@ -15,6 +15,8 @@ a killed driver resuming, and the number of runs in flight.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import json
 import os
 import shutil
@@ -149,8 +151,21 @@ def _start_head(temp: Path, env: dict[str, str], log: Path) -> subprocess.Popen[
     (temp / "ray_current_cluster").unlink(missing_ok=True)
     with open(log, "w") as out:
         return subprocess.Popen(
-            command, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            command,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_terminate_with_parent,
         )
+
+
+def _terminate_with_parent() -> None:
+    """In the child before exec: Linux sends it SIGTERM when the test process ends, even
+    by ``kill -9``, and ``ray start --block`` then stops its cluster (no cluster outlives
+    a killed test run)."""
+    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # 1: PR_SET_PDEATHSIG
 
 
 def _wait_until_ready(head: subprocess.Popen[bytes], temp: Path, log: Path) -> str | None:
