@@ -76,7 +76,10 @@ def test_disk_full_while_storing_is_one_line_and_keeps_the_finished_runs(
     assert 1 <= kept < 16
     assert len(json.loads((tmp_path / "out" / "results.json").read_text())["runs"]) == kept
     monkeypatch.undo()
-    code, out, err = _run(tmp_path, capsys, "--seeds", "8")  # resume after freeing space
+    # resume after freeing space; without --quiet, which prints only the result paths
+    argv = ["run", str(tmp_path / "tiny.toml"), "--out", str(tmp_path / "out")]
+    code = main([*argv, "--executor", "sequential", "--no-report", "--seeds", "8"])
+    out, err = capsys.readouterr()
     assert code == 0, err
     assert f"{kept} reused" in out
 
