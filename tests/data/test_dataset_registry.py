@@ -20,6 +20,7 @@ from bnlab.data import (
 ALL = [
     "basic_motions",
     "blobs",
+    "breast_cancer",
     "circles",
     "fashion6",
     "fashion_mnist",
@@ -29,6 +30,7 @@ ALL = [
     "mnist",
     "moons",
     "npz",
+    "wine",
 ]
 REQUIRED = {"npz": {"path"}, "image_folder": {"path"}}
 

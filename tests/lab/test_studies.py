@@ -29,6 +29,7 @@ from bnlab.models.spec import layer_names
 
 STUDIES = (
     "dropout_order",
+    "input_scaling",
     "lr_range",
     "mnist_cnn",
     "placement",
@@ -81,6 +82,7 @@ def test_every_study_is_bundled_and_listed(capsys: pytest.CaptureFixture[str]) -
         ("sequences", 5, 5),
         ("dropout_order", 5, 5),
         ("pool_order", 3, 5),
+        ("input_scaling", 12, 5),
     ],
     ids=lambda v: str(v),
 )
@@ -467,6 +469,28 @@ def test_sequences_runs_end_to_end_on_japanese_vowels(tmp_path: Path) -> None:
         assert (h["epochs"]["val_accuracy_train_mode"] is None) == (name in ("lstm", "conv"))
         assert 0.0 <= h["final"]["test_accuracy"] <= 1.0
     assert "lstm_bn" in (tmp_path / "report.html").read_text()
+
+
+def test_input_scaling_runs_end_to_end(tmp_path: Path) -> None:
+    results = _short_run("input_scaling", tmp_path, [])
+    runs = results["runs"]
+    assert {(r["variant"], r["grid"]["optimizer"], r["grid"]["feature_scale"]) for r in runs} == {
+        (v, o, f)
+        for v in ("raw", "standardized", "input_bn")
+        for o in ("sgd", "adam")
+        for f in (1.0, 10.0)
+    }
+    exp = load_experiment("input_scaling")
+    for run in runs:
+        assert run["status"] == "completed", run["error"]
+        variant = _variant_of(exp, run)
+        assert variant.data["standardize"] == (run["variant"] == "standardized")
+        assert variant.data["feature_scale"] == run["grid"]["feature_scale"]
+        assert variant.train["optimizer"]["name"] == run["grid"]["optimizer"]
+        h = run["history"]
+        assert h["steps_per_epoch"] == 13  # 398 training rows, batch 32
+        has_bn = run["variant"] == "input_bn"
+        assert (h["epochs"]["val_accuracy_train_mode"] is not None) == has_bn
 
 
 def test_scenes_momentum_runs_on_an_image_folder(tiny: dict[str, Path], tmp_path: Path) -> None:

@@ -33,6 +33,7 @@ from bnlab.data.params import (
     size_pair,
     string_list,
 )
+from bnlab.data.tabular import load_breast_cancer, load_wine
 from bnlab.data.timeseries import load_basic_motions, load_japanese_vowels
 from bnlab.data.toy import load_blobs, load_circles, load_moons
 
@@ -96,6 +97,28 @@ _CLASS_NAMES = DatasetParam(
     None,
     optional(string_list()),
     "names of classes 0, 1, ...; default '0', '1', ...",
+)
+
+_TABULAR = (
+    DatasetParam(
+        "standardize",
+        False,
+        boolean(),
+        "standardize each feature with the training split's mean and std (StandardScaler)",
+    ),
+    DatasetParam(
+        "feature_scale",
+        1.0,
+        number(min=0, min_exclusive=True),
+        "factor applied to every raw feature before standardizing",
+    ),
+    DatasetParam(
+        "test_fraction",
+        0.3,
+        number(0, 1, min_exclusive=True, max_exclusive=True),
+        "share of the rows held out for testing (stratified)",
+    ),
+    DatasetParam("random_state", 0, integer(min=0), "seed of the train/test split"),
 )
 
 _ENTRIES: dict[str, DatasetInfo] = {
@@ -264,6 +287,18 @@ _ENTRIES: dict[str, DatasetInfo] = {
                 ),
             ),
             load_image_folder,
+        ),
+        DatasetInfo(
+            "wine",
+            "scikit-learn's wine set, 178 rows (124 train / 54 test), 13 features, 3 classes",
+            _TABULAR,
+            load_wine,
+        ),
+        DatasetInfo(
+            "breast_cancer",
+            "scikit-learn's breast cancer set, 569 rows (398 train / 171 test), 30 features, 2 classes",
+            _TABULAR,
+            load_breast_cancer,
         ),
         DatasetInfo(
             "japanese_vowels",
