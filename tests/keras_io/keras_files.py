@@ -202,6 +202,20 @@ def sequence_zoo() -> keras.Model:
     )
 
 
+def masked_sequence() -> keras.Model:
+    """A Functional model with masks: Keras records the mask computation as operation nodes
+    (NotEqual, Any) that feed only the later layers' ``mask`` arguments."""
+    L = keras.layers
+    tokens = keras.Input((6,), dtype="int32", name="tokens")
+    x = L.Embedding(10, 4, mask_zero=True)(tokens)
+    x = L.LSTM(5, return_sequences=True)(x)
+    x = L.BatchNormalization()(x)
+    pooled = L.GlobalAveragePooling1D()(x)
+    masked = L.Masking(0.0)(L.Reshape((3, 2))(L.Dense(6, activation="relu")(pooled)))
+    summary = L.GRU(3)(masked)
+    return keras.Model(tokens, L.Dense(2)(summary), name="masked_sequence")
+
+
 def transfer() -> keras.Model:
     """The transfer-learning pattern: a frozen MobileNetV2 base called with training=False,
     and a nested Sequential head with its own BatchNormalization."""

@@ -32,6 +32,7 @@ from keras_files import (
     layer_names,
     layer_zoo,
     lstm_model,
+    masked_sequence,
     predict,
     sequence_zoo,
     sequential_cnn,
@@ -69,6 +70,7 @@ CASES = {
     "two_branch": (two_branch, [(4, 10, 10, 3)], 1e-5, 1e-5),
     "layer_zoo": (layer_zoo, [(4, 12, 12, 3)], 1e-5, 1e-5),
     "sequence_zoo": (sequence_zoo, [(4, 6)], 1e-5, 1e-5),
+    "masked_sequence": (masked_sequence, [(4, 6)], 1e-5, 1e-5),
     "resnet50": (_resnet50, [(2, 64, 64, 3)], 1e-4, 1e-3),
     "mobilenet_v2": (_mobilenet_v2, [(2, 96, 96, 3)], 1e-4, 1e-3),
     "transfer": (transfer, [(4, 32, 32, 3)], 1e-4, 1e-4),
@@ -80,7 +82,7 @@ APPLICATIONS = ("resnet50", "mobilenet_v2")
 def case(request, tmp_path_factory) -> Case:
     factory, shapes, inference, training = CASES[request.param]
     folder = tmp_path_factory.mktemp(request.param)
-    tokens = 10 if request.param == "sequence_zoo" else None
+    tokens = 10 if request.param in ("sequence_zoo", "masked_sequence") else None
     case = build(
         request.param, factory, folder, shapes, rtol=inference, atol=inference, tokens=tokens
     )

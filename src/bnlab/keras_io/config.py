@@ -18,6 +18,13 @@ marshalled Python functions (``Lambda`` layers, ``__lambda__`` objects).
 
 Nested models (a model used as a layer) are flattened into the outer model.
 
+Masks: Keras 3 records how a Functional model computes a mask as operation nodes
+(``"module": "keras.src.ops..."``, e.g. ``NotEqual`` then ``Any`` after an input) that
+feed only the ``mask`` call argument of later layers. bnlab's models derive masks
+themselves as Keras's layers do (``Masking``, ``Embedding(mask_zero=True)``), so
+operation nodes reached only through ``mask`` arguments are dropped, with those
+arguments; an operation whose output is data is not supported.
+
 Not supported (one-line error each): a layer called on several inputs at different
 times (shared layers, and so a nested model called twice), layers with several
 outputs, call arguments other than tensors (e.g. a fixed ``training=True``; Keras 3
@@ -267,6 +274,8 @@ def _sequential(config: Mapping[str, Any], name: str, where: str, prefix: str = 
 
 def _functional(config: Mapping[str, Any], name: str, where: str, prefix: str = "") -> ModelConfig:
     entries = [_entry(raw, where, i) for i, raw in enumerate(config["layers"])]
+    mask_ops = _mask_operations(entries)
+    entries = [e for e in entries if e.name not in mask_ops]
     graph = _Graph(where)
     by_name = {e.name: e for e in entries}
     for entry, key in zip(entries, layer_keys(e.class_name for e in entries), strict=True):
@@ -274,7 +283,7 @@ def _functional(config: Mapping[str, Any], name: str, where: str, prefix: str = 
         if entry.class_name == "InputLayer":
             graph.add(entry, (), path)
             continue
-        graph.add(entry, _inbound(entry, where), path)
+        graph.add(entry, _inbound(entry, where, mask_ops), path)
     inputs = tuple(
         (n, _input_shape(by_name[n], where))
         for n in _endpoints(config.get("input_layers"), by_name, where, "input_layers")
@@ -390,7 +399,48 @@ def _single_use(layer: str, node: Any, tensor: Any, where: str) -> None:
         )
 
 
-def _inbound(entry: LayerEntry, where: str) -> tuple[str, ...]:
+def _mask_operations(entries: Sequence[LayerEntry]) -> frozenset[str]:
+    """Names of the operation nodes whose outputs reach other nodes only as ``mask``."""
+    operations = {
+        e.name for e in entries if str(e.entry.get("module", "")).startswith("keras.src.ops")
+    }
+    as_data: set[str] = set()
+    feeds: dict[str, set[str]] = {}  # operation -> the operations its arguments read
+    for entry in entries:
+        for node in entry.entry.get("inbound_nodes") or []:
+            if not isinstance(node, Mapping):
+                continue  # tf.keras nodes have no operations
+            read = {h[0] for h in _histories(node.get("args", []))} & operations
+            if entry.name in operations:
+                feeds.setdefault(entry.name, set()).update(read)
+            else:
+                as_data |= read
+            kwargs = {k: v for k, v in (node.get("kwargs") or {}).items() if k != "mask"}
+            as_data |= {h[0] for h in _histories(kwargs)} & operations
+    pending = list(as_data)
+    while pending:  # an operation feeding a data operation is data too
+        for source in feeds.get(pending.pop(), ()):
+            if source not in as_data:
+                as_data.add(source)
+                pending.append(source)
+    return frozenset(operations - as_data)
+
+
+def _histories(value: Any) -> list[list[Any]]:
+    """Every ``keras_history`` found anywhere in a node's arguments."""
+    if isinstance(value, Mapping):
+        if value.get("class_name") == _KERAS_TENSOR:
+            history = (value.get("config") or {}).get("keras_history")
+            return [history] if isinstance(history, list) and history else []
+        return [h for v in value.values() for h in _histories(v)]
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        return [h for v in value for h in _histories(v)]
+    return []
+
+
+def _inbound(
+    entry: LayerEntry, where: str, mask_ops: frozenset[str] = frozenset()
+) -> tuple[str, ...]:
     nodes = entry.entry.get("inbound_nodes")
     if not isinstance(nodes, list) or not nodes:
         raise KerasFileError(
@@ -422,7 +472,14 @@ def _inbound(entry: LayerEntry, where: str) -> tuple[str, ...]:
             "expected a Keras 3 or tf.keras node"
         )
     # Keras records the symbolic call's training=False; the model's own mode overrides it.
-    fixed = {k: v for k, v in kwargs.items() if v is not None and (k, v) != ("training", False)}
+    # A mask computed by dropped operations is derived by the layers themselves.
+    fixed = {
+        k: v
+        for k, v in kwargs.items()
+        if v is not None
+        and (k, v) != ("training", False)
+        and not (k == "mask" and _histories(v) and {h[0] for h in _histories(v)} <= mask_ops)
+    }
     if fixed:
         key, value = next(iter(fixed.items()))
         raise KerasFileError(
