@@ -17,6 +17,7 @@ import pytest
 
 from bnlab.cli import main
 from bnlab.lab import LabError, load_schema
+from failing import MESSAGE, failing_runs
 
 TINY = """
 name = "tiny"
@@ -312,29 +313,31 @@ def test_bad_arguments_exit_2(args: list[str], capsys: pytest.CaptureFixture[str
 
 def test_failed_runs_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "bad.toml"
+    path.write_text(TINY.replace("epochs = 3", "epochs = 3\nbatch_size = 17"))  # fails in training
+    argv = ["run", str(path), "--seeds", "1", "--out", str(tmp_path / "out")]
+    with failing_runs():
+        code = main([*argv, "--executor", "sequential", "--no-report"])
+    assert code == 1
+    captured = capsys.readouterr()
+    assert "bnlab: 2 runs failed:" in captured.err
+    assert f"base seed 0: RuntimeError: {MESSAGE}" in captured.err
+    assert any(line.split()[:2] == ["bn", "0"] and "(1)" in line for line in captured.out.splitlines())
+
+
+def test_bad_data_is_exit_2_before_anything_is_created(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "bad.toml"
     path.write_text(
         TINY.replace("n_samples = 200\ntrain_size = 100", "").replace(
             'name = "circles"', f'name = "npz"\npath = "{tmp_path / "missing.npz"}"'
         )
     )
-    code = main(
-        [
-            "run",
-            str(path),
-            "--seeds",
-            "1",
-            "--out",
-            str(tmp_path / "out"),
-            "--workers",
-            "1",
-            "--no-report",
-        ]
-    )
-    assert code == 1
-    captured = capsys.readouterr()
-    assert "bnlab: 2 runs failed:" in captured.err
-    assert "base seed 0: bnlab.data.dataset.DatasetError:" in captured.err
-    assert any(line.split()[:2] == ["bn", "0"] and "(1)" in line for line in captured.out.splitlines())
+    code = main(["run", str(path), "--seeds", "1", "--out", str(tmp_path / "out"), "--quiet"])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "missing.npz" in err and "is not a file" in err
+    assert not (tmp_path / "out").exists()
 
 
 def test_ctrl_c_keeps_finished_runs_and_says_how_to_resume(tiny: Path, tmp_path: Path) -> None:

@@ -7,7 +7,7 @@
     bnlab run EXPERIMENT [--seeds N] [--epochs N] [--out DIR] [--workers N] [--threads N]
                          [--executor auto|vectorized|sequential|process|ray]
                          [--memory-budget SIZE] [--address HOST:PORT] [--seeds-per-task K]
-                         [--set KEY=VALUE ...] [--no-report] [--quiet] [--debug]
+                         [--set KEY=VALUE ...] [--no-report] [--force] [--quiet] [--debug]
     bnlab report DIR                             # rebuild results.json and the report from the store
     bnlab doctor DIR [--variant V] [--seed S] [--fix recalibrate] [--json]
                                                  # diagnose a trained run's BN layers
@@ -203,6 +203,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="override a setting of the file, e.g. --set train.batch_size=64 (TOML value)",
     )
     run.add_argument("--no-report", action="store_true", help="skip the plots and report.html")
+    run.add_argument(
+        "--force",
+        action="store_true",
+        help="run into an --out folder that holds another experiment",
+    )
     run.add_argument(
         "--format",
         dest="formats",
@@ -570,6 +575,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 seeds_per_task=args.seeds_per_task,
                 observer=progress.observer,
                 report=not args.no_report,
+                force=args.force,
                 formats=args.formats,
             )
     except KeyboardInterrupt as e:

@@ -163,3 +163,34 @@ def test_gzip_of_the_reference_bytes_reads_back(tmp_path):
     raw = bytes([0, 0, 0x08, 1, 0, 0, 0, 3, 7, 8, 9])
     (tmp_path / "r.gz").write_bytes(gzip.compress(raw))
     np.testing.assert_array_equal(read_idx(tmp_path / "r.gz"), [7, 8, 9])
+
+
+def test_a_gzip_bomb_inflates_no_further_than_its_header_declares(tmp_path):
+    import gzip
+    import struct
+
+    from limits import run_capped
+
+    # header: (10,) uint8; data: 1.6 GB of zeros in about 1.6 MB (gzip members concatenated)
+    p = tmp_path / "bomb.gz"
+    zeros = gzip.compress(bytes(1 << 24), compresslevel=9)
+    p.write_bytes(gzip.compress(b"\x00\x00\x08\x01" + struct.pack(">I", 10)) + zeros * 100)
+    code = (
+        "from bnlab.data import DatasetError, read_idx\n"
+        "try:\n"
+        f"    read_idx({str(p)!r})\n"
+        "except DatasetError as e:\n"
+        "    print(e)\n"
+    )
+    done = run_capped(code, cap=2 * 1024**3)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "has more than" in done.stdout and "needs 10; the file is truncated or corrupt" in done.stdout
+
+
+def test_a_header_declaring_more_than_the_bound_is_refused(tmp_path):
+    import struct
+
+    p = tmp_path / "huge"
+    p.write_bytes(b"\x00\x00\x0e\x03" + struct.pack(">III", 60000, 60000, 60000))
+    with pytest.raises(DatasetError, match=r"declares shape \(60000, 60000, 60000\) of float64"):
+        read_idx(p)

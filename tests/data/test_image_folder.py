@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -170,3 +171,81 @@ def test_second_load_reads_the_cache_and_options_change_the_key(tree, monkeypatc
     )
     load_dataset("image_folder", path=str(root), image_size=[4, 4])
     assert calls == [(4, 4)]
+
+
+def _load_error(root: Path) -> str:
+    with pytest.raises(DatasetError) as caught:
+        load_dataset("image_folder", path=str(root), image_size=[4, 4])
+    message = str(caught.value)
+    assert "\n" not in message
+    return message
+
+
+def test_a_symlink_to_the_folder_itself_is_no_class(tree):
+    root, _ = tree
+    (root / "loop").symlink_to(root, target_is_directory=True)
+    (root / "dog" / "up").symlink_to(root, target_is_directory=True)  # walked, never followed
+    d = load_dataset("image_folder", path=str(root), image_size=[4, 4])
+    assert d.class_names == ("cat", "dog", "emu")
+    assert len(d.x_train) + len(d.x_test) == 15
+
+
+def test_the_same_image_twice_is_refused(tree):
+    root, _ = tree
+    (root / "cat" / "again.png").symlink_to(root / "dog" / "img01.png")
+    assert "is the same file as" in _load_error(root)
+
+
+def test_a_fifo_named_like_an_image_is_refused_without_blocking(tree):
+    root, _ = tree
+    os.mkfifo(root / "cat" / "f.png")
+    assert "f.png is not a regular file" in _load_error(root)
+
+
+def test_a_looping_file_symlink_is_one_line(tree):
+    root, _ = tree
+    (root / "cat" / "a.png").symlink_to(root / "cat" / "b.png")
+    (root / "cat" / "b.png").symlink_to(root / "cat" / "a.png")
+    assert "cannot read" in _load_error(root)
+
+
+def test_a_decompression_bomb_is_refused_before_decoding(tree):
+    from limits import run_capped
+
+    root, _ = tree
+    # 10000 x 8000 grayscale PNG of zeros: about 80 KB on disk, 80 MB decoded (240 MB as
+    # RGB), below Pillow's own bomb limit; bnlab's limit refuses it before decoding
+    import zlib
+
+    width, height = 10000, 8000
+    raw = zlib.compress(b"\x00" * (width + 1) * height, 9)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        import struct
+
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    import struct
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", raw) + chunk(b"IEND", b"")
+    (root / "cat" / "bomb.png").write_bytes(png)
+    code = (
+        "from bnlab.data import DatasetError, load_dataset\n"
+        "try:\n"
+        f"    load_dataset('image_folder', path={str(root)!r}, image_size=[4, 4])\n"
+        "except DatasetError as e:\n"
+        "    print(e)\n"
+    )
+    done = run_capped(code, cap=2 * 1024**3)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "bomb.png is 10000x8000 pixels; at most 50000000" in done.stdout
+
+
+def test_decoded_size_is_bounded(tree):
+    root, _ = tree
+    with pytest.raises(DatasetError, match=r"60 images at image_size=\[4096, 4096\] need 15.1 GB"):
+        image_folder_module._decode_images(
+            image_folder_module.index_image_folder(root)[0] * 4, (4096, 4096), "rgb", "bilinear"
+        )

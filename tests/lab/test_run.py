@@ -20,6 +20,7 @@ from bnlab import lab
 from bnlab.data import load_dataset
 from bnlab.lab import LabError, Store, execute_run, load_experiment, plan_runs
 from bnlab.train import evaluate
+from failing import MESSAGE, failing_runs
 
 TINY = """
 name = "tiny"
@@ -178,21 +179,20 @@ def test_sequential_runs_use_one_thread_and_restore_the_setting(tiny: Path, tmp_
 
 def test_a_failing_run_is_recorded_not_raised(tmp_path: Path) -> None:
     path = tmp_path / "bad.toml"
-    # valid as written, fails when the run loads its data: the file does not exist
+    # valid, and the data and models check out; the bn runs fail while training
     path.write_text(
-        TINY.replace(
-            'name = "circles"\nn_samples = 200\ntrain_size = 100',
-            f'name = "npz"\npath = "{tmp_path / "missing.npz"}"',
-        ).replace("[variants.base]", '[variants.base]\ndata = { name = "circles" }')
+        TINY.replace("[variants.bn]", "[variants.bn]\ntrain = { batch_size = 17 }")
     )
-    outcome = lab.run(path, tmp_path / "out", seeds=1, executor="sequential", report=False)
+    with failing_runs():
+        outcome = lab.run(path, tmp_path / "out", seeds=1, executor="sequential", report=False)
     assert (outcome.completed, outcome.failed) == (1, 1)
     failed = [r for r in outcome.results["runs"] if r["status"] == "failed"]
     assert failed[0]["variant"] == "bn" and failed[0]["history"] is None
-    assert "DatasetError" in failed[0]["error"] and "missing.npz" in failed[0]["error"]
+    assert "RuntimeError" in failed[0]["error"] and MESSAGE in failed[0]["error"]
     jsonschema.validate(outcome.results, lab.load_schema())
     # failed runs are retried by the next call
-    retry = lab.run(path, tmp_path / "out", seeds=1, executor="sequential", report=False)
+    with failing_runs():
+        retry = lab.run(path, tmp_path / "out", seeds=1, executor="sequential", report=False)
     assert (retry.reused, retry.failed) == (1, 1)
 
 

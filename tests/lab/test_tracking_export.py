@@ -21,6 +21,7 @@ import pytest
 from bnlab import lab
 from bnlab.cli import main
 from bnlab.lab import export
+from failing import MESSAGE, failing_runs
 
 STUDY = """
 name = "tiny_grid"
@@ -53,7 +54,7 @@ probes = [ { layer = "dense", where = "output", percentiles = [10, 90], every_st
 [variants.bn]
 edits = [{ insert_after = "dense", layer = { type = "BatchNormalization" } }]
 [variants.broken]
-data = { name = "npz", path = "MISSING" }
+train = { batch_size = 17 }  # fails in training (failing.failing_runs)
 """
 
 RUNS = 12  # 3 variants x 2 grid points x 2 seeds; the 4 "broken" ones fail
@@ -63,9 +64,10 @@ RUNS = 12  # 3 variants x 2 grid points x 2 seeds; the 4 "broken" ones fail
 def study(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("study")
     path = root / "study.toml"
-    path.write_text(STUDY.replace("MISSING", str(root / "missing.npz")))
+    path.write_text(STUDY)
     out = root / "out"
-    outcome = lab.run(path, out, executor="sequential")
+    with failing_runs():
+        outcome = lab.run(path, out, executor="sequential")
     assert (outcome.completed, outcome.failed) == (8, 4)
     assert (out / "report.html").is_file()
     return out
@@ -175,7 +177,7 @@ def test_mlflow_file_store_read_back_through_the_client(
         assert summary["status"] == run["status"] and summary["seed"] == run["seed"]
         if run["status"] == "failed":
             assert mlrun.info.status == "FAILED"
-            assert "missing.npz" in summary["error"]
+            assert MESSAGE in summary["error"]
             assert mlrun.data.metrics == {}
             continue
         assert mlrun.info.status == "FINISHED"
@@ -203,7 +205,8 @@ def test_csv_runs_and_long_curves(study: Path, tmp_path: Path) -> None:
         )  # fmt: skip
         assert float(row["learning_rate"]) == run["grid"]["learning_rate"]
         assert float(row["train.optimizer.learning_rate"]) == run["grid"]["learning_rate"]
-        assert row["data.name"] == ("npz" if run["variant"] == "broken" else "circles")
+        assert row["data.name"] == "circles"
+        assert int(row["train.batch_size"]) == (17 if run["variant"] == "broken" else 32)
         if run["status"] == "failed":
             assert row["final_test_accuracy"] == "" and row["epochs"] == ""
         else:

@@ -22,6 +22,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
@@ -51,8 +52,29 @@ IDX_FILES: dict[str, str] = {
 }
 
 
+MAX_IDX_BYTES = 4_000_000_000
+"""Largest data part an IDX header may declare (bytes, after decompression)."""
+_EXTRA_COUNTED = 1 << 20  # bytes past the declared data counted for the message
+
+
+def _read_exactly(f: BinaryIO, n: int) -> bytes:
+    chunks, got = [], 0
+    while got < n:
+        chunk = f.read(min(n - got, 1 << 24))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return b"".join(chunks)
+
+
 def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """Read one IDX file (gzip-compressed or not) into a native-byte-order array.
+
+    The file is read as a stream and never beyond what its header declares (plus a
+    little, to report extra bytes), so a small gzip file that inflates to gigabytes
+    costs no more than its declared shape, and a header may declare at most
+    `MAX_IDX_BYTES`.
 
     Returns:
         A fresh writable array with the file's shape and dtype (e.g. ``(60000, 28, 28)`` uint8).
@@ -63,20 +85,32 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     """
     p = Path(path)
     try:
-        raw = p.read_bytes()
-        if raw[:2] == _GZIP_MAGIC:
-            raw = gzip.decompress(raw)
+        raw_file = p.open("rb")
     except FileNotFoundError:
         raise DatasetError(f"IDX file not found: {p}; check the path") from None
-    except (OSError, EOFError, zlib.error) as e:
-        raise DatasetError(f"IDX file {p} is not a readable gzip file: {e}") from None
-    if len(raw) < 4:
-        raise DatasetError(f"IDX file {p} is too short for a header: {len(raw)} bytes")
-    if raw[:2] != b"\x00\x00":
+    except OSError as e:
+        raise DatasetError(f"IDX file {p} cannot be read: {e.strerror or e}") from None
+    with raw_file:
+        try:
+            gzipped = raw_file.read(2) == _GZIP_MAGIC
+            raw_file.seek(0)
+            if not gzipped:
+                return _parse_idx(p, raw_file)
+            with gzip.GzipFile(fileobj=raw_file, mode="rb") as f:  # leaves raw_file open
+                return _parse_idx(p, f)
+        except (OSError, EOFError, zlib.error) as e:
+            raise DatasetError(f"IDX file {p} is not a readable gzip file: {e}") from None
+
+
+def _parse_idx(p: Path, f: BinaryIO) -> np.ndarray:
+    head = _read_exactly(f, 4)
+    if len(head) < 4:
+        raise DatasetError(f"IDX file {p} is too short for a header: {len(head)} bytes")
+    if head[:2] != b"\x00\x00":
         raise DatasetError(
-            f"IDX file {p} has magic bytes {raw[:2].hex()}, expected 0000; not an IDX file"
+            f"IDX file {p} has magic bytes {head[:2].hex()}, expected 0000; not an IDX file"
         )
-    code, ndim = raw[2], raw[3]
+    code, ndim = head[2], head[3]
     if code not in _CODE_TO_DTYPE:
         known = ", ".join(f"0x{c:02X}" for c in _CODE_TO_DTYPE)
         raise DatasetError(
@@ -85,22 +119,29 @@ def read_idx(path: str | os.PathLike[str]) -> np.ndarray:
     if ndim == 0:
         raise DatasetError(f"IDX file {p} declares 0 dimensions; expected at least 1")
     header = 4 + 4 * ndim
-    if len(raw) < header:
+    dims_raw = _read_exactly(f, 4 * ndim)
+    if len(dims_raw) < 4 * ndim:
         raise DatasetError(
-            f"IDX file {p} is truncated inside its header: {len(raw)} bytes, need {header} "
-            f"for {ndim} dimensions"
+            f"IDX file {p} is truncated inside its header: {4 + len(dims_raw)} bytes, need "
+            f"{header} for {ndim} dimensions"
         )
-    dims = struct.unpack(f">{ndim}I", raw[4:header])
+    dims = struct.unpack(f">{ndim}I", dims_raw)
     dtype = _CODE_TO_DTYPE[code]
     expected = math.prod(dims) * dtype.itemsize
-    found = len(raw) - header
-    if found != expected:
+    if expected > MAX_IDX_BYTES:
+        raise DatasetError(
+            f"IDX file {p} declares shape {dims} of {dtype.name}, {expected} bytes; at most "
+            f"{MAX_IDX_BYTES} are read"
+        )
+    data = _read_exactly(f, expected)
+    extra = len(_read_exactly(f, _EXTRA_COUNTED))
+    if len(data) != expected or extra:
+        found = f"{len(data) + extra}" if extra < _EXTRA_COUNTED else f"more than {expected + extra}"
         raise DatasetError(
             f"IDX file {p} has {found} data bytes but its header {dims} of {dtype.name} "
             f"needs {expected}; the file is truncated or corrupt"
         )
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(dims)
-    return data.astype(dtype.newbyteorder("="), copy=True)
+    return np.frombuffer(data, dtype=dtype).reshape(dims).astype(dtype.newbyteorder("="))
 
 
 def write_idx(path: str | os.PathLike[str], array: np.ndarray) -> None:

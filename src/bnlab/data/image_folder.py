@@ -26,6 +26,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -40,6 +42,10 @@ __all__ = ["IMAGE_EXTENSIONS", "INTERPOLATIONS", "index_image_folder", "load_ima
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 INTERPOLATIONS: tuple[str, ...] = ("bilinear", "nearest", "bicubic", "area", "lanczos")
 _PILLOW_HINT = "install Pillow with `pip install pillow`"
+MAX_IMAGE_PIXELS = 50_000_000
+"""Largest image decoded (width x height); larger ones are refused before decoding."""
+MAX_DECODED_BYTES = 4_000_000_000
+"""Most memory the decoded images of one folder may take (uint8 and float32 copies)."""
 
 
 def index_image_folder(
@@ -61,9 +67,18 @@ def index_image_folder(
             f"dataset 'image_folder': {option}={str(base)!r} is not a folder; give a folder "
             "with one sub-folder of images per class"
         )
-    class_names = tuple(
-        sorted(d.name for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))
-    )
+    try:
+        class_names = tuple(
+            sorted(
+                d.name
+                for d in base.iterdir()
+                if d.is_dir() and not d.name.startswith(".") and not _loops(d, base)
+            )
+        )
+    except OSError as e:
+        raise DatasetError(
+            f"dataset 'image_folder': {option}={str(base)!r} cannot be listed: {e.strerror or e}"
+        ) from None
     if not class_names:
         raise DatasetError(
             f"dataset 'image_folder': {option}={str(base)!r} has no sub-folders; put the "
@@ -71,18 +86,56 @@ def index_image_folder(
         )
     files: list[Path] = []
     labels: list[int] = []
+    seen: dict[tuple[int, int], Path] = {}
     for label, name in enumerate(class_names):
-        for root, _, names in sorted(os.walk(base / name), key=lambda w: w[0]):
+        # os.walk does not follow symlinked sub-folders (no loops); a symlinked class
+        # folder itself is followed once, its contents checked against the others.
+        for root, _, names in sorted(os.walk(base / name, onerror=_raise), key=lambda w: w[0]):
             for fname in sorted(names):
-                if fname.lower().endswith(IMAGE_EXTENSIONS):
-                    files.append(Path(root) / fname)
-                    labels.append(label)
+                f = Path(root) / fname
+                if not fname.lower().endswith(IMAGE_EXTENSIONS):
+                    continue
+                try:
+                    st = f.stat()
+                except OSError as e:  # a dangling or looping symlink
+                    raise DatasetError(
+                        f"dataset 'image_folder': cannot read {f}: {e.strerror or e}"
+                    ) from None
+                if not stat.S_ISREG(st.st_mode):  # a FIFO would block the reader forever
+                    raise DatasetError(
+                        f"dataset 'image_folder': {f} is not a regular file; remove it"
+                    )
+                if (st.st_dev, st.st_ino) in seen:
+                    raise DatasetError(
+                        f"dataset 'image_folder': {f} is the same file as "
+                        f"{seen[(st.st_dev, st.st_ino)]} (a link); each image must appear once"
+                    )
+                seen[(st.st_dev, st.st_ino)] = f
+                files.append(f)
+                labels.append(label)
     if not files:
         raise DatasetError(
             f"dataset 'image_folder': {option}={str(base)!r} holds no image files "
             f"({', '.join(IMAGE_EXTENSIONS)}) in its class sub-folders {list(class_names)}"
         )
     return files, np.asarray(labels, dtype=np.int64), class_names
+
+
+def _loops(folder: Path, base: Path) -> bool:
+    """Whether `folder` is a symlink to `base` or one of its ancestors (a walk would loop)."""
+    if not folder.is_symlink():
+        return False
+    try:
+        target, root = folder.resolve(strict=True), base.resolve(strict=True)
+    except (OSError, RuntimeError):  # dangling or a loop of links
+        return True
+    return target == root or target in root.parents
+
+
+def _raise(error: OSError) -> None:
+    raise DatasetError(
+        f"dataset 'image_folder': cannot list {error.filename}: {error.strerror or error}"
+    )
 
 
 def _decode_images(
@@ -99,16 +152,36 @@ def _decode_images(
     }[interpolation]
     height, width = image_size
     channels = 3 if color_mode == "rgb" else 1
+    needed = len(files) * height * width * channels * 5  # uint8 decoded + float32 copy
+    if needed > MAX_DECODED_BYTES:
+        raise DatasetError(
+            f"dataset 'image_folder': {len(files)} images at image_size=[{height}, {width}] "
+            f"need {needed / 1e9:.1f} GB in memory; at most {MAX_DECODED_BYTES / 1e9:.0f} GB "
+            "(give a smaller image_size or fewer images)"
+        )
     out = np.empty((len(files), height, width, channels), dtype=np.uint8)  # (N, H, W, C)
     for i, f in enumerate(files):
         try:
-            with Image.open(f) as img:
+            with warnings.catch_warnings():
+                # the size check below refuses huge images; Pillow's warning adds nothing
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+                img_file = Image.open(f)
+            with img_file as img:
+                if img.width * img.height > MAX_IMAGE_PIXELS:
+                    raise DatasetError(
+                        f"dataset 'image_folder': image {f} is {img.width}x{img.height} pixels; "
+                        f"at most {MAX_IMAGE_PIXELS} pixels are decoded (shrink it first)"
+                    )
                 img = img.convert("RGB" if color_mode == "rgb" else "L")
                 if img.size != (width, height):
                     img = img.resize((width, height), resample=resample)
                 out[i] = np.asarray(img, dtype=np.uint8).reshape(height, width, channels)
-        except (UnidentifiedImageError, OSError, ValueError) as e:
-            raise DatasetError(f"dataset 'image_folder': cannot decode image {f}: {e}") from None
+        except DatasetError:
+            raise
+        except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
+            raise DatasetError(
+                f"dataset 'image_folder': cannot decode image {f}: {type(e).__name__}: {e}"
+            ) from None
     return {"x": out}
 
 

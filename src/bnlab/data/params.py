@@ -161,19 +161,19 @@ def path() -> Check:
     return Check("a file-system path (string)", convert)
 
 
-def size_pair() -> Check:
-    """``[height, width]`` of positive ints, or one int for a square; returned as a tuple."""
+def size_pair(largest: int = 4096) -> Check:
+    """``[height, width]`` of ints in ``[1, largest]``, or one int for a square; a tuple."""
 
     def convert(value: Any) -> tuple[int, int]:
         if _is_int(value):
             value = (value, value)
         if not isinstance(value, list | tuple) or len(value) != 2:
             raise InvalidOptionError
-        if not all(_is_int(v) and v >= 1 for v in value):
+        if not all(_is_int(v) and 1 <= v <= largest for v in value):
             raise InvalidOptionError
         return (int(value[0]), int(value[1]))
 
-    return Check("[height, width] with positive integers (or one integer)", convert)
+    return Check(f"[height, width] with integers 1..{largest} (or one integer)", convert)
 
 
 def number_pair() -> Check:

@@ -32,19 +32,44 @@ def bundled_dir() -> Path:
     return Path(str(resources.files("bnlab").joinpath("experiments")))
 
 
+MAX_FILE_BYTES = 1_000_000
+"""Largest experiment file read."""
+
+
 def read_toml(path: Path, label: str) -> dict[str, Any]:
     """The TOML document at ``path``; ``label`` names it in errors.
 
+    Refuses files over `MAX_FILE_BYTES`, anything but a regular file (a FIFO would block),
+    text that is not UTF-8 (a Latin-1 byte, a binary file) and nesting too deep to parse.
+
     Raises:
-        LabError: not valid TOML, or the file cannot be read.
+        LabError: one line for each of those, for TOML errors and unreadable files.
     """
     try:
+        if not path.is_file():
+            raise LabError(f"{label}: not a regular file; give a .toml file")
         with path.open("rb") as f:
-            return tomllib.load(f)
+            raw = f.read(MAX_FILE_BYTES + 1)
+    except OSError as e:
+        raise LabError(f"{label}: cannot read the file: {e.strerror or e}") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise LabError(
+            f"{label}: the file is larger than {MAX_FILE_BYTES} bytes; an experiment file "
+            "is a few kilobytes of TOML"
+        )
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LabError(
+            f"{label}: not UTF-8 text (byte 0x{raw[e.start]:02x} at offset {e.start}); "
+            "save the file as UTF-8 TOML"
+        ) from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise LabError(f"{label}: not valid TOML: {e}") from None
-    except OSError as e:
-        raise LabError(f"{label}: cannot read the file: {e.strerror}") from None
+    except RecursionError:
+        raise LabError(f"{label}: not valid TOML: arrays or tables nested too deeply") from None
 
 
 def list_experiments() -> list[ExperimentInfo]:

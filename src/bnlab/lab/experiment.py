@@ -140,7 +140,42 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     "shuffle": True,
     "probes": [],
 }
-_NAME_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_NAME_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]*")  # used with fullmatch: no trailing "\n"
+_AXIS_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+MAX_NAME = 64
+"""Longest experiment or variant name (names become folder and file names)."""
+MAX_VARIANT_NAME = 160
+"""Longest grid-expanded variant name, ``base[axis=value,...]`` (it names weights files)."""
+MAX_RUNS_ENV = "BNLAB_MAX_RUNS"
+DEFAULT_MAX_RUNS = 10_000
+
+
+def max_runs() -> int:
+    """Most runs (variants x grid points x seeds) one experiment may plan.
+
+    ``$BNLAB_MAX_RUNS`` raises (or lowers) the default of 10000; the bound stops a typo
+    (``seeds = 1000000000``, a 100x100x100 grid) from planning for minutes or
+    exhausting memory before a single run starts.
+    """
+    import os
+
+    text = os.environ.get(MAX_RUNS_ENV, "")
+    try:
+        value = int(text) if text else DEFAULT_MAX_RUNS
+    except ValueError:
+        raise LabError(
+            f"${MAX_RUNS_ENV}: expected an integer >= 1, got {text!r}"
+        ) from None
+    if value < 1:
+        raise LabError(f"${MAX_RUNS_ENV}: expected an integer >= 1, got {value}")
+    return value
+
+
+def _too_many(what: str, count: int, limit: int) -> LabError:
+    return LabError(
+        f"{what}: {count} runs exceed the limit of {limit}; reduce seeds or grid values, "
+        f"or raise the limit with {MAX_RUNS_ENV}={count}"
+    )
 
 
 # --------------------------------------------------------------------------- records
@@ -405,10 +440,11 @@ def _check_keys(w: _Where, path: str, table: Any, allowed: Sequence[str]) -> dic
 
 
 def _check_name(w: _Where, path: str, value: Any) -> str:
-    if not isinstance(value, str) or not _NAME_RE.match(value):
+    if not isinstance(value, str) or not _NAME_RE.fullmatch(value) or len(value) > MAX_NAME:
         raise w.error(
             path,
-            f"expected a name of letters, digits, '_', '.', '-' (like 'bn_after'), {_got(value)}",
+            f"expected a name of at most {MAX_NAME} letters, digits, '_', '.', '-' "
+            f"(like 'bn_after'), {_got(value)}",
         )
     return value
 
@@ -417,7 +453,11 @@ def _check_seeds(value: Any, where: str) -> tuple[int, ...]:
     if _is_int(value):
         if value < 1:
             raise LabError(f"{where}: expected a number of seeds >= 1, got {value!r}")
+        if value > max_runs():
+            raise _too_many(f"{where} = {value}", value, max_runs())
         return tuple(range(value))
+    if isinstance(value, list | tuple) and len(value) > max_runs():
+        raise _too_many(f"{where}: {len(value)} seeds", len(value), max_runs())
     if (
         isinstance(value, list | tuple)
         and value
@@ -477,11 +517,16 @@ def parse_experiment(
     _check_references(w, "train", train, grid)
     variants: list[Variant] = []
     expanded: dict[str, list[Variant]] = {}
+    planned = 0  # grid points so far, counted before any is expanded
     for base_name, table in raw_variants.items():
         path = f"variants.{base_name}"
         _check_name(w, path, base_name)
         _check_keys(w, path, table, VARIANT_KEYS)
-        _check_references(w, path, table, grid)
+        settings = {k: v for k, v in table.items() if k != "description"}
+        _check_references(w, path, settings, grid)
+        planned += _grid_points(settings, data, model, train, grid)
+        if planned * len(seeds) > max_runs():
+            raise _too_many(w("variants"), planned * len(seeds), max_runs())
         expanded[base_name] = list(_expand_variant(w, base_name, table, data, model, train, grid))
         variants.extend(expanded[base_name])
 
@@ -544,8 +589,17 @@ def _parse_grid(w: _Where, raw: Any) -> dict[str, tuple[Any, ...]]:
                 f"grid.{axis}",
                 f"expected a non-empty list of numbers, strings or booleans, {_got(values)}",
             )
-        if len({json.dumps(v) for v in values}) != len(values):
-            raise w.error(f"grid.{axis}", f"values must be distinct, got {values!r}")
+        if any(isinstance(v, float) and math.isnan(v) for v in values):
+            raise w.error(f"grid.{axis}", f"values must be numbers, not nan, got {values!r}")
+        # 1 and 1.0 are one grid point (same settings, same runs); true and 1 are not.
+        seen = [(type(v) is bool, type(v) is str, v) for v in values]
+        if len(set(seen)) != len(values):
+            dupes = [v for i, v in enumerate(values) if seen[i] in seen[:i]]
+            raise w.error(
+                f"grid.{axis}",
+                f"values must be distinct, got {values!r} ({dupes[0]!r} repeats an earlier "
+                "value; 1 and 1.0 are the same grid point)",
+            )
         grid[axis] = tuple(values)
     return grid
 
@@ -563,7 +617,8 @@ def _walk(obj: Any, path: str) -> Iterator[tuple[str, Any]]:
 
 
 def _reference(value: Any) -> str | None:
-    if isinstance(value, str) and value.startswith("$"):
+    """The axis a value refers to: only a whole ``"$axis"`` string (``"$5 model"`` is text)."""
+    if isinstance(value, str) and value.startswith("$") and _AXIS_RE.fullmatch(value[1:]):
         return value[1:]
     return None
 
@@ -604,6 +659,19 @@ def _format_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return repr(value) if isinstance(value, float) else str(value)
+
+
+def _grid_points(
+    table: Mapping[str, Any],
+    data: Mapping[str, Any],
+    model: Mapping[str, Any],
+    train: Mapping[str, Any],
+    grid: Mapping[str, tuple[Any, ...]],
+) -> int:
+    """How many grid points a variant expands to (an upper bound: its settings and the
+    shared tables it may use), counted without expanding anything."""
+    used = _references([table, data, model, train])
+    return math.prod(len(grid[axis]) for axis in grid if axis in used)
 
 
 def _expand_variant(
@@ -661,6 +729,12 @@ def _expand_variant(
         name = base_name
         if values:
             name += "[" + ",".join(f"{a}={_format_value(v)}" for a, v in values.items()) + "]"
+        if len(name) > MAX_VARIANT_NAME:
+            raise w.error(
+                path,
+                f"grid point {name[:60]}... makes a variant name of {len(name)} characters; "
+                f"at most {MAX_VARIANT_NAME} are allowed (use shorter grid values or axis names)",
+            )
         resolved = _substitute(parts, values)
         at = f" (grid point {name})" if values else ""
         data_opts = _parse_data(w, data_path, resolved["data"], at)

@@ -26,10 +26,11 @@ from typing import Any
 
 from bnlab.lab.errors import LabError
 from bnlab.lab.executors import default_workers, make_executor
-from bnlab.lab.experiment import Experiment, load_experiment
+from bnlab.lab.experiment import MAX_RUNS_ENV, Experiment, load_experiment, max_runs
+from bnlab.lab.preflight import check_experiment
 from bnlab.lab.results import RunResult, atomic_write_text, dumps, versions, write_results
 from bnlab.lab.runs import RunSpec, plan_runs
-from bnlab.lab.store import Store
+from bnlab.lab.store import STORE_FILE, Store
 
 __all__ = ["RESOLVED_FILE", "Observer", "StudyOutcome", "run"]
 
@@ -96,6 +97,20 @@ def _folder_lock(out_dir: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
+def _check_same_experiment(out: Path, name: str, force: bool) -> None:
+    """Refuse to mix another experiment into `out` (it would replace its results.json)."""
+    if force or not (out / STORE_FILE).is_file():
+        return
+    with Store.in_folder(out, create=False) as store:
+        there = store.latest_experiment()
+    if there is not None and there["name"] != name:
+        raise LabError(
+            f"--out {out}: the folder holds experiment {there['name']!r}; running {name!r} "
+            "there would replace its results.json and report; choose another --out folder, "
+            "or add --force to add this experiment's runs to it"
+        )
+
+
 def _reusable(
     store: Store, specs: Sequence[RunSpec], out_dir: Path
 ) -> set[tuple[str, str, int, str]]:
@@ -123,6 +138,7 @@ def run(
     observer: Observer | None = None,
     report: bool = True,
     formats: Sequence[str] = ("png",),
+    force: bool = False,
 ) -> StudyOutcome:
     """Run (or resume) a study into `out_dir` and write its results and report.
 
@@ -144,9 +160,13 @@ def run(
         observer: progress hooks.
         report: also write the plots and report.html (``bnlab.lab.report``).
         formats: the plots' file formats, any of png, svg, pdf (``bnlab.lab.plots.FORMATS``).
+        force: run into a folder that holds another experiment (its runs stay in the
+            store; results.json and the report then show this experiment).
 
     Raises:
-        LabError (and SpecError/DatasetError from reading an experiment): bad input.
+        LabError (and SpecError/DatasetError from reading an experiment or checking it
+            against its data, `bnlab.lab.preflight`): bad input, found before the
+            output folder is created; StoreError: a damaged store or a full disk.
         KeyboardInterrupt: after storing the finished runs and writing results.json.
     """
     start = time.perf_counter()
@@ -172,7 +192,15 @@ def run(
         memory_budget=memory_budget,
         seeds_per_task=seeds_per_task,
     )
+    runs = len(exp.variants) * len(exp.seeds)
+    if runs > max_runs():
+        raise LabError(
+            f"{exp.name}: {len(exp.variants)} variants x {len(exp.seeds)} seeds = {runs} runs "
+            f"exceed the limit of {max_runs()}; raise it with {MAX_RUNS_ENV}={runs}"
+        )
+    check_experiment(exp)  # the data and every model, once: bad input creates nothing
     out = Path(out_dir)
+    _check_same_experiment(out, exp.name, force)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -318,8 +318,13 @@ class BatchNormalization(nn.Module):
 
     @epsilon.setter
     def epsilon(self, value: float) -> None:
-        if isinstance(value, bool) or not (isinstance(value, int | float) and value > 0):
-            raise ValueError(f"{self.name}: epsilon must be a number > 0; got {value!r}")
+        if isinstance(value, bool) or not (
+            isinstance(value, int | float) and 0 < value < float("inf")
+        ):  # inf would make every output the constant beta
+            raise ValueError(
+                f"{self.name}: epsilon must be a number > 0; got {value!r} (finite: inf "
+                "would make every output beta)"
+            )
         self._epsilon = float(value)
 
     @property
