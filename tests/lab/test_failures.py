@@ -70,7 +70,7 @@ def test_disk_full_while_storing_is_one_line_and_keeps_the_finished_runs(
         self._db.execute(f"PRAGMA max_page_count = {pages + 3}")
 
     monkeypatch.setattr(Store, "add_experiment", then_fill)
-    code, out, err = _run(tmp_path, capsys, "--seeds", "8")
+    code, _, err = _run(tmp_path, capsys, "--seeds", "8")
     assert code == 2, err
     assert err.count("\n") == 1 and "Traceback" not in err
     assert "the disk is full" in err and "the runs finished so far are kept" in err
@@ -84,6 +84,7 @@ def test_disk_full_while_storing_is_one_line_and_keeps_the_finished_runs(
     out, err = capsys.readouterr()
     assert code == 0, err
     assert f"{kept} reused" in out
+    assert _statuses(tmp_path / "out" / "runs.sqlite") == {"completed": 16}
 
 
 def test_no_space_for_results_json_is_one_line(tmp_path, capsys, monkeypatch):
