@@ -20,12 +20,12 @@ from hypothesis import strategies as st
 
 from bnlab.data import DatasetError
 from bnlab.lab import LabError, load_experiment
-from bnlab.lab.experiment import _bundled_dir
+from bnlab.lab.catalog import bundled_dir
 from bnlab.lab.preflight import check_experiment
 from bnlab.models import SpecError
 from limits import bnlab_capped
 
-BUNDLED = sorted(_bundled_dir().glob("*.toml"))
+BUNDLED = sorted(bundled_dir().glob("*.toml"))
 TEXTS = [p.read_text() for p in BUNDLED]
 
 # Values an adversarial user types: wrong types, out of range, huge, non-finite, names
