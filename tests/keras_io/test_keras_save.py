@@ -171,3 +171,31 @@ def test_weights_that_no_longer_fit_the_configuration(cnn_file, tmp_path) -> Non
 def test_save_rejects_other_modules(tmp_path) -> None:
     with pytest.raises(TypeError, match=r"\(SequentialModel, GraphModel\); got Linear"):
         bnlab.save_keras(torch.nn.Linear(2, 2), tmp_path / "m.keras")
+
+
+def test_compiled_model_keeps_its_optimizer_state(tmp_path) -> None:
+    """A trained, compiled file saved back by bnlab: Keras restores the same optimizer
+    (step count and Adam's moments) without warning that it skipped the state."""
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(0)
+    kmodel = sequential_cnn()
+    kmodel.compile(optimizer="adam", loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 12, 12, 3)).astype("float32")
+    kmodel.fit(x, rng.normal(size=(8, 10)).astype("float32"), epochs=2, batch_size=4, verbose=0)
+    source = tmp_path / "trained.keras"
+    kmodel.save(source)
+    target = bnlab.save_keras(bnlab.load_keras(source), tmp_path / "back.keras")
+    reloaded = keras.saving.load_model(target)  # a skipped-state warning fails this test
+    assert int(reloaded.optimizer.iterations.numpy()) == 4
+    restored = [np.array(v.numpy()) for v in reloaded.optimizer.variables]
+    saved = [np.array(v.numpy()) for v in kmodel.optimizer.variables]
+    assert len(restored) == len(saved) > 2
+    for ours, theirs in zip(restored, saved, strict=True):
+        np.testing.assert_array_equal(ours, theirs)
+    np.testing.assert_allclose(
+        predict(reloaded, (x,), training=False),
+        predict(kmodel, (x,), training=False),
+        rtol=1e-6,
+        atol=1e-6,
+    )

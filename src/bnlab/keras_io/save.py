@@ -5,7 +5,12 @@ The archive holds what ``keras.saving.load_model`` reads: ``metadata.json``,
 
 - A model from :func:`bnlab.load_keras` keeps the configuration of its file (every
   argument, name and connection as Keras wrote it); only the weights are replaced by
-  the model's current ones (e.g. recalibrated moving statistics).
+  the model's current ones (e.g. recalibrated moving statistics). A compiled model keeps
+  its ``compile_config``, and, when it came from a ``.keras`` archive that is still
+  there, the archive's optimizer state (``optimizer/vars`` of its weights file), so that
+  Keras restores the compiled optimizer (step count, Adam's moments) as it was. A legacy
+  ``.h5`` origin stores the optimizer in another layout: its state is not carried, and
+  Keras warns that it starts a fresh optimizer.
 - A model built from specs (a lab model: :class:`bnlab.models.SequentialModel`, or a
   :class:`bnlab.models.GraphModel` from a :class:`bnlab.models.GraphSpec`, e.g.
   ``load_keras_spec(path).build()``) is written as a Keras ``Sequential`` or
@@ -78,8 +83,9 @@ def save_keras(model: nn.Module, path: str | os.PathLike[str]) -> Path:
     if not path.parent.is_dir():
         raise KerasFileError(f"{path}: the folder {str(path.parent)!r} does not exist")
     origin = getattr(model, "keras_origin", None)
-    shapes = None
+    shapes, optimizer_from = None, None
     if isinstance(origin, KerasOrigin):
+        optimizer_from = origin.path if origin.format == "keras" else None
         entry, version = _keras3_entry(origin.config), origin.keras_version or KERAS_FORMAT_VERSION
         shapes = origin.weight_shapes
     elif isinstance(model, SequentialModel | GraphModel):
@@ -90,7 +96,7 @@ def save_keras(model: nn.Module, path: str | os.PathLike[str]) -> Path:
             f"(SequentialModel, GraphModel); got {type(model).__name__}"
         )
     config = parse_model_config(entry, str(path))
-    weights = _weights_h5(model, config, path, shapes)
+    weights = _weights_h5(model, config, path, shapes, optimizer_from)
     metadata = {
         "keras_version": version,
         "date_saved": datetime.datetime.now().strftime("%Y-%m-%d@%H:%M:%S"),
@@ -210,8 +216,10 @@ def _weights_h5(
     config: ModelConfig,
     path: Path,
     shapes: Mapping[str, tuple[tuple[int, ...], ...]] | None,
+    optimizer_from: Path | None = None,
 ) -> bytes:
-    """``model.weights.h5`` in Keras 3's layout, from the model's current weights."""
+    """``model.weights.h5`` in Keras 3's layout, from the model's current weights (and the
+    optimizer state of the archive ``optimizer_from``, where it can be read)."""
     buffer = io.BytesIO()
     with h5py.File(buffer, "w") as h5:
         h5.create_group("vars").attrs["name"] = config.name
@@ -240,7 +248,26 @@ def _weights_h5(
                 for i, array in enumerate(arrays[g * per_group : (g + 1) * per_group]):
                     target.create_dataset(str(i), data=array)
                 _empty_vars(group, sub)
+        if optimizer_from is not None:
+            _copy_optimizer(optimizer_from, h5)
     return buffer.getvalue()
+
+
+def _copy_optimizer(source: Path, h5: h5py.File) -> None:
+    """Copy the ``optimizer`` group of the archive ``source``'s weights file into ``h5``.
+
+    The source was read when the model was loaded; if it has gone or changed into
+    something unreadable since, the state is left out (Keras then starts a fresh
+    optimizer, with its warning) rather than failing the save.
+    """
+    try:
+        with zipfile.ZipFile(source) as archive:
+            data = archive.read(WEIGHTS)
+        with h5py.File(io.BytesIO(data), "r") as old:
+            if "optimizer" in old:
+                old.copy(old["optimizer"], h5, "optimizer")
+    except (OSError, KeyError, zipfile.BadZipFile):
+        return
 
 
 def _empty_vars(group: h5py.Group, sub: str) -> None:
