@@ -96,6 +96,15 @@ def test_off_a_terminal_each_finished_run_prints_a_line(ran) -> None:
     assert "tiny: 2 variants × 2 seeds = 4 runs" in done.stderr
 
 
+def test_the_data_is_described_before_training(ran) -> None:
+    _, done = ran
+    data = [x for x in done.stderr.splitlines() if x.startswith("data: ")]
+    assert data == [
+        "data: circles: 100 training and 100 test samples of shape (2,), 2 classes: outer, inner"
+    ]
+    assert done.stderr.index("data: ") < done.stderr.index("run 1/4: ")
+
+
 def test_tables_fit_80_columns_and_both_train_accuracies_are_labelled(ran) -> None:
     _, done = ran
     table = done.stdout.split("\n\n")[0].splitlines()

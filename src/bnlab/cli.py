@@ -493,6 +493,11 @@ class _Progress:
         outer = self
 
         class _Observer(Observer):
+            def data_loaded(self, datasets: Any) -> None:
+                if not outer.quiet:
+                    for data in datasets:
+                        print(f"data: {data.describe()}", file=outer.stream)
+
             def planned(self, experiment: Any, total: int, reused: int) -> None:
                 outer._planned(experiment, total, reused)
 

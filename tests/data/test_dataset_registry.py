@@ -88,6 +88,17 @@ def test_invalid_value_names_option_value_and_what_is_allowed(name, key, value, 
     assert "\n" not in msg
 
 
+def test_effective_options_say_what_the_loader_uses():
+    """image_folder holds out 0.2 when neither validation_split nor test_path is given:
+    the resolved options (recorded, shown by `bnlab show` and the report) say so."""
+    assert check_dataset_options("image_folder", {"path": "p"})["validation_split"] == 0.2
+    assert check_dataset_options("image_folder", {"path": "p", "validation_split": 0.3})[
+        "validation_split"
+    ] == 0.3
+    separate = check_dataset_options("image_folder", {"path": "p", "test_path": "q"})
+    assert separate["validation_split"] is None
+
+
 def test_values_are_converted_to_canonical_form():
     got = check_dataset_options("image_folder", {"path": "~/pics", "image_size": [32, 48]})
     assert got["image_size"] == (32, 48)

@@ -96,6 +96,18 @@ class Dataset:
         """Shape of one sample, ``x_train.shape[1:]`` (Keras's ``input_shape``)."""
         return tuple(int(d) for d in self.x_train.shape[1:])
 
+    def describe(self, max_names: int = 10) -> str:
+        """One line for people: sizes, sample shape and classes, e.g. ``circles: 500
+        training and 500 test samples of shape (2,), 2 classes: outer, inner``."""
+        names = ", ".join(self.class_names[:max_names])
+        more = (
+            f", ... ({self.num_classes - max_names} more)" if self.num_classes > max_names else ""
+        )
+        return (
+            f"{self.name}: {len(self.x_train)} training and {len(self.x_test)} test samples of "
+            f"shape {self.input_shape}, {self.num_classes} classes: {names}{more}"
+        )
+
     def __repr__(self) -> str:
         return (
             f"Dataset(name={self.name!r}, x_train={self.x_train.shape}, "

@@ -39,6 +39,10 @@ from bnlab.data.dataset import Dataset, DatasetError
 
 __all__ = ["IMAGE_EXTENSIONS", "INTERPOLATIONS", "index_image_folder", "load_image_folder"]
 
+DEFAULT_VALIDATION_SPLIT = 0.2
+"""The fraction held out as the test set when neither ``validation_split`` nor
+``test_path`` is given."""
+
 IMAGE_EXTENSIONS: tuple[str, ...] = (".bmp", ".gif", ".jpeg", ".jpg", ".png")
 INTERPOLATIONS: tuple[str, ...] = ("bilinear", "nearest", "bicubic", "area", "lanczos")
 _PILLOW_HINT = "install Pillow with `pip install pillow`"
@@ -252,7 +256,7 @@ def load_image_folder(
     np.random.RandomState(seed).shuffle(order)  # Keras shuffles with RandomState(seed) too
     x_all = _decoded(files, image_size, color_mode, interpolation)
     if test_path is None:
-        fraction = 0.2 if validation_split is None else validation_split
+        fraction = DEFAULT_VALIDATION_SPLIT if validation_split is None else validation_split
         num_test = int(fraction * len(files))
         if not 1 <= num_test <= len(files) - 1:
             raise DatasetError(

@@ -16,7 +16,7 @@ from typing import Any
 from bnlab.data.dataset import Dataset, DatasetError
 from bnlab.data.fashion import load_fashion6, load_fashion_mnist
 from bnlab.data.idx import load_idx
-from bnlab.data.image_folder import INTERPOLATIONS, load_image_folder
+from bnlab.data.image_folder import DEFAULT_VALIDATION_SPLIT, INTERPOLATIONS, load_image_folder
 from bnlab.data.mnist import load_mnist
 from bnlab.data.npz import load_npz
 from bnlab.data.params import (
@@ -380,7 +380,16 @@ def check_dataset_options(
                 f"{prefix}dataset {name!r} needs option {key!r} ({declared[key].doc}); "
                 f'e.g. load_dataset({name!r}, {key}=...) or {key} = "..." under [data]'
             )
-    return resolved
+    return _effective(name, resolved)
+
+
+def _effective(name: str, options: dict[str, Any]) -> dict[str, Any]:
+    """Options whose default depends on another option, as the loader will use them, so
+    that the recorded configuration (``bnlab show``, the report) says what is used."""
+    image_folder = name == "image_folder"
+    if image_folder and options["validation_split"] is None and options["test_path"] is None:
+        options["validation_split"] = DEFAULT_VALIDATION_SPLIT
+    return options
 
 
 def load_dataset(name: str, /, **options: Any) -> Dataset:

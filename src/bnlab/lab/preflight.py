@@ -36,8 +36,12 @@ MAX_SAMPLE_MAGNITUDE = 1e15
 _CLASS_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy")
 
 
-def check_experiment(experiment: Experiment) -> None:
+def check_experiment(experiment: Experiment) -> list[Dataset]:
     """Load every variant's data and build every model once; raise on the first problem.
+
+    Returns:
+        each distinct dataset the variants use, in variant order (what the study trains
+        on, for the command line to describe before training).
 
     Raises:
         DatasetError: data that cannot be loaded, or non-finite / huge sample values.
@@ -45,13 +49,14 @@ def check_experiment(experiment: Experiment) -> None:
             than `MAX_PARAMETERS` parameters, fails on two samples, or whose outputs do
             not fit the number of classes and the loss.
     """
-    checked: set[int] = set()
+    checked: dict[int, Dataset] = {}
     for variant in experiment.variants:
         data = _load(variant)
         if id(data) not in checked:
             _check_samples(data)
-            checked.add(id(data))
+            checked[id(data)] = data
         _check_model(variant, data)
+    return list(checked.values())
 
 
 def _load(variant: Variant) -> Dataset:
@@ -155,4 +160,3 @@ def _options(variant: Variant) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip().splitlines()
     return text[0] if text else type(error).__name__
-

@@ -22,7 +22,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from bnlab.lab.errors import LabError
 from bnlab.lab.executors import default_workers, make_executor
@@ -32,6 +32,9 @@ from bnlab.lab.results import RunResult, atomic_write_text, dumps, versions, wri
 from bnlab.lab.runs import RunSpec, plan_runs
 from bnlab.lab.store import STORE_FILE, Store
 
+if TYPE_CHECKING:
+    from bnlab.data import Dataset
+
 __all__ = ["RESOLVED_FILE", "Observer", "StudyOutcome", "run"]
 
 RESOLVED_FILE = "experiment.resolved.json"
@@ -40,6 +43,9 @@ LOCK_FILE = ".bnlab.lock"
 
 class Observer:
     """Hooks for progress display; the default does nothing. Subclass what you need."""
+
+    def data_loaded(self, datasets: list[Dataset]) -> None:
+        """Before anything is created: each distinct dataset the study trains on."""
 
     def planned(self, experiment: Experiment, total: int, reused: int) -> None:
         """Before running: `total` runs, of which `reused` are already in the store."""
@@ -198,7 +204,8 @@ def run(
             f"{exp.name}: {len(exp.variants)} variants x {len(exp.seeds)} seeds = {runs} runs "
             f"exceed the limit of {max_runs()}; raise it with {MAX_RUNS_ENV}={runs}"
         )
-    check_experiment(exp)  # the data and every model, once: bad input creates nothing
+    # the data and every model, once: bad input creates nothing
+    observer.data_loaded(check_experiment(exp))
     out = Path(out_dir)
     _check_same_experiment(out, exp.name, force)
     try:
