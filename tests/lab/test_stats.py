@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import stats as sps
 
-from bnlab.lab import stats
+from bnlab.lab import fmt, stats
 
 # ----------------------------------------------------------------- synthetic results.json
 
@@ -349,7 +349,7 @@ def test_compare_pairs_by_seed_and_words_a_conclusion_only_when_the_ci_excludes_
     assert (c.test.t_ci.low, c.test.t_ci.high) == pytest.approx((ci.low, ci.high), rel=1e-10)
     assert c.sentence() == (
         f"fast reaches 80% test accuracy 9 epochs sooner than baseline (95% CI "
-        f"{stats.fmt_number(-ci.high)}–{stats.fmt_number(-ci.low)}, paired t-test p<0.001, 5 seeds)"
+        f"{fmt.number(-ci.high)}–{fmt.number(-ci.low)}, paired t-test p<0.001, 5 seeds)"
     )
     assert 8.0 <= -ci.high <= -ci.low <= 10.0
 
@@ -377,8 +377,8 @@ def test_compare_says_no_detectable_difference_when_the_ci_contains_zero(few_see
     ci = ref.confidence_interval(0.95)
     assert c.sentence() == (
         "no detectable difference in final test accuracy between b and a at 4 seeds "
-        f"(b − a = -0.25 percentage points, 95% CI {stats.fmt_number(ci.low * 100)} to "
-        f"{stats.fmt_number(ci.high * 100)}, paired t-test p={ref.pvalue:.3g})"
+        f"(b − a = -0.25 percentage points, 95% CI {fmt.number(ci.low * 100)} to "
+        f"{fmt.number(ci.high * 100)}, paired t-test p={ref.pvalue:.3g})"
     )
 
 

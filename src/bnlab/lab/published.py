@@ -35,7 +35,6 @@ from bnlab.lab.stats import (
     Interval,
     VariantSummary,
     describe,
-    fmt_number,
     summarize,
     threshold_words,
 )
@@ -144,7 +143,7 @@ class PublishedComparison:
         if math.isnan(x):
             return "n/a"
         if self.quantity == "epochs_to_threshold" or math.isinf(x):
-            return fmt_number(x)
+            return fmt.number(x)
         return fmt.accuracy(x)
 
     def mean_ci_text(self, sep: str = ", ") -> str:

@@ -87,8 +87,6 @@ __all__ = [
     "describe",
     "difference_test",
     "first_reach",
-    "fmt_number",
-    "fmt_p",
     "group_label",
     "group_runs",
     "holm",
@@ -754,8 +752,6 @@ QUANTITIES: dict[str, _Quantity] = {
 }
 
 
-fmt_number = fmt.number
-fmt_p = fmt.p_value
 
 
 _METRIC_WORDS = {
@@ -771,14 +767,14 @@ def threshold_words(summary: ThresholdSummary) -> str:
     """``"80% test accuracy"`` / ``"test loss 0.3"`` for sentences and table headers."""
     words = _METRIC_WORDS.get(summary.metric, summary.metric)
     if "accuracy" in summary.metric:
-        return f"{fmt_number(summary.threshold * 100)}% {words}"
-    return f"{words} {fmt_number(summary.threshold)}"
+        return f"{fmt.number(summary.threshold * 100)}% {words}"
+    return f"{words} {fmt.number(summary.threshold)}"
 
 
 def _unit_words(unit: str, size: float) -> str:
     if not unit:
         return ""
-    return f" {unit[:-1]}" if fmt_number(abs(size)) == "1" and unit.endswith("s") else f" {unit}"
+    return f" {unit[:-1]}" if fmt.number(abs(size)) == "1" and unit.endswith("s") else f" {unit}"
 
 
 @dataclass(frozen=True)
@@ -860,31 +856,31 @@ class Comparison:
             unit = _unit_words(self.unit, size)
             low, high = sorted((sign * ci.low * scale, sign * ci.high * scale))
             stats = (
-                f"95% CI {fmt_number(low)}–{fmt_number(high)}, {t.test} {fmt_p(t.p_value)}"
+                f"95% CI {fmt.number(low)}–{fmt.number(high)}, {t.test} {fmt.p_value(t.p_value)}"
                 f"{self._holm_words()}, {seeds}"
             )
             if self.quantity == "time_to_threshold":
                 claim = (
-                    f"{winner} reaches {self.words} {fmt_number(size)}{unit} sooner than {loser}"
+                    f"{winner} reaches {self.words} {fmt.number(size)}{unit} sooner than {loser}"
                 )
             elif q.higher_is_better:
-                claim = f"{winner} has higher {self.words} than {loser} by {fmt_number(size)}{unit}"
+                claim = f"{winner} has higher {self.words} than {loser} by {fmt.number(size)}{unit}"
             else:
-                claim = f"{winner} has lower {self.words} than {loser} by {fmt_number(size)}{unit}"
+                claim = f"{winner} has lower {self.words} than {loser} by {fmt.number(size)}{unit}"
             return f"{claim} ({stats}){note}"
         diff = t.difference * scale
         unit = _unit_words(self.unit, diff)
         return (
             f"no detectable difference in {self.words} between {self.a} and {self.b} at {seeds} "
-            f"({self.a} − {self.b} = {'+' if diff > 0 else ''}{fmt_number(diff)}{unit}, "
-            f"95% CI {fmt_number(ci.low * scale)} to {fmt_number(ci.high * scale)}, "
-            f"{t.test} {fmt_p(t.p_value)}{self._holm_words()}){note}"
+            f"({self.a} − {self.b} = {'+' if diff > 0 else ''}{fmt.number(diff)}{unit}, "
+            f"95% CI {fmt.number(ci.low * scale)} to {fmt.number(ci.high * scale)}, "
+            f"{t.test} {fmt.p_value(t.p_value)}{self._holm_words()}){note}"
         )
 
     def _holm_words(self) -> str:
         if self.family <= 1:
             return ""
-        return f", Holm-adjusted {fmt_p(self.p_adjusted)} over {self.family} comparisons"
+        return f", Holm-adjusted {fmt.p_value(self.p_adjusted)} over {self.family} comparisons"
 
 
 def holm(comparisons: Sequence[Comparison]) -> list[Comparison]:
