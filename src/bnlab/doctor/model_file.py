@@ -19,18 +19,17 @@ from __future__ import annotations
 import io
 import json
 import zipfile
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from torch import nn
 
-from bnlab.doctor.examine import Diagnosis, examine
-from bnlab.doctor.fix import Treatment, list_fixes, treat
+from bnlab.doctor.examine import Diagnosis
+from bnlab.doctor.fix import Treatment, list_fixes
 from bnlab.doctor.inputs import ModelInterface, PixelScale, resolve_data
-from bnlab.doctor.run import DoctorError
-from bnlab.lab.keras_export import check_model_file, write_model_file
+from bnlab.doctor.run import DoctorError, examine_and_treat
+from bnlab.lab.keras_export import check_model_file
 from bnlab.models import GraphModel, SequentialModel
 from bnlab.train import list_losses
 
@@ -115,14 +114,7 @@ def examine_model_file(
         "update_steps": record["steps"],
         "context": context,
     }
-    diagnosis = examine(model, dataset, **args)
-    if fix is None:
-        return diagnosis
-    treatment = treat(model, dataset, fix, before=diagnosis, **args)
-    if save is not None:
-        saved = write_model_file(model, save, overwrite=overwrite)
-        treatment = replace(treatment, details={**treatment.details, "saved": str(saved)})
-    return treatment
+    return examine_and_treat(model, dataset, args, fix=fix, save=save, overwrite=overwrite)
 
 
 def _load(path: Path) -> nn.Module:

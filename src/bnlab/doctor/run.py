@@ -99,6 +99,21 @@ def examine_run(
         "max_batches": max_batches,
         "context": context,
     }
+    return examine_and_treat(model, data, args, fix=fix, save=save, overwrite=overwrite)
+
+
+def examine_and_treat(
+    model: Any,
+    data: Any,
+    args: Mapping[str, Any],
+    *,
+    fix: str | None,
+    save: str | Path | None,
+    overwrite: bool,
+) -> Diagnosis | Treatment:
+    """Examine ``model`` on ``data``; with ``fix``, treat it and (with ``save``) write the
+    fixed model with :func:`bnlab.lab.keras_export.write_model_file`. ``args`` are the
+    keyword arguments both :func:`examine` and :func:`treat` take."""
     diagnosis = examine(model, data, **args)
     if fix is None:
         return diagnosis

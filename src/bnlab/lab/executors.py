@@ -37,7 +37,7 @@ from typing import Any, Literal, Protocol
 from bnlab.lab.errors import LabError
 from bnlab.lab.lifeline import die_with_parent
 from bnlab.lab.results import RunResult
-from bnlab.lab.runs import RunSpec, SingleRun, Task, execute_run
+from bnlab.lab.runs import RunSpec, SingleRun, Task, execute_run, failed_result
 
 __all__ = [
     "EXECUTORS",
@@ -238,16 +238,8 @@ def _died(spec: RunSpec, exitcode: int | None) -> RunResult:
         if exitcode and exitcode < 0
         else f"exited with code {exitcode}"
     )
-    return RunResult(
-        experiment=spec.experiment,
-        variant=spec.variant.base,
-        seed=spec.seed,
-        status="failed",
-        history=None,
-        seconds=0.0,
-        error=f"the worker process running this run {how} (out of memory?)",
-        grid=dict(spec.variant.grid),
-        executor="process",
+    return failed_result(
+        spec, f"the worker process running this run {how} (out of memory?)", 0.0, "process"
     )
 
 

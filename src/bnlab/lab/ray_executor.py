@@ -38,7 +38,7 @@ from typing import Any
 from bnlab.lab.errors import LabError
 from bnlab.lab.executors import OnStart, _no_op, _set_threads
 from bnlab.lab.results import RunResult, atomic_write_bytes
-from bnlab.lab.runs import RunSpec, execute_run
+from bnlab.lab.runs import RunSpec, execute_run, failed_result
 
 __all__ = [
     "INSTALL_HINT",
@@ -262,14 +262,4 @@ class RayExecutor:
         else:
             tries = "once" if self.retries == 0 else f"{self.retries + 1} times"
             how = f"the Ray worker running this run died ({tries} tried)"
-        return RunResult(
-            experiment=spec.experiment,
-            variant=spec.variant.base,
-            seed=spec.seed,
-            status="failed",
-            history=None,
-            seconds=0.0,
-            error=f"{how}: {type(error).__name__}: {first_line}",
-            grid=dict(spec.variant.grid),
-            executor="ray",
-        )
+        return failed_result(spec, f"{how}: {type(error).__name__}: {first_line}", 0.0, "ray")
