@@ -7,6 +7,7 @@ import pytest
 from sklearn.datasets import make_blobs, make_circles, make_moons
 
 from bnlab.data import DatasetError, load_blobs, load_circles, load_dataset, load_moons
+from bnlab.data.toy import draw_circles
 
 
 def test_circles_study_split_is_first_500_train_last_500_test():
@@ -23,6 +24,17 @@ def test_circles_study_split_is_first_500_train_last_500_test():
     radius = np.linalg.norm(x, axis=1)
     assert radius[y == 0].mean() == pytest.approx(1.0, abs=0.02)
     assert radius[y == 1].mean() == pytest.approx(0.8, abs=0.02)
+
+
+@pytest.mark.parametrize(
+    ("n", "noise", "factor", "seed"),
+    [(1000, 0.1, 0.8, 1), (7, 0.3, 0.5, 0), (1001, 0.0, 0.2, 12345), (2, 0.05, 0.9, 3), (64, 1.5, 0.01, 99)],
+)
+def test_circles_are_drawn_point_for_point_as_sklearn_draws_them(n, noise, factor, seed):
+    x, y = draw_circles(n, noise=noise, factor=factor, random_state=seed)
+    ref_x, ref_y = make_circles(n_samples=n, noise=noise, factor=factor, random_state=seed)
+    np.testing.assert_array_equal(x, ref_x)
+    np.testing.assert_array_equal(y, ref_y)
 
 
 def test_moons_match_sklearn_with_custom_train_size():

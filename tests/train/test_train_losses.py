@@ -16,6 +16,7 @@ from bnlab.train import (
     binary_crossentropy,
     categorical_crossentropy,
     chance_accuracy,
+    correct,
     correct_count,
     get_loss,
     list_losses,
@@ -103,6 +104,37 @@ def test_mse_matches_keras():
     _check(mse, keras.losses.MeanSquaredError(), one_hot, y3, p3)
 
 
+@pytest.mark.parametrize(
+    ("name", "keras_class"),
+    [
+        ("binary_crossentropy", keras.losses.BinaryCrossentropy),
+        ("categorical_crossentropy", keras.losses.CategoricalCrossentropy),
+        ("sparse_categorical_crossentropy", keras.losses.SparseCategoricalCrossentropy),
+        ("mse", keras.losses.MeanSquaredError),
+    ],
+)
+def test_per_sample_losses_match_keras_reduction_none(name, keras_class):
+    binary = name in ("binary_crossentropy", "mse")
+    p, y = _binary_case() if binary else _softmax_case()
+    if name == "mse":
+        p = p.clamp(0.05, 0.95)
+    keras_y = y.float().unsqueeze(1) if binary else y
+    if name == "categorical_crossentropy":
+        keras_y = torch.nn.functional.one_hot(y, 4).float()
+    ours = get_loss(name)(y, p, reduction="none")
+    theirs = torch.as_tensor(keras_class(reduction=None)(keras_y, p))
+    assert ours.shape == (len(y),)
+    torch.testing.assert_close(ours, theirs.to(ours.dtype), rtol=1e-6, atol=1e-7)
+    # The mean of the per-sample losses is the default reduction.
+    torch.testing.assert_close(ours.mean(), get_loss(name)(y, p), rtol=1e-6, atol=1e-7)
+
+
+def test_unknown_reduction_is_a_one_line_error():
+    p, y = _binary_case()
+    with pytest.raises(ValueError, match=r"^loss reduction must be 'mean' or 'none'; got 'sum'$"):
+        binary_crossentropy(y, p, reduction="sum")
+
+
 def test_accuracy_matches_keras_metrics():
     p, y = _binary_case()
     expected = keras.metrics.BinaryAccuracy()
@@ -117,6 +149,8 @@ def test_accuracy_matches_keras_metrics():
     assert correct_count(y, p).item() / len(y) == pytest.approx(expected.result().item())
     one_hot = torch.nn.functional.one_hot(y, 4)
     assert correct_count(one_hot, p).item() == correct_count(y, p).item()
+    # Per sample: the predicted class is the target's exactly where correct() says so.
+    assert correct(y, p).tolist() == (p.argmax(dim=1) == y).tolist()
 
 
 def _best_constant_accuracy(y: torch.Tensor, outputs: int) -> float:

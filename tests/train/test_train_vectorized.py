@@ -182,6 +182,18 @@ def test_evaluations_every_steps_probes_and_no_shuffle_equal_fit() -> None:
     _check_against_fit(case, _config(case, shuffle=False, batch_size=13))
 
 
+def test_evaluation_passes_of_any_size_give_the_same_history() -> None:
+    """Evaluation passes of one batch each (as a big stack makes them) and of three."""
+    case = CASES["sgd-nesterov-bn-dropout"]
+    data = case.get("data", rings)()
+    config = _config(case, epochs=2)
+    one_pass = fit_replicas(_models(case, data, SEEDS), data, config, seeds=SEEDS)
+    for chunk in (16, 48):
+        split = fit_replicas(_models(case, data, SEEDS), data, config, seeds=SEEDS, eval_chunk=chunk)
+        for a, e in zip(split, one_pass, strict=True):
+            _assert_same(a.to_dict(), e.to_dict())
+
+
 def test_a_diverging_replica_stops_alone() -> None:
     # A linear output, the squared error and a large learning rate: some seeds blow up,
     # the others train on, each stopped at the evaluation that finds its loss non-finite.

@@ -1,4 +1,4 @@
-"""Two-dimensional toy classification sets from scikit-learn: circles, moons, blobs.
+"""Two-dimensional toy classification sets: circles, moons, blobs (scikit-learn's draws).
 
 Each set is drawn once with ``shuffle=True`` and a fixed ``random_state``, then split
 by position: the first ``train_size`` rows are the training set and the remaining
@@ -9,9 +9,10 @@ study therefore trains on rows 0..499 and tests on rows 500..999 of
 Features are float32 ``(N, n_features)`` (raw coordinates, not standardized);
 labels are int64 ``(N,)``.
 
-scikit-learn is imported inside each loader, not at module level: importing it (and
-SciPy under it) takes seconds, and every ``bnlab`` command and lab worker imports the
-dataset registry whether or not it draws a toy set.
+Circles are drawn here, point for point as ``sklearn.datasets.make_circles`` draws
+them (tested against it): the main study then starts without importing scikit-learn
+and SciPy, which takes seconds in the command and again in every lab worker. Moons and
+blobs import scikit-learn inside their loaders, not at module level.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import numpy as np
 
 from bnlab.data.dataset import Dataset, DatasetError
 
-__all__ = ["load_blobs", "load_circles", "load_moons"]
+__all__ = ["draw_circles", "load_blobs", "load_circles", "load_moons"]
 
 
 def _split(
@@ -57,7 +58,7 @@ def load_circles(
     random_state: int = 1,
     train_size: int | None = None,
 ) -> Dataset:
-    """Two concentric noisy circles (``sklearn.datasets.make_circles``), a binary task.
+    """Two concentric noisy circles (:func:`draw_circles`), a binary task.
 
     Class 0 is the outer circle (radius 1), class 1 the inner one (radius ``factor``);
     Gaussian noise with standard deviation ``noise`` is added to both coordinates.
@@ -79,10 +80,36 @@ def load_circles(
         >>> d.x_train.shape, d.x_test.shape
         ((500, 2), (500, 2))
     """
-    from sklearn.datasets import make_circles
-
-    x, y = make_circles(n_samples=n_samples, noise=noise, factor=factor, random_state=random_state)
+    x, y = draw_circles(n_samples, noise=noise, factor=factor, random_state=random_state)
     return _split("circles", x, y, train_size, ("outer", "inner"))
+
+
+def draw_circles(
+    n_samples: int, *, noise: float, factor: float, random_state: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """``sklearn.datasets.make_circles(n_samples, shuffle=True, noise, random_state, factor)``.
+
+    ``n // 2`` points (class 0) at angles ``2 pi k / (n // 2)`` on the unit circle, the
+    other ``n - n // 2`` (class 1) likewise on the circle of radius ``factor``; the rows
+    are permuted by ``RandomState(random_state).shuffle``, then the same generator adds
+    ``normal(0, noise)`` to every coordinate.
+
+    Shape:
+        x: ``(n, 2)`` float64; y: ``(n,)`` int64 in {0, 1}.
+    """
+    outer = n_samples // 2
+    inner = n_samples - outer
+    angles = [np.linspace(0, 2 * np.pi, n, endpoint=False) for n in (outer, inner)]
+    radius = np.concatenate([np.ones(outer), np.full(inner, factor)])
+    angle = np.concatenate(angles)
+    x = np.stack([np.cos(angle) * radius, np.sin(angle) * radius], axis=1)
+    y = np.concatenate([np.zeros(outer, np.int64), np.ones(inner, np.int64)])
+    generator = np.random.RandomState(random_state)
+    order = np.arange(n_samples)
+    generator.shuffle(order)
+    x, y = x[order], y[order]
+    x += generator.normal(scale=noise, size=x.shape)
+    return x, y
 
 
 def load_moons(

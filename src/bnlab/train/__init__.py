@@ -26,7 +26,7 @@ from bnlab.train.losses import (
     mse,
     sparse_categorical_crossentropy,
 )
-from bnlab.train.metrics import chance_accuracy, correct_count
+from bnlab.train.metrics import chance_accuracy, correct, correct_count
 from bnlab.train.optimizers import (
     OPTIMIZERS,
     SGD,
@@ -58,6 +58,7 @@ __all__ = [
     "binary_crossentropy",
     "categorical_crossentropy",
     "chance_accuracy",
+    "correct",
     "correct_count",
     "evaluate",
     "find_layer",

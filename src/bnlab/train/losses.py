@@ -11,6 +11,10 @@ then reports the run as diverged.
 Targets may be class ids ``(N,)`` (what :class:`bnlab.data.Dataset` stores) or already in
 the output's shape; each loss says how it converts them.
 
+``reduction="none"`` returns the per-sample losses ``(N,)`` instead of their mean (Keras's
+``reduction=None``): a stack of replicas computes all its losses in one call and takes
+each replica's mean itself.
+
 ========================================  ============================================
 name                                      per-sample loss (``p`` clipped probabilities)
 ========================================  ============================================
@@ -23,7 +27,7 @@ mse                                       ``mean_j (y_j - p_j)^2``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from typing import Literal, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -42,7 +46,22 @@ __all__ = [
 #: Keras's ``backend.epsilon()``: probabilities are clipped to ``[EPSILON, 1 - EPSILON]``.
 EPSILON = 1e-7
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+Reduction = Literal["mean", "none"]
+
+
+class LossFn(Protocol):
+    """``loss(y_true, y_pred, reduction="mean")``: a scalar, or ``(N,)`` per sample with "none"."""
+
+    def __call__(self, y_true: torch.Tensor, y_pred: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor: ...
+
+
+def _reduce(per_sample: torch.Tensor, reduction: Reduction) -> torch.Tensor:
+    """The mean over the batch ("mean") or the per-sample values ("none")."""
+    if reduction == "mean":
+        return per_sample.mean()
+    if reduction == "none":
+        return per_sample
+    raise ValueError(f"loss reduction must be 'mean' or 'none'; got {reduction!r}")
 
 
 def _target_like(y_true: torch.Tensor, y_pred: torch.Tensor, loss: str) -> torch.Tensor:
@@ -64,7 +83,7 @@ def _target_like(y_true: torch.Tensor, y_pred: torch.Tensor, loss: str) -> torch
     )
 
 
-def binary_crossentropy(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
+def binary_crossentropy(y_true: torch.Tensor, y_pred: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
     """Binary cross-entropy on probabilities, Keras's numerics.
 
     Equation (``p = clip(y_pred, 1e-7, 1 - 1e-7)``)::
@@ -73,16 +92,18 @@ def binary_crossentropy(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Ten
 
     Shape:
         y_pred: (N, K) sigmoid probabilities (usually K = 1).
-        y_true: (N,) 0/1 ids (for K = 1) or (N, K); returns a scalar.
+        y_true: (N,) 0/1 ids (for K = 1) or (N, K); returns a scalar ((N,) with "none").
     """
     target = _target_like(y_true, y_pred, "binary_crossentropy")
     p = torch.clamp(y_pred, EPSILON, 1.0 - EPSILON)
     # Written out rather than F.binary_cross_entropy, which raises on a NaN input (clamp
     # keeps NaN): a NaN prediction must give a NaN loss, i.e. a diverged run.
-    return -(target * torch.log(p) + (1.0 - target) * torch.log1p(-p)).mean()
+    return _reduce(-(target * torch.log(p) + (1.0 - target) * torch.log1p(-p)).mean(dim=-1), reduction)
 
 
-def categorical_crossentropy(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
+def categorical_crossentropy(
+    y_true: torch.Tensor, y_pred: torch.Tensor, reduction: Reduction = "mean"
+) -> torch.Tensor:
     """Categorical cross-entropy on probabilities, Keras's numerics.
 
     Equation (``q = clip(y_pred / sum_c y_pred, 1e-7, 1 - 1e-7)``)::
@@ -95,10 +116,12 @@ def categorical_crossentropy(y_true: torch.Tensor, y_pred: torch.Tensor) -> torc
     """
     target = _target_like(y_true, y_pred, "categorical_crossentropy")
     q = torch.clamp(y_pred / y_pred.sum(dim=-1, keepdim=True), EPSILON, 1.0 - EPSILON)
-    return -(target * torch.log(q)).sum(dim=-1).mean()
+    return _reduce(-(target * torch.log(q)).sum(dim=-1), reduction)
 
 
-def sparse_categorical_crossentropy(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
+def sparse_categorical_crossentropy(
+    y_true: torch.Tensor, y_pred: torch.Tensor, reduction: Reduction = "mean"
+) -> torch.Tensor:
     """Sparse categorical cross-entropy on probabilities, Keras's numerics.
 
     Equation (``q`` as in :func:`categorical_crossentropy`)::
@@ -118,10 +141,10 @@ def sparse_categorical_crossentropy(y_true: torch.Tensor, y_pred: torch.Tensor) 
             f"use categorical_crossentropy for one-hot targets"
         )
     q = torch.clamp(y_pred / y_pred.sum(dim=-1, keepdim=True), EPSILON, 1.0 - EPSILON)
-    return F.nll_loss(torch.log(q), y_true, reduction="mean")
+    return _reduce(F.nll_loss(torch.log(q), y_true, reduction="none"), reduction)
 
 
-def mse(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
+def mse(y_true: torch.Tensor, y_pred: torch.Tensor, reduction: Reduction = "mean") -> torch.Tensor:
     """Mean squared error (Keras's ``mean_squared_error``).
 
     Equation::
@@ -134,7 +157,7 @@ def mse(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
         to one-hot (Keras would broadcast them against every column instead).
     """
     target = _target_like(y_true, y_pred, "mse")
-    return torch.mean((target - y_pred) ** 2)
+    return _reduce(((target - y_pred) ** 2).mean(dim=-1), reduction)
 
 
 # Lowercase config names -> functions, in one place.

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["chance_accuracy", "correct_count"]
+__all__ = ["chance_accuracy", "correct", "correct_count"]
 
 
 def _labels(y_true: torch.Tensor, outputs: int) -> torch.Tensor:
@@ -26,11 +26,8 @@ def _labels(y_true: torch.Tensor, outputs: int) -> torch.Tensor:
     return y_true.argmax(dim=1) if y_true.ndim == 2 else y_true
 
 
-def correct_count(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
-    """Number of correctly classified samples in the batch, as a 0-dim int64 tensor.
-
-    Returned as a tensor (not a Python int) so that a training loop can add it up without
-    synchronising with the device on every step. Accuracy = sum of counts / samples.
+def correct(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
+    """Whether each sample is classified correctly, a bool tensor ``(N,)``.
 
     Shape:
         y_pred: (N, 1) probabilities or (N, C) class scores.
@@ -45,7 +42,16 @@ def correct_count(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
             f"accuracy: targets of shape {tuple(y_true.shape)} do not fit predictions of "
             f"shape {tuple(y_pred.shape)}; pass class ids (N,)"
         )
-    return (predicted == labels.long()).sum()
+    return predicted == labels.long()
+
+
+def correct_count(y_true: torch.Tensor, y_pred: torch.Tensor) -> torch.Tensor:
+    """Number of correctly classified samples in the batch (:func:`correct`), a 0-dim int64 tensor.
+
+    Returned as a tensor (not a Python int) so that a training loop can add it up without
+    synchronising with the device on every step. Accuracy = sum of counts / samples.
+    """
+    return correct(y_true, y_pred).sum()
 
 
 def chance_accuracy(y_true: torch.Tensor, outputs: int) -> float:
