@@ -145,6 +145,24 @@ def _worker_context() -> Any:
     return mp.get_context("spawn")
 
 
+def start_worker_server(executor: object) -> None:
+    """Start the fork server of an executor that will run in worker processes, now.
+
+    The server imports torch and bnlab (seconds) in the background while this process
+    checks the experiment and loads its data, so the first worker forks from a ready
+    server instead of waiting for it. Nothing happens for an executor that runs in this
+    process or on Ray, or where there is no fork server (``spawn``).
+    """
+    from bnlab.lab.vectorized import VectorizedExecutor
+
+    if not isinstance(executor, ProcessExecutor | VectorizedExecutor) or executor.workers < 2:
+        return
+    if _worker_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 @dataclass
 class _Worker:
     process: Any

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bnlab.lab.errors import LabError
-from bnlab.lab.executors import default_workers, make_executor
+from bnlab.lab.executors import default_workers, make_executor, start_worker_server
 from bnlab.lab.experiment import MAX_RUNS_ENV, Experiment, load_experiment, max_runs
 from bnlab.lab.preflight import check_experiment
 from bnlab.lab.results import RunResult, atomic_write_text, dumps, versions, write_results
@@ -190,7 +190,7 @@ def run(
         exp = exp.with_epochs(epochs)
     observer = observer or Observer()
     # bad options fail before any writing
-    make_executor(
+    validated = make_executor(
         executor,
         workers,
         threads=threads,
@@ -204,6 +204,7 @@ def run(
             f"{exp.name}: {len(exp.variants)} variants x {len(exp.seeds)} seeds = {runs} runs "
             f"exceed the limit of {max_runs()}; raise it with {MAX_RUNS_ENV}={runs}"
         )
+    start_worker_server(validated)  # imports in the background during the checks below
     # the data and every model, once: bad input creates nothing
     observer.data_loaded(check_experiment(exp))
     out = Path(out_dir)
