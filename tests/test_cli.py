@@ -154,6 +154,7 @@ def test_run_writes_files_prints_table_and_resumes(
     assert f"results: {out / 'results.json'}" in table
     assert f"report:  {out / 'report.html'}" in table
     assert "4 runs (0 reused, 4 completed, 0 failed)" in table
+    assert re.search(r"^of which training \d+\.\d s, report \d+\.\d s$", table, re.MULTILINE)
     assert "2 variants × 2 seeds = 4 runs" in printed.err  # quiet progress: no bar, one line
 
     assert main([*args, "--quiet"]) == 0

@@ -76,6 +76,10 @@ def test_a_study_resumes_with_the_other_executor(tiny: Path, tmp_path: Path) -> 
     assert executors[("base", 0)] == "sequential" and executors[("bn", 2)] == "vectorized"
     assert executors[("bn", 3)] == "process"
     jsonschema.validate(back.results, lab.load_schema())
+    # The time the runs took is part of the call's, and nothing to train takes none.
+    assert 0.0 < back.training_seconds < back.seconds and back.report_seconds == 0.0
+    again = lab.run(tiny, out, seeds=4, executor="vectorized", workers=1, report=False)
+    assert (again.reused, again.completed, again.training_seconds) == (8, 0, 0.0)
 
 
 def test_vectorized_groups_run_in_worker_processes(tiny: Path, tmp_path: Path) -> None:

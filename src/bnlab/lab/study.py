@@ -68,6 +68,9 @@ class StudyOutcome:
         total: runs in the study; reused: taken from the store;
         completed / failed: runs done now, by status.
         seconds: wall-clock time of this call.
+        training_seconds: of which the runs themselves took (from handing the first run
+            to the executor until the last result came back; 0 when nothing ran).
+        report_seconds: of which writing the report took (0 without one).
         results: the results.json document.
     """
 
@@ -80,6 +83,8 @@ class StudyOutcome:
     failed: int
     seconds: float
     results: dict[str, Any]
+    training_seconds: float = 0.0
+    report_seconds: float = 0.0
 
 
 @contextlib.contextmanager
@@ -231,6 +236,7 @@ def run(
             store.mark_running(spec.key, spec.variant.name, vers)
             observer.started(spec)
 
+        training_start = training_end = time.perf_counter()
         try:
             if todo:
                 n = workers
@@ -251,6 +257,7 @@ def run(
                     )
                     counts[result.status] += 1
                     observer.finished(spec, result)
+                training_end = time.perf_counter()
         except BaseException:
             # Interrupted (Ctrl-C, SIGTERM) or failed (disk full): keep what finished and
             # write results.json for it if the disk still allows; the first error stands.
@@ -264,7 +271,9 @@ def run(
     from bnlab.lab.results import read_results
 
     results = read_results(out)
+    report_start = time.perf_counter()
     report_path = _write_report(out, formats) if report else None
+    report_seconds = time.perf_counter() - report_start if report else 0.0
     return StudyOutcome(
         out_dir=out,
         results_path=results_path,
@@ -275,6 +284,8 @@ def run(
         failed=counts["failed"],
         seconds=time.perf_counter() - start,
         results=results,
+        training_seconds=training_end - training_start,
+        report_seconds=report_seconds,
     )
 
 
