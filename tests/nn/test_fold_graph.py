@@ -5,10 +5,14 @@ shortcuts and functional relu / residual additions; MobileNetV2-style inverted r
 blocks (expand 1x1, depthwise 3x3, linear 1x1 projection) with ReLU6, BatchNormAct,
 a two-branch block joined by ``torch.cat`` and a Linear -> BatchNorm1d head. Every BN
 is calibrated on one batch (moving statistics = that batch's), so the eval-mode network
-normalizes like a trained one; the folded copy must give the same outputs to 1e-5.
+normalizes like a trained one; the folded network must give the same outputs to 1e-5,
+and export (torch.export, ONNX run in onnxruntime).
 """
 
 from __future__ import annotations
+
+import copy
+import warnings
 
 import pytest
 import torch
@@ -138,7 +142,9 @@ def _calibrated(model: nn.Module, seed: int = 0) -> nn.Module:
 
 
 def _assert_folds_to_the_same_function(model: nn.Module, x: Tensor) -> nn.Module:
-    folded = fold(model, x, strict=False)
+    """Fold a copy of ``model`` (in eval mode); it returns what fold_report predicts."""
+    folded = copy.deepcopy(model)
+    assert fold(folded, x) == list(fold_report(model, x).unfolded)
     with torch.no_grad():
         torch.testing.assert_close(folded(x), model(x), **TOL)
     return folded
@@ -180,14 +186,38 @@ def test_mobilenet_style_folds_what_it_can_and_says_why_not_the_rest():
     assert isinstance(folded.blocks[3].joined_bn, nn.BatchNorm2d)  # left in place
 
 
-def test_folded_network_exports():
+@pytest.fixture(scope="module")
+def folded_mobilenet() -> tuple[nn.Module, nn.Module]:
+    """(original, folded) MobileNet-style networks in eval mode."""
     model = _calibrated(MobileNetish(), seed=1)
+    folded = copy.deepcopy(model)
+    fold(folded, torch.randn(2, 3, 32, 32))
+    return model, folded
+
+
+def test_folded_network_exports(folded_mobilenet):
+    model, folded = folded_mobilenet
     x = torch.randn(2, 3, 32, 32)
-    folded = fold(model, x)
     program = torch.export.export(folded, (x,), dynamic_shapes=({0: torch.export.Dim("batch")},))
     x5 = torch.randn(5, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(program.module()(x5), model(x5), **TOL)
+
+
+def test_folded_network_exports_to_onnx(folded_mobilenet, tmp_path):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    model, folded = folded_mobilenet
+    path = tmp_path / "folded.onnx"
+    with warnings.catch_warnings():  # the exporter's own deprecation and progress notes
+        warnings.simplefilter("ignore")
+        torch.onnx.export(folded, (torch.randn(2, 3, 32, 32),), str(path), dynamo=True,
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1)},),
+                          verbose=False)
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    x = torch.randn(3, 3, 32, 32)
+    (got,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), model(x), **TOL)
 
 
 def test_untraceable_model_falls_back_to_chain_containers():

@@ -3,7 +3,7 @@
 from bnlab.nn import constraints, initializers, regularizers
 from bnlab.nn.act import BatchNormAct
 from bnlab.nn.batchnorm import BatchNormalization
-from bnlab.nn.fold import FoldReport, fold, fold_report
+from bnlab.nn.fold import FoldReport, Unfolded, fold, fold_report
 from bnlab.nn.freeze import freeze, is_frozen, unfreeze
 from bnlab.nn.recalibrate import recalibrate
 from bnlab.nn.registry import create_layer, get_layer_class, list_layers
@@ -20,6 +20,7 @@ __all__ = [
     "FoldReport",
     "RenormClippingScheduler",
     "SyncBatchNorm",
+    "Unfolded",
     "constraints",
     "convert_sync",
     "create_layer",

@@ -13,6 +13,8 @@ with the moving mean :math:`m` and variance :math:`v` (computed in float64,
 stored in the layer's dtype). The BN layer is replaced by ``nn.Identity``; the
 model computes the same function in eval mode with one pass over the activations
 fewer. A :class:`~bnlab.nn.BatchNormAct` is replaced by its activation alone.
+:func:`fold` does this in place and returns the BN layers it left, each with the
+reason; :func:`fold_report` gives the same decision without changing the model.
 
 **Where.** Anywhere in the model's graph, as ``torch.fx`` traces it (BN layers,
 ``nn.Linear``/``nn.Conv*d`` and registered producers are kept as single calls): in
@@ -21,9 +23,8 @@ ResNet blocks, branches, residual additions and functional calls
 output of a *producer* — ``nn.Linear``, ``nn.Conv1d/2d/3d`` or a class registered
 with :func:`register_producer` — that nothing else reads, each called once, and the
 BN normalizes the producer's output channel axis (axis 1 for convolutions; the last
-axis for Linear). Everything else is left in place and listed by
-:func:`fold_report` with the reason (what feeds the BN, who else reads the
-producer's output, ...).
+axis for Linear). Everything else is left in place and listed with the reason
+(what feeds the BN, who else reads the producer's output, ...).
 
 **Models torch.fx cannot trace** (Python control flow on tensor values, iteration
 over a tensor, ...) fall back to *chain containers*, whose forward feeds each child's
@@ -43,7 +44,7 @@ import copy
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, fx, nn
@@ -55,6 +56,7 @@ from bnlab.nn.views import batch_norm_layers, view
 __all__ = [
     "FoldReport",
     "Producer",
+    "Unfolded",
     "fold",
     "fold_report",
     "register_chain",
@@ -126,22 +128,35 @@ def register_chain(cls: type[nn.Module], segments: Segments) -> None:
     _CHAINS[cls] = segments
 
 
+class Unfolded(NamedTuple):
+    """A BN layer that :func:`fold` leaves in place: its name in the model, and why.
+
+    Prints as ``"blocks.3.joined_bn: not folded, its input is the function cat, ..."``.
+    """
+
+    bn: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.bn}: not folded, {self.reason}"
+
+
 @dataclass(frozen=True)
 class FoldReport:
-    """What :func:`fold` does to a model.
+    """What :func:`fold` would do to a model.
 
     Attributes:
         folded: ``(bn name, producer name)`` for each BN folded, in model order.
-        unfolded: ``(bn name, reason)`` for each BN left in place.
+        unfolded: an :class:`Unfolded` ``(bn name, reason)`` for each BN left in place.
     """
 
     folded: tuple[tuple[str, str], ...]
-    unfolded: tuple[tuple[str, str], ...]
+    unfolded: tuple[Unfolded, ...]
 
     def __str__(self) -> str:
         lines = [f"folded {len(self.folded)} BN layer(s), left {len(self.unfolded)}"]
         lines += [f"  {bn} -> {producer}" for bn, producer in self.folded]
-        lines += [f"  {bn}: not folded, {reason}" for bn, reason in self.unfolded]
+        lines += [f"  {unfolded}" for unfolded in self.unfolded]
         return "\n".join(lines)
 
 
@@ -158,26 +173,27 @@ def fold_report(model: nn.Module, example_input: Any = None) -> FoldReport:
 
     Returns:
         A :class:`FoldReport`: ``folded`` ``(bn, producer)`` pairs and ``unfolded``
-        ``(bn, reason)`` for every BN layer that stays.
+        :class:`Unfolded` ``(bn, reason)`` for every BN layer that stays.
 
     Example:
         >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(),
         ...                             torch.nn.BatchNorm2d(4))
         >>> fold_report(model).unfolded
-        (('2', 'it follows 1 (ReLU), not a Linear/Conv layer'),)
+        (Unfolded(bn='2', reason='it follows 1 (ReLU), not a Linear/Conv layer'),)
     """
     pairs, unfolded = _plan(model, example_input)
-    return FoldReport(tuple((bn, producer) for bn, producer in pairs), tuple(unfolded))
+    return FoldReport(tuple(pairs), tuple(unfolded))
 
 
-def fold(model: nn.Module, example_input: Any = None, *, strict: bool = False) -> nn.Module:
-    """A copy of ``model`` for inference with BN layers folded into the previous Linear/Conv.
+def fold(model: nn.Module, example_input: Any = None, *, strict: bool = False) -> list[Unfolded]:
+    """Fold every foldable BN layer of ``model`` into the Linear/Conv before it, in place.
 
-    Outputs equal ``model.eval()``'s up to rounding (float32: ~1e-6 relative).
-    Returns a deep copy in eval mode; ``model`` is untouched. Folded BN layers
-    become ``nn.Identity`` (a ``BatchNormAct``: its activation module); producers
-    without a bias get one. The folded model is
-    for inference: training it no longer normalizes those activations.
+    Afterwards ``model`` is in eval mode and computes what it computed in eval mode
+    before, up to rounding (float32: ~1e-6 relative). Folded BN layers become
+    ``nn.Identity`` (a ``BatchNormAct``: its activation module); producers without a
+    bias get one. The folded model is for inference: training it no longer
+    normalizes those activations. To keep the original, fold a copy:
+    ``folded = copy.deepcopy(model); fold(folded, x)``.
 
     Works for bnlab's :class:`BatchNormalization` (one kept axis; ``center`` /
     ``scale`` off are folded as beta = 0 / gamma = 1) and PyTorch's
@@ -185,44 +201,45 @@ def fold(model: nn.Module, example_input: Any = None, *, strict: bool = False) -
     ``track_running_stats=False``, an unbuilt bnlab layer) is left in place.
 
     Args:
-        model: the model to fold.
+        model: the model to fold, changed in place.
         example_input: see :func:`fold_report`.
         strict: raise instead of leaving some BN layers unfolded.
 
+    Returns:
+        The BN layers left in place, as :class:`Unfolded` ``(bn, reason)`` in model
+        order; empty when every BN layer was folded. :func:`fold_report` gives the
+        same list, and the folded pairs, without changing the model.
+
     Raises:
-        ValueError: ``strict=True`` and some BN layer could not be folded (the
-            message lists each with its reason).
+        ValueError: ``strict=True`` and some BN layer cannot be folded (the message
+            lists each with its reason); the model is not changed.
 
     Example:
-        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.ReLU())
-        >>> folded = fold(model)
-        >>> folded
-        Sequential(
-          (0): Conv2d(3, 8, kernel_size=(3, 3), stride=(1, 1))
-          (1): Identity()
-          (2): ReLU()
-        )
-        >>> print(fold_report(model))
-        folded 1 BN layer(s), left 0
-          1 -> 0
+        >>> model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8),
+        ...                             torch.nn.ReLU(), torch.nn.BatchNorm2d(8))
+        >>> for unfolded in fold(model):
+        ...     print(unfolded)
+        3: not folded, it follows 2 (ReLU), not a Linear/Conv layer
+        >>> [type(layer).__name__ for layer in model]
+        ['Conv2d', 'Identity', 'ReLU', 'BatchNorm2d']
     """
     pairs, unfolded = _plan(model, example_input)
     if strict and unfolded:
         reasons = "; ".join(f"{bn}: {reason}" for bn, reason in unfolded)
         raise ValueError(f"fold: {len(unfolded)} BN layer(s) cannot be folded ({reasons}); "
                          "pass strict=False to leave them in place")
-    folded = copy.deepcopy(model)
     for bn_name, producer_name in pairs:
-        bn = folded.get_submodule(bn_name)
-        _fold_pair(folded.get_submodule(producer_name), bn)
+        bn = model.get_submodule(bn_name)
+        _fold_pair(model.get_submodule(producer_name), bn)
         # A fused BN + activation leaves its activation behind.
-        _replace(folded, bn_name, bn.activation_module() if isinstance(bn, BatchNormAct)
+        _replace(model, bn_name, bn.activation_module() if isinstance(bn, BatchNormAct)
                  else nn.Identity())
-    return folded.eval()
+    model.eval()
+    return unfolded
 
 
 # ------------------------------------------------------------------ planning
-Plan = tuple[list[tuple[str, str]], list[tuple[str, str]]]  # (bn, producer), (bn, reason)
+Plan = tuple[list[tuple[str, str]], list[Unfolded]]  # (bn, producer) pairs, the rest
 
 
 class _Tracer(fx.Tracer):
@@ -286,7 +303,7 @@ def _plan_graph(model: nn.Module, graph: fx.Graph, example_input: Any) -> Plan:
         else:
             candidates[name] = str(source.target)
     pairs = [(name, candidates[name]) for name in bns if name in candidates]
-    unfolded = [(name, reasons.get(name, "the traced forward never calls it"))
+    unfolded = [Unfolded(name, reasons.get(name, "the traced forward never calls it"))
                 for name in bns if name not in candidates]
     return pairs, unfolded
 
@@ -351,8 +368,8 @@ def _plan_chains(model: nn.Module, example_input: Any) -> Plan:
             del candidates[bn_name]
             reasons[bn_name] = reason
     pairs = [(name, candidates[name]) for name in bns if name in candidates]
-    unfolded = [(name, reasons.get(name, "not inside an nn.Sequential or registered chain "
-                                          "container, so what feeds it is unknown"))
+    unfolded = [Unfolded(name, reasons.get(name, "not inside an nn.Sequential or registered "
+                                                 "chain container, so what feeds it is unknown"))
                 for name in bns if name not in candidates]
     return pairs, unfolded
 
