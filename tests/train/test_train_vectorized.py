@@ -13,7 +13,7 @@ from tests.conftest import tolerance_for
 
 from bnlab.data import Dataset
 from bnlab.models import build_model
-from bnlab.train import ProbeSpec, TrainConfig, fit
+from bnlab.train import ProbeSpec, TrainConfig, fit, vectorized
 from bnlab.train.vectorized import fit_replicas, multiply_adds, stack_bytes, vectorization_blocker
 
 SEEDS = [0, 3, 11]
@@ -208,6 +208,57 @@ def test_a_diverging_replica_stops_alone() -> None:
     histories = _check_against_fit(case, config, list(range(8)))
     diverged = [h.diverged for h in histories]
     assert any(diverged) and not all(diverged), diverged
+
+
+@pytest.mark.parametrize("poisoned", [False, True], ids=["training", "non-finite-batch"])
+def test_replicas_may_differ_in_bn_momentum(poisoned: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each replica folds its batches in with its own momentum, as it would alone. With a
+    NaN training sample, each replica meets it at its own step (its own shuffle): those
+    steps take the one-replica-at-a-time path, each replica with its own layer."""
+    momenta = [0.99, 0.0, 0.5, 0.9]
+    seeds = [0, 1, 2, 3]
+    layers = [[*MLP, {**BN, "momentum": m}, *OUT1] for m in momenta]
+    data = rings()
+    if poisoned:
+        data.x_train[40] = np.nan
+    one_by_one = []
+    original = vectorized._Stack._bn_one_by_one
+
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        one_by_one.append(True)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(vectorized._Stack, "_bn_one_by_one", counted)
+    config = TrainConfig(optimizer="sgd", optimizer_args={"learning_rate": 0.05, "momentum": 0.9},
+                         loss="binary_crossentropy", epochs=3, batch_size=16, eval_every_steps=4)
+    alone = [build_model(spec, data.input_shape, seed=s) for spec, s in zip(layers, seeds, strict=True)]
+    expected = [fit(m, data, config, seed=s) for m, s in zip(alone, seeds, strict=True)]
+    models = [build_model(spec, data.input_shape, seed=s) for spec, s in zip(layers, seeds, strict=True)]
+    actual = fit_replicas(models, data, config, seeds=seeds)
+    for a, e in zip(actual, expected, strict=True):
+        _assert_same(a.to_dict(), e.to_dict())
+    assert bool(one_by_one) == poisoned
+    if poisoned:
+        assert all(h.diverged for h in actual)
+        return
+    for m, e in zip(models, alone, strict=True):
+        for (name, value), (_, ref) in zip(m.state_dict().items(), e.state_dict().items(), strict=True):
+            torch.testing.assert_close(value, ref, rtol=1e-3, atol=1e-3, msg=name)
+    # momentum 0 keeps the last batch's statistics; 0.99 has barely left its start (0)
+    stats = [m.layers["batch_normalization"].moving_mean.abs().max() for m in models]
+    assert stats[0] < stats[1]
+
+
+def test_only_a_plain_bn_momentum_may_differ_between_replicas() -> None:
+    data = rings()
+    renorm = [[*MLP, {**BN, "renorm": True, "momentum": m}, *OUT1] for m in (0.9, 0.5)]
+    models = [build_model(spec, data.input_shape, seed=0) for spec in renorm]
+    with pytest.raises(ValueError, match="model 1 differs from model 0"):
+        fit_replicas(models, data, _config(CASES["sgd-no-bn"]), seeds=[0, 1])
+    epsilons = [[*MLP, {**BN, "epsilon": e}, *OUT1] for e in (1e-3, 1e-5)]
+    models = [build_model(spec, data.input_shape, seed=0) for spec in epsilons]
+    with pytest.raises(ValueError, match="model 1 differs from model 0"):
+        fit_replicas(models, data, _config(CASES["sgd-no-bn"]), seeds=[0, 1])
 
 
 def _float_targets() -> SimpleNamespace:

@@ -2,7 +2,9 @@
 
 Runs that share a resolved variant (same layers, data and training settings: the same
 ``config_hash``) differ only in their seed, so :func:`bnlab.train.vectorized.fit_replicas`
-can train them as one stack; each run's result is the one it would have had alone.
+can train them as one stack; each run's result is the one it would have had alone. Runs
+of variants that differ only in a plain BN layer's momentum share a stack too
+(:func:`stack_key`): each replica folds its batches in with its own momentum.
 
 Planning (:func:`plan_tasks`), per group of runs of one variant:
 
@@ -29,6 +31,7 @@ a convolution over 32 images already keeps a core busy.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -41,7 +44,7 @@ from typing import Literal
 
 from bnlab.lab.errors import LabError
 from bnlab.lab.executors import OnStart, ProcessExecutor, _no_op, _set_threads
-from bnlab.lab.ray_executor import group_runs
+from bnlab.lab.experiment import Variant
 from bnlab.lab.results import RunResult
 from bnlab.lab.runs import (
     RunSpec,
@@ -64,6 +67,7 @@ __all__ = [
     "parse_memory_budget",
     "pays_to_stack",
     "plan_tasks",
+    "stack_key",
 ]
 
 Policy = Literal["auto", "always"]
@@ -120,7 +124,8 @@ def pays_to_stack(multiply_adds_per_sample: int, batch_size: int, replicas: int)
 
 @dataclass(frozen=True, eq=False)
 class RunGroup:
-    """A task: runs of one variant (differing only in seed) trained as one stack."""
+    """A task: runs of one :func:`stack_key` (seeds of a variant, or of variants that
+    differ only in BN momentum) trained as one stack."""
 
     specs: tuple[RunSpec, ...]
 
@@ -149,9 +154,27 @@ class RunGroup:
         ]
 
 
+def stack_key(variant: Variant) -> str:
+    """What runs of one stack share: the variant's configuration except the momentum of
+    plain BN layers (no renorm, no ghost batches, a number), which each replica keeps
+    (:func:`bnlab.train.vectorized.momentum_varies_per_replica`)."""
+    config = variant.config()
+    for spec, layer in zip(variant.layers, config["layers"], strict=True):
+        if spec.type != "BatchNormalization":
+            continue
+        args = spec.resolved_args()
+        if args["momentum"] is not None and not args["renorm"] and args["virtual_batch_size"] is None:
+            layer["momentum"] = "per replica"
+    return json.dumps(config, sort_keys=True)
+
+
 def _groups(specs: Sequence[RunSpec]) -> list[list[RunSpec]]:
-    """Runs that differ only in their seed, in order of first appearance."""
-    return [[specs[i] for i in group] for group in group_runs(specs, max(1, len(specs)))]
+    """Runs that can share a stack (same experiment and :func:`stack_key`), in order of
+    first appearance."""
+    groups: dict[tuple[str, str], list[RunSpec]] = {}
+    for spec in specs:
+        groups.setdefault((spec.experiment, stack_key(spec.variant)), []).append(spec)
+    return list(groups.values())
 
 
 def plan_tasks(

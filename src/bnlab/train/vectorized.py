@@ -15,9 +15,11 @@ Each replica is the run :func:`bnlab.train.fit` would have done alone with the s
 - dropout masks: a ``torch.Generator`` per replica seeded like ``fit`` seeds torch's
   global generator, drawn the way ``torch.nn.functional.dropout`` draws on the CPU
   (``bernoulli_(1 - p)`` over the layer's input, scaled by ``1 / (1 - p)``);
-- BN: the pure functional core (:mod:`bnlab.functional`) under ``vmap``, each replica
-  carrying its own moving statistics (an adapter calls ``batch_norm``, ``batch_renorm``
-  or ``ghost_batch_norm`` with the layer's settings);
+- BN: the pure functional core (:mod:`bnlab.functional`) with the replicas as extra
+  channels, each replica carrying its own moving statistics (an adapter calls
+  ``batch_norm``, ``batch_renorm`` or ``ghost_batch_norm`` with the layer's settings);
+  replicas may differ in a plain BN layer's momentum (runs of variants that differ
+  only there share a stack), each folding its batch in with its own;
 - optimizer: the same :mod:`bnlab.train.optimizers` class over the stacked tensors; its
   updates are elementwise, so each replica's slice gets its own update (Adam's step
   count is shared because every replica steps together). The stacked loss is the sum of
@@ -25,8 +27,8 @@ Each replica is the run :func:`bnlab.train.fit` would have done alone with the s
   replica's gradient alone;
 - divergence: checked per replica at every evaluation, as ``fit`` does; a replica that
   diverges keeps the weights it had when it stopped, its records are padded with NaN like
-  ``fit``'s, and the other replicas go on. (Its slice keeps being computed: stopping it
-  would change the shapes of the others' stacks.)
+  ``fit``'s, and the other replicas go on. (Its slice keeps being computed, from zeros:
+  stopping it would change the shapes of the others' stacks.)
 - evaluations and probes: the same numbers per replica, computed for the whole stack.
 
 Results equal ``fit``'s to float32 rounding (batched matrix products and the composite
@@ -47,6 +49,7 @@ work per sample, which decides whether stacking pays (:mod:`bnlab.lab.vectorized
 from __future__ import annotations
 
 import math
+import re
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -268,10 +271,34 @@ def fit_replicas(
         return _Replicas(list(models), data, config, seeds, eval_chunk).train()
 
 
+def momentum_varies_per_replica(layer: nn.Module) -> bool:
+    """Whether replicas of a stack may each have their own value of this layer's momentum.
+
+    True for a plain BN layer with a numeric momentum (no renorm, no ghost batches, not
+    the cumulative average): its moving update ``lerp(old, batch, 1 - momentum)`` then
+    takes each replica's weight, which is exactly its run alone.
+    """
+    return (
+        isinstance(layer, BatchNormalization)
+        and layer.momentum is not None
+        and not layer.renorm
+        and layer.virtual_batch_size is None
+    )
+
+
+_MOMENTUM_IN_REPR = re.compile(r"\bmomentum=[-+.0-9e]+")
+
+
 def _check_same_architecture(models: Sequence[nn.Module]) -> None:
+    def settings(m: nn.Module) -> str:
+        if isinstance(m, SequentialModel):
+                return "\n".join([m.extra_repr(), *(f"{n}: {settings(layer)}" for n, layer in m.layers.items())])
+        text = repr(m)
+        return _MOMENTUM_IN_REPR.sub("momentum=*", text) if momentum_varies_per_replica(m) else text
+
     def signature(m: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
         tensors = [*m.named_parameters(), *m.named_buffers()]
-        return [(n, tuple(t.shape), t.dtype) for n, t in tensors] + [(repr(m), (), torch.float32)]
+        return [(n, tuple(t.shape), t.dtype) for n, t in tensors] + [(settings(m), (), torch.float32)]
 
     first = signature(models[0])
     for i, m in enumerate(models[1:], start=1):
@@ -334,10 +361,12 @@ class _Stack:
     - Dense: one batched matrix product ``x @ W^T + b`` (R, N, F) -> (R, N, U);
     - BN: the replicas become channels: ``x`` is moved to (N, ..., R*C, ...) with the
       replica axis merged into the first normalized axis, and the functional core runs
-      once; every statistic is per channel, so per replica. A step in which a replica's
-      batch statistics are not finite is rerun per replica under ``vmap`` (the core
-      then keeps that replica's moving statistics and updates the others', as ``fit``
-      would for each);
+      once; every statistic is per channel, so per replica. Replicas whose momentum
+      differs (:func:`momentum_varies_per_replica`) get the batch statistics from the
+      core (momentum 0) and fold them in with ``lerp(old, batch, 1 - momentum_r)``, the
+      core's own update with each replica's weight. A step in which a replica's batch
+      statistics are not finite is rerun one replica at a time (the core then keeps that
+      replica's moving statistics and updates the others', as ``fit`` would for each);
     - element-wise activations and Flatten act on the stack directly;
     - anything else (Conv2D, pooling, padding, LSTM) through ``vmap`` of the module.
     """
@@ -348,9 +377,13 @@ class _Stack:
         self.layers: list[_Layer] = []
         self.params: dict[str, dict[str, Tensor]] = {}
         self.buffers: dict[str, dict[str, Tensor]] = {}
+        self.replica_layers: dict[str, list[nn.Module]] = {}
+        #: BN layers whose replicas differ in momentum: each channel's batch weight
+        #: ``1 - momentum_r``, (R*C,) in the merged channel order.
+        self.batch_weights: dict[str, Tensor] = {}
         for (name, module), permute in zip(template.layers.items(), template.permutes, strict=True):
             layer = _Layer(name, module, _stacked_permute(permute), _kind(module))
-            replicas = [m.layers[name] for m in models]
+            replicas = self.replica_layers[name] = [m.layers[name] for m in models]
             self.params[name] = {
                 pname: torch.stack([r.get_parameter(pname).detach() for r in replicas])
                 .requires_grad_(p.requires_grad)
@@ -366,12 +399,12 @@ class _Stack:
         self.final_permute = _stacked_permute(template.final_permute)
         self.dropout_orders: dict[str, tuple[int, ...]] = {}  # see _memory_orders
         self.trainable = [p for ps in self.params.values() for p in ps.values() if p.requires_grad]
-        self._bn_vmapped = {
-            (layer.name, training): vmap(_bn_call(layer.module, training))
-            for layer in self.layers
-            if layer.kind == "bn"
-            for training in (True, False)
-        }
+        for name, replicas in self.replica_layers.items():
+            momenta = [getattr(r, "momentum", None) for r in replicas]
+            if len(set(momenta)) > 1:
+                moving = self.buffers[name]["moving_mean"]
+                weights = torch.tensor([1.0 - m for m in momenta], dtype=moving.dtype)
+                self.batch_weights[name] = weights.repeat_interleave(moving[0].numel())
 
     def forward(
         self,
@@ -441,14 +474,19 @@ class _Stack:
         merged = x.movedim(0, kept[0]).flatten(kept[0], first)
         folded = {k: v.flatten(0, 1) for k, v in params.items()}
         stats = {k: v.flatten(0, 1) if v.dim() > 1 else v[0] for k, v in buffers.items()}
-        y, new = _bn_call(module, training, kept)(folded, stats, merged)
+        batch_weight = self.batch_weights.get(layer.name) if mode == "train" else None
+        momentum = None if batch_weight is None else 0.0  # 0: the core returns the batch's
+        y, new = _bn_call(module, training, kept, momentum)(folded, stats, merged)
         if training and new["moving_mean"] is stats["moving_mean"]:
             # Some replica's batch statistics are not finite: the core skipped the update
             # for all of them. Redo the layer per replica, which skips only that one.
-            y, new = self._bn_vmapped[(layer.name, True)](params, buffers, x)
+            y, new = self._bn_one_by_one(layer.name, params, buffers, x, training, groups)
             if mode == "train":
                 self.buffers[layer.name] = new
             return y
+        if batch_weight is not None:
+            for k in ("moving_mean", "moving_variance"):
+                new[k] = torch.lerp(stats[k], new[k], batch_weight)
         y = y.unflatten(kept[0], (x.shape[0], -1)).movedim(kept[0], 0)
         if mode == "train":
             self.buffers[layer.name] = {
@@ -456,6 +494,44 @@ class _Stack:
                 for k, v in new.items()
             }
         return y
+
+    def _bn_one_by_one(
+        self,
+        name: str,
+        params: dict[str, Tensor],
+        buffers: dict[str, Tensor],
+        x: Tensor,
+        training: bool,
+        groups: int,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """A BN layer on each slice ``x[i]`` with its replica's own layer (``i // groups``)."""
+        outputs, updates = [], []
+        for i in range(x.shape[0]):
+            call = _bn_call(self.replica_layers[name][i // groups], training)  # type: ignore[arg-type]
+            y, new = call({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in buffers.items()}, x[i])
+            outputs.append(y)
+            updates.append(new)
+        return torch.stack(outputs), {k: torch.stack([u[k] for u in updates]) for k in updates[0]}
+
+    def retire(self, replicas: Sequence[int], optimizer: torch.optim.Optimizer) -> None:
+        """Zero stopped replicas' parameters, optimizer slots and moving means (variances 1).
+
+        A stopped replica's slice is still computed (the stack keeps its shape) but no
+        longer recorded. Left as it was (huge or non-finite values), it would send the
+        whole stack's BN layers down their ill-conditioned or non-finite paths, which
+        round differently from the runs alone of the replicas still training; zeros keep
+        every later batch of it finite and well conditioned.
+        """
+        with torch.no_grad():
+            for tensor in self.trainable:
+                tensor[replicas] = 0.0
+                for slot in optimizer.state.get(tensor, {}).values():
+                    if isinstance(slot, Tensor) and slot.shape == tensor.shape:
+                        slot[replicas] = 0.0
+            for buffers in self.buffers.values():
+                for name, tensor in buffers.items():
+                    if tensor.dim() > 1:
+                        tensor[replicas] = 1.0 if "variance" in name or "stddev" in name else 0.0
 
     def write_back(self, models: list[SequentialModel], replicas: Sequence[int]) -> None:
         """Copy replicas' slices of the stack into their models (weights and statistics)."""
@@ -495,18 +571,21 @@ def _pure_call(module: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tenso
 
 
 def _bn_call(
-    layer: BatchNormalization, training: bool, kept: tuple[int, ...] | None = None
+    layer: BatchNormalization,
+    training: bool,
+    kept: tuple[int, ...] | None = None,
+    momentum: float | None = None,
 ) -> Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], tuple[Tensor, dict[str, Tensor]]]:
     """The adapter from a BN layer's settings to the functional core.
 
     Returns ``call(params, buffers, x) -> (y, new_buffers)``: the new buffers are the
     statistics the core returns (``num_batches_tracked`` + 1 in training), detached; in
     a step that does not train, the buffers themselves. ``kept``: the normalized axes
-    (default: the layer's axis on ``x``).
+    (default: the layer's axis on ``x``); ``momentum``: instead of the layer's.
     """
     common: dict[str, Any] = {
         "training": training,
-        "momentum": layer.momentum,
+        "momentum": layer.momentum if momentum is None else momentum,
         "epsilon": layer.epsilon,
         "on_nonfinite": layer.on_nonfinite,
         "implementation": layer.implementation,
@@ -538,7 +617,12 @@ def _bn_call(
             )
         new = dict(buffers)
         if training:
-            new.update((k, v.detach()) for k, v in zip(result._fields[1:], result[1:], strict=True))
+            # A skipped update returns the given statistics themselves: keep them (callers
+            # test for that identity); new ones carry the batch's autograd history.
+            new.update(
+                (k, v if v is buffers[k] else v.detach())
+                for k, v in zip(result._fields[1:], result[1:], strict=True)
+            )
             new["num_batches_tracked"] = count + 1
         y = result.output
         if isinstance(layer, BatchNormAct):
@@ -770,6 +854,7 @@ class _Replicas:
             self.alive[r], self.diverged[r], stopped[r] = False, True, True
         if newly:
             self.stack.write_back(self.models, newly)  # the weights it had when it stopped
+            self.stack.retire(newly, self.optimizer)
 
     def _step(self, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
         """One optimizer step of every replica; returns losses (R,) and outputs (R, B, K)."""
