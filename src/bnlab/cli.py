@@ -11,6 +11,8 @@
     bnlab report DIR                             # rebuild results.json and the report from the store
     bnlab doctor DIR [--variant V] [--seed S] [--fix recalibrate] [--json]
                                                  # diagnose a trained run's BN layers
+    bnlab doctor DIR --all [--json]              # measure every run's BN layers; the report
+                                                 # gains a "BN statistics" section
     bnlab doctor MODEL.keras --data DATA [--image-size H W] [--validation-split F]
                  [--split-seed S] [--pixel-scale auto|255|1] [--batch-size N]
                  [--fix recalibrate [--save FIXED.keras [--overwrite]]] [--json]
@@ -263,6 +265,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--grid activation=relu",
     )
     doctor.add_argument("--seed", type=int, help="run folders: run seed (default: the first completed)")
+    doctor.add_argument(
+        "--all", action="store_true",
+        help="run folders: measure every completed run, write bn_statistics.json and rebuild "
+        "the report with its 'BN statistics after training' section",
+    )
     doctor.add_argument(
         "--data",
         metavar="DATA",
@@ -556,6 +563,8 @@ class _Progress:
 
 
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
+    from dataclasses import replace
+
     from bnlab.lab import load_experiment
     from bnlab.lab import run as run_study
 
@@ -567,6 +576,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
     try:
         with warnings.catch_warnings():
             warnings.showwarning = _show_warning
+            doctor = exp.report.doctor
             outcome = run_study(
                 exp,
                 out,
@@ -579,10 +589,17 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
                 address=args.address,
                 seeds_per_task=args.seeds_per_task,
                 observer=progress.observer,
-                report=not args.no_report,
+                report=not args.no_report and not doctor,
                 force=args.force,
                 formats=args.formats,
             )
+            if doctor and outcome.completed + outcome.reused:
+                _measure_runs(outcome.out_dir, quiet=args.quiet)
+            if doctor and not args.no_report:
+                from bnlab.lab.report import write_report
+
+                outcome = replace(outcome, report_path=write_report(outcome.out_dir,
+                                                                    formats=args.formats))
     except KeyboardInterrupt as e:
         progress.stop()
         resume = list(argv)
@@ -613,6 +630,7 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
         _print_paths(outcome.out_dir, outcome.report_path)
     else:
         print_table(outcome.results)
+        print_statistics(outcome.results, outcome.out_dir)
         print(f"\n{counts}")
         _print_paths(outcome.out_dir, outcome.report_path)
     if progress.failed:
@@ -701,6 +719,26 @@ def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
         print(f"\n{note}", file=out)
 
 
+def print_statistics(results: dict[str, Any], out: Path, file: TextIO | None = None) -> None:
+    """The doctor's per-layer table (``bnlab.lab.table.statistics_table``) when ``out`` holds
+    measurements of the runs in ``results``; nothing otherwise."""
+    import shutil
+
+    from bnlab.lab import table as tables
+    from bnlab.lab.report import current_statistics
+    from bnlab.lab.results import read_statistics
+
+    stream = file or sys.stdout
+    table = None
+    statistics = current_statistics(read_statistics(out), results)
+    if statistics is not None:
+        table = tables.statistics_table(statistics, "BN statistics after training (bnlab doctor)")
+    if table is None:
+        return
+    width = shutil.get_terminal_size((80, 24)).columns if stream.isatty() else 80
+    print("\n" + tables.to_text(table, width), file=stream)
+
+
 # --------------------------------------------------------------------------- report
 
 
@@ -714,7 +752,9 @@ def _report(args: argparse.Namespace, argv: list[str]) -> int:
         _print_summary_json(read_results(args.dir))
         _print_paths(args.dir, report_path, file=sys.stderr)
     else:
-        print_table(read_results(args.dir))
+        results = read_results(args.dir)
+        print_table(results)
+        print_statistics(results, args.dir)
         _print_paths(args.dir, report_path)
     return EXIT_OK
 
@@ -753,6 +793,16 @@ def _doctor(args: argparse.Namespace, argv: list[str]) -> int:
                 flag = "--" + name.replace("_", "-")
                 raise DoctorError(f"{flag} applies to {what}; {args.target} is not one")
 
+    if args.all:
+        if not args.target.is_dir():
+            raise DoctorError(f"--all measures the runs of a `bnlab run` folder; {args.target} "
+                              "is not a folder")
+        for flag, value in (("--variant", args.variant), ("--grid", args.grid),
+                            ("--seed", args.seed), ("--fix", args.fix), ("--save", args.save)):
+            if value is not None:
+                raise DoctorError(f"--all measures every run; leave out {flag}")
+        refuse(_FILE_ONLY, "a Keras model file")
+        return _measure_study(args.target, quiet=args.json, json_out=args.json)
     if args.target.is_dir():
         refuse(_FILE_ONLY, "a Keras model file")
         if args.pixel_scale != "auto":
@@ -779,6 +829,38 @@ def _doctor(args: argparse.Namespace, argv: list[str]) -> int:
     else:
         render(result)
     return EXIT_OK
+
+
+def _measure_study(out: Path, *, quiet: bool, json_out: bool) -> int:
+    """``bnlab doctor DIR --all``: bn_statistics.json, the report rebuilt, the table printed."""
+    from bnlab.lab import read_results
+    from bnlab.lab.report import write_report
+    from bnlab.lab.results import STATISTICS_FILE, dumps, read_statistics
+
+    path = _measure_runs(out, quiet=quiet)
+    report_path = write_report(out)
+    if json_out:
+        sys.stdout.write(dumps(read_statistics(out)))
+        print(f"statistics: {path}\nreport:  {report_path}", file=sys.stderr)
+        return EXIT_OK
+    print_statistics(read_results(out), out)
+    print(f"\nstatistics: {out / STATISTICS_FILE}\nreport:  {report_path}")
+    return EXIT_OK
+
+
+def _measure_runs(out: Path, *, quiet: bool) -> Path:
+    """``bnlab.doctor.study.measure_study`` with a progress line on a terminal."""
+    from bnlab.doctor.study import measure_study
+
+    live = not quiet and sys.stderr.isatty()
+
+    def on_run(done: int, total: int, label: str) -> None:
+        if live:
+            end = "\n" if done == total else ""
+            print(f"\rbnlab doctor: measured {done}/{total} runs ({label})\x1b[K", end=end,
+                  file=sys.stderr, flush=True)
+
+    return measure_study(out, on_run=on_run)
 
 
 # --------------------------------------------------------------------------- export

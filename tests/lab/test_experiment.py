@@ -207,6 +207,7 @@ ERROR_CASES = [
     ("published unknown key", {"report": {"published": {"bn": {**PUB, "val_accuracy": 0.8}}}}, LabError, r"tiny\.toml: report\.published\.bn\.val_accuracy: unknown key; allowed here: train_accuracy, test_accuracy, epochs_to_threshold, source, epochs$"),
     ("published epochs", {"report": {"published": {"bn": {**PUB, "epochs": 2.5}}}}, LabError, r"tiny\.toml: report\.published\.bn\.epochs: expected a whole number of epochs >= 1 like 100, got 2\.5 \(float\)"),
     ("published not a table", {"report": {"published": {"bn": 0.846}}}, LabError, r"tiny\.toml: report\.published\.bn: expected a table, got 0\.846 \(float\)"),
+    ("report doctor not a bool", {"report": {"doctor": "yes"}}, LabError, r"tiny\.toml: report\.doctor: expected true or false, got 'yes' \(str\)$"),
     ("published accuracy type", {"report": {"published": {"bn": {**PUB, "test_accuracy": "0.846"}}}}, LabError, r"tiny\.toml: report\.published\.bn\.test_accuracy: expected a fraction between 0 and 1 like 0\.846, got '0\.846' \(str\)"),
     ("published accuracy percent", {"report": {"published": {"bn": {**PUB, "train_accuracy": 83.8}}}}, LabError, r"tiny\.toml: report\.published\.bn\.train_accuracy: expected a fraction between 0 and 1 like 0\.846, got 83\.8 \(float\)"),
     ("published accuracy bool", {"report": {"published": {"bn": {**PUB, "test_accuracy": True}}}}, LabError, r"tiny\.toml: report\.published\.bn\.test_accuracy: expected a fraction .*got True \(bool\)"),
@@ -409,6 +410,7 @@ epochs = 1
         "reference": "base",
         "comparisons": [],
         "published": {},
+        "doctor": False,
     }
 
 

@@ -630,3 +630,21 @@ def test_grid_map_leaves_out_variants_that_use_no_grid_axis():
     r["variants"].append("plain")
     fig = plots.grid_figure(r)
     assert [ax.get_title() for ax in fig.axes if ax.images] == ["no_bn", "bn"]
+
+
+def test_a_variant_without_grid_axes_is_drawn_on_every_grid_row_and_gets_no_row_of_its_own():
+    """Regression: no_dropout beside dropout variants at rate 0.2 and 0.5 drew a first row of
+    panels saying "no completed runs" for the grid variants."""
+    runs = [run("baseline", s, history("baseline", s, bn=False)) for s in SEEDS] + [
+        run("bn_after", s, history("bn_after", s, bn=True), grid={"rate": rate})
+        for rate in (0.2, 0.5)
+        for s in SEEDS
+    ]
+    fig = plots.curves_figure(results(runs, ["baseline", "bn_after"]))
+    assert list(panels(fig)) == [
+        "baseline\nrate 0.2",
+        "bn_after\ngrey: baseline, rate 0.2",
+        "baseline\nrate 0.5",
+        "bn_after\ngrey: baseline, rate 0.5",
+    ]
+    assert all(f"baseline: {TEST}" in lines_by_label(ax) for ax in panels(fig).values())

@@ -608,3 +608,26 @@ def test_comparison_lines_collapse_what_says_nothing():
         f"3 comparisons not made: they need at least {five} seeds per variant, these have 2 "
         "(differences and intervals are in summary.json)"
     ]
+
+
+# ----------------------------------------------------------------- time per step
+
+
+def test_step_seconds_divide_each_runs_time_by_the_steps_it_trained():
+    base, _, shaky = stats.summarize(study())
+    # 20 epochs of 16 steps; seconds 2 + seed
+    assert base.step_seconds.by_seed() == {s: pytest.approx((2 + s) / 320) for s in range(5)}
+    assert base.step_seconds.mean == pytest.approx(4.0 / 320)
+    # the failed seed 4 has no time per step
+    assert 4 not in shaky.step_seconds.by_seed()
+
+
+def test_steps_trained_counts_a_diverged_run_up_to_the_epoch_it_diverged_in():
+    h = history([0.5] * 6, steps_per_epoch=10)
+    assert stats.steps_trained(h) == 60
+    h["diverged"] = True
+    h["epochs"]["loss"] = [1.0, 0.9, None, None, None, None]  # diverged during epoch 3
+    assert stats.steps_trained(h) == 30
+    h["epochs"]["loss"] = [None] * 6  # in the first epoch
+    assert stats.steps_trained(h) == 10
+    assert stats.steps_trained({"epochs": {"loss": [1.0]}}) is None  # no steps_per_epoch

@@ -24,11 +24,13 @@ import pytest
 from bnlab.cli import main
 from bnlab.data import DatasetError, load_dataset
 from bnlab.lab import list_experiments, load_experiment, read_results
+from bnlab.lab.results import STATISTICS_FILE
 from bnlab.models import build_model, summary
 from bnlab.models.spec import layer_names
 
 STUDIES = (
     "dropout_order",
+    "dropout_order_cnn",
     "input_scaling",
     "lr_range",
     "mnist_cnn",
@@ -81,8 +83,9 @@ def test_every_study_is_bundled_and_listed(capsys: pytest.CaptureFixture[str]) -
         ("small_batch", 16, 5),
         ("sequences", 5, 5),
         ("dropout_order", 5, 5),
+        ("dropout_order_cnn", 5, 5),
         ("pool_order", 3, 5),
-        ("input_scaling", 12, 5),
+        ("input_scaling", 24, 5),
     ],
     ids=lambda v: str(v),
 )
@@ -396,6 +399,9 @@ def test_mnist_study_runs_end_to_end(
     assert (tmp_path / "curves.png").stat().st_size > 0
     assert (tmp_path / "grid.png").is_file()
     assert "runs" in capsys.readouterr().out
+    if exp.report.doctor:  # dropout_order: every run's BN layers measured, in the report
+        assert (tmp_path / STATISTICS_FILE).is_file()
+        _check_in_chromium(tmp_path, sections=("bn-statistics",))
 
 
 def _variant_of(exp: Any, run: dict[str, Any]) -> Any:
@@ -451,6 +457,64 @@ def test_pool_order_runs_end_to_end_on_fashion6_files(
         assert h["steps_per_epoch"] == 1  # 24 images, batch 32
         assert (h["epochs"]["val_accuracy_train_mode"] is None) == (name == "no_bn")
         assert 0.0 <= h["final"]["test_accuracy"] <= 1.0
+    # [report] doctor = true: every run's BN layers measured, shown in the report
+    measured = json.loads((tmp_path / STATISTICS_FILE).read_text())["runs"]
+    assert {r["variant"]: len(r["layers"]) for r in measured} == {
+        "no_bn": 0, "bn_before_pool": 2, "bn_after_pool": 2
+    }
+    assert all(layer["steps_seen"] == 1 for r in measured for layer in r["layers"])
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    for group in summary["groups"]:  # time per step: the run's seconds over its 1 step
+        run = runs[group["variant"]]
+        assert group["step_seconds"]["mean"] == pytest.approx(run["seconds"])
+    _check_in_chromium(tmp_path, sections=("bn-statistics",))
+
+
+def test_dropout_order_cnn_runs_end_to_end_on_fashion_mnist_files(
+    tiny: dict[str, Path], tmp_path: Path
+) -> None:
+    sets = [
+        f"data.path={json.dumps(str(tiny['fashion']))}",
+        "data.limit_train=40",
+        "data.limit_test=40",
+    ]
+    results = _short_run("dropout_order_cnn", tmp_path, sets)
+    runs = {(r["variant"], r["grid"].get("rate")): r for r in results["runs"]}
+    assert set(runs) == {("no_dropout", None)} | {
+        (v, rate) for v in ("bn_then_dropout", "dropout_then_bn") for rate in (0.2, 0.5)
+    }
+    for run in runs.values():
+        assert run["status"] == "completed", run["error"]
+        assert run["history"]["steps_per_epoch"] == 2  # 40 images, batch 32
+    measured = {
+        (r["variant"], r["grid"].get("rate"), r["seed"]): r
+        for r in json.loads((tmp_path / STATISTICS_FILE).read_text())["runs"]
+    }
+    assert set(measured) == {(v, rate, 0) for v, rate in runs}
+    for (variant, _, _), record in measured.items():
+        first, second = record["layers"]
+        # Dropout before BN: the first BN layer follows a dropout module only then; the
+        # second follows one in both dropout variants (after the first block's dropout).
+        assert (first["dropout_variance_ratio"] is not None) == (variant == "dropout_then_bn")
+        assert (second["dropout_variance_ratio"] is not None) == (variant != "no_dropout")
+        assert ("dropout_before_bn" in record["findings"]) == (variant != "no_dropout")
+    _check_in_chromium(tmp_path, sections=("bn-statistics",))
+
+
+def _check_in_chromium(out: Path, sections: tuple[str, ...] = ()) -> None:
+    """The study's report.html loads in headless Chromium: every image decodes, no script,
+    no console error, no request beyond the file itself; the named sections are there."""
+    from tests.lab.test_report import CHROMIUM, open_in_chromium, page_problems
+
+    html = (out / "report.html").read_text()
+    for section in ("summary", "comparisons", "plots", "settings", *sections):
+        assert f'<section id="{section}">' in html
+    if CHROMIUM is None:
+        return  # the HTML checks above still ran; test_report says chromium is missing
+    state, events, _ = open_in_chromium((out / "report.html").as_uri(), out / "profile")
+    assert page_problems(events) == []
+    assert state["scripts"] == 0 and state["tables"] >= 3
+    assert state["images"] and all(ok and w > 300 and h > 200 for ok, w, h in state["images"])
 
 
 # Masked sequences are trained one run at a time, and the lab says so.
@@ -469,16 +533,20 @@ def test_sequences_runs_end_to_end_on_japanese_vowels(tmp_path: Path) -> None:
         assert (h["epochs"]["val_accuracy_train_mode"] is None) == (name in ("lstm", "conv"))
         assert 0.0 <= h["final"]["test_accuracy"] <= 1.0
     assert "lstm_bn" in (tmp_path / "report.html").read_text()
+    _check_in_chromium(tmp_path)
 
 
 def test_input_scaling_runs_end_to_end(tmp_path: Path) -> None:
     results = _short_run("input_scaling", tmp_path, [])
     runs = results["runs"]
-    assert {(r["variant"], r["grid"]["optimizer"], r["grid"]["feature_scale"]) for r in runs} == {
-        (v, o, f)
+    grid = {(r["variant"], *(r["grid"][a] for a in ("optimizer", "feature_scale", "batch_size")))
+            for r in runs}
+    assert grid == {
+        (v, o, f, b)
         for v in ("raw", "standardized", "input_bn")
         for o in ("sgd", "adam")
         for f in (1.0, 10.0)
+        for b in (32, 4)
     }
     exp = load_experiment("input_scaling")
     for run in runs:
@@ -487,10 +555,13 @@ def test_input_scaling_runs_end_to_end(tmp_path: Path) -> None:
         assert variant.data["standardize"] == (run["variant"] == "standardized")
         assert variant.data["feature_scale"] == run["grid"]["feature_scale"]
         assert variant.train["optimizer"]["name"] == run["grid"]["optimizer"]
+        assert variant.train["batch_size"] == run["grid"]["batch_size"]
         h = run["history"]
-        assert h["steps_per_epoch"] == 13  # 398 training rows, batch 32
+        # 398 training rows: 13 steps of 32, 100 of 4 (the last batch of 2 is kept)
+        assert h["steps_per_epoch"] == {32: 13, 4: 100}[run["grid"]["batch_size"]]
         has_bn = run["variant"] == "input_bn"
         assert (h["epochs"]["val_accuracy_train_mode"] is not None) == has_bn
+    _check_in_chromium(tmp_path)
 
 
 def test_scenes_momentum_runs_on_an_image_folder(tiny: dict[str, Path], tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ def test_summary_cells_hold_both_train_accuracies_and_the_summary_numbers():
         "batch",
         "to 80%",
         "never",
-        "s/run",
+        "ms/step",
     ]  # 4 seeds: no CI column
     long = {c.short: c.long for c in t.columns}
     assert long["fit"] == "train acc, training mode (as Keras logs it)"

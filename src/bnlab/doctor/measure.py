@@ -51,12 +51,11 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.nn.modules.dropout import _DropoutNd
 
 from bnlab.convert import keras_momentum
 from bnlab.doctor.data import Batches
 from bnlab.doctor.scoring import Scorer
-from bnlab.doctor.trace import Structure, Tracer, display_name
+from bnlab.doctor.trace import Structure, Tracer, display_name, dropout_rate
 from bnlab.functional.axes import kept_axes
 from bnlab.functional.moments import Moments, merge_moments, moments_of
 from bnlab.nn import BatchNormalization, is_frozen
@@ -550,7 +549,7 @@ def _dropout_pass(
     with torch.random.fork_rng(devices=[]), batch_statistics(model), collector:
         torch.manual_seed(seed)
         for module in model.modules():
-            if isinstance(module, _DropoutNd):
+            if dropout_rate(module) is not None:
                 module.train()
         for i, (x, _) in enumerate(calibration):
             if i >= DROPOUT_BATCHES:

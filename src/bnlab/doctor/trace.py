@@ -31,10 +31,22 @@ from torch.nn.modules.dropout import _DropoutNd
 
 from bnlab.functional.axes import kept_axes
 from bnlab.models import GraphModel, SequentialModel
-from bnlab.models.layers import Conv2D, Dense
+from bnlab.models.layers import Conv2D, Dense, Dropout
 from bnlab.nn.views import view
 
-__all__ = ["BiasBeforeBN", "DropoutBeforeBN", "Structure", "Tracer", "display_name"]
+__all__ = [
+    "BiasBeforeBN", "DropoutBeforeBN", "Structure", "Tracer", "display_name", "dropout_rate"
+]
+
+
+def dropout_rate(module: nn.Module) -> float | None:
+    """The drop probability of a dropout module, PyTorch's (``p``) or bnlab's Keras-style
+    ``Dropout`` (``rate``, also SpatialDropout); None for any other module."""
+    if isinstance(module, _DropoutNd):
+        return float(module.p)
+    if isinstance(module, Dropout):
+        return float(module.rate)
+    return None
 
 
 @dataclass(frozen=True)
@@ -198,10 +210,11 @@ class Tracer:
     def _dropouts(self, first_call: Mapping[str, int]) -> list[DropoutBeforeBN]:
         found = []
         for name, module in self._modules.items():
-            if not isinstance(module, _DropoutNd) or module.p <= 0 or name not in first_call:
+            rate = dropout_rate(module)
+            if rate is None or rate <= 0 or name not in first_call:
                 continue
             after = tuple(layer for layer in self.layers
                           if layer in first_call and first_call[layer] > first_call[name])
             if after:
-                found.append(DropoutBeforeBN(name, float(module.p), after))
+                found.append(DropoutBeforeBN(name, rate, after))
         return found

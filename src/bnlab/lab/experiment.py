@@ -40,6 +40,10 @@ threshold_metric = "val_accuracy"     # "epochs to first reach" this metric >= t
 threshold = 0.80
 reference = "baseline"                # default: the first variant; each other vs it
 comparisons = [["bn_after", "baseline"]]   # or explicit pairs (matched at equal grid points)
+doctor = true                         # optional (default false): `bnlab run` measures every
+                                      # run's BN layers with `bnlab doctor` after training
+                                      # (moving vs population statistics per layer,
+                                      # `bnlab.doctor.study`) and the report shows them
 
 [report.published.baseline]           # optional: numbers a source reported from one run
 train_accuracy = 0.838                # final accuracies as fractions 0..1 (both required)
@@ -130,7 +134,9 @@ TRAIN_KEYS = (
     "probes",
 )
 VARIANT_KEYS = ("description", "input_shape", "layers", "edits", "train", "data")
-REPORT_KEYS = ("threshold_metric", "threshold", "reference", "comparisons", "published")
+REPORT_KEYS = (
+    "threshold_metric", "threshold", "reference", "comparisons", "published", "doctor"
+)
 PUBLISHED_KEYS = ("train_accuracy", "test_accuracy", "epochs_to_threshold", "source", "epochs")
 #: History metrics a threshold may name; "reach" means >= value, or <= value for losses.
 THRESHOLD_METRICS = ("val_accuracy", "val_accuracy_train_mode", "accuracy", "val_loss", "loss")
@@ -293,6 +299,9 @@ class ReportSettings:
             at equal grid points. Default: every other variant against `reference`.
         published: base variant name -> numbers a source reported from a single run, which
             the report places among our seeds (``{}`` when the file gives none).
+        doctor: after the runs, ``bnlab run`` measures each run's BN layers with the
+            doctor (``bnlab.doctor.study.measure_study``) for the report's "BN statistics
+            after training" section.
     """
 
     threshold_metric: str
@@ -300,6 +309,7 @@ class ReportSettings:
     reference: str
     comparisons: tuple[tuple[str, str], ...]
     published: Mapping[str, PublishedRun] = field(default_factory=dict)
+    doctor: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -308,6 +318,7 @@ class ReportSettings:
             "reference": self.reference,
             "comparisons": [list(pair) for pair in self.comparisons],
             "published": {name: run.to_dict() for name, run in self.published.items()},
+            "doctor": self.doctor,
         }
 
 
@@ -873,9 +884,12 @@ def _parse_report(w: _Where, raw: Any, bases: Sequence[str]) -> ReportSettings:
             "report.reference", f"unknown variant {reference!r}; variants: {', '.join(bases)}"
         )
     published = _parse_published(w, raw.get("published", {}), bases)
+    doctor = raw.get("doctor", False)
+    if not isinstance(doctor, bool):
+        raise w.error("report.doctor", f"expected true or false, {_got(doctor)}")
     if "comparisons" not in raw:
         pairs = tuple((b, reference) for b in bases if b != reference)
-        return ReportSettings(metric, float(value), reference, pairs, published)
+        return ReportSettings(metric, float(value), reference, pairs, published, doctor)
     pairs_raw = raw["comparisons"]
     ok = isinstance(pairs_raw, list) and all(
         isinstance(p, list) and len(p) == 2 and all(isinstance(n, str) for n in p)
@@ -896,7 +910,7 @@ def _parse_report(w: _Where, raw: Any, bases: Sequence[str]) -> ReportSettings:
         if pair[0] == pair[1]:
             raise w.error(f"report.comparisons[{i}]", f"compares {pair[0]!r} with itself")
     pairs = tuple((a, b) for a, b in pairs_raw)
-    return ReportSettings(metric, float(value), reference, pairs, published)
+    return ReportSettings(metric, float(value), reference, pairs, published, doctor)
 
 
 def _is_number(value: Any) -> bool:

@@ -412,7 +412,9 @@ def _curve_panels(
     groups = group_runs(results)
     variants = _variant_order(results, list(groups))
     present = [v for v in variants if any(g[0] == v for g in groups)] or variants
-    points = list(dict.fromkeys(grid for _, grid in groups)) or [()]
+    # A variant that uses no grid axis has the empty point: drawn on every grid row, no row
+    # of its own (dropout_order's no_dropout beside rate = [0.2, 0.5]).
+    points = [p for p in dict.fromkeys(grid for _, grid in groups) if p] or [()]
     references = _references(results, present)
     published = published_runs(results) if quantity == "accuracy" else {}
     for variant, _, _ in settings_differ(results):  # a star of another run length misleads

@@ -12,7 +12,10 @@ training configuration, each variant's layers), the per-variant table, the publi
 runs placed among our seeds when the experiment gives them (``bnlab.lab.published``), the
 comparison statements of ``bnlab.lab.stats`` (a conclusion is worded only when the 95% t-interval
 of the difference excludes zero), the plots, runs that diverged, did not learn or failed (rules in
-``bnlab.lab.outcomes``), per-seed numbers, and the library versions and times.
+``bnlab.lab.outcomes``), per-seed numbers, and the library versions and times. When the folder
+holds ``bn_statistics.json`` (``bnlab.doctor.study``: studies with ``[report] doctor = true``,
+or ``bnlab doctor DIR --all``), a section gives each BN layer's moving statistics against the
+statistics of its input at inference, per variant, over seeds (``table.statistics_table``).
 
 ``table_rows`` / ``format_table`` give the same per-variant table as text (aligned columns or
 Markdown) for the command line.
@@ -33,7 +36,7 @@ from bnlab.lab import fmt, plots
 from bnlab.lab import table as tables
 from bnlab.lab.outcomes import DIVERGENCE_FACTOR
 from bnlab.lab.published import PublishedComparison, compare_published, settings_note
-from bnlab.lab.results import REPORT_FILE, RESULTS_FILE, atomic_write_bytes
+from bnlab.lab.results import REPORT_FILE, RESULTS_FILE, atomic_write_bytes, read_statistics
 from bnlab.lab.stats import (
     BOOTSTRAP_RESAMPLES,
     MIN_SEEDS_FOR_CI,
@@ -50,6 +53,7 @@ __all__ = [
     "PUBLISHED_HEADERS",
     "REPORT_FILE",
     "RESULTS_FILE",
+    "current_statistics",
     "load_results",
     "published_rows",
     "render_html",
@@ -403,6 +407,47 @@ code{font-size:.9em}ol.layers{margin:.2em 0 .8em}
 _MIME = {"png": "image/png", "svg": "image/svg+xml"}
 
 
+def current_statistics(
+    statistics: Mapping[str, Any] | None, results: Mapping[str, Any]
+) -> Mapping[str, Any] | None:
+    """``statistics`` (a ``bn_statistics.json`` document) keeping only the measurements of
+    runs that are in ``results`` (same resolved variant and seed): a folder rerun with other
+    settings does not show measurements of models it no longer holds."""
+    if statistics is None:
+        return None
+    experiment = results.get("experiment") or {}
+    hashes = {v.get("name"): v.get("config_hash") for v in experiment.get("variants") or []}
+    done = {(r.get("variant"), repr(sorted((r.get("grid") or {}).items())), r.get("seed"))
+            for r in results.get("runs") or [] if r.get("status") == "completed"}
+    runs = [r for r in statistics.get("runs") or []
+            if hashes.get(r.get("name")) == r.get("config_hash")
+            and (r.get("variant"), repr(sorted((r.get("grid") or {}).items())), r.get("seed")) in done]
+    return {**statistics, "runs": runs}
+
+
+def _statistics_html(statistics: Mapping[str, Any] | None) -> str:
+    """The "BN statistics after training" section, or "" without measurements."""
+    table = None if statistics is None else tables.statistics_table(statistics)
+    if table is None:
+        return ""
+    limit = statistics.get("max_batches") if statistics else None
+    batches = f"at most {limit} batches" if limit else "all batches"
+    return f"""<section id="bn-statistics"><h2>BN statistics after training (bnlab doctor)</h2>
+{tables.to_html(table, "statistics")}
+<p class="note">For every completed run, `bnlab doctor` measured each BN layer of the final
+model on the training data ({_e(batches)} of the training batch size): the population mean and
+variance of the layer's input per channel, as the input arrives at inference (every BN layer
+before it normalizing with batch statistics, dropout off), against the moving mean and variance
+the layer uses at inference. A moving variance larger than the input's (var× above 1) makes
+the layer shrink its output at inference: dropout before BN does this (its moving variance was
+learned on dropped-out, rescaled inputs: the “variance shift”), and so do initial moving values
+that have not faded (init: their remaining weight). Rerun the measurement with
+<code>bnlab doctor DIR --all</code>; one run in detail: <code>bnlab doctor DIR --variant NAME
+--seed S</code>.</p>
+</section>
+"""
+
+
 def _data_uri(image: bytes) -> str:
     """A data URI of PNG or SVG bytes (SVG when the bytes are XML)."""
     kind = "svg" if image.lstrip()[:5] in (b"<?xml", b"<svg ") else "png"
@@ -416,11 +461,13 @@ def render_html(
     comparisons: Sequence[Comparison],
     images: Mapping[str, bytes],
     published: Sequence[PublishedComparison] = (),
+    statistics: Mapping[str, Any] | None = None,
     built: str | None = None,
 ) -> str:
     """The report as one HTML document; ``images`` maps plot names to PNG or SVG bytes.
 
     ``published``: `compare_published` rows; the section is left out when there are none.
+    ``statistics``: the ``bn_statistics.json`` document; its section is left out when None.
     """
     experiment = results.get("experiment")
     experiment = experiment if isinstance(experiment, Mapping) else {}
@@ -484,7 +531,7 @@ Holm's step-down method (the chance of any false statement stays below 5%); a di
 stated, with its 95% t-interval, only when its adjusted p is below 0.05. Pairs without a
 detectable difference are listed together; every number is in summary.json.</p>
 </section>
-<section id="plots"><h2>Plots</h2>
+{_statistics_html(statistics)}<section id="plots"><h2>Plots</h2>
 {figures}
 </section>
 <section id="problems"><h2>Runs that diverged, did not learn or failed</h2>
@@ -542,7 +589,12 @@ def write_report(out_dir: str | Path, *, formats: Sequence[str] = ("png",)) -> P
         if key not in images:  # pdf only: the page still shows the figure
             images[key] = plots.figure_png(fig)
     page = render_html(
-        results, summaries=summaries, comparisons=comparisons, images=images, published=published
+        results,
+        summaries=summaries,
+        comparisons=comparisons,
+        images=images,
+        published=published,
+        statistics=current_statistics(read_statistics(out), results),
     )
     path = out / REPORT_FILE
     atomic_write_bytes(path, page.encode("utf-8"))

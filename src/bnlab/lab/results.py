@@ -50,6 +50,8 @@ __all__ = [
     "REPORT_FILE",
     "RESULTS_FILE",
     "SCHEMA_VERSION",
+    "STATISTICS_FILE",
+    "STATISTICS_SCHEMA",
     "SUMMARY_CSV_FILE",
     "SUMMARY_FILE",
     "RunResult",
@@ -61,6 +63,7 @@ __all__ = [
     "load_schema",
     "now_iso",
     "read_results",
+    "read_statistics",
     "versions",
     "write_results",
 ]
@@ -72,6 +75,9 @@ RESULTS_FILE = "results.json"
 SUMMARY_FILE = "summary.json"
 SUMMARY_CSV_FILE = "summary.csv"
 REPORT_FILE = "report.html"
+#: Per-run BN measurements of ``bnlab.doctor.study`` (studies with ``[report] doctor = true``).
+STATISTICS_FILE = "bn_statistics.json"
+STATISTICS_SCHEMA = "bnlab.bn_statistics/1"
 DEFAULT_THRESHOLD_METRIC = "val_accuracy"
 DEFAULT_THRESHOLD = 0.80
 Status = Literal["completed", "failed"]
@@ -237,6 +243,30 @@ def read_results(out_dir: str | Path) -> dict[str, Any]:
         raise LabError(
             f"{path}: not valid JSON ({e}); rebuild it with `bnlab report {out_dir}`"
         ) from None
+
+
+def read_statistics(out_dir: str | Path) -> dict[str, Any] | None:
+    """``bn_statistics.json`` of a run folder (see ``bnlab.doctor.study``), or None when the
+    study measured none.
+
+    Raises:
+        LabError: the file is not valid JSON or not of ``STATISTICS_SCHEMA``.
+    """
+    from bnlab.lab.errors import LabError
+
+    path = Path(out_dir) / STATISTICS_FILE
+    try:
+        doc = json.loads(path.read_text("utf-8"))
+    except FileNotFoundError:
+        return None
+    except json.JSONDecodeError as e:
+        raise LabError(f"{path}: not valid JSON ({e}); delete it or measure again with "
+                       f"`bnlab doctor {out_dir} --all`") from None
+    if not isinstance(doc, dict) or doc.get("schema") != STATISTICS_SCHEMA or not isinstance(
+            doc.get("runs"), list):
+        raise LabError(f"{path}: expected a JSON object with schema {STATISTICS_SCHEMA!r} and a "
+                       f"list of runs; delete it or measure again with `bnlab doctor {out_dir} --all`")
+    return doc
 
 
 def build_results(out_dir: str | Path) -> dict[str, Any]:

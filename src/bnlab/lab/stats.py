@@ -95,6 +95,7 @@ __all__ = [
     "holm",
     "plan_words",
     "report_comparisons",
+    "steps_trained",
     "summarize",
     "t_interval",
     "threshold_settings",
@@ -410,6 +411,9 @@ class VariantSummary:
     (batch statistics, weights still changing). ``test_accuracy_train_mode`` is the last epoch's test accuracy with BN in training
     mode (batch statistics); it has no values for models without BN. Its gap to
     ``test_accuracy`` (inference mode, moving statistics) measures stale moving statistics.
+    ``seconds`` is each run's wall time; ``step_seconds`` that time divided by the run's
+    training steps (`steps_trained`): the cost of one step with its share of the
+    evaluations, comparable between variants trained the same way.
     """
 
     variant: str
@@ -426,6 +430,7 @@ class VariantSummary:
     test_accuracy_train_mode: MetricSummary
     time_to_threshold: ThresholdSummary
     seconds: MetricSummary
+    step_seconds: MetricSummary
     errors: tuple[tuple[int, str], ...]
 
     @property
@@ -568,6 +573,23 @@ def _last_epoch(
     return out
 
 
+def steps_trained(history: Mapping[str, Any]) -> int | None:
+    """Optimizer steps a run took: ``steps_per_epoch`` × the epochs it trained before
+    stopping (a diverged run stops early; its NaN-padded epochs are not counted).
+    None when the record does not tell."""
+    per_epoch = history.get("steps_per_epoch")
+    losses = (history.get("epochs") or {}).get("loss")
+    if isinstance(per_epoch, bool) or not isinstance(per_epoch, int) or not isinstance(
+            losses, list):
+        return None
+    epochs = len(losses)
+    if history.get("diverged"):
+        finite = [i for i, v in enumerate(losses) if _finite_or_none(v) is not None]
+        epochs = finite[-1] + 2 if finite else 1  # the epoch that diverged was (partly) run
+        epochs = min(epochs, len(losses))
+    return per_epoch * epochs or None
+
+
 def summarize(
     results: Mapping[str, Any],
     *,
@@ -589,12 +611,15 @@ def summarize(
         failed: list[int] = []
         errors: list[tuple[int, str]] = []
         seconds: dict[int, float | None] = {}
+        per_step: dict[int, float | None] = {}
         for seed in sorted(by_seed):
             run = by_seed[seed]
             history = run.get("history")
             if run.get("status") == "completed" and isinstance(history, Mapping):
                 histories[seed] = history
                 seconds[seed] = run.get("seconds")
+                steps, wall = steps_trained(history), _finite_or_none(run.get("seconds"))
+                per_step[seed] = wall / steps if steps and wall is not None else None
             else:
                 failed.append(seed)
                 error = str(run.get("error") or f"status {run.get('status')!r} without a history")
@@ -628,6 +653,7 @@ def summarize(
                     histories, metric=metric, threshold=threshold, unit=unit
                 ),
                 seconds=describe(seconds, name="seconds"),
+                step_seconds=describe(per_step, name="step_seconds"),
                 errors=tuple(errors),
             )
         )

@@ -51,6 +51,7 @@ METRICS = (
     "test_loss",
     "train_loss",
     "seconds",
+    "step_seconds",
 )
 
 

@@ -5,7 +5,8 @@ for the terminal, a long header for the report and a legend line, and rows of re
 strings (numbers through :mod:`bnlab.lab.fmt`). `pivot_table` lays a grid study out as
 variant × grid value. `to_text` prints a table within a width (80 columns by default): headers
 are abbreviated and explained in a legend below, cells — variant names included — never wrap.
-`to_html` and `to_markdown` render the same cells.
+`to_html` and `to_markdown` render the same cells. `statistics_table` lays out the doctor's
+per-layer measurements of a study (``bn_statistics.json``, ``bnlab.doctor.study``).
 
 Columns of the summary (optional ones only when some row needs them):
 
@@ -22,7 +23,8 @@ test     final test accuracy in inference mode; mean over seeds
 batch    last epoch's test accuracy with BN in training mode (batch statistics) — optional
 to 80%   epochs (or steps) to first reach the threshold, median over seeds; ``never``
 never    seeds that never reached it, of those run
-s/run    mean seconds per run
+ms/step  mean milliseconds per training step: a run's wall time over its steps (each
+         run's seconds are in the report's per-seed table and summary.json)
 ======== ===================================================================================
 """
 
@@ -31,7 +33,7 @@ from __future__ import annotations
 import html
 import math
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -45,6 +47,7 @@ __all__ = [
     "abbreviation",
     "pivot_table",
     "published_table",
+    "statistics_table",
     "summary_table",
     "to_html",
     "to_markdown",
@@ -168,7 +171,11 @@ def summary_table(summaries: Sequence[VariantSummary], title: str = "") -> Table
             f"{short_reach} = {unit} to first reach {reach}, median over seeds",
         ),
         Column("never", "never reached it", "never = seeds that never reached it"),
-        Column("s/run", "seconds per run"),
+        Column(
+            "ms/step",
+            "ms per training step",
+            "ms/step = a run's wall time (evaluations included) over its training steps",
+        ),
     ]
     rows, warn = [], []
     for s in summaries:
@@ -196,7 +203,7 @@ def summary_table(summaries: Sequence[VariantSummary], title: str = "") -> Table
         cells += [
             fmt.MISSING if math.isnan(tt.median) else fmt.number(tt.median),
             f"{tt.never}/{tt.n}",
-            fmt.number(s.seconds.mean),
+            fmt.number(1000 * s.step_seconds.mean),
         ]
         flags += [False] * (len(cells) - len(flags))
         rows.append(tuple(cells))
@@ -351,3 +358,81 @@ def published_table(comparisons: Sequence[PublishedComparison]) -> Table:
     notes = (f"epochs = {epochs.words}",) if epochs is not None else ()
     title = "published single run vs our seeds" + (f" ({sources})" if sources else "")
     return Table(title, cols, tuple(tuple(r) for r in rows), (), notes)
+
+
+def statistics_table(doc: Mapping[str, Any], title: str = "") -> Table | None:
+    """BN layers after training, per variant (and grid point) and layer, over seeds, from a
+    ``bn_statistics.json`` document (``bnlab.doctor.study``); None when no run has BN layers.
+
+    Columns: the variant's resolved name, the layer, seeds measured, the moving variance over
+    the variance of the layer's input at inference (``exp`` of the mean over seeds of the
+    median-over-channels log ratio, with the ``exp`` of its bootstrap 95% CI from
+    ``MIN_SEEDS_FOR_CI`` seeds), the moving mean's offset in input standard deviations, the
+    input variance with dropout on over off (layers after dropout) and the weight the
+    initial moving values still carry; a note lists the doctor's findings per variant (how
+    many seeds have each).
+    """
+    groups: dict[str, dict[str, dict[int, Mapping[str, Any]]]] = {}
+    runs: dict[str, list[Mapping[str, Any]]] = {}
+    for run in doc.get("runs", []):
+        name = str(run.get("name", run.get("variant", "?")))
+        runs.setdefault(name, []).append(run)
+        for layer in run.get("layers") or []:
+            groups.setdefault(name, {}).setdefault(str(layer["name"]), {})[run["seed"]] = layer
+    if not groups:
+        return None
+    cols = (
+        Column("variant", "variant", align="left"),
+        Column("layer", "BN layer", align="left"),
+        Column("n", "seeds"),
+        Column("var×", "moving variance / input variance at inference",
+               "var× = moving variance over the variance of the layer's input at inference "
+               "(median channel; geometric mean over seeds)"),
+        Column("95% CI", "var× 95% CI", "95% CI of var× (bootstrap over seeds)"),
+        Column("mean σ", "moving mean's offset (input std)",
+               "mean σ = |population mean − moving mean| in input standard deviations "
+               "(median channel, mean over seeds)"),
+        Column("drop×", "input variance, dropout on / off",
+               "drop× = input variance with dropout active over without (after dropout)"),
+        Column("init", "weight of the initial moving values",
+               "init = weight m^t the initial moving values still carry after t steps"
+               " (percent)"),
+    )
+    rows = []
+    for name, layers in groups.items():
+        first = True
+        for layer_name, by_seed in layers.items():
+            ratio = stats.describe({s: v.get("log_variance_ratio") for s, v in by_seed.items()})
+            dist = stats.describe({s: v.get("mean_distance") for s, v in by_seed.items()})
+            drop = stats.describe({s: v.get("dropout_variance_ratio") for s, v in by_seed.items()})
+            init = stats.describe({s: v.get("initial_weight") for s, v in by_seed.items()})
+            ci = ratio.ci
+            cells = [
+                name if first else "",
+                layer_name,
+                str(len(by_seed)),
+                fmt.fixed(math.exp(ratio.mean), 2) if ratio.n else fmt.MISSING,
+                fmt.interval(math.exp(ci.low), math.exp(ci.high), 2) if ci else fmt.MISSING,
+                fmt.fixed(dist.mean, 2),
+                fmt.fixed(drop.mean, 2),
+                fmt.percent(init.mean) if init.n else fmt.MISSING,
+            ]
+            rows.append(tuple(cells))
+            first = False
+    notes = (
+        "measured by `bnlab doctor` on each run's final model: population statistics of each "
+        "BN layer's input over the training data as it arrives at inference (dropout off), "
+        "against the layer's moving statistics; var× above 1: the moving variance is larger "
+        "than what the layer receives at inference",
+        "doctor's findings (seeds that have each): "
+        + "; ".join(f"{name}: {_findings(runs[name])}" for name in groups),
+    )
+    return Table(title, cols, tuple(rows), (), notes)
+
+
+def _findings(runs: Sequence[Mapping[str, Any]]) -> str:
+    counts: dict[str, int] = {}
+    for r in runs:
+        for code in dict.fromkeys(r.get("findings") or []):
+            counts[code] = counts.get(code, 0) + 1
+    return ", ".join(f"{code} {n}/{len(runs)}" for code, n in counts.items()) or "none"
