@@ -222,8 +222,8 @@ def test_huge_finite_statistics_are_not_mistaken_for_nonfinite(assert_close):
 
 
 def test_inference_notices_statistics_changed_in_place():
-    """The inference path remembers whether the moving statistics are ill-conditioned;
-    an in-place change (fill_, copy_, load_state_dict) must invalidate that."""
+    """Whether the moving statistics are ill-conditioned is read on every call: after an
+    in-place change (copy_, load_state_dict) the next call takes the shifted path."""
     layer = BatchNormalization(6, epsilon=1e-6).eval()
     x = ill_conditioned()
     layer(torch.randn(4, 6, 5))  # well-conditioned statistics: the fused kernel

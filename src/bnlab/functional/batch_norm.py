@@ -35,7 +35,9 @@ transforms (see :func:`traced`) there is no host value to read, and the rule is:
   ``num_batches_tracked`` keep their values, chosen by ``torch.where``), but
   silently: ``on_nonfinite`` (warn or raise) applies in eager mode only.
 
-Eager mode keeps both checks, each a single host read per call.
+Eager mode keeps both checks, one small reduction read on the host per call: the
+extremes of ``var - mean^2 / 1e6`` over the batch statistics in training, its
+minimum over the moving statistics in inference.
 """
 
 from __future__ import annotations
@@ -205,7 +207,8 @@ def batch_norm_update_(
     Args:
         x, gamma, beta, axis, momentum, epsilon, unbiased_moving_variance, mask,
             on_nonfinite, implementation, name: as for :func:`batch_norm`.
-        moving_mean, moving_variance: the statistics, updated in place.
+        moving_mean, moving_variance: the statistics, updated in place; like
+            ``F.batch_norm``'s running statistics they must not require gradients.
         num_batches_tracked: 0-dim integer tensor, the batches folded in so far (the
             cumulative average with ``momentum=None`` weighs by it); incremented in
             place.
@@ -244,7 +247,12 @@ def traced(*tensors: Tensor | None) -> bool:
     on the host, so the functions of this module make no data-dependent choice (see
     the module docstring's "Under tracing").
     """
-    return torch.compiler.is_compiling() or torch.jit.is_tracing() or _any_functorch(*tensors)
+    if torch.compiler.is_compiling() or torch.jit.is_tracing():
+        return True
+    if not torch._C._are_functorch_transforms_active():  # one call instead of one per tensor
+        return False
+    is_wrapped = torch._C._functorch.is_functorch_wrapped_tensor
+    return any(t is not None and is_wrapped(t) for t in tensors)
 
 
 def trace_time_check(check: Callable[..., _T], *args: Any) -> _T:
@@ -401,12 +409,18 @@ def _fold_statistics(
     if finite is False:
         _report_nonfinite(on_nonfinite, name)
         return moving_mean, moving_variance, False
-    mean_weight = _batch_weight(moving_mean, momentum, num_batches_tracked)
-    var_weight = _batch_weight(moving_variance, momentum, num_batches_tracked)
+    if momentum is not None:  # the batch's weight in the update
+        mean_weight = var_weight = 1.0 - momentum
+    else:
+        mean_weight = _cumulative_weight(moving_mean, num_batches_tracked)
+        var_weight = _cumulative_weight(moving_variance, num_batches_tracked)
     if finite is True and in_place:
-        # Through detached aliases: the statistics take values, not autograd history.
-        moving_mean.detach().lerp_(batch_mean, mean_weight)
-        moving_variance.detach().lerp_(batch_variance, var_weight)
+        # Both statistics in one call, the same lerp as torch.lerp below (the same
+        # numbers). The batch statistics carry no autograd history (_normalize_training).
+        torch._foreach_lerp_(
+            [moving_mean, moving_variance], [batch_mean, batch_variance],
+            mean_weight if momentum is not None else [mean_weight, var_weight],
+        )
         return moving_mean, moving_variance, True
     new_mean = torch.lerp(moving_mean, batch_mean, mean_weight)
     new_var = torch.lerp(moving_variance, batch_variance, var_weight)
@@ -424,12 +438,8 @@ def _fold_statistics(
     return new_mean, new_var, updated
 
 
-def _batch_weight(
-    moving: Tensor, momentum: float | None, num_batches_tracked: int | Tensor
-) -> float | Tensor:
-    """Weight of the batch in the update: ``1 - momentum``, or ``1 / (t + 1)`` (cumulative)."""
-    if momentum is not None:
-        return 1.0 - momentum
+def _cumulative_weight(moving: Tensor, num_batches_tracked: int | Tensor) -> Tensor:
+    """Weight of the batch in the cumulative average (``momentum=None``): ``1 / (t + 1)``."""
     seen = torch.as_tensor(num_batches_tracked, dtype=moving.dtype, device=moving.device)
     return 1.0 / (seen + 1.0)
 
@@ -514,7 +524,7 @@ def _normalize_training(
     if implementation == "composite":
         centered, mean, var = batch_moments(xc, kept, mask)
         y = _affine(centered * torch.rsqrt(var + epsilon), gamma, beta, kept, compute)
-        shape = _stat_shape(x, kept)
+        shape = stat_shape(x.shape, kept)
         return y.to(x.dtype), mean.detach().reshape(shape), var.detach().reshape(shape)
     gamma, beta = _cast(gamma, compute), _cast(beta, compute)
     if implementation == "native":
@@ -600,17 +610,15 @@ def _affine(
 
 
 def _ill_conditioned(mean: Tensor, variance: Tensor, epsilon: float) -> bool:
-    """Whether some channel of (moving) statistics is ill-conditioned (see :func:`_screen`)."""
-    return _screen(mean.detach(), variance.detach().to(mean.dtype), epsilon)[1]
+    """Whether some channel of (moving) statistics is ill-conditioned (see :func:`_screen`).
 
-
-def _any_functorch(*tensors: Tensor | None) -> bool:
-    """Whether any tensor is wrapped by a torch.func transform (vmap, grad, jvp)."""
-    if not torch._C._are_functorch_transforms_active():  # one call instead of one per tensor
+    One host read: the lowest ``var - mean^2 / 1e6``. Channels with non-finite
+    statistics do not count (a NaN low fails the comparison), as in :func:`_screen`.
+    """
+    if mean.numel() == 0:
         return False
-    return any(
-        t is not None and torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors
-    )
+    low = torch.addcmul(variance, mean, mean, value=_PROBE_SCALE).min().item()
+    return low < -epsilon and bool(torch.isfinite(mean).all() & torch.isfinite(variance).all())
 
 
 def _raise_single_value(x: Tensor, kept: tuple[int, ...], name: str) -> NoReturn:
@@ -626,18 +634,14 @@ def _cast(t: Tensor | None, dtype: torch.dtype) -> Tensor | None:
     return t if t is None or t.dtype == dtype else t.to(dtype)
 
 
-def _stat_shape(x: Tensor, kept: tuple[int, ...]) -> tuple[int, ...]:
-    return stat_shape(x.shape, kept)
-
-
 def _count_per_channel(x: Tensor, kept: tuple[int, ...], mask: Tensor | None) -> int | Tensor:
     """Values per statistic: an int, or a tensor of per-channel counts with a mask."""
     if mask is None:
-        kept_size = math.prod([x.shape[d] for d in kept])
+        kept_size = math.prod(stat_shape(x.shape, kept))
         return x.numel() // kept_size if kept_size else 0
     dims = reduced_axes(kept, x.dim())
     return _broadcast_mask(mask, x, kept).to(torch.float32).sum(dim=dims).reshape(
-        _stat_shape(x, kept)
+        stat_shape(x.shape, kept)
     )
 
 
@@ -646,11 +650,6 @@ def _broadcast_mask(mask: Tensor, x: Tensor, kept: tuple[int, ...]) -> Tensor:
     for d in kept:
         mask = mask.unsqueeze(d)
     return mask.expand(x.shape).bool()
-
-
-def _check_floating(x: Tensor, name: str) -> None:
-    if not x.is_floating_point():
-        raise TypeError(f"{name}: expected a floating-point input; got dtype {x.dtype}")
 
 
 def _check_arguments(
@@ -667,8 +666,9 @@ def _check_arguments(
     on_nonfinite: str,
     name: str,
 ) -> None:
-    _check_floating(x, name)
-    expected = _stat_shape(x, kept)
+    if not x.is_floating_point():
+        raise TypeError(f"{name}: expected a floating-point input; got dtype {x.dtype}")
+    expected = stat_shape(x.shape, kept)
     if not (
         moving_mean.shape == expected
         and moving_variance.shape == expected
