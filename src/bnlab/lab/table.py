@@ -420,7 +420,7 @@ def statistics_table(doc: Mapping[str, Any], title: str = "") -> Table | None:
             rows.append(tuple(cells))
             first = False
     notes = (
-        "measured by `bnlab doctor` on each run's final model: population statistics of each "
+        "measured by bnlab doctor on each run's final model: population statistics of each "
         "BN layer's input over the training data as it arrives at inference (dropout off), "
         "against the layer's moving statistics; var× above 1: the moving variance is larger "
         "than what the layer receives at inference",
