@@ -140,6 +140,8 @@ def test_doctor_all_measures_again_and_a_stale_file_is_not_shown(
     assert "dropout_then_bn" in out and STATISTICS_FILE in out
     assert json.loads(path.read_text()) == doc  # the same measurements again
     assert 'id="bn-statistics"' in (study / "report.html").read_text()
+    assert main(["doctor", str(study), "--all", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == doc
 
 
 @pytest.mark.parametrize(
