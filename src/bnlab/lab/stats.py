@@ -16,6 +16,8 @@ Per group, for one number per seed ``x_1..x_n`` (final test accuracy, say):
 * the t-interval ``x̄ ± t_{0.975, n−1} · s / √n`` next to it. With few seeds the percentile
   bootstrap is too narrow (it behaves like a z-interval with the biased variance), which is why
   differences are judged by their t-interval (see below);
+* the time per training step of a run: its wall time (``seconds``: data, training, the
+  evaluations, saving) over ``steps_per_epoch`` × the epochs it trained (`steps_trained`);
 * the time to first reach a threshold (``val_accuracy ≥ 0.80`` by default), in epochs or steps.
   Seeds that never reach it count as ``never`` (``math.inf``), they are not dropped: the median
   over seeds is ``never`` when at least half of the seeds never reach it, and the count of
