@@ -157,3 +157,35 @@ def test_one_number_formatter():
     ]
     assert fmt.interval(0.8421, 0.8479) == "0.842–0.848" and fmt.interval(0.5, 0.5) == "0.500"
     assert (fmt.p_value(0.0001), fmt.p_value(0.01234)) == ("p<0.001", "p=0.0123")
+
+
+def _layer(name: str, log_ratio: float, dropout: float | None = None) -> dict:
+    return {"name": name, "steps_seen": 450, "initial_weight": 0.99**450,
+            "mean_distance": 0.1, "log_variance_ratio": log_ratio,
+            "dropout_variance_ratio": dropout}
+
+
+def test_statistics_table_gives_each_layer_the_geometric_mean_over_seeds_and_its_ci():
+    logs = [0.70, 0.75, 0.80, 0.85, 0.90]
+    runs = [
+        {"variant": "dropout_then_bn", "name": "dropout_then_bn[rate=0.5]", "seed": s,
+         "findings": ["dropout_before_bn", "stale_statistics"] if s < 3 else ["dropout_before_bn"],
+         "layers": [_layer("batch_normalization", logs[s], 2.0),
+                    _layer("batch_normalization_1", 0.0)]}
+        for s in range(5)
+    ] + [{"variant": "no_bn", "name": "no_bn", "seed": s, "findings": [], "layers": []}
+         for s in range(5)]
+    t = tables.statistics_table({"runs": runs})
+    heads = [c.short for c in t.columns]
+    assert heads == ["variant", "layer", "n", "var×", "95% CI", "off", "drop×", "init"]
+    first, second = (dict(zip(heads, r, strict=True)) for r in t.rows)  # no_bn has no BN row
+    assert first["variant"] == "dropout_then_bn[rate=0.5]" and second["variant"] == ""
+    assert first["var×"] == f"{math.exp(np.mean(logs)):.2f}"  # geometric mean of the ratios
+    ci = stats.bootstrap_mean_ci(logs)
+    assert first["95% CI"] == f"{math.exp(ci.low):.2f}–{math.exp(ci.high):.2f}"
+    assert (first["drop×"], second["drop×"]) == ("2.00", "—")
+    assert first["init"] == f"{100 * 0.99**450:.1f}%" and first["off"] == "0.10"
+    assert t.notes[1] == ("doctor's findings (seeds that have each): dropout_then_bn[rate=0.5]: "
+                          "dropout_before_bn 5/5, stale_statistics 3/5")  # variants with BN only
+    assert max(map(len, tables.to_text(t).splitlines())) <= 80
+    assert tables.statistics_table({"runs": runs[5:]}) is None  # no BN layer anywhere

@@ -389,8 +389,8 @@ def statistics_table(doc: Mapping[str, Any], title: str = "") -> Table | None:
                "var× = moving variance over the variance of the layer's input at inference "
                "(median channel; geometric mean over seeds)"),
         Column("95% CI", "var× 95% CI", "95% CI of var× (bootstrap over seeds)"),
-        Column("mean σ", "moving mean's offset (input std)",
-               "mean σ = |population mean − moving mean| in input standard deviations "
+        Column("off", "moving mean's offset (input std)",
+               "off = |population mean − moving mean| in input standard deviations "
                "(median channel, mean over seeds)"),
         Column("drop×", "input variance, dropout on / off",
                "drop× = input variance with dropout active over without (after dropout)"),
