@@ -648,3 +648,19 @@ def test_a_variant_without_grid_axes_is_drawn_on_every_grid_row_and_gets_no_row_
         "bn_after\ngrey: baseline, rate 0.5",
     ]
     assert all(f"baseline: {TEST}" in lines_by_label(ax) for ax in panels(fig).values())
+
+
+def test_long_panel_titles_wrap_to_the_panel_width():
+    """Regression: input_scaling's three grid axes and its reference ran one title into the next."""
+    grid = {"optimizer": "adam", "feature_scale": 10.0, "batch_size": 32}
+    runs = [
+        run(name, s, history(v, s, bn=v == "bn_after"), grid=grid)
+        for name, v in (("baseline", "baseline"), ("bn_after", "bn_after"), ("other", "baseline"))
+        for s in SEEDS
+    ]
+    fig = plots.curves_figure(results(runs, ["baseline", "bn_after", "other"]))
+    title = "bn_after\ngrey: baseline, optimizer adam, feature scale 10.0, batch size 32"
+    wrapped = next(t for t in panels(fig) if t.startswith("bn_after"))
+    assert wrapped.split() == title.split()  # every word kept, in order
+    width = int(12 * fig.get_figwidth() / 3)
+    assert len(wrapped.splitlines()) == 3 and max(map(len, wrapped.splitlines())) <= width

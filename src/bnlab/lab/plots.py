@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import io
 import math
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -440,8 +441,12 @@ def _curve_panels(
 
         reference = references.get(variant)
         vs = f"grey: {reference}" if reference and group(reference) else ""
-        lines = [variant, ", ".join(x for x in (vs, _point_words(point)) if x)]
-        ax.set_title("\n".join(x for x in lines if x), fontsize=10)
+        detail = ", ".join(x for x in (vs, _point_words(point)) if x)
+        # wrapped to the panel's width (about 12 characters per inch at this size): three
+        # grid axes and a reference do not fit on one line
+        lines = [variant, *textwrap.wrap(detail, max(int(12 * fig.get_figwidth() / ncols), 24),
+                                         break_on_hyphens=False)]
+        ax.set_title("\n".join(lines), fontsize=10)
         own = group(variant)
         if vs:
             for s in (s for s in table if s.reference):
