@@ -7,8 +7,9 @@ Rows (each a full ``bnlab.lab.run`` into a fresh temporary folder, no report):
 
 - circles, 6 variants x 10 seeds x 100 epochs: ``--executor process`` and
   ``--executor vectorized`` with the same workers, alternated ``--repeats`` times
-  (medians), so both see the same machine load; wall time of the study, of its runs
-  (the study minus planning and writing), models/s and the ratio;
+  (medians), so both see the same machine load; wall time of the study (``lab.run``,
+  no report), of its training (``StudyOutcome.training_seconds``: from the first run
+  handed to the executor to the last result), models/s of training and the ratio;
 - circles with ``--large`` seeds (default 100), vectorized only (0 skips it);
 - mnist_cnn at its bundled data size, its first variant and grid point, 5 seeds,
   ``--mnist-epochs`` epochs (300 steps each): the five runs one after the other in
@@ -72,7 +73,7 @@ print(time.perf_counter() - start)
 
 
 def run_study(name: str, seeds: int, executor: str, workers: int, epochs: int | None = None) -> tuple[float, float, int]:
-    """(study seconds, runs seconds, runs) of one fresh study."""
+    """(study seconds, training seconds, runs) of one fresh study."""
     with tempfile.TemporaryDirectory() as out:
         start = time.perf_counter()
         outcome = lab.run(name, Path(out) / "study", seeds=seeds, epochs=epochs, executor=executor,
@@ -80,7 +81,7 @@ def run_study(name: str, seeds: int, executor: str, workers: int, epochs: int | 
         wall = time.perf_counter() - start
         if outcome.failed:
             raise RuntimeError(f"{outcome.failed} runs failed in the {executor} study")
-        return wall, outcome.seconds, outcome.total
+        return wall, outcome.training_seconds, outcome.total
 
 
 def median_of(repeats: int, *jobs: Callable[[], tuple[float, float, int]]) -> list[tuple[float, float, int]]:
@@ -128,7 +129,7 @@ def main() -> None:
     torch.set_num_threads(1)
 
     print(f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}; torch {torch.__version__}")
-    print(f"{'row':<44} {'study s':>8} {'runs s':>8} {'models/s':>9} {'ratio':>7}")
+    print(f"{'row':<44} {'study s':>8} {'train s':>8} {'models/s':>9} {'ratio':>7}")
     process, vectorized = median_of(
         args.repeats,
         lambda: run_study("circles", 10, "process", args.workers),
