@@ -2,7 +2,8 @@
 
 Replicas are models of the same architecture (the seeds of a lab variant). Their
 parameters, BN moving statistics and optimizer state are stacked along a new leading
-axis ``R`` and every layer runs once for all of them under ``torch.func.vmap``::
+axis ``R`` and every layer runs once for all of them (batched matrix products, the BN
+core over the replicas' merged channels, ``torch.func.vmap`` for the rest)::
 
     models = [build_model(layers, shape, seed=s) for s in seeds]
     histories = fit_replicas(models, data, config, seeds=seeds)   # one History per seed
@@ -292,7 +293,7 @@ _MOMENTUM_IN_REPR = re.compile(r"\bmomentum=[-+.0-9e]+")
 def _check_same_architecture(models: Sequence[nn.Module]) -> None:
     def settings(m: nn.Module) -> str:
         if isinstance(m, SequentialModel):
-                return "\n".join([m.extra_repr(), *(f"{n}: {settings(layer)}" for n, layer in m.layers.items())])
+            return "\n".join([m.extra_repr(), *(f"{n}: {settings(layer)}" for n, layer in m.layers.items())])
         text = repr(m)
         return _MOMENTUM_IN_REPR.sub("momentum=*", text) if momentum_varies_per_replica(m) else text
 
