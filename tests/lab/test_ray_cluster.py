@@ -33,6 +33,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from tests.lab.test_run import TINY
 
 pytest.importorskip("ray", reason="Ray is not installed; install it with: pip install 'bnlab[ray]'")
 
@@ -45,32 +46,6 @@ pytestmark = pytest.mark.slow
 STARTUP_SECONDS = 180.0  # a loaded 2-core machine takes ~15 s
 RUN_SECONDS = 240.0
 
-TINY = """
-name = "tiny"
-description = "two small variants on 200 circles points"
-seeds = 2
-
-[data]
-name = "circles"
-n_samples = 200
-train_size = 100
-
-[model]
-layers = [
-  { type = "Dense", units = 8, activation = "relu" },
-  { type = "Dense", units = 1, activation = "sigmoid" },
-]
-
-[train]
-optimizer = { name = "sgd", learning_rate = 0.05, momentum = 0.9 }
-loss = "binary_crossentropy"
-epochs = 2
-batch_size = 32
-
-[variants.base]
-[variants.bn]
-edits = [{ insert_after = "dense", layer = { type = "BatchNormalization" } }]
-"""
 
 
 @dataclass(frozen=True)

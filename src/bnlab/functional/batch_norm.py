@@ -335,7 +335,7 @@ def _screen(mean: Tensor, variance: Tensor, epsilon: float) -> tuple[bool, bool]
     low_value, high_value = low.item(), high.item()
     if low_value >= -epsilon and high_value < math.inf:
         return True, False
-    finite = bool(torch.isfinite(mean).all() & torch.isfinite(variance).all())
+    finite = _all_finite(mean, variance)
     # A finite low below -eps (or -inf from an overflowing mean^2) is ill-conditioning.
     return finite, finite and not low_value >= -epsilon
 
@@ -368,14 +368,17 @@ def update_moving_statistics(
     ``on_nonfinite="raise"``. With ``check=False`` it is decided by ``torch.where``,
     silently and without a host read (for ``vmap`` and traced graphs).
     """
-    finite = None
-    if check:
-        finite = bool(torch.isfinite(batch_mean).all() & torch.isfinite(batch_variance).all())
+    finite = _all_finite(batch_mean, batch_variance) if check else None
     new_mean, new_var, _ = _fold_statistics(
         moving_mean, moving_variance, batch_mean, batch_variance, count, momentum,
         num_batches_tracked, unbiased, on_nonfinite, name, finite,
     )
     return new_mean, new_var
+
+
+def _all_finite(mean: Tensor, variance: Tensor) -> bool:
+    """Whether every statistic is finite (one host read)."""
+    return bool(torch.isfinite(mean).all() & torch.isfinite(variance).all())
 
 
 def _fold_statistics(
@@ -618,7 +621,7 @@ def _ill_conditioned(mean: Tensor, variance: Tensor, epsilon: float) -> bool:
     if mean.numel() == 0:
         return False
     low = torch.addcmul(variance, mean, mean, value=_PROBE_SCALE).min().item()
-    return low < -epsilon and bool(torch.isfinite(mean).all() & torch.isfinite(variance).all())
+    return low < -epsilon and _all_finite(mean, variance)
 
 
 def _raise_single_value(x: Tensor, kept: tuple[int, ...], name: str) -> NoReturn:

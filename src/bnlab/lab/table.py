@@ -23,8 +23,9 @@ test     final test accuracy in inference mode; mean over seeds
 batch    last epoch's test accuracy with BN in training mode (batch statistics) — optional
 to 80%   epochs (or steps) to first reach the threshold, median over seeds; ``never``
 never    seeds that never reached it, of those run
-ms/step  mean milliseconds per training step: a run's wall time over its steps (each
-         run's seconds are in the report's per-seed table and summary.json)
+ms/step  mean milliseconds per training step: a run's wall time over its steps (a run
+         trained in a stack gets its share of the stack's time; each run's seconds are in
+         the report's per-seed table and summary.json)
 ======== ===================================================================================
 """
 
@@ -174,7 +175,8 @@ def summary_table(summaries: Sequence[VariantSummary], title: str = "") -> Table
         Column(
             "ms/step",
             "ms per training step",
-            "ms/step = a run's wall time (evaluations included) over its training steps",
+            "ms/step = a run's wall time (evaluations included; a stacked run's share of its "
+            "stack's) over its training steps",
         ),
     ]
     rows, warn = [], []

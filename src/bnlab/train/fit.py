@@ -37,9 +37,9 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -336,13 +336,9 @@ class _Run:
             )
             final = FinalMetrics(train_loss, train_acc, test_loss, test_acc)
         self.model.eval()
-        e = self.epochs
-        return History(
-            loss=tuple(e["loss"]),
-            accuracy=tuple(e["accuracy"]),
-            val_loss=tuple(e["val_loss"]),
-            val_accuracy=tuple(e["val_accuracy"]),
-            val_accuracy_train_mode=tuple(e["val_accuracy_train_mode"]) if self.has_bn else None,
+        return history_of(
+            self.epochs,
+            has_bn=self.has_bn,
             evals=tuple(self.evals),
             probes=recorder.traces(pad_until=total if self.diverged else None) if recorder else {},
             final=final,
@@ -450,6 +446,17 @@ def padded_evals(
 
 def all_finite(losses: list[torch.Tensor]) -> bool:
     return bool(torch.isfinite(torch.stack(losses)).all()) if losses else True
+
+
+def history_of(epochs: Mapping[str, Sequence[float]], *, has_bn: bool, **rest: Any) -> History:
+    """A History from a run's per-epoch lists (:data:`EPOCH_METRICS`) and its other fields.
+
+    The train-mode test accuracy is kept only for a model with BN (None otherwise).
+    """
+    series = {k: tuple(epochs[k]) for k in EPOCH_METRICS}
+    if not has_bn:
+        series["val_accuracy_train_mode"] = None
+    return History(**series, **rest)
 
 
 def epoch_logs(

@@ -100,10 +100,11 @@ from bnlab.train.fit import (
     check_model_output,
     derive_streams,
     epoch_logs,
+    history_of,
     padded_evals,
     steps_per_epoch,
 )
-from bnlab.train.history import EvalRecord, FinalMetrics, History, ProbeTrace
+from bnlab.train.history import EPOCH_METRICS, EvalRecord, FinalMetrics, History, ProbeTrace
 from bnlab.train.losses import get_loss
 from bnlab.train.metrics import chance_accuracy, correct
 from bnlab.train.optimizers import get_optimizer
@@ -741,8 +742,7 @@ class _Replicas:
         self.alive = [True] * self.R
         self.diverged = [False] * self.R
         self.initial_loss: Tensor | None = None
-        keys = ("loss", "accuracy", "val_loss", "val_accuracy", "val_accuracy_train_mode")
-        self.epochs: list[dict[str, list[float]]] = [{k: [] for k in keys} for _ in range(self.R)]
+        self.epochs: list[dict[str, list[float]]] = [{k: [] for k in EPOCH_METRICS} for _ in range(self.R)]
         self.evals: list[list[EvalRecord]] = [[] for _ in range(self.R)]
         self.probe_steps: list[list[list[int]]] = [[[] for _ in config.probes] for _ in range(self.R)]
         self.probe_rows: list[list[list[tuple[float, ...]]]] = [
@@ -788,12 +788,9 @@ class _Replicas:
                     rows.append(tuple(math.nan for _ in spec.percentiles))
             probes[spec.key] = ProbeTrace(percentiles=spec.percentiles, steps=tuple(steps), values=tuple(rows))
         initial = NAN if self.initial_loss is None else float(self.initial_loss[r])
-        return History(
-            loss=tuple(e["loss"]),
-            accuracy=tuple(e["accuracy"]),
-            val_loss=tuple(e["val_loss"]),
-            val_accuracy=tuple(e["val_accuracy"]),
-            val_accuracy_train_mode=tuple(e["val_accuracy_train_mode"]) if self.has_bn else None,
+        return history_of(
+            e,
+            has_bn=self.has_bn,
             evals=tuple(evals),
             probes=probes,
             final=final,
