@@ -565,6 +565,10 @@ class _Progress:
 def _run(args: argparse.Namespace, argv: list[str]) -> int:
     from dataclasses import replace
 
+    from bnlab.lab.worker_server import start_worker_server
+
+    # First: the workers' server imports torch on another core while this process does.
+    start_worker_server(args.executor, args.workers)
     from bnlab.lab import load_experiment
     from bnlab.lab import run as run_study
 

@@ -30,7 +30,6 @@ if TYPE_CHECKING:
         EXECUTORS,
         ProcessExecutor,
         SequentialExecutor,
-        default_workers,
         make_executor,
     )
     from bnlab.lab.experiment import (
@@ -55,6 +54,7 @@ if TYPE_CHECKING:
     from bnlab.lab.store import STORE_FILE, Store, StoredRun
     from bnlab.lab.study import RESOLVED_FILE, Observer, StudyOutcome, run
     from bnlab.lab.weights import load_run_model, load_weights, save_weights
+    from bnlab.lab.worker_server import default_workers
 
 #: Public name -> the module that defines it. Imported on first use (PEP 562), so that
 #: ``bnlab list`` reads the bundled files without importing torch.
@@ -81,7 +81,7 @@ _LAZY: dict[str, str] = {
     "Terminated": "bnlab.lab.errors",
     "Variant": "bnlab.lab.experiment",
     "build_results": "bnlab.lab.results",
-    "default_workers": "bnlab.lab.executors",
+    "default_workers": "bnlab.lab.worker_server",
     "execute_run": "bnlab.lab.runs",
     "find_experiment": "bnlab.lab.catalog",
     "list_experiments": "bnlab.lab.catalog",

@@ -24,7 +24,6 @@ Every run record names the executor that trained it (``RunResult.executor``).
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import queue
 import signal
@@ -38,13 +37,13 @@ from bnlab.lab.errors import LabError
 from bnlab.lab.lifeline import die_with_parent
 from bnlab.lab.results import RunResult
 from bnlab.lab.runs import RunSpec, SingleRun, Task, execute_run, failed_result
+from bnlab.lab.worker_server import default_workers, worker_context
 
 __all__ = [
     "EXECUTORS",
     "Executor",
     "ProcessExecutor",
     "SequentialExecutor",
-    "default_workers",
     "make_executor",
 ]
 
@@ -65,15 +64,6 @@ class Executor(Protocol):
     def map(
         self, specs: Sequence[RunSpec], on_start: OnStart = _no_op
     ) -> Iterator[tuple[RunSpec, RunResult]]: ...
-
-
-def default_workers() -> int:
-    """Workers when none are asked for: ``min(2, CPUs available to this process)``."""
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        cpus = os.cpu_count() or 1
-    return max(1, min(2, cpus))
 
 
 def _set_threads(threads: int | None) -> None:
@@ -129,40 +119,6 @@ def _worker_main(tasks: Any, results: Any, threads: int, main_pid: int) -> None:
         results.put((index, task.run()))
 
 
-def _worker_context() -> Any:
-    """``forkserver`` where available (Linux, macOS), else ``spawn``.
-
-    The fork server imports bnlab (torch, the data registry) once; each worker is then a
-    fork of that clean, single-threaded process: no second import (seconds per worker)
-    and none of fork's hazards (a parent's torch thread pools, locks held by other
-    threads). The server lives as long as this process, so later studies start at once,
-    and no longer (`bnlab.lab.forkserver_init`).
-    """
-    if "forkserver" in mp.get_all_start_methods():
-        ctx = mp.get_context("forkserver")
-        ctx.set_forkserver_preload(["bnlab.lab.forkserver_init"])
-        return ctx
-    return mp.get_context("spawn")
-
-
-def start_worker_server(executor: object) -> None:
-    """Start the fork server of an executor that will run in worker processes, now.
-
-    The server imports torch and bnlab (seconds) in the background while this process
-    checks the experiment and loads its data, so the first worker forks from a ready
-    server instead of waiting for it. Nothing happens for an executor that runs in this
-    process or on Ray, or where there is no fork server (``spawn``).
-    """
-    from bnlab.lab.vectorized import VectorizedExecutor
-
-    if not isinstance(executor, ProcessExecutor | VectorizedExecutor) or executor.workers < 2:
-        return
-    if _worker_context().get_start_method() == "forkserver":
-        from multiprocessing import forkserver
-
-        forkserver.ensure_running()
-
-
 @dataclass
 class _Worker:
     process: Any
@@ -182,7 +138,7 @@ class ProcessExecutor:
             raise LabError(f"--workers: expected an integer >= 1, got {workers}")
         self.workers = workers
         self.threads = threads
-        self._ctx = _worker_context()
+        self._ctx = worker_context()
 
     def _start(self, results: Any) -> _Worker:
         tasks = self._ctx.SimpleQueue()

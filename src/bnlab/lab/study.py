@@ -25,12 +25,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bnlab.lab.errors import LabError
-from bnlab.lab.executors import default_workers, make_executor, start_worker_server
+from bnlab.lab.executors import make_executor
 from bnlab.lab.experiment import MAX_RUNS_ENV, Experiment, load_experiment, max_runs
 from bnlab.lab.preflight import check_experiment
 from bnlab.lab.results import RunResult, atomic_write_text, dumps, versions, write_results
 from bnlab.lab.runs import RunSpec, plan_runs
 from bnlab.lab.store import STORE_FILE, Store
+from bnlab.lab.worker_server import default_workers, start_worker_server
 
 if TYPE_CHECKING:
     from bnlab.data import Dataset
@@ -195,7 +196,7 @@ def run(
         exp = exp.with_epochs(epochs)
     observer = observer or Observer()
     # bad options fail before any writing
-    validated = make_executor(
+    make_executor(
         executor,
         workers,
         threads=threads,
@@ -209,7 +210,7 @@ def run(
             f"{exp.name}: {len(exp.variants)} variants x {len(exp.seeds)} seeds = {runs} runs "
             f"exceed the limit of {max_runs()}; raise it with {MAX_RUNS_ENV}={runs}"
         )
-    start_worker_server(validated)  # imports in the background during the checks below
+    start_worker_server(executor, workers)  # imports in the background during the checks below
     # the data and every model, once: bad input creates nothing
     observer.data_loaded(check_experiment(exp))
     out = Path(out_dir)
