@@ -94,26 +94,31 @@ def _specs(path: Path, seeds: int = 5) -> list[Any]:
     return plan_runs(load_experiment(path).with_seeds(seeds))
 
 
-def test_variants_that_differ_only_in_bn_momentum_share_a_stack(tmp_path: Path) -> None:
+def test_variants_that_differ_only_in_bn_momentum_center_or_scale_share_a_stack(tmp_path: Path) -> None:
     path = tmp_path / "momenta.toml"
     path.write_text(
         TINY.replace('name = "tiny"', 'name = "momenta"')
         + '[variants.bn_fast]\nedits = [{ insert_after = "dense", layer = { type = "BatchNormalization", '
         + "momentum = 0.5 } }]\n"
+        + '[variants.bn_bare]\nedits = [{ insert_after = "dense", layer = { type = "BatchNormalization", '
+        + "center = false, scale = false } }]\n"
         + '[variants.bn_renorm]\nedits = [{ insert_after = "dense", layer = { type = "BatchNormalization", '
         + "momentum = 0.5, renorm = true } }]\n"
     )
     tasks = plan_tasks(_specs(path, 3), policy="always", budget=2**40, single="sequential")
     stacks = [sorted({s.variant.name for s in t.specs}) for t in tasks]
-    assert stacks == [["base"], ["bn", "bn_fast"], ["bn_renorm"]]
+    # longest first: the shared stack (9 runs), then the deeper of the two left
+    assert stacks == [["bn", "bn_bare", "bn_fast"], ["bn_renorm"], ["base"]]
     seq = lab.run(path, tmp_path / "seq", seeds=3, executor="sequential", report=False)
     vec = lab.run(path, tmp_path / "vec", seeds=3, executor="vectorized", workers=1, report=False)
     expected, actual = _runs(seq.results), _runs(vec.results)
-    assert set(actual) == set(expected) and len(actual) == 12
+    assert set(actual) == set(expected) and len(actual) == 15
     for key, record in actual.items():
         _numbers_close(record["history"], expected[key]["history"], str(key))
-    # The momenta really differ: the fast one's moving statistics end elsewhere.
+    # The variants really differ: the fast one's moving statistics end elsewhere, and
+    # the bare one's network trains differently without the offset and scale.
     assert actual[("bn", 0)]["history"]["final"] != actual[("bn_fast", 0)]["history"]["final"]
+    assert actual[("bn", 0)]["history"]["final"] != actual[("bn_bare", 0)]["history"]["final"]
 
 
 def test_plan_groups_by_variant_and_splits_at_the_memory_budget(tiny: Path) -> None:
@@ -121,7 +126,7 @@ def test_plan_groups_by_variant_and_splits_at_the_memory_budget(tiny: Path) -> N
     tasks = plan_tasks(specs, policy="always", budget=2**40, single="sequential")
     assert [type(t) for t in tasks] == [RunGroup, RunGroup]
     assert [[s.seed for s in t.specs] for t in tasks] == [[0, 1, 2, 3, 4]] * 2
-    assert {s.variant.name for s in tasks[1].specs} == {"bn"}
+    assert {s.variant.name for s in tasks[0].specs} == {"bn"}  # the deeper model first
     variant = specs[1].variant
     model = build_run_model(specs[1], load_variant_data(variant))
     budget = stack_bytes(model, variant.train_config(), 2)

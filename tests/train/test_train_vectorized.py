@@ -249,10 +249,48 @@ def test_replicas_may_differ_in_bn_momentum(poisoned: bool, monkeypatch: pytest.
     assert stats[0] < stats[1]
 
 
-def test_only_a_plain_bn_momentum_may_differ_between_replicas() -> None:
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        {"name": "sgd", "learning_rate": 0.05, "momentum": 0.9, "nesterov": True},
+        {"name": "adam", "learning_rate": 0.01, "amsgrad": True},
+        {"name": "rmsprop", "learning_rate": 0.005, "momentum": 0.5, "centered": True},
+    ],
+    ids=["sgd", "adam", "rmsprop"],
+)
+def test_replicas_may_differ_in_bn_center_and_scale(optimizer: dict[str, Any]) -> None:
+    """A replica without BN's offset or scale runs with a constant 0 or 1 in the stack,
+    which no optimizer moves: each equals its run alone."""
+    affine = [(True, True), (False, False), (True, False), (False, True)]
+    seeds = [0, 1, 2, 3]
+    layers = [[*MLP, {**BN, "center": c, "scale": g, "momentum": 0.9}, *OUT1] for c, g in affine]
+    data = rings()
+    config = TrainConfig(optimizer=optimizer["name"], optimizer_args={k: v for k, v in optimizer.items() if k != "name"},
+                         loss="binary_crossentropy", epochs=3, batch_size=16, eval_every_steps=4)
+    alone = [build_model(spec, data.input_shape, seed=s) for spec, s in zip(layers, seeds, strict=True)]
+    expected = [fit(m, data, config, seed=s) for m, s in zip(alone, seeds, strict=True)]
+    models = [build_model(spec, data.input_shape, seed=s) for spec, s in zip(layers, seeds, strict=True)]
+    actual = fit_replicas(models, data, config, seeds=seeds)
+    for a, e in zip(actual, expected, strict=True):
+        _assert_same(a.to_dict(), e.to_dict())
+    for m, e in zip(models, alone, strict=True):
+        assert m.state_dict().keys() == e.state_dict().keys()
+        for (name, value), (_, ref) in zip(m.state_dict().items(), e.state_dict().items(), strict=True):
+            torch.testing.assert_close(value, ref, rtol=1e-3, atol=1e-3, msg=name)
+    # the learned offsets and scales moved; the bare replicas have none
+    bn = [m.layers["batch_normalization"] for m in models]
+    assert bn[0].beta.abs().max() > 1e-3 and (bn[0].gamma - 1).abs().max() > 1e-3
+    assert bn[1].gamma is None and bn[1].beta is None
+
+
+def test_only_a_plain_bn_may_differ_between_replicas() -> None:
     data = rings()
     renorm = [[*MLP, {**BN, "renorm": True, "momentum": m}, *OUT1] for m in (0.9, 0.5)]
     models = [build_model(spec, data.input_shape, seed=0) for spec in renorm]
+    with pytest.raises(ValueError, match="model 1 differs from model 0"):
+        fit_replicas(models, data, _config(CASES["sgd-no-bn"]), seeds=[0, 1])
+    renorm_bare = [[*MLP, {**BN, "renorm": True, "center": c}, *OUT1] for c in (True, False)]
+    models = [build_model(spec, data.input_shape, seed=0) for spec in renorm_bare]
     with pytest.raises(ValueError, match="model 1 differs from model 0"):
         fit_replicas(models, data, _config(CASES["sgd-no-bn"]), seeds=[0, 1])
     epsilons = [[*MLP, {**BN, "epsilon": e}, *OUT1] for e in (1e-3, 1e-5)]

@@ -3,8 +3,9 @@
 Runs that share a resolved variant (same layers, data and training settings: the same
 ``config_hash``) differ only in their seed, so :func:`bnlab.train.vectorized.fit_replicas`
 can train them as one stack; each run's result is the one it would have had alone. Runs
-of variants that differ only in a plain BN layer's momentum share a stack too
-(:func:`stack_key`): each replica folds its batches in with its own momentum.
+of variants that differ only in a plain BN layer's momentum, center or scale share a
+stack too (:func:`stack_key`): each replica folds its batches in with its own momentum,
+and one without BN's offset or scale keeps a constant 0 or 1 in its place.
 
 Planning (:func:`plan_tasks`), per group of runs of one variant:
 
@@ -15,7 +16,8 @@ Planning (:func:`plan_tasks`), per group of runs of one variant:
    training batch (:func:`pays_to_stack`); other groups run one run at a time, which is
    what the process executor does;
 3. a stacked group larger than the memory budget (:func:`stack_bytes`, per worker) is
-   split into stacks that fit.
+   split into stacks that fit;
+4. the tasks are handed out longest first (more runs, then more layers).
 
 :class:`VectorizedExecutor` runs the tasks in this process (1 worker) or in the process
 executor's workers. A stack is one task: its runs start together and are stored
@@ -155,16 +157,17 @@ class RunGroup:
 
 
 def stack_key(variant: Variant) -> str:
-    """What runs of one stack share: the variant's configuration except the momentum of
-    plain BN layers (no renorm, no ghost batches, a number), which each replica keeps
-    (:func:`bnlab.train.vectorized.momentum_varies_per_replica`)."""
+    """What runs of one stack share: the variant's configuration except the momentum,
+    center and scale of plain BN layers (no renorm, no ghost batches, a numeric
+    momentum), which each replica keeps
+    (:func:`bnlab.train.vectorized.varies_per_replica`)."""
     config = variant.config()
     for spec, layer in zip(variant.layers, config["layers"], strict=True):
         if spec.type != "BatchNormalization":
             continue
         args = spec.resolved_args()
         if args["momentum"] is not None and not args["renorm"] and args["virtual_batch_size"] is None:
-            layer["momentum"] = "per replica"
+            layer.update(dict.fromkeys(("momentum", "center", "scale"), "per replica"))
     return json.dumps(config, sort_keys=True)
 
 
@@ -220,7 +223,9 @@ def plan_tasks(
         count = math.ceil(len(group) / size)
         size = math.ceil(len(group) / count)  # even stacks: 10 runs in 4+3+3, not 4+4+2
         tasks.extend(RunGroup(tuple(group[i : i + size])) for i in range(0, len(group), size))
-    return tasks
+    # The longest tasks first, so that no long one starts last while the other workers
+    # idle: a step's cost grows with the layers and, more slowly, with the replicas.
+    return sorted(tasks, key=lambda t: (-len(t.specs), -len(t.specs[0].variant.layers)))
 
 
 class VectorizedExecutor:

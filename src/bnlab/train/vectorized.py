@@ -264,21 +264,26 @@ def fit_replicas(
     seeds = [_check_seed(s) for s in seeds]
     if not isinstance(config, TrainConfig):
         raise TypeError(f"fit_replicas: config must be a TrainConfig; got {type(config).__name__}")
-    reason = vectorization_blocker(models[0], config)
-    if reason is not None:
-        raise ValueError(f"fit_replicas: cannot stack this model: {reason}; train it with fit()")
+    for model in models:
+        reason = vectorization_blocker(model, config)
+        if reason is not None:
+            raise ValueError(f"fit_replicas: cannot stack this model: {reason}; train it with fit()")
     _check_same_architecture(models)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", NonFiniteStatisticsWarning)
         return _Replicas(list(models), data, config, seeds, eval_chunk).train()
 
 
-def momentum_varies_per_replica(layer: nn.Module) -> bool:
-    """Whether replicas of a stack may each have their own value of this layer's momentum.
+def varies_per_replica(layer: nn.Module) -> bool:
+    """Whether replicas of a stack may differ in this layer's momentum, center and scale.
 
     True for a plain BN layer with a numeric momentum (no renorm, no ghost batches, not
-    the cumulative average): its moving update ``lerp(old, batch, 1 - momentum)`` then
-    takes each replica's weight, which is exactly its run alone.
+    the cumulative average). Its moving update ``lerp(old, batch, 1 - momentum)`` then
+    takes each replica's weight, which is exactly its run alone. A replica without
+    ``beta`` (``center=False``) or ``gamma`` (``scale=False``) gets a constant one in the
+    stack, 0 or 1, which its gradient never moves (it is zeroed): ``x * 1 + 0`` is
+    ``x`` to the bit, and every optimizer here leaves a weight whose gradients are all 0
+    where it started.
     """
     return (
         isinstance(layer, BatchNormalization)
@@ -288,19 +293,23 @@ def momentum_varies_per_replica(layer: nn.Module) -> bool:
     )
 
 
-_MOMENTUM_IN_REPR = re.compile(r"\bmomentum=[-+.0-9e]+")
+#: What replicas of a stack may differ in (see :func:`varies_per_replica`), as the
+#: layer's repr shows it.
+_PER_REPLICA_IN_REPR = re.compile(r"\bmomentum=[-+.0-9e]+|, (?:center|scale)=False")
+#: A BN layer's constant in place of a missing parameter.
+_NEUTRAL = {"gamma": 1.0, "beta": 0.0}
 
 
-def _check_same_architecture(models: Sequence[nn.Module]) -> None:
-    def settings(m: nn.Module) -> str:
-        if isinstance(m, SequentialModel):
-            return "\n".join([m.extra_repr(), *(f"{n}: {settings(layer)}" for n, layer in m.layers.items())])
-        text = repr(m)
-        return _MOMENTUM_IN_REPR.sub("momentum=*", text) if momentum_varies_per_replica(m) else text
-
-    def signature(m: nn.Module) -> list[tuple[str, tuple[int, ...], torch.dtype]]:
-        tensors = [*m.named_parameters(), *m.named_buffers()]
-        return [(n, tuple(t.shape), t.dtype) for n, t in tensors] + [(settings(m), (), torch.float32)]
+def _check_same_architecture(models: Sequence[SequentialModel]) -> None:
+    def signature(model: SequentialModel) -> list[Any]:
+        rows: list[Any] = [model.extra_repr()]
+        for name, layer in model.layers.items():
+            per_replica = varies_per_replica(layer)
+            text = repr(layer)
+            rows.append((name, _PER_REPLICA_IN_REPR.sub("", text) if per_replica else text))
+            tensors = [*layer.named_parameters(), *layer.named_buffers()]
+            rows.extend((n, tuple(t.shape), t.dtype) for n, t in tensors if not (per_replica and n in _NEUTRAL))
+        return rows
 
     first = signature(models[0])
     for i, m in enumerate(models[1:], start=1):
@@ -364,7 +373,7 @@ class _Stack:
     - BN: the replicas become channels: ``x`` is moved to (N, ..., R*C, ...) with the
       replica axis merged into the first normalized axis, and the functional core runs
       once; every statistic is per channel, so per replica. Replicas whose momentum
-      differs (:func:`momentum_varies_per_replica`) get the batch statistics from the
+      differs (:func:`varies_per_replica`) get the batch statistics from the
       core (momentum 0) and fold them in with ``lerp(old, batch, 1 - momentum_r)``, the
       core's own update with each replica's weight. A step in which a replica's batch
       statistics are not finite is rerun one replica at a time (the core then keeps that
@@ -386,11 +395,7 @@ class _Stack:
         for (name, module), permute in zip(template.layers.items(), template.permutes, strict=True):
             layer = _Layer(name, module, _stacked_permute(permute), _kind(module))
             replicas = self.replica_layers[name] = [m.layers[name] for m in models]
-            self.params[name] = {
-                pname: torch.stack([r.get_parameter(pname).detach() for r in replicas])
-                .requires_grad_(p.requires_grad)
-                for pname, p in module.named_parameters()
-            }
+            self.params[name] = _stacked_parameters(replicas)
             self.buffers[name] = {
                 bname: torch.stack([r.get_buffer(bname) for r in replicas])
                 for bname, _ in module.named_buffers()
@@ -540,10 +545,32 @@ class _Stack:
         with torch.no_grad():
             for r in replicas:
                 for name, module in models[r].layers.items():
-                    for pname, stacked in self.params[name].items():
-                        module.get_parameter(pname).copy_(stacked[r])
-                    for bname, stacked in self.buffers[name].items():
-                        module.get_buffer(bname).copy_(stacked[r])
+                    for pname, parameter in module.named_parameters():
+                        parameter.copy_(self.params[name][pname][r])
+                    for bname, buffer in module.named_buffers():
+                        buffer.copy_(self.buffers[name][bname][r])
+
+
+def _stacked_parameters(replicas: Sequence[nn.Module]) -> dict[str, Tensor]:
+    """A layer's parameters stacked over its replicas: (R, *shape) leaves.
+
+    A BN replica without ``gamma`` or ``beta`` (:func:`varies_per_replica`) gets the
+    neutral constant 1 or 0 in its slice, and a gradient hook zeroes that slice's
+    gradient, so it stays the constant.
+    """
+    own = [dict(r.named_parameters()) for r in replicas]
+    stacked: dict[str, Tensor] = {}
+    for pname in dict.fromkeys(n for params in own for n in params):
+        present = [params.get(pname) for params in own]
+        template = next(p for p in present if p is not None)
+        tensor = torch.stack(
+            [p.detach() if p is not None else torch.full_like(template, _NEUTRAL[pname]) for p in present]
+        ).requires_grad_(template.requires_grad)
+        if None in present:
+            keep = torch.tensor([p is not None for p in present]).reshape(-1, *[1] * template.dim())
+            tensor.register_hook(lambda grad, keep=keep: torch.where(keep, grad, 0.0))
+        stacked[pname] = tensor
+    return stacked
 
 
 def _dense(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
