@@ -159,11 +159,11 @@ def batch_norm(
     Training by Reducing Internal Covariate Shift", ICML 2015, Algorithm 1.
     """
     kept = kept_axes(axis, x.dim())
-    trace_time_check(_check_arguments, x, gamma, beta, moving_mean, moving_variance, kept,
+    trace_time_check(check_arguments, x, gamma, beta, moving_mean, moving_variance, kept,
                      momentum, epsilon, mask, implementation, on_nonfinite, name)
     if not training:
         return BatchNormResult(
-            _normalize_inference(x, gamma, beta, moving_mean, moving_variance, kept, epsilon),
+            normalize_inference(x, gamma, beta, moving_mean, moving_variance, kept, epsilon),
             moving_mean,
             moving_variance,
         )
@@ -226,8 +226,36 @@ def batch_norm_update_(
         1
     """
     kept = kept_axes(axis, x.dim())
-    trace_time_check(_check_arguments, x, gamma, beta, moving_mean, moving_variance, kept,
+    trace_time_check(check_arguments, x, gamma, beta, moving_mean, moving_variance, kept,
                      momentum, epsilon, mask, implementation, on_nonfinite, name)
+    return training_update_(
+        x, gamma, beta, moving_mean, moving_variance, num_batches_tracked, kept, momentum,
+        epsilon, unbiased_moving_variance, mask, on_nonfinite, implementation, name,
+    )
+
+
+def training_update_(
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    moving_mean: Tensor,
+    moving_variance: Tensor,
+    num_batches_tracked: Tensor,
+    kept: tuple[int, ...],
+    momentum: float | None,
+    epsilon: float,
+    unbiased_moving_variance: bool,
+    mask: Tensor | None,
+    on_nonfinite: NonFinitePolicy,
+    implementation: Implementation,
+    name: str,
+) -> Tensor:
+    """:func:`batch_norm_update_` after its argument checks (``kept`` as from
+    :func:`~bnlab.functional.axes.kept_axes`).
+
+    For a caller that has validated the arguments already: the layer validates its
+    settings when they are set and its input on each call.
+    """
     y, _, _, updated = _training_step(
         x, gamma, beta, moving_mean, moving_variance, kept, momentum, epsilon,
         num_batches_tracked, unbiased_moving_variance, mask, on_nonfinite, implementation, name,
@@ -298,7 +326,7 @@ def _training_step(
     if x.numel() == 0:
         # An empty batch has no statistics: pass it through the inference transform
         # (keeps autograd and shape) and leave the moving statistics alone.
-        y = _normalize_inference(x, gamma, beta, moving_mean, moving_variance, kept, epsilon)
+        y = normalize_inference(x, gamma, beta, moving_mean, moving_variance, kept, epsilon)
         return y, moving_mean, moving_variance, False
     count = _count_per_channel(x, kept, mask)
     if mask is None and count <= 1:
@@ -551,7 +579,7 @@ def _native_training(
     moved = x if channel_axis == 1 else x.movedim(channel_axis, 1)
     channels = moved.shape[1]
     n = moved.numel() // channels
-    scratch_mean, scratch_var = moved.new_zeros(2, channels).unbind()
+    scratch_mean, scratch_var = moved.new_zeros(channels), moved.new_zeros(channels)
     y, batch_mean, _ = torch.native_batch_norm(moved, gamma, beta, scratch_mean, scratch_var,
                                                True, (n - 1) / n, epsilon)
     if channel_axis != 1:
@@ -559,7 +587,7 @@ def _native_training(
     return y, batch_mean, scratch_var
 
 
-def _normalize_inference(
+def normalize_inference(
     x: Tensor,
     gamma: Tensor | None,
     beta: Tensor | None,
@@ -569,6 +597,9 @@ def _normalize_inference(
     epsilon: float,
 ) -> Tensor:
     r"""Inference transform :math:`\gamma (x - m) / \sqrt{v + \epsilon} + \beta`; samples are independent.
+
+    Arguments as for :func:`batch_norm` after its checks (``kept`` as from
+    :func:`~bnlab.functional.axes.kept_axes`).
 
     In eager mode, with one kept axis and no ill-conditioned channel, PyTorch's
     inference kernel; otherwise (several axes, an ill-conditioned channel, or under
@@ -655,7 +686,7 @@ def _broadcast_mask(mask: Tensor, x: Tensor, kept: tuple[int, ...]) -> Tensor:
     return mask.expand(x.shape).bool()
 
 
-def _check_arguments(
+def check_arguments(
     x: Tensor,
     gamma: Tensor | None,
     beta: Tensor | None,
@@ -669,6 +700,7 @@ def _check_arguments(
     on_nonfinite: str,
     name: str,
 ) -> None:
+    """Raise a one-line error for arguments :func:`batch_norm` does not take (see there)."""
     if not x.is_floating_point():
         raise TypeError(f"{name}: expected a floating-point input; got dtype {x.dtype}")
     expected = stat_shape(x.shape, kept)

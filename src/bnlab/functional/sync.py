@@ -49,8 +49,8 @@ from bnlab.functional.axes import AxisArg, broadcast_shape, kept_axes, reduced_a
 from bnlab.functional.batch_norm import (
     BatchNormResult,
     NonFinitePolicy,
-    _check_arguments,
     batch_norm,
+    check_arguments,
     update_moving_statistics,
 )
 from bnlab.functional.moments import moments_of, stack_merge
@@ -138,7 +138,7 @@ def sync_batch_norm(
             on_nonfinite=on_nonfinite, name=name,
         )
     kept = kept_axes(axis, x.dim())
-    _check_arguments(x, gamma, beta, moving_mean, moving_variance, kept, momentum, epsilon,
+    check_arguments(x, gamma, beta, moving_mean, moving_variance, kept, momentum, epsilon,
                      mask, "auto", on_nonfinite, name)
     return _synchronized_training(
         x, gamma, beta, moving_mean, moving_variance, kept=kept, momentum=momentum,

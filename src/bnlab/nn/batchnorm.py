@@ -4,9 +4,10 @@ The module holds state (``gamma``, ``beta``, ``moving_mean``, ``moving_variance`
 ``num_batches_tracked``) and delegates every computation to
 :mod:`bnlab.functional`, the way ``torch.nn.BatchNorm2d`` calls ``F.batch_norm``: a
 plain training step is :func:`bnlab.functional.batch_norm_update_` on the layer's
-buffers; inference is :func:`bnlab.functional.batch_norm`; the variants
-(synchronized, renorm, ghost batches) return new statistics that the module copies
-into its buffers.
+buffers, inference is :func:`bnlab.functional.batch_norm` (both entered after their
+argument checks, which the layer does itself: its settings when they are set, its input
+on each call); the variants (synchronized, renorm, ghost batches) return new statistics
+that the module copies into its buffers.
 """
 
 from __future__ import annotations
@@ -18,9 +19,15 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from bnlab.functional import batch_norm, batch_norm_update_
 from bnlab.functional.axes import kept_axes, stat_shape
-from bnlab.functional.batch_norm import Implementation, NonFinitePolicy, trace_time_check
+from bnlab.functional.batch_norm import (
+    Implementation,
+    NonFinitePolicy,
+    check_arguments,
+    normalize_inference,
+    trace_time_check,
+    training_update_,
+)
 from bnlab.functional.ghost import check_virtual_batch_size, ghost_batch_norm
 from bnlab.functional.renorm import batch_renorm, check_renorm_clipping
 from bnlab.functional.sync import sync_batch_norm
@@ -382,7 +389,7 @@ class BatchNormalization(nn.Module):
     # --------------------------------------------------------------- compute
     def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
         """Normalize ``x``; in training also update the moving statistics."""
-        kept = trace_time_check(self._kept_axes, x)
+        kept = trace_time_check(self._check_input, x, mask)
         training = self.training and self._trainable
         if training and torch._C._are_functorch_transforms_active():
             self._check_vmap(x)
@@ -390,6 +397,16 @@ class BatchNormalization(nn.Module):
         params, buffers = self._parameters, self._buffers
         state = (x, params["gamma"], params["beta"], buffers["moving_mean"],
                  buffers["moving_variance"])
+        if not (self.synchronized or self.renorm or self.virtual_batch_size is not None):
+            # Plain BN, as torch.nn.BatchNorm2d calls F.batch_norm: the functional core
+            # after the checks that _check_input has done.
+            if not training:
+                return normalize_inference(*state, kept, self._epsilon)
+            return training_update_(
+                *state, buffers["num_batches_tracked"], kept, self._momentum, self._epsilon,
+                self.unbiased_moving_variance, mask, self._on_nonfinite, self._implementation,
+                self.name,
+            )
         common: dict[str, Any] = {
             "axis": kept, "momentum": self._momentum, "epsilon": self._epsilon,
             "num_batches_tracked": buffers["num_batches_tracked"], "mask": mask,
@@ -407,21 +424,12 @@ class BatchNormalization(nn.Module):
                 renorm_clipping=self._renorm_clipping, implementation=self._implementation,
                 **common,
             )
-        elif self.virtual_batch_size is not None:
+        else:
             result = ghost_batch_norm(
                 *state, virtual_batch_size=self.virtual_batch_size, training=training,
                 unbiased_moving_variance=self.unbiased_moving_variance,
                 implementation=self._implementation, **common,
             )
-        elif training:
-            return batch_norm_update_(
-                *state, unbiased_moving_variance=self.unbiased_moving_variance,
-                implementation=self._implementation, **common,
-            )
-        else:
-            return batch_norm(
-                *state, training=False, implementation=self._implementation, **common,
-            ).output
         if training and result.moving_mean is not self.moving_mean:
             with torch.no_grad():  # result fields after the output are named like the buffers
                 for field, value in zip(result._fields[1:], result[1:], strict=True):
@@ -441,10 +449,14 @@ class BatchNormalization(nn.Module):
                 "statistics"
             )
 
-    def _kept_axes(self, x: Tensor) -> tuple[int, ...]:
+    def _check_input(self, x: Tensor, mask: Tensor | None) -> tuple[int, ...]:
         """The input's kept axes; builds the layer on its first input, else checks its size.
 
-        Also records the input's rank for :meth:`to_torch`.
+        The settings were validated when they were set, and the weights have the size the
+        input is checked against here, so :func:`bnlab.functional.batch_norm`'s argument
+        check is only needed for what those cannot vouch for: a non-float input, a mask,
+        an implementation other than ``"auto"``. Also records the input's rank for
+        :meth:`to_torch`.
         """
         if self.input_rank != x.dim():
             self.input_rank = x.dim()
@@ -462,6 +474,10 @@ class BatchNormalization(nn.Module):
                     f"got input shape {tuple(x.shape)} ({_plural(features)}); the layer was "
                     f"built for {self.features}"
                 )
+        if mask is not None or self._implementation != "auto" or not x.is_floating_point():
+            check_arguments(x, self.gamma, self.beta, self.moving_mean, self.moving_variance, kept,
+                            self._momentum, self._epsilon, mask, self._implementation,
+                            self._on_nonfinite, self.name)
         return kept
 
     def regularization_loss(self) -> Tensor:
