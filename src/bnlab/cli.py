@@ -720,7 +720,7 @@ def print_table(results: dict[str, Any], file: TextIO | None = None) -> None:
         print("\n" + tables.to_text(tables.published_table(published), width), file=out)
     note = settings_note(results)
     if note:
-        print(f"\n{note}", file=out)
+        print("\n" + (textwrap.fill(note, width) if tty else note), file=out)
 
 
 def print_statistics(results: dict[str, Any], out: Path, file: TextIO | None = None) -> None:
