@@ -210,6 +210,21 @@ def test_a_diverging_replica_stops_alone() -> None:
     assert any(diverged) and not all(diverged), diverged
 
 
+def _stacked_and_alone(
+    layers: list[list[dict[str, Any]]], seeds: list[int], data: Any, config: TrainConfig
+) -> tuple[list[Any], list[Any], list[Any]]:
+    """Models of ``layers[r]`` with ``seeds[r]`` trained in one stack and each alone; asserts
+    that every history is the one alone. Returns the stacked models, the models trained
+    alone and the stack's histories."""
+    alone = [build_model(spec, data.input_shape, seed=s) for spec, s in zip(layers, seeds, strict=True)]
+    expected = [fit(m, data, config, seed=s) for m, s in zip(alone, seeds, strict=True)]
+    models = [build_model(spec, data.input_shape, seed=s) for spec, s in zip(layers, seeds, strict=True)]
+    actual = fit_replicas(models, data, config, seeds=seeds)
+    for a, e in zip(actual, expected, strict=True):
+        _assert_same(a.to_dict(), e.to_dict())
+    return models, alone, actual
+
+
 @pytest.mark.parametrize("poisoned", [False, True], ids=["training", "non-finite-batch"])
 def test_replicas_may_differ_in_bn_momentum(poisoned: bool, monkeypatch: pytest.MonkeyPatch) -> None:
     """Each replica folds its batches in with its own momentum, as it would alone. With a
@@ -231,12 +246,7 @@ def test_replicas_may_differ_in_bn_momentum(poisoned: bool, monkeypatch: pytest.
     monkeypatch.setattr(vectorized._Stack, "_bn_one_by_one", counted)
     config = TrainConfig(optimizer="sgd", optimizer_args={"learning_rate": 0.05, "momentum": 0.9},
                          loss="binary_crossentropy", epochs=3, batch_size=16, eval_every_steps=4)
-    alone = [build_model(spec, data.input_shape, seed=s) for spec, s in zip(layers, seeds, strict=True)]
-    expected = [fit(m, data, config, seed=s) for m, s in zip(alone, seeds, strict=True)]
-    models = [build_model(spec, data.input_shape, seed=s) for spec, s in zip(layers, seeds, strict=True)]
-    actual = fit_replicas(models, data, config, seeds=seeds)
-    for a, e in zip(actual, expected, strict=True):
-        _assert_same(a.to_dict(), e.to_dict())
+    models, alone, actual = _stacked_and_alone(layers, seeds, data, config)
     assert bool(one_by_one) == poisoned
     if poisoned:
         assert all(h.diverged for h in actual)
@@ -267,12 +277,7 @@ def test_replicas_may_differ_in_bn_center_and_scale(optimizer: dict[str, Any]) -
     data = rings()
     config = TrainConfig(optimizer=optimizer["name"], optimizer_args={k: v for k, v in optimizer.items() if k != "name"},
                          loss="binary_crossentropy", epochs=3, batch_size=16, eval_every_steps=4)
-    alone = [build_model(spec, data.input_shape, seed=s) for spec, s in zip(layers, seeds, strict=True)]
-    expected = [fit(m, data, config, seed=s) for m, s in zip(alone, seeds, strict=True)]
-    models = [build_model(spec, data.input_shape, seed=s) for spec, s in zip(layers, seeds, strict=True)]
-    actual = fit_replicas(models, data, config, seeds=seeds)
-    for a, e in zip(actual, expected, strict=True):
-        _assert_same(a.to_dict(), e.to_dict())
+    models, alone, _ = _stacked_and_alone(layers, seeds, data, config)
     for m, e in zip(models, alone, strict=True):
         assert m.state_dict().keys() == e.state_dict().keys()
         for (name, value), (_, ref) in zip(m.state_dict().items(), e.state_dict().items(), strict=True):
