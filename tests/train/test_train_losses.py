@@ -197,3 +197,26 @@ def test_shape_mismatch_messages_name_the_shapes():
         categorical_crossentropy(torch.zeros(3, 2), torch.full((3, 4), 0.25))
     with pytest.raises(ValueError, match=r"expects int class ids \(N,\).*got targets \(3, 4\)"):
         sparse_categorical_crossentropy(torch.zeros(3, 4), torch.full((3, 4), 0.25))
+
+
+def test_binary_crossentropy_of_a_nan_prediction_is_nan_not_an_error():
+    """PyTorch's kernel refuses NaN; a diverged run's NaN must still come out as a NaN loss
+    (per sample: the other samples keep their values), with its gradient where defined."""
+    p = torch.tensor([[0.2], [float("nan")], [0.7]], requires_grad=True)
+    y = torch.tensor([0, 1, 1])
+    per_sample = binary_crossentropy(y, p, reduction="none")
+    assert torch.isnan(per_sample[1]) and torch.isfinite(per_sample[[0, 2]]).all()
+    expected = -torch.log(torch.tensor([0.8, 0.7]))
+    torch.testing.assert_close(per_sample[[0, 2]].detach(), expected)
+    assert torch.isnan(binary_crossentropy(y, p))
+    (grad,) = torch.autograd.grad(per_sample[[0, 2]].sum(), p)
+    torch.testing.assert_close(grad[[0, 2], 0], torch.tensor([1 / 0.8, -1 / 0.7]))
+
+
+def test_binary_crossentropy_differentiates_soft_targets_too():
+    """Targets that require a gradient (the kernel has no derivative for them): d/dt of
+    -(t log p + (1 - t) log(1 - p)) is log(1 - p) - log(p)."""
+    p = torch.tensor([[0.2], [0.9]])
+    t = torch.tensor([[0.3], [0.6]], requires_grad=True)
+    (grad,) = torch.autograd.grad(binary_crossentropy(t, p, reduction="none").sum(), t)
+    torch.testing.assert_close(grad, torch.log(1 - p) - torch.log(p))
