@@ -461,7 +461,7 @@ class _Stack:
                 return y.reshape(x.shape)
             return self._bn(layer, x, mode)
         if kind == "elementwise":
-            return module(x)
+            return _activation(module, x)
         if kind == "softmax":
             return _activation(module, x)
         if kind == "flatten":
@@ -578,21 +578,24 @@ def _stacked_parameters(replicas: Sequence[nn.Module]) -> dict[str, Tensor]:
 
 def _dense(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``x @ W^T + b`` per replica: x (R, N, ..., F), weight (R, U, F), bias (R, U)."""
-    shape = x.shape
-    flat = x.reshape(shape[0], -1, shape[-1])  # (R, N*..., F)
+    flat = x if x.dim() == 3 else x.reshape(x.shape[0], -1, x.shape[-1])  # (R, N*..., F)
     if bias is None:
         y = torch.bmm(flat, weight.transpose(1, 2))
     else:
         y = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
-    return y.reshape(*shape[:-1], weight.shape[1])
+    return y if x.dim() == 3 else y.reshape(*x.shape[:-1], weight.shape[1])
 
 
 def _activation(module: nn.Module, x: Tensor) -> Tensor:
-    """An activation module on a stack: softmax's axis moves past the replica axis."""
+    """An activation module on a stack: softmax's axis moves past the replica axis.
+
+    Its ``forward`` is called directly: the stack runs the layers' computations, not the
+    models' module hooks (which ``nn.Module.__call__`` would look for on every step).
+    """
     if isinstance(module, nn.Softmax):
         dim = module.dim if module.dim is not None and module.dim < 0 else (module.dim or 0) + 1
         return torch.softmax(x, dim=dim)
-    return module(x)
+    return module.forward(x)
 
 
 def _pure_call(module: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tensor]:
