@@ -600,10 +600,14 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             if doctor and outcome.completed + outcome.reused:
                 _measure_runs(outcome.out_dir, quiet=args.quiet)
             if doctor and not args.no_report:
+                import time
+
                 from bnlab.lab.report import write_report
 
-                outcome = replace(outcome, report_path=write_report(outcome.out_dir,
-                                                                    formats=args.formats))
+                start = time.perf_counter()
+                path = write_report(outcome.out_dir, formats=args.formats)
+                outcome = replace(outcome, report_path=path,
+                                  report_seconds=time.perf_counter() - start)
     except KeyboardInterrupt as e:
         progress.stop()
         resume = list(argv)

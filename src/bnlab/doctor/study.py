@@ -56,6 +56,7 @@ from bnlab.lab.results import (
     atomic_write_text,
     dumps,
     read_results,
+    run_key,
 )
 
 __all__ = ["MAX_BATCHES", "measure_study"]
@@ -91,7 +92,7 @@ def measure_study(
     out = Path(run_dir)
     results = read_results(out)
     completed = {
-        (run["variant"], _key(run.get("grid") or {}), run["seed"])
+        run_key(run["variant"], run.get("grid"), run["seed"])
         for run in results.get("runs", [])
         if run.get("status") == "completed"
     }
@@ -99,7 +100,7 @@ def measure_study(
         (entry, seed)
         for entry in results["experiment"]["variants"]
         for seed in results["seeds"]
-        if (entry["base"], _key(entry["grid"]), seed) in completed
+        if run_key(entry["base"], entry["grid"], seed) in completed
     ]
     records = []
     for i, (entry, seed) in enumerate(todo):
@@ -112,10 +113,6 @@ def measure_study(
         path, dumps({"schema": STATISTICS_SCHEMA, "max_batches": max_batches, "runs": records})
     )
     return path
-
-
-def _key(grid: Mapping[str, Any]) -> str:
-    return repr(sorted(grid.items()))
 
 
 def _record(entry: Mapping[str, Any], seed: int, diagnosis: Diagnosis) -> dict[str, Any]:

@@ -36,7 +36,13 @@ from bnlab.lab import fmt, plots
 from bnlab.lab import table as tables
 from bnlab.lab.outcomes import DIVERGENCE_FACTOR
 from bnlab.lab.published import PublishedComparison, compare_published, settings_note
-from bnlab.lab.results import REPORT_FILE, RESULTS_FILE, atomic_write_bytes, read_statistics
+from bnlab.lab.results import (
+    REPORT_FILE,
+    RESULTS_FILE,
+    atomic_write_bytes,
+    read_statistics,
+    run_key,
+)
 from bnlab.lab.stats import (
     BOOTSTRAP_RESAMPLES,
     MIN_SEEDS_FOR_CI,
@@ -417,11 +423,11 @@ def current_statistics(
         return None
     experiment = results.get("experiment") or {}
     hashes = {v.get("name"): v.get("config_hash") for v in experiment.get("variants") or []}
-    done = {(r.get("variant"), repr(sorted((r.get("grid") or {}).items())), r.get("seed"))
+    done = {run_key(r.get("variant"), r.get("grid"), r.get("seed"))
             for r in results.get("runs") or [] if r.get("status") == "completed"}
     runs = [r for r in statistics.get("runs") or []
             if hashes.get(r.get("name")) == r.get("config_hash")
-            and (r.get("variant"), repr(sorted((r.get("grid") or {}).items())), r.get("seed")) in done]
+            and run_key(r.get("variant"), r.get("grid"), r.get("seed")) in done]
     return {**statistics, "runs": runs}
 
 

@@ -64,6 +64,7 @@ __all__ = [
     "now_iso",
     "read_results",
     "read_statistics",
+    "run_key",
     "versions",
     "write_results",
 ]
@@ -243,6 +244,12 @@ def read_results(out_dir: str | Path) -> dict[str, Any]:
         raise LabError(
             f"{path}: not valid JSON ({e}); rebuild it with `bnlab report {out_dir}`"
         ) from None
+
+
+def run_key(variant: Any, grid: Mapping[str, Any] | None, seed: Any) -> tuple[Any, str, Any]:
+    """A run's identity across results.json and bn_statistics.json: (base variant, grid
+    point as hashable text, seed)."""
+    return (variant, repr(sorted((grid or {}).items())), seed)
 
 
 def read_statistics(out_dir: str | Path) -> dict[str, Any] | None:

@@ -127,7 +127,7 @@ def pays_to_stack(multiply_adds_per_sample: int, batch_size: int, replicas: int)
 @dataclass(frozen=True, eq=False)
 class RunGroup:
     """A task: runs of one :func:`stack_key` (seeds of a variant, or of variants that
-    differ only in BN momentum) trained as one stack."""
+    differ only in BN momentum, center or scale) trained as one stack."""
 
     specs: tuple[RunSpec, ...]
 

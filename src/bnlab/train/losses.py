@@ -96,15 +96,15 @@ def binary_crossentropy(y_true: torch.Tensor, y_pred: torch.Tensor, reduction: R
     """
     target = _target_like(y_true, y_pred, "binary_crossentropy")
     p = torch.clamp(y_pred, EPSILON, 1.0 - EPSILON)
-    try:
-        # PyTorch's kernel computes Keras's formula, log(1 - p) included, in one operation
-        # forward and one backward (the formula written out takes about 30: a tenth of a
-        # small model's training step).
-        per_value = F.binary_cross_entropy(p, target, reduction="none")
-    except RuntimeError:
-        # It refuses a NaN prediction (clamp keeps NaN), which must give a NaN loss (a
-        # diverged run), and a target that requires a gradient: the formula written out.
-        per_value = -(target * torch.log(p) + (1.0 - target) * torch.log(1.0 - p))
+    if not target.requires_grad:  # the kernel has no derivative for the targets
+        try:
+            # PyTorch's kernel computes Keras's formula, log(1 - p) included, in one
+            # operation forward and one backward (the formula written out takes about 30:
+            # a tenth of a small model's training step).
+            return _reduce(F.binary_cross_entropy(p, target, reduction="none").mean(dim=-1), reduction)
+        except RuntimeError:
+            pass  # it refuses a NaN prediction (clamp keeps NaN): a diverged run's NaN loss
+    per_value = -(target * torch.log(p) + (1.0 - target) * torch.log(1.0 - p))
     return _reduce(per_value.mean(dim=-1), reduction)
 
 

@@ -460,9 +460,7 @@ class _Stack:
                 y = self._bn(layer, x.reshape(self.R * groups, n // groups, *x.shape[2:]), mode, groups)
                 return y.reshape(x.shape)
             return self._bn(layer, x, mode)
-        if kind == "elementwise":
-            return _activation(module, x)
-        if kind == "softmax":
+        if kind in ("elementwise", "softmax"):
             return _activation(module, x)
         if kind == "flatten":
             return x.flatten(2)
