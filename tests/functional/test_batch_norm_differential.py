@@ -136,6 +136,34 @@ def test_training_matches_reference(implementation, shape, axis, dtype, assert_c
     assert_close(grads, tuple(e.to(dtype) for e in expected))
 
 
+@pytest.mark.parametrize("affine", [True, False], ids=["affine", "bare"])
+@pytest.mark.parametrize(("shape", "axis"), AXES.values(), ids=AXES.keys())
+@pytest.mark.parametrize("dtype", DTYPES.values(), ids=DTYPES.keys())
+def test_inference_matches_reference(shape, axis, affine, dtype, assert_close):
+    """Output and gradients vs the float64 formula, for one kept axis (the kernel) and
+    several (one fused ``x * a + b`` pass), with and without gamma and beta."""
+    kept = reference.kept_tuple(axis, len(shape))
+    stat = reference.stat_shape(shape, kept)
+    x = sample(shape, dtype, seed=9, kept=kept).requires_grad_(True)
+    gamma, beta, mean, var = parameters(stat, dtype, seed=10)
+    if not affine:
+        gamma = beta = None
+    else:
+        gamma.requires_grad_(True)
+        beta.requires_grad_(True)
+    y, _, _ = batch_norm(x, gamma, beta, mean, var, training=False, axis=axis, epsilon=1e-3)
+    assert y.dtype == dtype and y.shape == x.shape
+    leaves = [t for t in (x, gamma, beta) if t is not None]
+    leaves64 = [t.detach().double().requires_grad_(True) for t in leaves]
+    g64, b64 = (leaves64[1], leaves64[2]) if affine else (None, None)
+    y64 = reference.inference_output(leaves64[0], mean.double(), var.double(), g64, b64, axis, 1e-3)
+    assert_close(y, y64)
+    upstream = sample(shape, torch.float64, seed=11)
+    grads = torch.autograd.grad(y, leaves, upstream.to(dtype))
+    expected = torch.autograd.grad(y64, leaves64, upstream)
+    assert_close(grads, tuple(e.to(dtype) for e in expected))
+
+
 MOMENTA = {"m0.0": 0.0, "m0.5": 0.5, "m0.99": 0.99, "mNone": None}
 
 

@@ -207,6 +207,16 @@ def test_ill_conditioned_inference_matches_float64():
     torch.testing.assert_close(layer.moving_variance.double(), ref_var, rtol=1e-3, atol=0)
 
 
+def test_ill_conditioned_inference_over_several_axes_matches_float64():
+    """Several kept axes: the fused one-pass form is left for the shifted one too."""
+    x = ill_conditioned()  # (64, 6, 5): keep axes 1 and 2, 30 ill-conditioned channels
+    mean, var = (t.float() for t in reference.moments(x, (1, 2)))
+    x_new = ill_conditioned(seed=1)
+    y, _, _ = batch_norm(x_new, None, None, mean, var, training=False, axis=(1, 2), epsilon=1e-6)
+    expected = reference.inference_output(x_new, mean, var, None, None, (1, 2), 1e-6)
+    assert (y.double() - expected).abs().max() < 1e-3
+
+
 def test_huge_finite_statistics_are_not_mistaken_for_nonfinite(assert_close):
     """Regression: the fused step's probe (var - mean^2 / 1e6) overflows for |mean| ~ 1e23
     in float32 although mean and variance are finite; such a batch is ill-conditioned,

@@ -601,28 +601,33 @@ def normalize_inference(
     Arguments as for :func:`batch_norm` after its checks (``kept`` as from
     :func:`~bnlab.functional.axes.kept_axes`).
 
-    In eager mode, with one kept axis and no ill-conditioned channel, PyTorch's
-    inference kernel; otherwise (several axes, an ill-conditioned channel, or under
-    tracing, where the check would read the statistics on the host) the shifted form
-    ``(x - m) * rsqrt(v + eps)``, accurate for every channel.
+    In eager mode with no ill-conditioned channel, the fused form ``x * a + b`` with
+    ``a = gamma / sqrt(v + eps)`` and ``b = beta - m * a`` per kept index, in one pass
+    over ``x``: PyTorch's inference kernel for one kept axis, one ``addcmul`` for several
+    (no copy of ``x`` into a channel layout). Otherwise (an ill-conditioned channel, or
+    under tracing, where the check would read the statistics on the host) the shifted
+    form ``(x - m) * rsqrt(v + eps)``, accurate for every channel.
     """
     compute = torch.float32 if x.dtype in _HALF_DTYPES else x.dtype
     xc = x if x.dtype == compute else x.to(compute)
     mean_c = mean if mean.dtype == compute else mean.to(compute)
     var_c = variance if variance.dtype == compute else variance.to(compute)
-    if (
-        len(kept) == 1
-        and not traced(x, gamma, beta, mean, variance)
-        and not _ill_conditioned(mean, variance, epsilon)
-    ):
-        moved = xc if kept[0] == 1 else xc.movedim(kept[0], 1)
+    shape = broadcast_shape(x.shape, kept)
+    if not traced(x, gamma, beta, mean, variance) and not _ill_conditioned(mean, variance, epsilon):
         gamma_c = gamma if gamma is None or gamma.dtype == compute else gamma.to(compute)
         beta_c = beta if beta is None or beta.dtype == compute else beta.to(compute)
-        y = torch.batch_norm(moved, gamma_c, beta_c, mean_c, var_c, False, 0.0, epsilon,
-                             torch.backends.cudnn.enabled)
-        y = y if kept[0] == 1 else y.movedim(1, kept[0])
+        if len(kept) == 1:
+            moved = xc if kept[0] == 1 else xc.movedim(kept[0], 1)
+            y = torch.batch_norm(moved, gamma_c, beta_c, mean_c, var_c, False, 0.0, epsilon,
+                                 torch.backends.cudnn.enabled)
+            y = y if kept[0] == 1 else y.movedim(1, kept[0])
+        else:
+            scale = torch.rsqrt(var_c + epsilon)
+            if gamma_c is not None:
+                scale = scale * gamma_c
+            shift = -mean_c * scale if beta_c is None else beta_c - mean_c * scale
+            y = torch.addcmul(shift.reshape(shape), xc, scale.reshape(shape))
         return y if y.dtype == x.dtype else y.to(x.dtype)
-    shape = broadcast_shape(x.shape, kept)
     normalized = (xc - mean_c.reshape(shape)) * torch.rsqrt(var_c.reshape(shape) + epsilon)
     return _affine(normalized, gamma, beta, kept, compute).to(x.dtype)
 

@@ -63,6 +63,7 @@ from torch.func import functional_call, vmap
 from bnlab.functional import NonFiniteStatisticsWarning, batch_norm
 from bnlab.functional.act import activate
 from bnlab.functional.axes import kept_axes
+from bnlab.functional.batch_norm import normalize_inference
 from bnlab.functional.ghost import ghost_batch_norm
 from bnlab.functional.renorm import batch_renorm
 from bnlab.models import SequentialModel
@@ -471,12 +472,21 @@ class _Stack:
         return layer.call(params, x) if params else layer.call(x)  # type: ignore[misc]
 
     def _bn(self, layer: _Layer, x: Tensor, mode: Mode, groups: int = 1) -> Tensor:
-        training = mode != "inference"
         params, buffers = self.params[layer.name], self.buffers[layer.name]
+        module: BatchNormalization = layer.module  # type: ignore[assignment]
+        if mode == "inference":
+            # Moving statistics per (replica, channel): the replica axis is one more kept
+            # axis of the core's inference transform, which needs no channel layout.
+            kept = (0, *(a + 1 for a in kept_axes(module.axis, x.dim() - 1)))
+            y = normalize_inference(
+                x, params.get("gamma"), params.get("beta"), buffers["moving_mean"],
+                buffers["moving_variance"], kept, module.epsilon,
+            )
+            return _bn_activation(module, y)
+        # Batch statistics: the replicas become channels of one call of the core.
         if groups > 1:
             params = {k: v.repeat_interleave(groups, dim=0) for k, v in params.items()}
             buffers = {k: v.repeat_interleave(groups, dim=0) for k, v in buffers.items()}
-        module: BatchNormalization = layer.module  # type: ignore[assignment]
         kept = kept_axes(module.axis, x.dim() - 1)
         first = kept[0] + 1  # the replica axis goes right before it, then the two merge
         merged = x.movedim(0, kept[0]).flatten(kept[0], first)
@@ -484,11 +494,11 @@ class _Stack:
         stats = {k: v.flatten(0, 1) if v.dim() > 1 else v[0] for k, v in buffers.items()}
         batch_weight = self.batch_weights.get(layer.name) if mode == "train" else None
         momentum = None if batch_weight is None else 0.0  # 0: the core returns the batch's
-        y, new = _bn_call(module, training, kept, momentum)(folded, stats, merged)
-        if training and new["moving_mean"] is stats["moving_mean"]:
+        y, new = _bn_call(module, kept, momentum)(folded, stats, merged)
+        if new["moving_mean"] is stats["moving_mean"]:
             # Some replica's batch statistics are not finite: the core skipped the update
             # for all of them. Redo the layer per replica, which skips only that one.
-            y, new = self._bn_one_by_one(layer.name, params, buffers, x, training, groups)
+            y, new = self._bn_one_by_one(layer.name, params, buffers, x, groups)
             if mode == "train":
                 self.buffers[layer.name] = new
             return y
@@ -509,13 +519,13 @@ class _Stack:
         params: dict[str, Tensor],
         buffers: dict[str, Tensor],
         x: Tensor,
-        training: bool,
         groups: int,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """A BN layer on each slice ``x[i]`` with its replica's own layer (``i // groups``)."""
+        """A BN layer with batch statistics on each slice ``x[i]`` with its replica's own
+        layer (``i // groups``)."""
         outputs, updates = [], []
         for i in range(x.shape[0]):
-            call = _bn_call(self.replica_layers[name][i // groups], training)  # type: ignore[arg-type]
+            call = _bn_call(self.replica_layers[name][i // groups])  # type: ignore[arg-type]
             y, new = call({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in buffers.items()}, x[i])
             outputs.append(y)
             updates.append(new)
@@ -605,19 +615,18 @@ def _pure_call(module: nn.Module) -> Callable[[dict[str, Tensor], Tensor], Tenso
 
 def _bn_call(
     layer: BatchNormalization,
-    training: bool,
     kept: tuple[int, ...] | None = None,
     momentum: float | None = None,
 ) -> Callable[[dict[str, Tensor], dict[str, Tensor], Tensor], tuple[Tensor, dict[str, Tensor]]]:
-    """The adapter from a BN layer's settings to the functional core.
+    """The adapter from a BN layer's settings to the functional core, in training mode.
 
     Returns ``call(params, buffers, x) -> (y, new_buffers)``: the new buffers are the
-    statistics the core returns (``num_batches_tracked`` + 1 in training), detached; in
-    a step that does not train, the buffers themselves. ``kept``: the normalized axes
-    (default: the layer's axis on ``x``); ``momentum``: instead of the layer's.
+    statistics the core returns (``num_batches_tracked`` + 1), detached. ``kept``: the
+    normalized axes (default: the layer's axis on ``x``); ``momentum``: instead of the
+    layer's.
     """
     common: dict[str, Any] = {
-        "training": training,
+        "training": True,
         "momentum": layer.momentum if momentum is None else momentum,
         "epsilon": layer.epsilon,
         "on_nonfinite": layer.on_nonfinite,
@@ -649,20 +658,23 @@ def _bn_call(
                 **common,
             )
         new = dict(buffers)
-        if training:
-            # A skipped update returns the given statistics themselves: keep them (callers
-            # test for that identity); new ones carry the batch's autograd history.
-            new.update(
-                (k, v if v is buffers[k] else v.detach())
-                for k, v in zip(result._fields[1:], result[1:], strict=True)
-            )
-            new["num_batches_tracked"] = count + 1
-        y = result.output
-        if isinstance(layer, BatchNormAct):
-            y = activate(y, layer.activation, layer.activation_kwargs, inplace=False)
-        return y, new
+        # A skipped update returns the given statistics themselves: keep them (callers
+        # test for that identity); new ones carry the batch's autograd history.
+        new.update(
+            (k, v if v is buffers[k] else v.detach())
+            for k, v in zip(result._fields[1:], result[1:], strict=True)
+        )
+        new["num_batches_tracked"] = count + 1
+        return _bn_activation(layer, result.output), new
 
     return call
+
+
+def _bn_activation(layer: BatchNormalization, y: Tensor) -> Tensor:
+    """A BatchNormAct layer's activation on its normalized output (others: ``y``)."""
+    if isinstance(layer, BatchNormAct):
+        return activate(y, layer.activation, layer.activation_kwargs, inplace=False)
+    return y
 
 
 def _dropout(
