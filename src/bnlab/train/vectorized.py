@@ -368,15 +368,19 @@ def _kind(module: nn.Module) -> LayerKind:
 class _Stack:
     """R replicas of a SequentialModel: stacked parameters (leaves) and BN buffers.
 
-    ``params[layer][name]``: (R, *shape) tensors, trainable ones require grad;
+    ``params[layer][name]``: (R, *shape) tensors, trainable ones require grad, each
+    replica's in the layout the stack computes with (:func:`_stack_layout`);
     ``buffers[layer][name]``: (R, *shape) moving statistics of BN layers.
 
     How each layer runs on a stack ``x`` of shape (R, N, ...), replica r in ``x[r]``:
 
     - Dense: one batched matrix product ``x @ W^T + b`` (R, N, F) -> (R, N, U);
-    - BN: the replicas become channels: ``x`` is moved to (N, ..., R*C, ...) with the
-      replica axis merged into the first normalized axis, and the functional core runs
-      once; every statistic is per channel, so per replica. Replicas whose momentum
+    - BN in inference: the core's inference transform with the replica axis as one more
+      kept axis (statistics per replica and channel);
+    - BN with batch statistics: the replicas become channels: ``x`` is moved to
+      (N, ..., R*C, ...) with the replica axis merged into the first normalized axis, and
+      the functional core runs once; every statistic is per channel, so per replica.
+      Replicas whose momentum
       differs (:func:`varies_per_replica`) get the batch statistics from the
       core (momentum 0) and fold them in with ``lerp(old, batch, 1 - momentum_r)``, the
       core's own update with each replica's weight. A step in which a replica's batch
@@ -399,7 +403,7 @@ class _Stack:
         for (name, module), permute in zip(template.layers.items(), template.permutes, strict=True):
             layer = _Layer(name, module, _stacked_permute(permute), _kind(module))
             replicas = self.replica_layers[name] = [m.layers[name] for m in models]
-            self.params[name] = _stacked_parameters(replicas)
+            self.params[name] = _stacked_parameters(replicas, layer.kind)
             self.buffers[name] = {
                 bname: torch.stack([r.get_buffer(bname) for r in replicas])
                 for bname, _ in module.named_buffers()
@@ -553,17 +557,19 @@ class _Stack:
 
     def write_back(self, models: list[SequentialModel], replicas: Sequence[int]) -> None:
         """Copy replicas' slices of the stack into their models (weights and statistics)."""
+        kinds = {layer.name: layer.kind for layer in self.layers}
         with torch.no_grad():
             for r in replicas:
                 for name, module in models[r].layers.items():
                     for pname, parameter in module.named_parameters():
-                        parameter.copy_(self.params[name][pname][r])
+                        parameter.copy_(_model_layout(kinds[name], pname, self.params[name][pname][r]))
                     for bname, buffer in module.named_buffers():
                         buffer.copy_(self.buffers[name][bname][r])
 
 
-def _stacked_parameters(replicas: Sequence[nn.Module]) -> dict[str, Tensor]:
-    """A layer's parameters stacked over its replicas: (R, *shape) leaves.
+def _stacked_parameters(replicas: Sequence[nn.Module], kind: LayerKind) -> dict[str, Tensor]:
+    """A layer's parameters stacked over its replicas: (R, *shape) leaves, each replica's
+    in the layout the stack computes with (:func:`_stack_layout`).
 
     A BN replica without ``gamma`` or ``beta`` (:func:`varies_per_replica`) gets the
     neutral constant 1 or 0 in its slice, and a gradient hook zeroes that slice's
@@ -575,7 +581,10 @@ def _stacked_parameters(replicas: Sequence[nn.Module]) -> dict[str, Tensor]:
         present = [params.get(pname) for params in own]
         template = next(p for p in present if p is not None)
         tensor = torch.stack(
-            [p.detach() if p is not None else torch.full_like(template, _NEUTRAL[pname]) for p in present]
+            [
+                _stack_layout(kind, pname, p.detach() if p is not None else torch.full_like(template, _NEUTRAL[pname]))
+                for p in present
+            ]
         ).requires_grad_(template.requires_grad)
         if None in present:
             keep = torch.tensor([p is not None for p in present]).reshape(-1, *[1] * template.dim())
@@ -584,14 +593,29 @@ def _stacked_parameters(replicas: Sequence[nn.Module]) -> dict[str, Tensor]:
     return stacked
 
 
+def _stack_layout(kind: LayerKind, pname: str, value: Tensor) -> Tensor:
+    """One replica's parameter as the stack keeps it. A Dense layer's weight (U, F) is
+    kept as its transpose (F, U) and its bias (U,) as a row (1, U): the batched product
+    ``baddbmm(bias, x, weight)`` then takes them as they are, with no views to make
+    (and to differentiate) at every step. Other layers keep the model's layout."""
+    if kind == "dense":
+        return value.T if pname == "weight" else value.unsqueeze(0)
+    return value
+
+
+def _model_layout(kind: LayerKind, pname: str, value: Tensor) -> Tensor:
+    """The inverse of :func:`_stack_layout`: a replica's slice in its model's layout."""
+    if kind == "dense":
+        return value.T if pname == "weight" else value.squeeze(0)
+    return value
+
+
 def _dense(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``x @ W^T + b`` per replica: x (R, N, ..., F), weight (R, U, F), bias (R, U)."""
+    """``x @ W^T + b`` per replica: x (R, N, ..., F), the stack's weight (R, F, U) and
+    bias (R, 1, U) (:func:`_stack_layout`)."""
     flat = x if x.dim() == 3 else x.reshape(x.shape[0], -1, x.shape[-1])  # (R, N*..., F)
-    if bias is None:
-        y = torch.bmm(flat, weight.transpose(1, 2))
-    else:
-        y = torch.baddbmm(bias.unsqueeze(1), flat, weight.transpose(1, 2))
-    return y if x.dim() == 3 else y.reshape(*x.shape[:-1], weight.shape[1])
+    y = torch.bmm(flat, weight) if bias is None else torch.baddbmm(bias, flat, weight)
+    return y if x.dim() == 3 else y.reshape(*x.shape[:-1], weight.shape[2])
 
 
 def _activation(module: nn.Module, x: Tensor) -> Tensor:
