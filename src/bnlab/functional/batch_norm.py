@@ -331,22 +331,49 @@ def _training_step(
     count = _count_per_channel(x, kept, mask)
     if mask is None and count <= 1:
         _raise_single_value(x, kept, name)
-    eager = not traced(x, gamma, beta, moving_mean, moving_variance)
-    fused_first = implementation == "auto" and eager and len(kept) == 1 and mask is None
-    if implementation == "auto":
-        implementation = "native" if fused_first else "composite"
-    y, mean, var = _normalize_training(x, gamma, beta, kept, epsilon, mask, implementation)
-    finite = None  # decided by torch.where under tracing
-    if eager:
-        finite, ill_conditioned = _screen(mean, var, epsilon)
-        if fused_first and ill_conditioned:  # the fused kernel lost accuracy: shifted path
-            y, mean, var = _normalize_training(x, gamma, beta, kept, epsilon, mask, "composite")
-            finite, _ = _screen(mean, var, epsilon)
+    y, mean, var, finite = normalize_training(x, gamma, beta, kept, epsilon, mask, implementation)
+    if traced(moving_mean, moving_variance):
+        finite = None  # statistics under a transform: the update is chosen by torch.where
     new_mean, new_var, updated = _fold_statistics(
         moving_mean, moving_variance, mean, var, count, momentum, num_batches_tracked,
         unbiased, on_nonfinite, name, finite, in_place,
     )
     return y, new_mean, new_var, updated
+
+
+def normalize_training(
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    kept: tuple[int, ...],
+    epsilon: float,
+    mask: Tensor | None = None,
+    implementation: Implementation = "auto",
+) -> tuple[Tensor, Tensor, Tensor, bool | None]:
+    r"""The training transform alone: ``x`` normalized by its own batch statistics.
+
+    :math:`y = \gamma (x - \mu_B) / \sqrt{\sigma_B^2 + \epsilon} + \beta`, no moving
+    statistics. Arguments as for :func:`batch_norm` after its checks (``kept`` as from
+    :func:`~bnlab.functional.axes.kept_axes`, ``x`` not empty).
+
+    Returns the output, the batch mean and biased variance per kept index (without
+    autograd history), and whether those are all finite: read on the host in eager mode,
+    None under tracing. ``"auto"`` runs the fused kernel for one kept axis without a
+    mask and redoes the batch on the shifted composite path when a channel is
+    ill-conditioned (the eager screen), the composite path otherwise.
+    """
+    eager = not traced(x, gamma, beta)
+    fused_first = implementation == "auto" and eager and len(kept) == 1 and mask is None
+    if implementation == "auto":
+        implementation = "native" if fused_first else "composite"
+    y, mean, var = _normalize_training(x, gamma, beta, kept, epsilon, mask, implementation)
+    if not eager:
+        return y, mean, var, None
+    finite, ill_conditioned = _screen(mean, var, epsilon)
+    if fused_first and ill_conditioned:  # the fused kernel lost accuracy: shifted path
+        y, mean, var = _normalize_training(x, gamma, beta, kept, epsilon, mask, "composite")
+        finite, _ = _screen(mean, var, epsilon)
+    return y, mean, var, finite
 
 
 def _screen(mean: Tensor, variance: Tensor, epsilon: float) -> tuple[bool, bool]:

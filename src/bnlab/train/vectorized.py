@@ -63,7 +63,7 @@ from torch.func import functional_call, vmap
 from bnlab.functional import NonFiniteStatisticsWarning, batch_norm
 from bnlab.functional.act import activate
 from bnlab.functional.axes import kept_axes
-from bnlab.functional.batch_norm import normalize_inference
+from bnlab.functional.batch_norm import normalize_inference, normalize_training
 from bnlab.functional.ghost import ghost_batch_norm
 from bnlab.functional.renorm import batch_renorm
 from bnlab.models import SequentialModel
@@ -385,7 +385,10 @@ class _Stack:
       core (momentum 0) and fold them in with ``lerp(old, batch, 1 - momentum_r)``, the
       core's own update with each replica's weight. A step in which a replica's batch
       statistics are not finite is rerun one replica at a time (the core then keeps that
-      replica's moving statistics and updates the others', as ``fit`` would for each);
+      replica's moving statistics and updates the others', as ``fit`` would for each).
+      An evaluation with batch statistics of a plain BN layer calls the core's training
+      transform alone (:func:`~bnlab.functional.batch_norm.normalize_training`): there
+      are no moving statistics to fold;
     - element-wise activations and Flatten act on the stack directly;
     - anything else (Conv2D, pooling, padding, LSTM) through ``vmap`` of the module.
     """
@@ -490,11 +493,21 @@ class _Stack:
         # Batch statistics: the replicas become channels of one call of the core.
         if groups > 1:
             params = {k: v.repeat_interleave(groups, dim=0) for k, v in params.items()}
-            buffers = {k: v.repeat_interleave(groups, dim=0) for k, v in buffers.items()}
         kept = kept_axes(module.axis, x.dim() - 1)
         first = kept[0] + 1  # the replica axis goes right before it, then the two merge
         merged = x.movedim(0, kept[0]).flatten(kept[0], first)
         folded = {k: v.flatten(0, 1) for k, v in params.items()}
+        if mode == "batch_statistics" and not (module.renorm or module.virtual_batch_size):
+            # The output alone: no moving statistics to read or fold (renorm and ghost
+            # batches read them, and take the path below).
+            y, _, _, finite = normalize_training(
+                merged, folded.get("gamma"), folded.get("beta"), kept, module.epsilon, None,
+                module.implementation,
+            )
+            if finite is not False:
+                return _bn_activation(module, y.unflatten(kept[0], (x.shape[0], -1)).movedim(kept[0], 0))
+        if groups > 1:
+            buffers = {k: v.repeat_interleave(groups, dim=0) for k, v in buffers.items()}
         stats = {k: v.flatten(0, 1) if v.dim() > 1 else v[0] for k, v in buffers.items()}
         batch_weight = self.batch_weights.get(layer.name) if mode == "train" else None
         momentum = None if batch_weight is None else 0.0  # 0: the core returns the batch's
