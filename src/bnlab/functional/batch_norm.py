@@ -639,7 +639,6 @@ def normalize_inference(
     xc = x if x.dtype == compute else x.to(compute)
     mean_c = mean if mean.dtype == compute else mean.to(compute)
     var_c = variance if variance.dtype == compute else variance.to(compute)
-    shape = broadcast_shape(x.shape, kept)
     if not traced(x, gamma, beta, mean, variance) and not _ill_conditioned(mean, variance, epsilon):
         gamma_c = gamma if gamma is None or gamma.dtype == compute else gamma.to(compute)
         beta_c = beta if beta is None or beta.dtype == compute else beta.to(compute)
@@ -653,8 +652,10 @@ def normalize_inference(
             if gamma_c is not None:
                 scale = scale * gamma_c
             shift = -mean_c * scale if beta_c is None else beta_c - mean_c * scale
+            shape = broadcast_shape(x.shape, kept)
             y = torch.addcmul(shift.reshape(shape), xc, scale.reshape(shape))
         return y if y.dtype == x.dtype else y.to(x.dtype)
+    shape = broadcast_shape(x.shape, kept)
     normalized = (xc - mean_c.reshape(shape)) * torch.rsqrt(var_c.reshape(shape) + epsilon)
     return _affine(normalized, gamma, beta, kept, compute).to(x.dtype)
 
