@@ -204,7 +204,7 @@ def stack_bytes(model: SequentialModel, config: TrainConfig, replicas: int) -> i
 
     Per replica: parameters with their gradients, optimizer slots and a copy; BN
     statistics twice; each layer's output three times (value, saved for backward,
-    gradient) for a training batch. Plus one evaluation chunk for all replicas (about
+    gradient) for a training batch. Plus one inference pass for all replicas (about
     :func:`eval_pass_size` samples per replica, every layer's output).
     """
     itemsize = next(iter(model.parameters())).element_size()
@@ -217,20 +217,28 @@ def stack_bytes(model: SequentialModel, config: TrainConfig, replicas: int) -> i
     return int((per_replica * replicas + per_sample * chunk) * itemsize)
 
 
-#: An evaluation pass of a stack covers about this many values in its widest layer
-#: output, all replicas together (512 KiB of float32): a pass's input, output and
-#: temporaries then stay in a core's L2 cache. Measured on the circles MLP (500 test
-#: samples, one evaluation = inference pass + batch-statistics passes): 30 replicas
-#: 10.3 ms per evaluation in passes of 87 samples against 14.8 ms in passes of 349
-#: (2 MiB), 10 replicas 4.2 against 4.7 ms; with 100 replicas one pass of everything
-#: (25 MiB per layer) took twice as long as passes of 100 samples.
-EVAL_PASS_VALUES = 2**17
+#: A batch-statistics evaluation pass of a stack covers about this many values in its
+#: widest layer output, all replicas together (512 KiB of float32): its BN layers copy
+#: the stack into a channel layout and back, and the pass's input, output and those
+#: copies then stay in a core's L2 cache. Measured on the circles MLP (500 test samples):
+#: 30 replicas, one evaluation 10.3 ms in passes of 87 samples against 14.8 ms in passes
+#: of 349 (2 MiB); with 100 replicas one pass of everything (25 MiB per layer) took twice
+#: as long as passes of 100 samples.
+BATCH_STATISTICS_PASS_VALUES = 2**17
+#: An inference pass covers about this many (2 MiB of float32): it copies nothing (BN
+#: keeps the replica axis as a kept axis), so fewer, larger passes pay. 30 circles
+#: replicas, one evaluation 11.6-13.1 ms with inference passes of 87 samples against
+#: 8.1-11.9 ms with passes of 174-500 (interleaved, one core).
+INFERENCE_PASS_VALUES = 2**19
 
 
-def eval_pass_size(model: SequentialModel, replicas: int, batch_size: int) -> int:
-    """Samples per replica in one evaluation pass (:data:`EVAL_PASS_VALUES`), >= batch_size."""
+def eval_pass_size(
+    model: SequentialModel, replicas: int, batch_size: int, values: int = INFERENCE_PASS_VALUES
+) -> int:
+    """Samples per replica in one evaluation pass of about ``values`` values in the widest
+    layer output (all replicas together), at least ``batch_size``."""
     widest = max(_size(s) for s in (model.input_shape, *model.output_shapes.values()))
-    return max(batch_size, EVAL_PASS_VALUES // (widest * replicas))
+    return max(batch_size, values // (widest * replicas))
 
 
 def fit_replicas(
@@ -254,7 +262,9 @@ def fit_replicas(
         config: as for :func:`bnlab.train.fit`.
         seeds: one non-negative int per model.
         eval_chunk: most samples per replica in one evaluation pass (default
-            :func:`eval_pass_size`). Results do not depend on it.
+            :func:`eval_pass_size`: :data:`INFERENCE_PASS_VALUES` for inference passes,
+            :data:`BATCH_STATISTICS_PASS_VALUES` for batch statistics). Results do not
+            depend on it.
 
     Raises:
         ValueError: no models, a seed count that differs from the model count, models that
@@ -816,7 +826,10 @@ class _Replicas:
             [torch.as_tensor(s[1].permutation(len(self.x_test))) for s in streams]
         )  # (R, N_test)
         self.generators = [torch.Generator().manual_seed(s[2]) for s in streams]
-        self.chunk = eval_chunk or eval_pass_size(models[0], self.R, config.batch_size)
+        self.inference_chunk = eval_chunk or eval_pass_size(models[0], self.R, config.batch_size)
+        self.statistics_chunk = eval_chunk or eval_pass_size(
+            models[0], self.R, config.batch_size, BATCH_STATISTICS_PASS_VALUES
+        )
 
         self.step = 0
         self.alive = [True] * self.R
@@ -984,7 +997,7 @@ class _Replicas:
         total = torch.zeros(self.R, dtype=torch.float64)
         correct = torch.zeros(self.R, dtype=torch.int64)
         finite = torch.ones(self.R, dtype=torch.bool)
-        for s in chunks(x.shape[0], self.chunk):
+        for s in chunks(x.shape[0], self.inference_chunk):
             xs, ys = x[s], y[s]
             out, _ = self.stack.forward(xs.expand(self.R, *xs.shape), "inference")
             ys = ys.expand(self.R, *ys.shape)
@@ -1000,14 +1013,14 @@ class _Replicas:
         """Per replica accuracy with batch statistics, as ``batch_statistics_accuracy``.
 
         The full batches run in passes of several batches each (``groups``, at most
-        about ``self.chunk`` samples per replica), the last partial one in its own.
+        about ``self.statistics_chunk`` samples per replica), the last partial one in its own.
         """
         n, bs = self.x_test.shape[0], self.config.batch_size
         full = n // bs
         correct = torch.zeros(self.R, dtype=torch.int64)
         finite = torch.ones(self.R, dtype=torch.bool)
         seen = 0
-        per_pass = max(1, self.chunk // bs)
+        per_pass = max(1, self.statistics_chunk // bs)
         parts = [
             (slice(first * bs, min(first + per_pass, full) * bs), min(per_pass, full - first))
             for first in range(0, full, per_pass)
