@@ -507,15 +507,16 @@ class _Stack:
         first = kept[0] + 1  # the replica axis goes right before it, then the two merge
         merged = x.movedim(0, kept[0]).flatten(kept[0], first)
         folded = {k: v.flatten(0, 1) for k, v in params.items()}
-        if mode == "batch_statistics" and not (module.renorm or module.virtual_batch_size):
-            # The output alone: no moving statistics to read or fold (renorm and ghost
-            # batches read them, and take the path below).
+        if mode == "batch_statistics" and not module.renorm and module.virtual_batch_size is None:
+            # The output alone: no moving statistics to read or fold. (Renorm and ghost
+            # batches read them and take the path below, as does a batch whose statistics
+            # are not finite, whose replicas are then normalized one by one.)
             y, _, _, finite = normalize_training(
                 merged, folded.get("gamma"), folded.get("beta"), kept, module.epsilon, None,
                 module.implementation,
             )
             if finite is not False:
-                return _bn_activation(module, y.unflatten(kept[0], (x.shape[0], -1)).movedim(kept[0], 0))
+                return _bn_activation(module, _unmerged(y, kept[0], x.shape[0]))
         if groups > 1:
             buffers = {k: v.repeat_interleave(groups, dim=0) for k, v in buffers.items()}
         stats = {k: v.flatten(0, 1) if v.dim() > 1 else v[0] for k, v in buffers.items()}
@@ -532,7 +533,7 @@ class _Stack:
         if batch_weight is not None:
             for k in ("moving_mean", "moving_variance"):
                 new[k] = torch.lerp(stats[k], new[k], batch_weight)
-        y = y.unflatten(kept[0], (x.shape[0], -1)).movedim(kept[0], 0)
+        y = _unmerged(y, kept[0], x.shape[0])
         if mode == "train":
             self.buffers[layer.name] = {
                 k: v.unflatten(0, (self.R, -1)) if buffers[k].dim() > 1 else buffers[k] + 1
@@ -614,6 +615,11 @@ def _stacked_parameters(replicas: Sequence[nn.Module], kind: LayerKind) -> dict[
             tensor.register_hook(lambda grad, keep=keep: torch.where(keep, grad, 0.0))
         stacked[pname] = tensor
     return stacked
+
+
+def _unmerged(y: Tensor, axis: int, replicas: int) -> Tensor:
+    """A BN output with the replicas merged into ``axis`` back in the stack's (R, N, ...)."""
+    return y.unflatten(axis, (replicas, -1)).movedim(axis, 0)
 
 
 def _stack_layout(kind: LayerKind, pname: str, value: Tensor) -> Tensor:
