@@ -380,7 +380,9 @@ class _Stack:
 
     ``params[layer][name]``: (R, *shape) tensors, trainable ones require grad, each
     replica's in the layout the stack computes with (:func:`_stack_layout`);
-    ``buffers[layer][name]``: (R, *shape) moving statistics of BN layers.
+    ``buffers[layer][name]``: (R, *shape) buffers (BN moving statistics and counts).
+    A BN layer's parameters and moving statistics are kept merged instead, (R*C, ...)
+    (:func:`_merged`): the channel order the functional core runs the stack in.
 
     How each layer runs on a stack ``x`` of shape (R, N, ...), replica r in ``x[r]``:
 
@@ -418,7 +420,7 @@ class _Stack:
             replicas = self.replica_layers[name] = [m.layers[name] for m in models]
             self.params[name] = _stacked_parameters(replicas, layer.kind)
             self.buffers[name] = {
-                bname: torch.stack([r.get_buffer(bname) for r in replicas])
+                bname: _stacked(layer.kind, bname, [r.get_buffer(bname) for r in replicas])
                 for bname, _ in module.named_buffers()
             }
             if layer.kind == "vmap":
@@ -432,7 +434,7 @@ class _Stack:
             if len(set(momenta)) > 1:
                 moving = self.buffers[name]["moving_mean"]
                 weights = torch.tensor([1.0 - m for m in momenta], dtype=moving.dtype)
-                self.batch_weights[name] = weights.repeat_interleave(moving[0].numel())
+                self.batch_weights[name] = weights.repeat_interleave(moving.numel() // self.R)
 
     def forward(
         self,
@@ -495,34 +497,38 @@ class _Stack:
             # Moving statistics per (replica, channel): the replica axis is one more kept
             # axis of the core's inference transform, which needs no channel layout.
             kept = (0, *(a + 1 for a in kept_axes(module.axis, x.dim() - 1)))
-            y = normalize_inference(
-                x, params.get("gamma"), params.get("beta"), buffers["moving_mean"],
-                buffers["moving_variance"], kept, module.epsilon,
+            gamma, beta, mean, variance = (
+                None if t is None else t.unflatten(0, (self.R, -1))
+                for t in (params.get("gamma"), params.get("beta"), buffers["moving_mean"],
+                          buffers["moving_variance"])
             )
+            y = normalize_inference(x, gamma, beta, mean, variance, kept, module.epsilon)
             return _bn_activation(module, y)
         # Batch statistics: the replicas become channels of one call of the core.
         if groups > 1:
-            params = {k: v.repeat_interleave(groups, dim=0) for k, v in params.items()}
+            params = {k: _per_group(v, self.R, groups) for k, v in params.items()}
         kept = kept_axes(module.axis, x.dim() - 1)
         first = kept[0] + 1  # the replica axis goes right before it, then the two merge
         merged = x.movedim(0, kept[0]).flatten(kept[0], first)
-        folded = {k: v.flatten(0, 1) for k, v in params.items()}
         if mode == "batch_statistics" and not module.renorm and module.virtual_batch_size is None:
             # The output alone: no moving statistics to read or fold. (Renorm and ghost
             # batches read them and take the path below, as does a batch whose statistics
             # are not finite, whose replicas are then normalized one by one.)
             y, _, _, finite = normalize_training(
-                merged, folded.get("gamma"), folded.get("beta"), kept, module.epsilon, None,
+                merged, params.get("gamma"), params.get("beta"), kept, module.epsilon, None,
                 module.implementation,
             )
             if finite is not False:
                 return _bn_activation(module, _unmerged(y, kept[0], x.shape[0]))
         if groups > 1:
-            buffers = {k: v.repeat_interleave(groups, dim=0) for k, v in buffers.items()}
-        stats = {k: v.flatten(0, 1) if v.dim() > 1 else v[0] for k, v in buffers.items()}
+            buffers = {
+                k: v.repeat_interleave(groups) if k == _COUNT else _per_group(v, self.R, groups)
+                for k, v in buffers.items()
+            }
+        stats = {k: v[0] if k == _COUNT else v for k, v in buffers.items()}
         batch_weight = self.batch_weights.get(layer.name) if mode == "train" else None
         momentum = None if batch_weight is None else 0.0  # 0: the core returns the batch's
-        y, new = _bn_call(module, kept, momentum)(folded, stats, merged)
+        y, new = _bn_call(module, kept, momentum)(params, stats, merged)
         if new["moving_mean"] is stats["moving_mean"]:
             # Some replica's batch statistics are not finite: the core skipped the update
             # for all of them. Redo the layer per replica, which skips only that one.
@@ -535,10 +541,8 @@ class _Stack:
                 new[k] = torch.lerp(stats[k], new[k], batch_weight)
         y = _unmerged(y, kept[0], x.shape[0])
         if mode == "train":
-            self.buffers[layer.name] = {
-                k: v.unflatten(0, (self.R, -1)) if buffers[k].dim() > 1 else buffers[k] + 1
-                for k, v in new.items()
-            }
+            new[_COUNT] = buffers[_COUNT] + 1
+            self.buffers[layer.name] = new
         return y
 
     def _bn_one_by_one(
@@ -550,14 +554,19 @@ class _Stack:
         groups: int,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """A BN layer with batch statistics on each slice ``x[i]`` with its replica's own
-        layer (``i // groups``)."""
+        layer (``i // groups``); ``params`` and ``buffers`` merged, one slice per ``x[i]``."""
+        n = x.shape[0]
+        params = {k: v.unflatten(0, (n, -1)) for k, v in params.items()}
+        buffers = {k: v if k == _COUNT else v.unflatten(0, (n, -1)) for k, v in buffers.items()}
         outputs, updates = [], []
-        for i in range(x.shape[0]):
+        for i in range(n):
             call = _bn_call(self.replica_layers[name][i // groups])  # type: ignore[arg-type]
             y, new = call({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in buffers.items()}, x[i])
             outputs.append(y)
             updates.append(new)
-        return torch.stack(outputs), {k: torch.stack([u[k] for u in updates]) for k in updates[0]}
+        return torch.stack(outputs), {
+            k: _stacked("bn", k, [u[k] for u in updates]) for k in updates[0]
+        }
 
     def retire(self, replicas: Sequence[int], optimizer: torch.optim.Optimizer) -> None:
         """Zero stopped replicas' parameters, optimizer slots and moving means (variances 1).
@@ -568,16 +577,17 @@ class _Stack:
         round differently from the runs alone of the replicas still training; zeros keep
         every later batch of it finite and well conditioned.
         """
-        with torch.no_grad():
+        with torch.no_grad():  # every stacked tensor is replica-major: (R, ...) or (R*C, ...)
             for tensor in self.trainable:
-                tensor[replicas] = 0.0
+                tensor.view(self.R, -1)[replicas] = 0.0
                 for slot in optimizer.state.get(tensor, {}).values():
                     if isinstance(slot, Tensor) and slot.shape == tensor.shape:
-                        slot[replicas] = 0.0
+                        slot.view(self.R, -1)[replicas] = 0.0
             for buffers in self.buffers.values():
                 for name, tensor in buffers.items():
-                    if tensor.dim() > 1:
-                        tensor[replicas] = 1.0 if "variance" in name or "stddev" in name else 0.0
+                    if name != _COUNT:
+                        fill = 1.0 if "variance" in name or "stddev" in name else 0.0
+                        tensor.view(self.R, -1)[replicas] = fill
 
     def write_back(self, models: list[SequentialModel], replicas: Sequence[int]) -> None:
         """Copy replicas' slices of the stack into their models (weights and statistics)."""
@@ -586,9 +596,14 @@ class _Stack:
             for r in replicas:
                 for name, module in models[r].layers.items():
                     for pname, parameter in module.named_parameters():
-                        parameter.copy_(_model_layout(kinds[name], pname, self.params[name][pname][r]))
+                        stacked = self._by_replica(kinds[name], pname, self.params[name][pname])
+                        parameter.copy_(_model_layout(kinds[name], pname, stacked[r]))
                     for bname, buffer in module.named_buffers():
-                        buffer.copy_(self.buffers[name][bname][r])
+                        buffer.copy_(self._by_replica(kinds[name], bname, self.buffers[name][bname])[r])
+
+    def _by_replica(self, kind: LayerKind, name: str, tensor: Tensor) -> Tensor:
+        """A stacked tensor with the replica axis first, (R, ...) (a view)."""
+        return tensor.unflatten(0, (self.R, -1)) if _merged(kind, name) else tensor
 
 
 def _stacked_parameters(replicas: Sequence[nn.Module], kind: LayerKind) -> dict[str, Tensor]:
@@ -604,17 +619,44 @@ def _stacked_parameters(replicas: Sequence[nn.Module], kind: LayerKind) -> dict[
     for pname in dict.fromkeys(n for params in own for n in params):
         present = [params.get(pname) for params in own]
         template = next(p for p in present if p is not None)
-        tensor = torch.stack(
+        tensor = _stacked(
+            kind,
+            pname,
             [
                 _stack_layout(kind, pname, p.detach() if p is not None else torch.full_like(template, _NEUTRAL[pname]))
                 for p in present
-            ]
+            ],
         ).requires_grad_(template.requires_grad)
         if None in present:
-            keep = torch.tensor([p is not None for p in present]).reshape(-1, *[1] * template.dim())
+            keep = torch.tensor([p is not None for p in present])
+            if _merged(kind, pname):  # one entry per merged row: R*C
+                keep = keep.repeat_interleave(template.shape[0])
+            keep = keep.reshape(-1, *[1] * (tensor.dim() - 1))
             tensor.register_hook(lambda grad, keep=keep: torch.where(keep, grad, 0.0))
         stacked[pname] = tensor
     return stacked
+
+
+#: A BN layer's batch count: one per replica, (R,), never merged.
+_COUNT = "num_batches_tracked"
+
+
+def _merged(kind: LayerKind, name: str) -> bool:
+    """Whether the stack keeps this tensor of a layer of ``kind`` merged: a BN layer's
+    parameters and moving statistics are (R*C, ...), replica r's channel c at r*C + c,
+    the channel order the functional core runs the stack in; everything else is
+    stacked, (R, ...)."""
+    return kind == "bn" and name != _COUNT
+
+
+def _stacked(kind: LayerKind, name: str, tensors: Sequence[Tensor]) -> Tensor:
+    """One tensor per replica, stacked (R, ...) or merged (R*C, ...) (:func:`_merged`)."""
+    return torch.cat(tensors) if _merged(kind, name) else torch.stack(tensors)
+
+
+def _per_group(tensor: Tensor, replicas: int, groups: int) -> Tensor:
+    """A merged (R*C, ...) tensor for ``groups`` batches of each replica, (R*G*C, ...)."""
+    return tensor.unflatten(0, (replicas, -1)).repeat_interleave(groups, dim=0).flatten(0, 1)
 
 
 def _unmerged(y: Tensor, axis: int, replicas: int) -> Tensor:
