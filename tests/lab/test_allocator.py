@@ -67,7 +67,9 @@ def test_workers_keep_their_freed_memory(monkeypatch):
         def put(self, item):
             raise AssertionError("no task was given")
 
+    # This process's lifeline, signals and torch threads stay as they are.
     monkeypatch.setattr(executors, "die_with_parent", lambda pid: None)
     monkeypatch.setattr(executors.signal, "signal", lambda *a: None)
+    monkeypatch.setattr(executors, "_set_threads", lambda threads: None)
     executors._worker_main(Queue([None]), Queue([]), 1, 0)
     assert calls == [True]
