@@ -5,9 +5,11 @@ allocates once: a block above the mmap threshold (128 KiB at first, raised as su
 blocks are freed) is mapped afresh and unmapped when freed, and free memory at the top
 of the heap goes back to the OS once it exceeds the trim threshold. A training loop
 allocates and frees the same few blocks of 0.1-1 MiB hundreds of times a second, so
-each of them comes back as new, zeroed pages: one page fault per 4 KiB. A stack of 30
-circles replicas (100 epochs) took 180,000-270,000 such faults in one core's 3.3-4.2 s;
-with the thresholds below, none beyond the imports (43,000 in all), in 3.2-3.5 s.
+each of them can come back as new, zeroed pages: one page fault per 4 KiB. A stack of
+30 circles replicas (100 epochs) took 52,000-312,000 faults in eight runs (the imports
+alone 42,000; how many depends on what glibc has seen freed before), in one core's
+3.3-4.2 s; with the thresholds below, none beyond the imports in every run, in
+3.2-3.5 s.
 
 :func:`keep_freed_memory` raises both thresholds with ``mallopt``: blocks up to
 :data:`MMAP_THRESHOLD` come from the heap, and up to :data:`TRIM_THRESHOLD` of free heap
