@@ -7,9 +7,9 @@ of the heap goes back to the OS once it exceeds the trim threshold. A training l
 allocates and frees the same few blocks of 0.1-1 MiB hundreds of times a second, so
 each of them can come back as new, zeroed pages: one page fault per 4 KiB. A stack of
 30 circles replicas (100 epochs) took 52,000-312,000 faults in eight runs (the imports
-alone 42,000; how many depends on what glibc has seen freed before), in one core's
-3.3-4.2 s; with the thresholds below, none beyond the imports in every run, in
-3.2-3.5 s.
+alone 42,000; how many depends on what glibc has seen freed before); with the
+thresholds below, none beyond the imports in every run, and its time on one core went
+from a median of 4.1 s to 3.4 s in eight alternated pairs.
 
 :func:`keep_freed_memory` raises both thresholds with ``mallopt``: blocks up to
 :data:`MMAP_THRESHOLD` come from the heap, and up to :data:`TRIM_THRESHOLD` of free heap
