@@ -36,6 +36,7 @@ import signal
 import sys
 import textwrap
 import threading
+import time
 import tomllib
 import warnings
 from collections.abc import Sequence
@@ -600,8 +601,6 @@ def _run(args: argparse.Namespace, argv: list[str]) -> int:
             if doctor and outcome.completed + outcome.reused:
                 _measure_runs(outcome.out_dir, quiet=args.quiet)
             if doctor and not args.no_report:
-                import time
-
                 from bnlab.lab.report import write_report
 
                 start = time.perf_counter()

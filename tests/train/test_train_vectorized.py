@@ -210,6 +210,30 @@ def test_a_diverging_replica_stops_alone() -> None:
     assert any(diverged) and not all(diverged), diverged
 
 
+def test_diverging_bn_replicas_count_the_batches_they_folded_in() -> None:
+    """BN replicas that blow up: a batch with non-finite statistics is skipped and, as in
+    a run alone, not counted (the stack then normalizes replica by replica); histories
+    equal, and each model's batch count is its count alone."""
+    case = dict(
+        layers=[{"type": "Dense", "units": 16, "activation": "relu", "kernel_initializer": "he_uniform"},
+                {**BN, "momentum": 0.5}, {"type": "Dense", "units": 1}],
+        optimizer={"name": "sgd", "learning_rate": 8.0, "momentum": 0.9},
+        loss="mse",
+        data=_float_targets,
+    )
+    config = _config(case, epochs=4, eval_every_steps=3)
+    data, seeds = _float_targets(), list(range(8))
+    alone = _models(case, data, seeds)
+    expected = [fit(m, data, config, seed=s) for m, s in zip(alone, seeds, strict=True)]
+    models = _models(case, data, seeds)
+    actual = fit_replicas(models, data, config, seeds=seeds)
+    for seed, a, e in zip(seeds, actual, expected, strict=True):
+        _assert_same(a.to_dict(), e.to_dict(), f"seed {seed}")
+    counts = [m.layers["batch_normalization"].num_batches_tracked.item() for m in models]
+    assert counts == [m.layers["batch_normalization"].num_batches_tracked.item() for m in alone]
+    assert all(h.diverged for h in actual) and len(set(counts)) > 1  # they stopped apart
+
+
 def _stacked_and_alone(
     layers: list[list[dict[str, Any]]], seeds: list[int], data: Any, config: TrainConfig
 ) -> tuple[list[Any], list[Any], list[Any]]:

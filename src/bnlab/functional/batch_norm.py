@@ -331,9 +331,8 @@ def _training_step(
     count = _count_per_channel(x, kept, mask)
     if mask is None and count <= 1:
         _raise_single_value(x, kept, name)
-    y, mean, var, finite = normalize_training(x, gamma, beta, kept, epsilon, mask, implementation)
-    if traced(moving_mean, moving_variance):
-        finite = None  # statistics under a transform: the update is chosen by torch.where
+    eager = not traced(x, gamma, beta, moving_mean, moving_variance)
+    y, mean, var, finite = _normalize_batch(x, gamma, beta, kept, epsilon, mask, implementation, eager)
     new_mean, new_var, updated = _fold_statistics(
         moving_mean, moving_variance, mean, var, count, momentum, num_batches_tracked,
         unbiased, on_nonfinite, name, finite, in_place,
@@ -362,7 +361,22 @@ def normalize_training(
     mask and redoes the batch on the shifted composite path when a channel is
     ill-conditioned (the eager screen), the composite path otherwise.
     """
-    eager = not traced(x, gamma, beta)
+    return _normalize_batch(x, gamma, beta, kept, epsilon, mask, implementation,
+                            eager=not traced(x, gamma, beta))
+
+
+def _normalize_batch(
+    x: Tensor,
+    gamma: Tensor | None,
+    beta: Tensor | None,
+    kept: tuple[int, ...],
+    epsilon: float,
+    mask: Tensor | None,
+    implementation: Implementation,
+    eager: bool,
+) -> tuple[Tensor, Tensor, Tensor, bool | None]:
+    """:func:`normalize_training` with ``eager`` decided by the caller (the training step
+    also counts the moving statistics it was given: one :func:`traced` call a step)."""
     fused_first = implementation == "auto" and eager and len(kept) == 1 and mask is None
     if implementation == "auto":
         implementation = "native" if fused_first else "composite"

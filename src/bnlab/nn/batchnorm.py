@@ -4,9 +4,10 @@ The module holds state (``gamma``, ``beta``, ``moving_mean``, ``moving_variance`
 ``num_batches_tracked``) and delegates every computation to
 :mod:`bnlab.functional`, the way ``torch.nn.BatchNorm2d`` calls ``F.batch_norm``: a
 plain training step is :func:`bnlab.functional.batch_norm_update_` on the layer's
-buffers, inference is :func:`bnlab.functional.batch_norm` (both entered after their
-argument checks, which the layer does itself: its settings when they are set, its input
-on each call); the variants (synchronized, renorm, ghost batches) return new statistics
+buffers and inference is :func:`bnlab.functional.batch_norm`'s inference transform,
+both entered after their argument checks (``training_update_``,
+``normalize_inference``), which the layer does itself: its settings when they are set,
+its input on each call; the variants (synchronized, renorm, ghost batches) return new statistics
 that the module copies into its buffers.
 """
 

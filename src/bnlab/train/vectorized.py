@@ -532,16 +532,14 @@ class _Stack:
         if new["moving_mean"] is stats["moving_mean"]:
             # Some replica's batch statistics are not finite: the core skipped the update
             # for all of them. Redo the layer per replica, which skips only that one.
-            y, new = self._bn_one_by_one(layer.name, params, buffers, x, groups)
-            if mode == "train":
-                self.buffers[layer.name] = new
-            return y
-        if batch_weight is not None:
-            for k in ("moving_mean", "moving_variance"):
-                new[k] = torch.lerp(stats[k], new[k], batch_weight)
-        y = _unmerged(y, kept[0], x.shape[0])
+            y, new, counted = self._bn_one_by_one(layer.name, params, buffers, x, groups)
+        else:
+            if batch_weight is not None:
+                for k in ("moving_mean", "moving_variance"):
+                    new[k] = torch.lerp(stats[k], new[k], batch_weight)
+            y, counted = _unmerged(y, kept[0], x.shape[0]), 1
         if mode == "train":
-            new[_COUNT] = buffers[_COUNT] + 1
+            new[_COUNT] = buffers[_COUNT] + counted
             self.buffers[layer.name] = new
         return y
 
@@ -552,21 +550,26 @@ class _Stack:
         buffers: dict[str, Tensor],
         x: Tensor,
         groups: int,
-    ) -> tuple[Tensor, dict[str, Tensor]]:
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """A BN layer with batch statistics on each slice ``x[i]`` with its replica's own
-        layer (``i // groups``); ``params`` and ``buffers`` merged, one slice per ``x[i]``."""
+        layer (``i // groups``); ``params`` and ``buffers`` merged, one slice per ``x[i]``.
+
+        Returns the output, the new statistics and, per slice, 1 where the batch was
+        folded in and 0 where it was skipped (as alone, a skipped batch is not counted).
+        """
         n = x.shape[0]
         params = {k: v.unflatten(0, (n, -1)) for k, v in params.items()}
         buffers = {k: v if k == _COUNT else v.unflatten(0, (n, -1)) for k, v in buffers.items()}
-        outputs, updates = [], []
+        outputs, updates, counted = [], [], []
         for i in range(n):
             call = _bn_call(self.replica_layers[name][i // groups])  # type: ignore[arg-type]
-            y, new = call({k: v[i] for k, v in params.items()}, {k: v[i] for k, v in buffers.items()}, x[i])
+            own = {k: v[i] for k, v in buffers.items()}
+            y, new = call({k: v[i] for k, v in params.items()}, own, x[i])
             outputs.append(y)
             updates.append(new)
-        return torch.stack(outputs), {
-            k: _stacked("bn", k, [u[k] for u in updates]) for k in updates[0]
-        }
+            counted.append(int(new["moving_mean"] is not own["moving_mean"]))  # the core's skip
+        stacked = {k: _stacked("bn", k, [u[k] for u in updates]) for k in updates[0] if k != _COUNT}
+        return torch.stack(outputs), stacked, torch.tensor(counted)
 
     def retire(self, replicas: Sequence[int], optimizer: torch.optim.Optimizer) -> None:
         """Zero stopped replicas' parameters, optimizer slots and moving means (variances 1).
@@ -607,8 +610,9 @@ class _Stack:
 
 
 def _stacked_parameters(replicas: Sequence[nn.Module], kind: LayerKind) -> dict[str, Tensor]:
-    """A layer's parameters stacked over its replicas: (R, *shape) leaves, each replica's
-    in the layout the stack computes with (:func:`_stack_layout`).
+    """A layer's parameters stacked over its replicas: leaves of (R, *shape), or (R*C, ...)
+    for a BN layer (:func:`_merged`), each replica's in the layout the stack computes
+    with (:func:`_stack_layout`).
 
     A BN replica without ``gamma`` or ``beta`` (:func:`varies_per_replica`) gets the
     neutral constant 1 or 0 in its slice, and a gradient hook zeroes that slice's
@@ -716,7 +720,7 @@ def _bn_call(
     """The adapter from a BN layer's settings to the functional core, in training mode.
 
     Returns ``call(params, buffers, x) -> (y, new_buffers)``: the new buffers are the
-    statistics the core returns (``num_batches_tracked`` + 1), detached. ``kept``: the
+    statistics the core returns, detached (the caller counts the batch). ``kept``: the
     normalized axes (default: the layer's axis on ``x``); ``momentum``: instead of the
     layer's.
     """
@@ -759,7 +763,6 @@ def _bn_call(
             (k, v if v is buffers[k] else v.detach())
             for k, v in zip(result._fields[1:], result[1:], strict=True)
         )
-        new["num_batches_tracked"] = count + 1
         return _bn_activation(layer, result.output), new
 
     return call
