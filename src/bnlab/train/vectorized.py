@@ -600,7 +600,7 @@ class _Stack:
                 for name, module in models[r].layers.items():
                     for pname, parameter in module.named_parameters():
                         stacked = self._by_replica(kinds[name], pname, self.params[name][pname])
-                        parameter.copy_(_model_layout(kinds[name], pname, stacked[r]))
+                        parameter.copy_(_model_layout(kinds[name], pname, stacked[r], parameter.shape))
                     for bname, buffer in module.named_buffers():
                         buffer.copy_(self._by_replica(kinds[name], bname, self.buffers[name][bname])[r])
 
@@ -672,22 +672,42 @@ def _stack_layout(kind: LayerKind, pname: str, value: Tensor) -> Tensor:
     """One replica's parameter as the stack keeps it. A Dense layer's weight (U, F) is
     kept as its transpose (F, U) and its bias (U,) as a row (1, U): the batched product
     ``baddbmm(bias, x, weight)`` then takes them as they are, with no views to make
-    (and to differentiate) at every step. Other layers keep the model's layout."""
+    (and to differentiate) at every step. A one-unit Dense layer keeps its weight as the
+    row (1, F) (:func:`_transposed_weight`). Other layers keep the model's layout."""
     if kind == "dense":
-        return value.T if pname == "weight" else value.unsqueeze(0)
+        if pname == "weight":
+            return value.T if _transposed_weight(value.shape) else value
+        return value.unsqueeze(0)
     return value
 
 
-def _model_layout(kind: LayerKind, pname: str, value: Tensor) -> Tensor:
-    """The inverse of :func:`_stack_layout`: a replica's slice in its model's layout."""
+def _model_layout(kind: LayerKind, pname: str, value: Tensor, shape: torch.Size) -> Tensor:
+    """The inverse of :func:`_stack_layout`: a replica's slice in its model's layout
+    ``shape``."""
     if kind == "dense":
-        return value.T if pname == "weight" else value.squeeze(0)
+        if pname == "weight":
+            return value.T if _transposed_weight(shape) else value
+        return value.squeeze(0)
     return value
+
+
+def _transposed_weight(shape: torch.Size) -> bool:
+    """Whether the stack keeps a Dense weight of the model's ``shape`` (U, F) transposed.
+
+    Yes unless U is 1. The batched product of a (R, N, F) input with one column per
+    replica is a matrix-vector product, which runs 2-4x faster (forward; 1.1-1.8x with
+    the backward) when that column is the transposed view of a (R, 1, F) row than when
+    it is stored as (R, F, 1) (measured at R = 10 and 30, N = 32 and 500, F = 50); with
+    several units, the stored transpose is as fast or faster.
+    """
+    return shape[0] > 1
 
 
 def _dense(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
-    """``x @ W^T + b`` per replica: x (R, N, ..., F), the stack's weight (R, F, U) and
-    bias (R, 1, U) (:func:`_stack_layout`)."""
+    """``x @ W^T + b`` per replica: x (R, N, ..., F), the stack's weight (R, F, U), or
+    (R, 1, F) for one unit, and bias (R, 1, U) (:func:`_stack_layout`)."""
+    if weight.shape[1] != x.shape[-1]:  # one unit: the row's transposed view (R, F, 1)
+        weight = weight.mT
     flat = x if x.dim() == 3 else x.reshape(x.shape[0], -1, x.shape[-1])  # (R, N*..., F)
     y = torch.bmm(flat, weight) if bias is None else torch.baddbmm(bias, flat, weight)
     return y if x.dim() == 3 else y.reshape(*x.shape[:-1], weight.shape[2])
