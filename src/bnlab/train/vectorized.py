@@ -1064,20 +1064,25 @@ class _Replicas:
     # ------------------------------------------------------------ evaluation
     @torch.no_grad()
     def _inference_metrics(self, x: Tensor, y: Tensor) -> tuple[list[float], list[float]]:
-        """Per replica (loss, accuracy) in inference mode, as ``inference_metrics``."""
-        total = torch.zeros(self.R, dtype=torch.float64)
-        correct = torch.zeros(self.R, dtype=torch.int64)
-        finite = torch.ones(self.R, dtype=torch.bool)
-        for s in chunks(x.shape[0], self.inference_chunk):
-            xs, ys = x[s], y[s]
-            out, _ = self.stack.forward(xs.expand(self.R, *xs.shape), "inference")
-            ys = ys.expand(self.R, *ys.shape)
-            total += self._losses(ys, out).double() * out.shape[1]
-            correct += self._correct_counts(ys, out)
-            finite &= torch.isfinite(out).flatten(1).all(dim=1)
-        losses = (total / x.shape[0]).tolist()
-        accuracies = [c / x.shape[0] if f else NAN for c, f in zip(correct.tolist(), finite.tolist(), strict=True)]
-        return losses, accuracies
+        """Per replica (loss, accuracy) in inference mode, as ``inference_metrics``.
+
+        The passes (at most ``self.inference_chunk`` samples per replica each) only run
+        the stack; the loss, the correct predictions and the finite check are taken once
+        over all of their outputs (as in :meth:`_batch_statistics_accuracy`).
+        """
+        outputs = [
+            self.stack.forward(x[s].expand(self.R, *x[s].shape), "inference")[0]
+            for s in chunks(x.shape[0], self.inference_chunk)
+        ]
+        ys, out = y.expand(self.R, *y.shape), torch.cat(outputs, dim=1)
+        return self._losses(ys, out).tolist(), self._accuracies(ys, out)
+
+    def _accuracies(self, y: Tensor, out: Tensor) -> list[float]:
+        """Per replica accuracy of outputs ``out`` (R, N, K) for targets ``y`` (R, N, ...);
+        NaN where some output is not finite."""
+        correct = self._correct_counts(y, out).tolist()
+        finite = torch.isfinite(out).flatten(1).all(dim=1).tolist()
+        return [c / out.shape[1] if f else NAN for c, f in zip(correct, finite, strict=True)]
 
     @torch.no_grad()
     def _batch_statistics_accuracy(self) -> list[float]:
@@ -1088,9 +1093,6 @@ class _Replicas:
         """
         n, bs = self.x_test.shape[0], self.config.batch_size
         full = n // bs
-        correct = torch.zeros(self.R, dtype=torch.int64)
-        finite = torch.ones(self.R, dtype=torch.bool)
-        seen = 0
         per_pass = max(1, self.statistics_chunk // bs)
         parts = [
             (slice(first * bs, min(first + per_pass, full) * bs), min(per_pass, full - first))
@@ -1098,15 +1100,14 @@ class _Replicas:
         ]
         if n - full * bs >= 2:  # a trailing batch of one sample is skipped
             parts.append((slice(full * bs, n), 1))
-        for s, groups in parts:
-            idx = self.test_orders[:, s]
-            out, _ = self.stack.forward(self.x_test[idx], "batch_statistics", groups=groups)
-            correct += self._correct_counts(self.y_test[idx], out)
-            finite &= torch.isfinite(out).flatten(1).all(dim=1)
-            seen += idx.shape[1]
-        if seen == 0:
+        if not parts:
             return [NAN] * self.R
-        return [c / seen if f else NAN for c, f in zip(correct.tolist(), finite.tolist(), strict=True)]
+        outputs = [
+            self.stack.forward(self.x_test[self.test_orders[:, s]], "batch_statistics", groups=groups)[0]
+            for s, groups in parts
+        ]
+        out = torch.cat(outputs, dim=1)
+        return self._accuracies(self.y_test[self.test_orders[:, : out.shape[1]]], out)
 
     def _validate(self) -> list[EvalRecord]:
         """Evaluate every replica now; appends the record of each live one and returns all."""
