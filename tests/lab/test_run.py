@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import pickle
@@ -158,6 +159,26 @@ def test_process_executor_gives_the_sequential_results(tiny: Path, tmp_path: Pat
 
     # one torch thread per run in both executors: identical numbers
     assert by_run(par.results) == by_run(seq.results)
+
+
+def test_a_finished_worker_gets_its_next_task_before_the_results_are_stored(tiny: Path) -> None:
+    """Storing a task's results takes the caller a while (30 runs of a stack: about half a
+    second); the worker it came from must not wait for that."""
+    from bnlab.lab.executors import ProcessExecutor
+    from bnlab.lab.runs import SingleRun
+
+    specs = plan_runs(load_experiment(tiny))
+    events: list[str] = []
+    pool = ProcessExecutor(1)
+    for spec, result in pool.map_tasks([SingleRun(s, "process") for s in specs],
+                                       on_start=lambda s: events.append(f"start {s.key}")):
+        assert result.status == "completed"
+        events.append(f"result {spec.key}")
+    keys = [s.key for s in specs]
+    # one worker: each next run is handed off as soon as the previous one's result is in
+    assert events == [f"start {keys[0]}"] + [
+        e for a, b in itertools.pairwise(keys) for e in (f"start {b}", f"result {a}")
+    ] + [f"result {keys[-1]}"]
 
 
 def test_sequential_runs_use_one_thread_and_restore_the_setting(tiny: Path, tmp_path: Path) -> None:

@@ -169,28 +169,36 @@ class ProcessExecutor:
         results = self._ctx.Queue()
         pending = deque(range(len(tasks)))
         workers = [self._start(results) for _ in range(min(self.workers, len(tasks)))]
+
+        def hand_out() -> None:
+            """Give every idle worker its next task (before the caller stores results,
+            which would otherwise keep a finished worker waiting)."""
+            for w in workers:
+                if w.busy is None and pending:
+                    w.busy = pending.popleft()
+                    w.tasks.put((w.busy, tasks[w.busy]))
+                    for spec in tasks[w.busy].specs:
+                        on_start(spec)
+
         finished = False
         try:
             while pending or any(w.busy is not None for w in workers):
-                for w in workers:
-                    if w.busy is None and pending:
-                        w.busy = pending.popleft()
-                        for spec in tasks[w.busy].specs:
-                            on_start(spec)
-                        w.tasks.put((w.busy, tasks[w.busy]))
+                hand_out()
                 try:
                     index, task_results = results.get(timeout=0.5)
                 except queue.Empty:
+                    died = []
                     for i, w in enumerate(workers):
                         if w.busy is not None and not w.process.is_alive():
-                            task = tasks[w.busy]
+                            died += [(spec, _died(spec, w.process.exitcode)) for spec in tasks[w.busy].specs]
                             workers[i] = self._start(results)
-                            for spec in task.specs:
-                                yield spec, _died(spec, w.process.exitcode)
+                    hand_out()
+                    yield from died
                     continue
                 for w in workers:
                     if w.busy == index:
                         w.busy = None
+                hand_out()
                 yield from zip(tasks[index].specs, task_results, strict=True)
             finished = True
         finally:
