@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import itertools
 import json
 import os
 import shutil
@@ -230,9 +231,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sequential(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny study (2 seeds, 20 epochs) run by the sequential executor."""
+    """The tiny study (2 seeds, 60 epochs) run by the sequential executor."""
     out = tmp_path_factory.mktemp("sequential")
-    lab.run(tiny, out, seeds=2, epochs=20, executor="sequential", report=False)
+    lab.run(tiny, out, seeds=2, epochs=60, executor="sequential", report=False)
     return out
 
 
@@ -240,7 +241,9 @@ def test_cluster_results_equal_the_sequential_executor_and_use_every_cpu(
     cluster: Cluster, tiny: Path, sequential: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "ray"
-    command = _bnlab(cluster, str(tiny), "--seeds", "2", "--epochs", "20", "--out", str(out))
+    # 60 epochs: runs long enough (about a second each) that the second worker process,
+    # which Ray starts as the first one's runs begin, joins before they are all done
+    command = _bnlab(cluster, str(tiny), "--seeds", "2", "--epochs", "60", "--out", str(out))
     code, samples = _watch(cluster, command, tmp_path / "log.txt")
     assert code == 0, (tmp_path / "log.txt").read_text()
     # every number stored is the sequential executor's, to the bit
@@ -249,8 +252,13 @@ def test_cluster_results_equal_the_sequential_executor_and_use_every_cpu(
     assert [r["status"] for r in ray_results["runs"]] == ["completed"] * 4
     assert _histories(ray_results) == _histories(seq_results)
     _assert_same_weights(out, sequential)
-    # without --workers: as many runs in flight as the cluster has CPUs, in two processes
-    assert max(len(s) for s in samples) == 2
+    # without --workers: as many runs in flight as the cluster has CPUs, in two processes.
+    # A worker shows a finished run's title for a moment after Ray starts the next run
+    # elsewhere, so one sample may see three; more than two in flight would show in
+    # consecutive samples.
+    counts = [len(s) for s in samples]
+    assert max(counts) >= 2
+    assert not any(a > 2 and b > 2 for a, b in itertools.pairwise(counts)), counts
     assert len({pid for s in samples for pid in s}) >= 2
     titles = {title for s in samples for title in s.values()}
     assert titles <= {f"bnlab {v} seed {k}" for v in ("base", "bn") for k in range(2)}
