@@ -231,9 +231,9 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def sequential(tiny: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The tiny study (2 seeds, 60 epochs) run by the sequential executor."""
+    """The tiny study (2 seeds, 100 epochs) run by the sequential executor."""
     out = tmp_path_factory.mktemp("sequential")
-    lab.run(tiny, out, seeds=2, epochs=60, executor="sequential", report=False)
+    lab.run(tiny, out, seeds=2, epochs=100, executor="sequential", report=False)
     return out
 
 
@@ -241,9 +241,10 @@ def test_cluster_results_equal_the_sequential_executor_and_use_every_cpu(
     cluster: Cluster, tiny: Path, sequential: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "ray"
-    # 60 epochs: runs long enough (about a second each) that the second worker process,
-    # which Ray starts as the first one's runs begin, joins before they are all done
-    command = _bnlab(cluster, str(tiny), "--seeds", "2", "--epochs", "60", "--out", str(out))
+    # 100 epochs: runs long enough (0.5-0.9 s each alone, against 0.1-0.2 s at 20 epochs,
+    # when one worker did all four before the second had started) that the second worker
+    # process, which Ray starts as the first one's runs begin, joins before they are done
+    command = _bnlab(cluster, str(tiny), "--seeds", "2", "--epochs", "100", "--out", str(out))
     code, samples = _watch(cluster, command, tmp_path / "log.txt")
     assert code == 0, (tmp_path / "log.txt").read_text()
     # every number stored is the sequential executor's, to the bit

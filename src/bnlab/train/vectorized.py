@@ -706,7 +706,7 @@ def _transposed_weight(shape: torch.Size) -> bool:
 def _dense(x: Tensor, weight: Tensor, bias: Tensor | None) -> Tensor:
     """``x @ W^T + b`` per replica: x (R, N, ..., F), the stack's weight (R, F, U), or
     (R, 1, F) for one unit, and bias (R, 1, U) (:func:`_stack_layout`)."""
-    if weight.shape[1] != x.shape[-1]:  # one unit: the row's transposed view (R, F, 1)
+    if weight.shape[1] != x.shape[-1]:  # one unit (_transposed_weight): the row's view (R, F, 1)
         weight = weight.mT
     flat = x if x.dim() == 3 else x.reshape(x.shape[0], -1, x.shape[-1])  # (R, N*..., F)
     y = torch.bmm(flat, weight) if bias is None else torch.baddbmm(bias, flat, weight)
@@ -1070,8 +1070,9 @@ class _Replicas:
         the stack; the loss, the correct predictions and the finite check are taken once
         over all of their outputs (as in :meth:`_batch_statistics_accuracy`).
         """
+        every = (self.R, *[-1] * x.dim())  # each replica sees the same samples
         outputs = [
-            self.stack.forward(x[s].expand(self.R, *x[s].shape), "inference")[0]
+            self.stack.forward(x[s].expand(every), "inference")[0]
             for s in chunks(x.shape[0], self.inference_chunk)
         ]
         ys, out = y.expand(self.R, *y.shape), torch.cat(outputs, dim=1)
