@@ -99,6 +99,23 @@ def test_list_imports_no_heavy_optional_library() -> None:
     assert done.stdout.strip() == ""
 
 
+def test_run_without_a_report_does_not_import_matplotlib(tiny: Path, tmp_path: Path) -> None:
+    """Regression: the table of doctor measurements after the runs came from the report
+    module, whose plots imported matplotlib (0.7 s here) into every ``--no-report`` run."""
+    argv = ["run", str(tiny), "--seeds", "1", "--out", str(tmp_path / "out"),
+            "--executor", "sequential", "--no-report"]
+    code = (
+        "import contextlib, io, sys\n"
+        "from bnlab.cli import main\n"
+        "with contextlib.redirect_stdout(io.StringIO()):\n"
+        f"    assert main({argv!r}) == 0\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'matplotlib')[:3])"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
 def test_show_prints_settings_and_each_summary(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["show", "circles"]) == 0
     out = capsys.readouterr().out

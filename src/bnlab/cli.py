@@ -732,8 +732,7 @@ def print_statistics(results: dict[str, Any], out: Path, file: TextIO | None = N
     import shutil
 
     from bnlab.lab import table as tables
-    from bnlab.lab.report import current_statistics
-    from bnlab.lab.results import read_statistics
+    from bnlab.lab.results import current_statistics, read_statistics
 
     stream = file or sys.stdout
     table = None

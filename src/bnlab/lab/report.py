@@ -40,8 +40,8 @@ from bnlab.lab.results import (
     REPORT_FILE,
     RESULTS_FILE,
     atomic_write_bytes,
+    current_statistics,
     read_statistics,
-    run_key,
 )
 from bnlab.lab.stats import (
     BOOTSTRAP_RESAMPLES,
@@ -59,7 +59,6 @@ __all__ = [
     "PUBLISHED_HEADERS",
     "REPORT_FILE",
     "RESULTS_FILE",
-    "current_statistics",
     "load_results",
     "published_rows",
     "render_html",
@@ -411,24 +410,6 @@ code{font-size:.9em}ol.layers{margin:.2em 0 .8em}
 
 
 _MIME = {"png": "image/png", "svg": "image/svg+xml"}
-
-
-def current_statistics(
-    statistics: Mapping[str, Any] | None, results: Mapping[str, Any]
-) -> Mapping[str, Any] | None:
-    """``statistics`` (a ``bn_statistics.json`` document) keeping only the measurements of
-    runs that are in ``results`` (same resolved variant and seed): a folder rerun with other
-    settings does not show measurements of models it no longer holds."""
-    if statistics is None:
-        return None
-    experiment = results.get("experiment") or {}
-    hashes = {v.get("name"): v.get("config_hash") for v in experiment.get("variants") or []}
-    done = {run_key(r.get("variant"), r.get("grid"), r.get("seed"))
-            for r in results.get("runs") or [] if r.get("status") == "completed"}
-    runs = [r for r in statistics.get("runs") or []
-            if hashes.get(r.get("name")) == r.get("config_hash")
-            and run_key(r.get("variant"), r.get("grid"), r.get("seed")) in done]
-    return {**statistics, "runs": runs}
 
 
 def _statistics_html(statistics: Mapping[str, Any] | None) -> str:

@@ -58,6 +58,7 @@ __all__ = [
     "atomic_write_bytes",
     "atomic_write_text",
     "build_results",
+    "current_statistics",
     "dumps",
     "json_ready",
     "load_schema",
@@ -274,6 +275,24 @@ def read_statistics(out_dir: str | Path) -> dict[str, Any] | None:
         raise LabError(f"{path}: expected a JSON object with schema {STATISTICS_SCHEMA!r} and a "
                        f"list of runs; delete it or measure again with `bnlab doctor {out_dir} --all`")
     return doc
+
+
+def current_statistics(
+    statistics: Mapping[str, Any] | None, results: Mapping[str, Any]
+) -> Mapping[str, Any] | None:
+    """``statistics`` (a ``bn_statistics.json`` document) keeping only the measurements of
+    runs that are in ``results`` (same resolved variant and seed): a folder rerun with other
+    settings does not show measurements of models it no longer holds."""
+    if statistics is None:
+        return None
+    experiment = results.get("experiment") or {}
+    hashes = {v.get("name"): v.get("config_hash") for v in experiment.get("variants") or []}
+    done = {run_key(r.get("variant"), r.get("grid"), r.get("seed"))
+            for r in results.get("runs") or [] if r.get("status") == "completed"}
+    runs = [r for r in statistics.get("runs") or []
+            if hashes.get(r.get("name")) == r.get("config_hash")
+            and run_key(r.get("variant"), r.get("grid"), r.get("seed")) in done]
+    return {**statistics, "runs": runs}
 
 
 def build_results(out_dir: str | Path) -> dict[str, Any]:
