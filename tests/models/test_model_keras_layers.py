@@ -147,8 +147,17 @@ CASES = {
                               (3, 4, 4, 2)),
     "dropout_inference": (lambda: L.Dropout(0.5), (4, 3)),
     "spatial_dropout_inference": (lambda: L.SpatialDropout2D(0.5), (3, 3, 2)),
+    # Random augmentation: the identity in inference here; the training-mode transforms
+    # are compared draw for draw in test_model_augment.py.
+    "random_flip_inference": (lambda: L.RandomFlip(), (4, 3, 2)),
+    "random_rotation_inference": (lambda: L.RandomRotation(0.2), (4, 3, 2)),
+    "random_zoom_inference": (lambda: L.RandomZoom(0.2, 0.1), (4, 3, 2)),
+    "random_translation_inference": (lambda: L.RandomTranslation(0.2, 0.1), (4, 3, 2)),
+    "random_contrast_inference": (lambda: L.RandomContrast(0.3), (4, 3, 2)),
+    "random_brightness_inference": (lambda: L.RandomBrightness(0.3), (4, 3, 2)),
 }
-RANDOM_IN_TRAINING = {"dropout_inference", "spatial_dropout_inference"}
+RANDOM_IN_TRAINING = {"dropout_inference", "spatial_dropout_inference",
+                      *(case for case in CASES if case.startswith("random_"))}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -2,9 +2,9 @@
 
 Every layer type is a :class:`~bnlab.models.layer_type.LayerType` (arguments, layout,
 builder, mask rule); they are defined by family in ``types_core``, ``types_conv``,
-``types_recurrent`` and, for batch normalization, here. Lookup is case-insensitive
-(``"dense"`` finds ``Dense``); Keras's aliases are accepted (``Convolution2D``,
-``MaxPool2D``, ``InputLayer``, ...).
+``types_recurrent``, ``types_augment`` (random image augmentation) and, for batch
+normalization, here. Lookup is case-insensitive (``"dense"`` finds ``Dense``); Keras's
+aliases are accepted (``Convolution2D``, ``MaxPool2D``, ``InputLayer``, ...).
 
 Every built layer accepts Keras's bookkeeping arguments ``name``, ``trainable`` and
 ``dtype`` (float32), and every key Keras 3 writes in a ``.keras`` archive's config for
@@ -12,7 +12,8 @@ the type: a Keras config is a spec. Options bnlab cannot honour accept only thei
 default and otherwise raise a one-line error naming the key and the value.
 
 Differences from Keras (also in the README's table): Dropout has no ``noise_shape``
-and draws from torch's RNG (``seed`` is accepted and ignored, also by initializers);
+and, like the random augmentation layers, draws from torch's RNG (``seed`` is accepted
+and ignored, also by initializers); augmentation takes batched images only;
 recurrent layers have no ``return_state``/``stateful``; no ``activity_regularizer``;
 ``data_format`` is ``channels_last`` only (the model moves channels first inside by
 itself); GroupNormalization normalizes the channel axis only; BatchNormalization
@@ -39,6 +40,7 @@ from bnlab.models import arguments as A
 from bnlab.models.arguments import Arg
 from bnlab.models.layer_type import COMMON, Builder, LayerType, Shape, keras_shape
 from bnlab.models.layout import internal_axis
+from bnlab.models.types_augment import AUGMENT_TYPES
 from bnlab.models.types_conv import CONV_TYPES
 from bnlab.models.types_core import CORE_TYPES
 from bnlab.models.types_recurrent import RECURRENT_TYPES
@@ -167,7 +169,7 @@ def _bn_types() -> list[LayerType]:
     return types
 
 
-_TYPES = [*CORE_TYPES, *CONV_TYPES, *RECURRENT_TYPES, *_bn_types()]
+_TYPES = [*CORE_TYPES, *CONV_TYPES, *RECURRENT_TYPES, *AUGMENT_TYPES, *_bn_types()]
 
 #: lowercase name -> LayerType (aliases included)
 LAYER_TYPES: dict[str, LayerType] = {t.name.lower(): t for t in _TYPES}
