@@ -4,7 +4,8 @@ Keras draws its transformations from its own RNG and bnlab from torch's, so the
 training-mode outputs are compared draw for draw: Keras's layer makes a transformation
 (``get_random_transformation``) and transforms the images with it (``transform_images``);
 the same draws go to bnlab's layer (``apply``), built from the Keras layer's config.
-Inference is the identity in both (also in test_model_keras_layers.py).
+Inference is the identity in both (also in test_model_keras_layers.py). The noise layers
+(GaussianNoise, GaussianDropout) are checked for the distribution Keras draws from.
 """
 
 from __future__ import annotations
@@ -218,3 +219,22 @@ def test_augmented_models_train_with_the_process_executor_not_stacked():
         optimizer="sgd", optimizer_args={}, loss="categorical_crossentropy", epochs=1,
         batch_size=4))
     assert reason == "layer random_flip: RandomFlip layers are not supported"
+
+
+@pytest.mark.parametrize(
+    ("spec", "mean", "std"),
+    [
+        ({"type": "GaussianNoise", "stddev": 0.5}, 0.0, 0.5),  # x + N(0, 0.5^2)
+        ({"type": "GaussianDropout", "rate": 0.2}, 1.0, 0.5),  # x * N(1, 0.2 / 0.8)
+    ],
+)
+def test_gaussian_noise_layers_draw_keras_distribution_in_training_only(spec, mean, std):
+    torch.manual_seed(0)
+    model = build_model([spec], (50, 40), seed=0)
+    x = torch.full((20, 50, 40), 2.0)
+    model.train()
+    noise = model(x) - x if spec["type"] == "GaussianNoise" else model(x) / x
+    assert abs(noise.mean().item() - mean) < 0.01
+    assert abs(noise.std().item() - std) < 0.01
+    model.eval()
+    assert torch.equal(model(x), x)

@@ -87,6 +87,11 @@ CASES = {
     "depthwise_no_bias": (lambda: L.DepthwiseConv2D(2, use_bias=False), (5, 4, 2)),
     "separable": (lambda: L.SeparableConv2D(4, 3, depth_multiplier=2, padding="same"), (6, 5, 3)),
     "zero_padding_int": (lambda: L.ZeroPadding2D(2), (3, 4, 2)),
+    "cropping_int": (lambda: L.Cropping2D(1), (4, 5, 2)),
+    "cropping_pairs": (lambda: L.Cropping2D(((2, 0), (1, 3))), (5, 6, 2)),
+    "up_sampling_nearest": (lambda: L.UpSampling2D((2, 3)), (3, 4, 2)),
+    "up_sampling_bilinear": (lambda: L.UpSampling2D(3, interpolation="bilinear"), (3, 4, 2)),
+    "elu": (lambda: L.ELU(0.7), (4, 3)),
     "zero_padding_pairs": (lambda: L.ZeroPadding2D(((1, 0), (2, 3))), (3, 4, 2)),
     "max_pool1d": (lambda: L.MaxPooling1D(2), (7, 3)),
     "max_pool2d_same": (lambda: L.MaxPooling2D(3, strides=2, padding="same"), (7, 6, 2)),
@@ -149,6 +154,8 @@ CASES = {
     "spatial_dropout_inference": (lambda: L.SpatialDropout2D(0.5), (3, 3, 2)),
     # Random augmentation: the identity in inference here; the training-mode transforms
     # are compared draw for draw in test_model_augment.py.
+    "gaussian_noise_inference": (lambda: L.GaussianNoise(0.5), (4, 3)),
+    "gaussian_dropout_inference": (lambda: L.GaussianDropout(0.3), (3, 3, 2)),
     "random_flip_inference": (lambda: L.RandomFlip(), (4, 3, 2)),
     "random_rotation_inference": (lambda: L.RandomRotation(0.2), (4, 3, 2)),
     "random_zoom_inference": (lambda: L.RandomZoom(0.2, 0.1), (4, 3, 2)),
@@ -156,8 +163,7 @@ CASES = {
     "random_contrast_inference": (lambda: L.RandomContrast(0.3), (4, 3, 2)),
     "random_brightness_inference": (lambda: L.RandomBrightness(0.3), (4, 3, 2)),
 }
-RANDOM_IN_TRAINING = {"dropout_inference", "spatial_dropout_inference",
-                      *(case for case in CASES if case.startswith("random_"))}
+RANDOM_IN_TRAINING = {case for case in CASES if case.endswith("_inference")}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))

@@ -35,10 +35,12 @@ __all__ = [
     "Concatenate",
     "Conv1D",
     "Conv2D",
+    "Cropping2D",
     "Dense",
     "DepthwiseConv2D",
     "Dropout",
     "Embedding",
+    "GaussianNoise",
     "GlobalPooling",
     "KerasReLU",
     "Masking",
@@ -49,6 +51,7 @@ __all__ = [
     "Reshape",
     "SeparableConv2D",
     "Softmax",
+    "UpSampling2D",
     "ZeroPadding2D",
     "same_padding",
 ]
@@ -285,6 +288,42 @@ class ZeroPadding2D(nn.Module):
         return f"padding={self.padding}"
 
 
+class Cropping2D(nn.Module):
+    """Keras Cropping2D on channel-first input: ``(top, bottom, left, right)`` rows and
+    columns removed. Shape: ``(N, C, H, W) -> (N, C, H-t-b, W-l-r)``."""
+
+    def __init__(self, cropping: tuple[int, int, int, int]) -> None:
+        super().__init__()
+        self.cropping = cropping
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        top, bottom, left, right = self.cropping
+        return x[:, :, top : x.shape[2] - bottom, left : x.shape[3] - right]
+
+    def extra_repr(self) -> str:
+        return f"cropping={self.cropping}"
+
+
+class UpSampling2D(nn.Module):
+    """Keras UpSampling2D on channel-first input: each row repeated ``size[0]`` times and
+    each column ``size[1]`` times (``"nearest"``), or bilinear interpolation between
+    pixel centers (``"bilinear"``, ``align_corners=False`` like Keras).
+    Shape: ``(N, C, H, W) -> (N, C, H*size[0], W*size[1])``."""
+
+    def __init__(self, size: tuple[int, int], interpolation: Literal["nearest", "bilinear"]) -> None:
+        super().__init__()
+        self.size, self.interpolation = size, interpolation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.interpolation == "nearest":
+            return x.repeat_interleave(self.size[0], dim=2).repeat_interleave(self.size[1], dim=3)
+        target = (x.shape[2] * self.size[0], x.shape[3] * self.size[1])
+        return F.interpolate(x, size=target, mode="bilinear", align_corners=False)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, interpolation={self.interpolation!r}"
+
+
 class KerasReLU(nn.Module):
     r"""Keras's ReLU layer with ``max_value``, ``negative_slope`` and ``threshold``.
 
@@ -366,6 +405,29 @@ class Dropout(nn.Module):
 
     def extra_repr(self) -> str:
         return f"rate={self.rate}, spatial={self.spatial}"
+
+
+class GaussianNoise(nn.Module):
+    r"""Keras GaussianNoise (``mode="add"``): :math:`x + \epsilon`,
+    :math:`\epsilon \sim N(0, \text{stddev}^2)`; and GaussianDropout (``mode="multiply"``):
+    :math:`x \cdot \epsilon`, :math:`\epsilon \sim N(1, \text{rate} / (1 - \text{rate}))`.
+
+    A fresh draw per entry in training; inference is the identity. Draws from torch's RNG
+    (not Keras's ``seed``). Shape: any, unchanged.
+    """
+
+    def __init__(self, stddev: float, mode: Literal["add", "multiply"]) -> None:
+        super().__init__()
+        self.stddev, self.mode = stddev, mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.stddev == 0:
+            return x
+        noise = torch.randn_like(x) * self.stddev
+        return x + noise if self.mode == "add" else x * (noise + 1.0)
+
+    def extra_repr(self) -> str:
+        return f"stddev={self.stddev}, mode={self.mode!r}"
 
 
 class Merge(nn.Module):

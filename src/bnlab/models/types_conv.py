@@ -1,5 +1,5 @@
 """Convolution and pooling layer types: Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D,
-ZeroPadding2D, Max/AveragePooling1D/2D, GlobalAverage/MaxPooling1D/2D.
+ZeroPadding2D, Cropping2D, UpSampling2D, Max/AveragePooling1D/2D, GlobalAverage/MaxPooling1D/2D.
 
 They run channel-first inside the model (the global poolings take either layout).
 Kernels are initialized in Keras's layout, so fan-based initializers draw from the
@@ -124,19 +124,51 @@ def _build_separable(args: dict[str, Any], shape: Shape, channels_first: bool):
     return L.SeparableConv2D(depthwise, pointwise), (*out[:-1], args["filters"])
 
 
+def _edges(value: int | tuple[Any, ...]) -> tuple[int, int, int, int]:
+    """A checked :func:`~bnlab.models.arguments.padding2d` value as (top, bottom, left, right)."""
+    if isinstance(value, int):
+        return value, value, value, value
+    if isinstance(value[0], int):
+        return value[0], value[0], value[1], value[1]
+    (top, bottom), (left, right) = value
+    return top, bottom, left, right
+
+
 def _build_zero_padding2d(args: dict[str, Any], shape: Shape, channels_first: bool):
     check_rank("ZeroPadding2D", shape, (4,), _FORMS[2])
-    p = args["padding"]
-    if isinstance(p, int):
-        (top, bottom), (left, right) = (p, p), (p, p)
-    elif isinstance(p[0], int):
-        (top, bottom), (left, right) = (p[0], p[0]), (p[1], p[1])
-    else:
-        (top, bottom), (left, right) = p
+    top, bottom, left, right = _edges(args["padding"])
     height, width, channels = shape
     return L.ZeroPadding2D((left, right, top, bottom)), (
         None if height is None else height + top + bottom,
         None if width is None else width + left + right,
+        channels,
+    )
+
+
+def _build_cropping2d(args: dict[str, Any], shape: Shape, channels_first: bool):
+    check_rank("Cropping2D", shape, (4,), _FORMS[2])
+    top, bottom, left, right = _edges(args["cropping"])
+    height, width, channels = shape
+    for size, cut, what in ((height, top + bottom, "rows"), (width, left + right, "columns")):
+        if size is not None and cut >= size:
+            raise ValueError(
+                f"Cropping2D cropping {args['cropping']} removes {cut} {what} of input "
+                f"{keras_shape(shape)}, which has {size}; at least one must remain"
+            )
+    return L.Cropping2D((top, bottom, left, right)), (
+        None if height is None else height - top - bottom,
+        None if width is None else width - left - right,
+        channels,
+    )
+
+
+def _build_upsampling2d(args: dict[str, Any], shape: Shape, channels_first: bool):
+    check_rank("UpSampling2D", shape, (4,), _FORMS[2])
+    rows, cols = A.ntuple(args["size"], 2)
+    height, width, channels = shape
+    return L.UpSampling2D((rows, cols), args["interpolation"]), (
+        None if height is None else height * rows,
+        None if width is None else width * cols,
         channels,
     )
 
@@ -232,6 +264,15 @@ CONV_TYPES: list[LayerType] = [
                {"padding": Arg(A.padding2d, 1), "data_format": Arg(A.data_format,
                                                                   "channels_last")},
                _build_zero_padding2d, "channels_first"),
+    layer_type("Cropping2D", "cropping2d",
+               {"cropping": Arg(A.padding2d, 0), "data_format": Arg(A.data_format,
+                                                                   "channels_last")},
+               _build_cropping2d, "channels_first"),
+    layer_type("UpSampling2D", "up_sampling2d",
+               {"size": Arg(A.int_tuple(2), 2), "data_format": Arg(A.data_format,
+                                                                   "channels_last"),
+                "interpolation": Arg(A.choice("nearest", "bilinear"), "nearest")},
+               _build_upsampling2d, "channels_first"),
     *[_pool_type(kind, rank) for kind in ("max", "avg") for rank in (1, 2)],
     *[_global_type(kind, rank) for kind in ("avg", "max") for rank in (1, 2)],
 ]

@@ -1,8 +1,8 @@
 """Layer types that are not convolutions, pooling, recurrent or batch normalization.
 
-Input, Dense, activation layers (Activation, ReLU, LeakyReLU, Softmax), Dropout and
-SpatialDropout1D/2D, Flatten, Reshape, Rescaling, Normalization, Masking, Embedding,
-the merge layers (Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate),
+Input, Dense, activation layers (Activation, ReLU, LeakyReLU, ELU, Softmax), Dropout,
+SpatialDropout1D/2D, GaussianNoise and GaussianDropout, Flatten, Reshape, Rescaling,
+Normalization, Masking, Embedding, the merge layers (Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate),
 LayerNormalization and GroupNormalization. Arguments and defaults are Keras 3's
 (see :mod:`bnlab.models.registry` for what differs).
 """
@@ -135,6 +135,19 @@ def _spatial_dropout(rank: int):
         return L.Dropout(args["rate"], spatial=True), shape
 
     return build
+
+
+def _build_elu(args: dict[str, Any], shape: Shape, channels_first: bool):
+    return torch.nn.ELU(args["alpha"]), shape
+
+
+def _build_gaussian_noise(args: dict[str, Any], shape: Shape, channels_first: bool):
+    return L.GaussianNoise(args["stddev"], "add"), shape
+
+
+def _build_gaussian_dropout(args: dict[str, Any], shape: Shape, channels_first: bool):
+    rate = args["rate"]
+    return L.GaussianNoise(math.sqrt(rate / (1.0 - rate)), "multiply"), shape
 
 
 def _build_flatten(args: dict[str, Any], shape: Shape, channels_first: bool):
@@ -384,6 +397,7 @@ CORE_TYPES: list[LayerType] = [
                {"max_value": Arg(A.optional(A.real(0.0)), None),
                 "negative_slope": Arg(A.real(0.0), 0.0), "threshold": Arg(A.real(), 0.0)},
                _build_relu, mask="keep"),
+    layer_type("ELU", "elu", {"alpha": Arg(A.real(), 1.0)}, _build_elu, mask="keep"),
     layer_type("LeakyReLU", "leaky_re_lu",
                {"negative_slope": Arg(A.real(0.0), 0.3),
                 "alpha": Arg(A.optional(A.real(0.0)), None)},
@@ -395,6 +409,11 @@ CORE_TYPES: list[LayerType] = [
                    "noise_shape is not supported (use SpatialDropout1D/2D for whole channels)"),
                    None)},
                _build_dropout, mask="keep"),
+    layer_type("GaussianNoise", "gaussian_noise",
+               {"stddev": Arg(A.real(0.0)), "seed": Arg(A.anything, None)},
+               _build_gaussian_noise, mask="keep"),
+    layer_type("GaussianDropout", "gaussian_dropout", {**_RATE}, _build_gaussian_dropout,
+               mask="keep"),
     layer_type("SpatialDropout1D", "spatial_dropout1d", {**_RATE}, _spatial_dropout(3),
                "channels_first"),
     layer_type("SpatialDropout2D", "spatial_dropout2d",
