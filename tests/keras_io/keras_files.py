@@ -123,6 +123,30 @@ def sequential_cnn() -> keras.Model:
     )
 
 
+def dcgan_generator() -> keras.Model:
+    """The generator of Keras's DCGAN tutorial, smaller: BN after every transposed conv."""
+    L = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((6,)),
+            L.Dense(4 * 4 * 8, use_bias=False),
+            L.BatchNormalization(),
+            L.LeakyReLU(),
+            L.Reshape((4, 4, 8)),
+            L.Conv2DTranspose(8, 5, padding="same", use_bias=False),
+            L.BatchNormalization(),
+            L.LeakyReLU(),
+            L.Conv2DTranspose(4, 5, strides=2, padding="same", use_bias=False),
+            L.BatchNormalization(momentum=0.8),
+            L.LeakyReLU(),
+            L.UpSampling2D(interpolation="bilinear"),
+            L.Cropping2D(1),
+            L.Conv2DTranspose(1, 4, strides=2, padding="same", activation="tanh"),
+        ],
+        name="generator",
+    )
+
+
 def lstm_model() -> keras.Model:
     L = keras.layers
     return keras.Sequential(

@@ -1,6 +1,7 @@
 """bnlab.load_keras against Keras 3 (torch backend): files saved by Keras, loaded by bnlab.
 
-For each model: outputs in inference mode (moving statistics) and in training mode
+For each model (a CNN, an LSTM, branches, most other layer types, a DCGAN generator
+with transposed convolutions, the applications): outputs in inference mode (moving statistics) and in training mode
 (batch statistics), the moving statistics after one training-mode step, the summary
 counts, the layer names and the BatchNormalization arguments equal Keras's. The small
 models agree at float32's 1e-5. The applications (ResNet50: 53 BN layers, MobileNetV2:
@@ -29,6 +30,7 @@ from keras_files import (
     batch_norm_layers,
     build,
     counts,
+    dcgan_generator,
     layer_names,
     layer_zoo,
     lstm_model,
@@ -67,6 +69,7 @@ def _mobilenet_v2() -> keras.Model:
 CASES = {
     "sequential_cnn": (sequential_cnn, [(4, 12, 12, 3)], 1e-5, 1e-5),
     "lstm": (lstm_model, [(4, 7, 4)], 1e-5, 1e-5),
+    "dcgan_generator": (dcgan_generator, [(4, 6)], 1e-5, 1e-5),
     "two_branch": (two_branch, [(4, 10, 10, 3)], 1e-5, 1e-5),
     "layer_zoo": (layer_zoo, [(4, 12, 12, 3)], 1e-5, 1e-5),
     "sequence_zoo": (sequence_zoo, [(4, 6)], 1e-5, 1e-5),

@@ -316,6 +316,18 @@ def test_keras_default_initializers():
     )
 
 
+def test_transposed_convolution_kernel_has_keras_fans():
+    # Keras's kernel (3, 3, filters=8, in=2): fan_in = 9 * 8, fan_out = 9 * 2.
+    spec = {"type": "Conv2DTranspose", "filters": 8, "kernel_size": 3,
+            "kernel_initializer": "he_normal"}
+    kernel = build_model([spec], (6, 6, 2), seed=0).get_layer("conv2d_transpose").weight
+    assert abs(kernel.std().item() - math.sqrt(2 / 72)) < 0.1 * math.sqrt(2 / 72)
+    spec["kernel_initializer"] = "glorot_uniform"
+    kernel = build_model([spec], (6, 6, 2), seed=0).get_layer("conv2d_transpose").weight
+    limit = math.sqrt(6 / (72 + 18))
+    assert limit * 0.95 < kernel.abs().max() <= limit
+
+
 def test_initializer_arguments_are_honoured():
     model = build_model(
         [

@@ -35,6 +35,7 @@ ALL_TYPES = [
     "Concatenate",
     "Conv1D",
     "Conv2D",
+    "Conv2DTranspose",
     "Cropping2D",
     "Dense",
     "DepthwiseConv2D",

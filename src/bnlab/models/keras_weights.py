@@ -2,7 +2,8 @@
 
 For the module built for any layer type, the arrays are in the order of Keras 3's
 ``layer.weights`` (trainable and non-trainable), in Keras's shapes and layouts:
-Dense kernel (in, units); Conv1D/Conv2D kernel (*k, in/groups, filters);
+Dense kernel (in, units); Conv1D/Conv2D kernel (*k, in/groups, filters); Conv2DTranspose
+kernel (*k, filters, in);
 DepthwiseConv2D (kh, kw, in, multiplier); LSTM/GRU/SimpleRNN kernel (in, k*units),
 recurrent kernel (units, k*units); BatchNormalization gamma, beta, moving_mean,
 moving_variance (+ renorm's moving_stddev, renorm_mean, renorm_stddev). Wrappers
@@ -79,7 +80,7 @@ def _dense(m: L.Dense) -> list[KerasWeight]:
     return [_transposed("kernel", m.weight), *_bias(m)]
 
 
-def _conv(m: L._Conv) -> list[KerasWeight]:
+def _conv(m: L._Conv | L.Conv2DTranspose) -> list[KerasWeight]:
     return [_conv_kernel("kernel", m.weight), *_bias(m)]
 
 
@@ -123,6 +124,7 @@ _VIEWS: dict[type[nn.Module], Callable[..., list[KerasWeight]]] = {
     L.Dense: _dense,
     L.Conv1D: _conv,
     L.Conv2D: _conv,
+    L.Conv2DTranspose: _conv,  # (in, filters, *k) <-> Keras's (*k, filters, in)
     L.DepthwiseConv2D: _depthwise,
     L.SeparableConv2D: _separable,
     L.Embedding: _embedding,

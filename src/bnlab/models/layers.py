@@ -35,6 +35,7 @@ __all__ = [
     "Concatenate",
     "Conv1D",
     "Conv2D",
+    "Conv2DTranspose",
     "Cropping2D",
     "Dense",
     "DepthwiseConv2D",
@@ -54,6 +55,7 @@ __all__ = [
     "UpSampling2D",
     "ZeroPadding2D",
     "same_padding",
+    "transpose_crops",
 ]
 
 Padding = Literal["valid", "same", "causal"]
@@ -182,6 +184,73 @@ class DepthwiseConv2D(_Conv):
     Output channel ``c * multiplier + j`` is input channel ``c`` convolved with filter
     ``j`` (Keras's order).
     """
+
+
+class Conv2DTranspose(nn.Module):
+    r"""Keras Conv2DTranspose on ``(N, C_in, H, W)``: the gradient of a convolution.
+
+    .. math:: y = \mathrm{activation}(\mathrm{crop}(\mathrm{conv\_transpose}(x, W)) + b)
+
+    The full transposed convolution, of size ``(in - 1) * stride + (k - 1) * dilation + 1``
+    per spatial axis, is cropped by ``crops[i] = (before, after)`` (zero-padded where
+    negative), Keras's window for its ``padding`` and ``output_padding`` (see
+    :func:`transpose_crops`). ``weight``: ``(C_in, filters, kh, kw)``.
+
+    Shape: ``(N, C_in, H, W) -> (N, filters, H_out, W_out)``.
+    """
+
+    def __init__(self, in_channels: int, filters: int, kernel_size: tuple[int, int], *,
+                 strides: tuple[int, int], crops: tuple[tuple[int, int], ...],
+                 dilation: tuple[int, int], use_bias: bool, activation: nn.Module) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, filters
+        self.kernel_size, self.strides, self.dilation, self.crops = (
+            kernel_size, strides, dilation, crops)
+        self.weight = nn.Parameter(torch.empty(in_channels, filters, *kernel_size))
+        self.register_parameter("bias", nn.Parameter(torch.empty(filters)) if use_bias else None)
+        self.activation = activation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.conv_transpose2d(x, self.weight, None, self.strides, 0, 0, 1, self.dilation)
+        pads = [-c for before_after in reversed(self.crops) for c in before_after]
+        y = F.pad(y, pads)  # negative: cropped
+        if self.bias is not None:
+            y = y + self.bias.view(-1, 1, 1)
+        return self.activation(y)
+
+    def extra_repr(self) -> str:
+        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+                f"strides={self.strides}, crops={self.crops}, dilation={self.dilation}, "
+                f"use_bias={self.bias is not None}")
+
+
+def transpose_crops(size: int | None, kernel: int, stride: int, dilation: int, padding: str,
+                    output_padding: int | None) -> tuple[tuple[int, int], int | None]:
+    """Keras's transposed-convolution window on one axis: the ``(before, after)`` crop of
+    the full output and the output size (None for an unknown input size).
+
+    'valid': ``(in - 1) * stride + k_eff + output_padding`` with ``output_padding``
+    defaulting to ``max(k_eff, stride) - k_eff``; 'same': ``in * stride``, or
+    ``(in - 1) * stride + k_eff % 2 + output_padding`` when given; ``k_eff =
+    (kernel - 1) * dilation + 1``.
+    """
+    k_eff = (kernel - 1) * dilation + 1
+    if padding == "valid":
+        extra = max(k_eff, stride) - k_eff if output_padding is None else output_padding
+        before, after = 0, -extra
+        out = None if size is None else (size - 1) * stride + k_eff + extra
+    else:
+        total = (stride + k_eff - 2 if output_padding is None
+                 else k_eff + k_eff % 2 - 2 + output_padding)
+        left = min(total // 2 + total % 2, k_eff - 1)
+        before, after = (k_eff - 1) - left, (k_eff - 1) - (total - left)
+        if size is None:
+            out = None
+        elif output_padding is None:
+            out = size * stride
+        else:
+            out = (size - 1) * stride + k_eff % 2 + output_padding
+    return (before, after), out
 
 
 class SeparableConv2D(nn.Module):

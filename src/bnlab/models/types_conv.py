@@ -1,5 +1,6 @@
-"""Convolution and pooling layer types: Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D,
-ZeroPadding2D, Cropping2D, UpSampling2D, Max/AveragePooling1D/2D, GlobalAverage/MaxPooling1D/2D.
+"""Convolution and pooling layer types: Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D,
+SeparableConv2D, ZeroPadding2D, Cropping2D, UpSampling2D, Max/AveragePooling1D/2D,
+GlobalAverage/MaxPooling1D/2D.
 
 They run channel-first inside the model (the global poolings take either layout).
 Kernels are initialized in Keras's layout, so fan-based initializers draw from the
@@ -86,6 +87,29 @@ def _conv(rank: int, layer: str):
         return module, (*out, args["filters"])
 
     return build
+
+
+def _build_conv_transpose(args: dict[str, Any], shape: Shape, channels_first: bool):
+    layer = "Conv2DTranspose"
+    check_rank(layer, shape, (4,), _FORMS[2])
+    kernel, strides = A.ntuple(args["kernel_size"], 2), A.ntuple(args["strides"], 2)
+    dilation = A.ntuple(args["dilation_rate"], 2)
+    extra = (None, None) if args["output_padding"] is None else A.ntuple(
+        args["output_padding"], 2)
+    windows = [L.transpose_crops(*a, args["padding"], p) for a, p in zip(
+        zip(shape[:2], kernel, strides, dilation, strict=True), extra, strict=True)]
+    crops = tuple(crop for crop, _ in windows)
+    out = tuple(size for _, size in windows)
+    if any(o is not None and o < 1 for o in out):
+        raise ValueError(f"{layer} gives an empty output for input {keras_shape(shape)}")
+    module = L.Conv2DTranspose(
+        _channels(layer, shape), args["filters"], kernel, strides=strides, crops=crops,
+        dilation=dilation, use_bias=args["use_bias"],
+        activation=get_activation(args["activation"], channel_axis=1),
+    )
+    init_(args["kernel_initializer"], module.weight)  # fans as Keras's (kh, kw, filters, in)
+    init_(args["bias_initializer"], module.bias)
+    return module, (*out, args["filters"])
 
 
 def _depthwise_module(args: dict[str, Any], shape: Shape, layer: str, *, use_bias: bool,
@@ -254,6 +278,10 @@ def _global_type(kind: str, rank: int) -> LayerType:
 CONV_TYPES: list[LayerType] = [
     _conv_type(1),
     _conv_type(2),
+    layer_type("Conv2DTranspose", "conv2d_transpose",
+               {"filters": Arg(A.integer(min=1)), **_window_args(2),
+                "output_padding": Arg(A.optional(A.int_tuple(2, min=0)), None), **KERNEL_ARGS},
+               _build_conv_transpose, "channels_first"),
     layer_type("DepthwiseConv2D", "depthwise_conv2d", {**_DEPTHWISE, "kernel_size": Arg(
         A.int_tuple(2))}, _build_depthwise, "channels_first"),
     layer_type("SeparableConv2D", "separable_conv2d",
