@@ -65,6 +65,12 @@ def _mobilenet_v2() -> keras.Model:
     )
 
 
+def _efficientnet_b0() -> keras.Model:  # drop-connect: Dropout with noise_shape (N, 1, 1, 1)
+    return keras.applications.EfficientNetB0(
+        weights=None, input_shape=(64, 64, 3), classifier_activation=None
+    )
+
+
 # name -> (factory, input shapes with the batch axis, inference tolerance, training tolerance)
 CASES = {
     "sequential_cnn": (sequential_cnn, [(4, 12, 12, 3)], 1e-5, 1e-5),
@@ -76,9 +82,10 @@ CASES = {
     "masked_sequence": (masked_sequence, [(4, 6)], 1e-5, 1e-5),
     "resnet50": (_resnet50, [(2, 64, 64, 3)], 1e-4, 1e-3),
     "mobilenet_v2": (_mobilenet_v2, [(2, 96, 96, 3)], 1e-4, 1e-3),
+    "efficientnet_b0": (_efficientnet_b0, [(2, 64, 64, 3)], 1e-4, 1e-3),
     "transfer": (transfer, [(4, 32, 32, 3)], 1e-4, 1e-4),
 }
-APPLICATIONS = ("resnet50", "mobilenet_v2")
+APPLICATIONS = ("resnet50", "mobilenet_v2", "efficientnet_b0")
 
 
 @pytest.fixture(scope="module", params=list(CASES))

@@ -510,6 +510,33 @@ def test_dropout_trains_and_infers_like_keras():
     assert 0.4 < (out == 0).float().mean() < 0.6
 
 
+@pytest.mark.parametrize(
+    ("noise_shape", "shared"),
+    [([None, 1, 1, 1], (1, 2, 3)),  # EfficientNet's drop-connect: whole samples
+     ([None, 1, 1, None], (1, 2)),  # whole channels, as SpatialDropout2D
+     ([None, 5, 1, 1], (2, 3))],  # whole rows of every channel
+)
+def test_dropout_noise_shape_drops_along_its_size_one_axes(noise_shape, shared):
+    torch.manual_seed(0)
+    model = build_model([{"type": "Conv2D", "filters": 3, "kernel_size": 1,
+                          "kernel_initializer": "ones"},  # keeps the tensor channel-first
+                         {"type": "Dropout", "rate": 0.5, "noise_shape": noise_shape}],
+                        (5, 4, 1), seed=0)
+    model.train()
+    out = model(torch.ones(400, 5, 4, 1))  # Keras order (N, H, W, C): axes 1, 2, 3
+    assert set(out.unique().tolist()) <= {0.0, 2.0}
+    kept = out != 0
+    assert torch.equal(kept, kept.amax(dim=shared, keepdim=True).expand_as(kept))
+    assert 0.4 < kept.float().mean() < 0.6
+    model.eval()
+    assert torch.equal(model(torch.ones(2, 5, 4, 1)), torch.ones(2, 5, 4, 3))
+
+
+def test_dropout_noise_shape_that_does_not_fit_the_input_is_refused():
+    with pytest.raises(ValueError, match=r"noise_shape \[None, 3\] does not fit input"):
+        build_model([{"type": "Dropout", "rate": 0.5, "noise_shape": [None, 3]}], (4,))
+
+
 def test_regularization_loss_and_constraints():
     model = build_model(
         [

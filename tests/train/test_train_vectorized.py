@@ -105,6 +105,19 @@ CASES: dict[str, dict[str, Any]] = {
         loss="sparse_categorical_crossentropy",
         data=images,
     ),
+    "conv2d-drop-connect-adam": dict(  # EfficientNet's per-sample dropout, then per channel
+        layers=[
+            {"type": "Conv2D", "filters": 4, "kernel_size": 3, "strides": 2, "use_bias": False},
+            BN,
+            {"type": "Dropout", "rate": 0.3, "noise_shape": [None, 1, 1, 1]},
+            {"type": "Dropout", "rate": 0.2, "noise_shape": [None, 1, 1, None]},
+            {"type": "Flatten"},
+            {"type": "Dense", "units": 3, "activation": "softmax"},
+        ],
+        optimizer={"name": "adam", "learning_rate": 0.01},
+        loss="sparse_categorical_crossentropy",
+        data=images,
+    ),
 }
 
 

@@ -455,25 +455,33 @@ class Reshape(nn.Module):
 class Dropout(nn.Module):
     """Keras Dropout and SpatialDropout: zero entries with probability ``rate`` in training.
 
-    ``spatial`` drops whole channels (Keras's SpatialDropout1D/2D) of a channel-first
-    tensor. Kept entries are scaled by ``1 / (1 - rate)``; inference is the identity.
+    Kept entries are scaled by ``1 / (1 - rate)``; inference is the identity. With a
+    ``noise_shape`` (Keras's argument, in the axis order of the tensor this module gets;
+    None: the input's size there) one keep/drop draw covers every entry along its size-1
+    axes: ``(None, None, 1, 1)`` on ``(N, C, H, W)`` drops whole channels (Keras's
+    SpatialDropout2D), ``(None, 1, 1, 1)`` whole samples (EfficientNet's drop-connect).
     Draws from torch's RNG (not Keras's ``seed``).
     """
 
-    def __init__(self, rate: float, *, spatial: bool = False) -> None:
+    def __init__(self, rate: float, *, noise_shape: tuple[int | None, ...] | None = None) -> None:
         super().__init__()
-        self.rate, self.spatial = rate, spatial
+        self.rate, self.noise_shape = rate, noise_shape
+
+    def mask_shape(self, shape: Sequence[int]) -> tuple[int, ...]:
+        """The shape of the keep/drop draw for an input of ``shape`` (with a noise shape)."""
+        assert self.noise_shape is not None
+        return tuple(n if s is None else s for n, s in zip(shape, self.noise_shape, strict=True))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.rate == 0:
             return x
-        if not self.spatial:
+        if self.noise_shape is None:
             return F.dropout(x, self.rate, True)
-        keep = x.new_empty(*x.shape[:2], *[1] * (x.dim() - 2)).bernoulli_(1 - self.rate)
+        keep = x.new_empty(self.mask_shape(x.shape)).bernoulli_(1 - self.rate)
         return x * keep / (1 - self.rate)
 
     def extra_repr(self) -> str:
-        return f"rate={self.rate}, spatial={self.spatial}"
+        return f"rate={self.rate}, noise_shape={self.noise_shape}"
 
 
 class GaussianNoise(nn.Module):

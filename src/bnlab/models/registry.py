@@ -11,9 +11,9 @@ Every built layer accepts Keras's bookkeeping arguments ``name``, ``trainable`` 
 the type: a Keras config is a spec. Options bnlab cannot honour accept only their
 default and otherwise raise a one-line error naming the key and the value.
 
-Differences from Keras (also in the README's table): Dropout has no ``noise_shape``
-and, like the random augmentation layers, draws from torch's RNG (``seed`` is accepted
-and ignored, also by initializers); augmentation takes batched images only;
+Differences from Keras (also in the README's table): Dropout and the random
+augmentation layers draw from torch's RNG (``seed`` is accepted and ignored, also by
+initializers); augmentation takes batched images only;
 recurrent layers have no ``return_state``/``stateful``; no ``activity_regularizer``;
 ``data_format`` is ``channels_last`` only (the model moves channels first inside by
 itself); GroupNormalization normalizes the channel axis only; BatchNormalization

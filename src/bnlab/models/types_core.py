@@ -123,8 +123,35 @@ def _build_softmax(args: dict[str, Any], shape: Shape, channels_first: bool):
     return L.Softmax(_axes(args["axis"], len(shape) + 1, channels_first)), shape
 
 
+def _noise_shape(value: Any) -> tuple[int | None, ...] | None:
+    """Keras Dropout's ``noise_shape``: null, or one entry per input axis, each null (the
+    input's size) or a positive integer."""
+    if value is None:
+        return None
+    if isinstance(value, list | tuple) and value and all(
+            v is None or (isinstance(v, int) and not isinstance(v, bool) and v >= 1)
+            for v in value):
+        return tuple(value)
+    raise A.InvalidArgError(
+        "expected null or a list with one entry per input axis, each null or a positive "
+        f"integer (e.g. [null, 1, 1, null]); got {A.received(value)}"
+    )
+
+
 def _build_dropout(args: dict[str, Any], shape: Shape, channels_first: bool):
-    return L.Dropout(args["rate"]), shape
+    keras_noise = args["noise_shape"]
+    if keras_noise is None:
+        return L.Dropout(args["rate"]), shape
+    full = (None, *shape)
+    if len(keras_noise) != len(full) or any(
+            n is not None and n != 1 and n != size for n, size in zip(keras_noise, full, strict=True)):
+        raise ValueError(
+            f"Dropout noise_shape {list(keras_noise)} does not fit input {keras_shape(shape)}: "
+            "it needs one entry per axis, each null, 1 or the axis's size"
+        )
+    if channels_first and len(full) >= 3:  # the mask's axes in the order of the tensor inside
+        keras_noise = (keras_noise[0], keras_noise[-1], *keras_noise[1:-1])
+    return L.Dropout(args["rate"], noise_shape=keras_noise), shape
 
 
 def _spatial_dropout(rank: int):
@@ -132,7 +159,7 @@ def _spatial_dropout(rank: int):
 
     def build(args: dict[str, Any], shape: Shape, channels_first: bool):
         check_rank(f"SpatialDropout{rank - 2}D", shape, (rank,), form)
-        return L.Dropout(args["rate"], spatial=True), shape
+        return L.Dropout(args["rate"], noise_shape=(None, None, *[1] * (rank - 2))), shape
 
     return build
 
@@ -405,9 +432,7 @@ CORE_TYPES: list[LayerType] = [
     layer_type("Softmax", "softmax", {"axis": Arg(A.keras_axes, -1)}, _build_softmax,
                mask="keep"),
     layer_type("Dropout", "dropout",
-               {**_RATE, "noise_shape": Arg(A.none_only(
-                   "noise_shape is not supported (use SpatialDropout1D/2D for whole channels)"),
-                   None)},
+               {**_RATE, "noise_shape": Arg(_noise_shape, None)},
                _build_dropout, mask="keep"),
     layer_type("GaussianNoise", "gaussian_noise",
                {"stddev": Arg(A.real(0.0)), "seed": Arg(A.anything, None)},

@@ -804,15 +804,16 @@ def _dropout(
     ``noise = empty_like(x).bernoulli_(1 - p)`` (values in the input's *memory* order),
     divides it by ``1 - p`` and returns ``x * noise``; p = 1 draws nothing. ``order``: the
     dimensions of one replica's input from the largest stride to the smallest in the run
-    alone (None: row-major), so the noise is drawn in that memory order too. Spatial
-    dropout draws ``keep`` of shape (N, C, 1, ...) and returns ``x * keep / (1 - p)``.
+    alone (None: row-major), so the noise is drawn in that memory order too. Dropout with a
+    noise shape (spatial dropout: (N, C, 1, ...)) draws ``keep`` of the layer's
+    :meth:`~bnlab.models.layers.Dropout.mask_shape` and returns ``x * keep / (1 - p)``.
     """
     p = layer.rate
     if p == 0.0:
         return x
     shape = x.shape[1:]
-    if layer.spatial:
-        small = (*shape[:2], *[1] * (len(shape) - 2))
+    if layer.noise_shape is not None:
+        small = layer.mask_shape(shape)
         keep = torch.stack(
             [torch.empty(small, dtype=x.dtype).bernoulli_(1.0 - p, generator=g) for g in generators]
         )
