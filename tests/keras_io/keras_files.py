@@ -30,14 +30,21 @@ def value(variable) -> np.ndarray:
 
 
 def flat_layers(kmodel) -> list:
-    """Every layer, nested models' layers in their place (how bnlab flattens them)."""
+    """Every layer, nested models' layers in their place (how bnlab flattens them), and the
+    arithmetic operations of a Functional graph (``x + 3.0``), which bnlab runs as layers
+    (the operations that compute masks it drops; a Sequential model has only layers)."""
     out = []
-    for layer in kmodel.layers:
+    for layer in getattr(kmodel, "operations", kmodel.layers):
         if isinstance(layer, keras.Model):
             out += flat_layers(layer)
-        elif not isinstance(layer, keras.layers.InputLayer):
+        elif isinstance(layer, keras.layers.InputLayer):
+            continue
+        elif isinstance(layer, keras.layers.Layer) or type(layer).__name__ in ARITHMETIC:
             out.append(layer)
     return out
+
+
+ARITHMETIC = ("Add", "Subtract", "Multiply", "TrueDivide")
 
 
 def batch_norm_layers(kmodel) -> dict[str, keras.layers.BatchNormalization]:

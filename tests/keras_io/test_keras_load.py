@@ -71,6 +71,12 @@ def _efficientnet_b0() -> keras.Model:  # drop-connect: Dropout with noise_shape
     )
 
 
+def _mobilenet_v3_small() -> keras.Model:  # hard sigmoid: x + 3.0 and x * (1 / 6)
+    return keras.applications.MobileNetV3Small(
+        weights=None, input_shape=(64, 64, 3), classifier_activation=None
+    )
+
+
 # name -> (factory, input shapes with the batch axis, inference tolerance, training tolerance)
 CASES = {
     "sequential_cnn": (sequential_cnn, [(4, 12, 12, 3)], 1e-5, 1e-5),
@@ -83,9 +89,10 @@ CASES = {
     "resnet50": (_resnet50, [(2, 64, 64, 3)], 1e-4, 1e-3),
     "mobilenet_v2": (_mobilenet_v2, [(2, 96, 96, 3)], 1e-4, 1e-3),
     "efficientnet_b0": (_efficientnet_b0, [(2, 64, 64, 3)], 1e-4, 1e-3),
+    "mobilenet_v3_small": (_mobilenet_v3_small, [(2, 64, 64, 3)], 1e-4, 1e-3),
     "transfer": (transfer, [(4, 32, 32, 3)], 1e-4, 1e-4),
 }
-APPLICATIONS = ("resnet50", "mobilenet_v2", "efficientnet_b0")
+APPLICATIONS = ("resnet50", "mobilenet_v2", "efficientnet_b0", "mobilenet_v3_small")
 
 
 @pytest.fixture(scope="module", params=list(CASES))
@@ -223,3 +230,29 @@ def test_save_keras_round_trips_through_keras(case: Case, loaded, tmp_path) -> N
     assert layer_names(reloaded) == layer_names(case.kmodel)
     written = json.loads(zipfile.ZipFile(tmp_path / "out.keras").read("config.json"))
     assert written == loaded.keras_origin.config  # the file's configuration, unchanged
+
+
+def test_operations_with_a_number_run_as_rescaling_and_save_back(tmp_path) -> None:
+    """``x + c``, ``c - x``, ``x * c``, ``x / c`` in a Functional graph (MobileNetV3's hard
+    sigmoid is ``(relu6(x + 3.0)) * (1 / 6)``) load as Rescaling layers, equal Keras's
+    outputs, and the file written back keeps Keras's operations."""
+    inputs = keras.Input((3, 4))
+    x = keras.layers.Dense(4, name="dense")(inputs)
+    branches = [x + 3.0, 2.5 - x, x - 1.5, x * (1 / 6), 4.0 * x, x / 8.0]
+    kmodel = keras.Model(inputs, keras.layers.Concatenate()(branches), name="scalars")
+    path = tmp_path / "scalars.keras"
+    kmodel.save(path)
+    model = bnlab.load_keras(path)
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype("float32")
+    expected = predict(kmodel, (x,), training=False)
+    torch.testing.assert_close(model(torch.from_numpy(x)).detach(), torch.from_numpy(expected),
+                               rtol=1e-6, atol=1e-6)
+    kinds = [type(m).__name__ for _, _, m in model.named_layers()]
+    assert kinds.count("Rescaling") == len(branches)
+    saved = tmp_path / "saved.keras"
+    bnlab.save_keras(model, saved)
+    again = keras.saving.load_model(saved)
+    assert [type(op).__name__ for op in again.operations] == [
+        type(op).__name__ for op in kmodel.operations]
+    torch.testing.assert_close(torch.from_numpy(predict(again, (x,), training=False)),
+                               torch.from_numpy(expected))

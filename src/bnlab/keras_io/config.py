@@ -25,6 +25,9 @@ themselves as Keras's layers do (``Masking``, ``Embedding(mask_zero=True)``), so
 operation nodes reached only through ``mask`` arguments are dropped, with those
 arguments; an operation whose output is data is not supported.
 
+Operations between one tensor and a number (``x + 3.0``, ``x * (1 / 6)``, as in
+MobileNetV3's hard sigmoid) become Rescaling layers (:func:`scalar_operation`).
+
 Not supported (one-line error each): a layer called on several inputs at different
 times (shared layers, and so a nested model called twice), layers with several
 outputs, call arguments other than tensors (e.g. a fixed ``training=True``; Keras 3
@@ -41,7 +44,7 @@ from typing import Any, Literal
 from bnlab.keras_io.errors import KerasFileError
 from bnlab.keras_io.layout import layer_keys
 
-__all__ = ["LayerEntry", "ModelConfig", "check_objects", "parse_model_config"]
+__all__ = ["LayerEntry", "ModelConfig", "check_objects", "parse_model_config", "scalar_operation"]
 
 Shape = tuple[int | None, ...]
 _MODELS = ("Sequential", "Functional", "Model")
@@ -68,6 +71,11 @@ class LayerEntry:
     entry: Mapping[str, Any]
     inbound: tuple[str, ...] = ()
     path: str = ""
+
+    @property
+    def is_operation(self) -> bool:
+        """A Keras operation recorded in the graph (``x + 3.0``), not a layer."""
+        return str(self.entry.get("module", "")).startswith("keras.src.ops")
 
     @property
     def config(self) -> dict[str, Any]:
@@ -268,7 +276,7 @@ def _sequential(config: Mapping[str, Any], name: str, where: str, prefix: str = 
         previous = graph.add(entry, (previous,), f"{prefix}layers/{key}")
     kind = "functional" if graph.aliases else "sequential"
     return ModelConfig(
-        kind, name, inputs, graph.layers(), (previous,), tuple(graph.saved), graph.nested()
+        kind, name, inputs, graph.layers(), (previous,), graph.saved(), graph.nested()
     )
 
 
@@ -278,8 +286,12 @@ def _functional(config: Mapping[str, Any], name: str, where: str, prefix: str = 
     entries = [e for e in entries if e.name not in mask_ops]
     graph = _Graph(where)
     by_name = {e.name: e for e in entries}
-    for entry, key in zip(entries, layer_keys(e.class_name for e in entries), strict=True):
-        path = f"{prefix}layers/{key}"
+    # Keras names the weight groups of its layers only: operations have none.
+    layers = [e for e in entries if not e.is_operation]
+    keys = dict(zip((e.name for e in layers), layer_keys(e.class_name for e in layers),
+                    strict=True))
+    for entry in entries:
+        path = f"{prefix}layers/{keys[entry.name]}" if entry.name in keys else ""
         if entry.class_name == "InputLayer":
             graph.add(entry, (), path)
             continue
@@ -298,7 +310,7 @@ def _functional(config: Mapping[str, Any], name: str, where: str, prefix: str = 
         for n in _endpoints(config.get("output_layers"), by_name, where, "output_layers")
     )
     return ModelConfig(
-        "functional", name, inputs, graph.layers(), outputs, tuple(graph.saved), graph.nested()
+        "functional", name, inputs, graph.layers(), outputs, graph.saved(), graph.nested()
     )
 
 
@@ -308,7 +320,7 @@ class _Graph:
     def __init__(self, where: str) -> None:
         self.where = where
         self.seen: set[str] = set()
-        self.saved: list[LayerEntry] = []
+        self.entries: list[LayerEntry] = []  # layers, inputs and operations, in order
         self.aliases: dict[str, str] = {}  # nested model name -> its output layer
         self.inner: list[str] = []  # names of nested models, at any depth
 
@@ -319,7 +331,11 @@ class _Graph:
         return (*self.aliases, *self.inner)
 
     def layers(self) -> tuple[LayerEntry, ...]:
-        return tuple(e for e in self.saved if e.class_name != "InputLayer")
+        return tuple(e for e in self.entries if e.class_name != "InputLayer")
+
+    def saved(self) -> tuple[LayerEntry, ...]:
+        """The entries whose groups Keras writes: every one but the operations."""
+        return tuple(e for e in self.entries if not e.is_operation)
 
     def add(self, entry: LayerEntry, inbound: tuple[str, ...], path: str) -> str:
         """Add ``entry`` fed by ``inbound``; returns the name of the tensor it outputs."""
@@ -333,7 +349,7 @@ class _Graph:
         if entry.class_name in _MODELS:
             return self._add_model(entry, inbound, path)
         self._claim(entry.name)
-        self.saved.append(LayerEntry(entry.name, entry.class_name, entry.entry, inbound, path))
+        self.entries.append(LayerEntry(entry.name, entry.class_name, entry.entry, inbound, path))
         return entry.name
 
     def _claim(self, name: str) -> None:
@@ -353,13 +369,12 @@ class _Graph:
                 "models with one output called on all their inputs are supported"
             )
         sources = dict(zip((n for n, _ in inner.inputs), inbound, strict=True))
-        for layer in inner.saved:
-            if layer.class_name == "InputLayer":
-                self.saved.append(layer)  # its group, no layer of the flattened model
-                continue
+        # The inner inputs keep their groups; they are no layers of the flattened model.
+        self.entries += [e for e in inner.saved if e.class_name == "InputLayer"]
+        for layer in inner.layers:
             self._claim(layer.name)
             mapped = tuple(sources.get(n, n) for n in layer.inbound)
-            self.saved.append(
+            self.entries.append(
                 LayerEntry(layer.name, layer.class_name, layer.entry, mapped, layer.path)
             )
         if entry.name in self.seen:
@@ -438,6 +453,41 @@ def _histories(value: Any) -> list[list[Any]]:
     return []
 
 
+_SCALAR_OPERATIONS = ("Add", "Subtract", "Multiply", "TrueDivide")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def scalar_operation(entry: LayerEntry) -> tuple[float, float] | None:
+    """``(scale, offset)`` for an operation between one tensor and a number, such as the
+    ``x + 3.0`` and ``x * (1 / 6)`` of MobileNetV3's hard sigmoid: ``x * scale + offset``
+    (a Rescaling). None for anything else.
+
+    ``Add``: ``x + c``; ``Subtract``: ``x - c`` or ``c - x``; ``Multiply``: ``x * c``;
+    ``TrueDivide``: ``x / c`` as ``x * (1 / c)``, to float32 rounding.
+    """
+    nodes = entry.entry.get("inbound_nodes")
+    if not (entry.is_operation and entry.class_name in _SCALAR_OPERATIONS
+            and isinstance(nodes, list) and len(nodes) == 1 and isinstance(nodes[0], Mapping)):
+        return None
+    args = nodes[0].get("args")
+    if not (isinstance(args, list) and len(args) == 2 and sum(map(_number, args)) == 1):
+        return None
+    c = float(args[0] if _number(args[0]) else args[1])
+    tensor_first = _number(args[1])
+    if entry.class_name == "Add":
+        return 1.0, c
+    if entry.class_name == "Subtract":
+        return (1.0, -c) if tensor_first else (-1.0, c)
+    if entry.class_name == "Multiply":
+        return c, 0.0
+    if tensor_first and c != 0:  # TrueDivide: x / c (c / x is not a rescaling)
+        return 1.0 / c, 0.0
+    return None
+
+
 def _inbound(
     entry: LayerEntry, where: str, mask_ops: frozenset[str] = frozenset()
 ) -> tuple[str, ...]:
@@ -454,7 +504,10 @@ def _inbound(
         )
     node = nodes[0]
     if isinstance(node, Mapping):  # Keras 3
-        tensors = _tensors(node.get("args", []), entry.name, where)
+        args = node.get("args", [])
+        if scalar_operation(entry) is not None:  # the number is the operation's argument
+            args = [a for a in args if not _number(a)]
+        tensors = _tensors(args, entry.name, where)
         kwargs = node.get("kwargs") or {}
     elif isinstance(node, list):  # tf.keras: [[layer, node, tensor, kwargs], ...]
         tensors, kwargs = [], {}

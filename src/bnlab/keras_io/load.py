@@ -33,7 +33,7 @@ from typing import Any, Literal
 from torch import nn
 
 from bnlab.keras_io.archive import KerasFile, read_file
-from bnlab.keras_io.config import LayerEntry, ModelConfig, parse_model_config
+from bnlab.keras_io.config import LayerEntry, ModelConfig, parse_model_config, scalar_operation
 from bnlab.keras_io.errors import KerasFileError
 from bnlab.keras_io.weights import read_layer_weights
 from bnlab.models import (
@@ -161,6 +161,8 @@ def load_keras(path: str | os.PathLike[str]) -> nn.Module:
     model = spec.build(seed=0)
     weights = read_layer_weights(file, config)
     for entry in config.layers:
+        if entry.is_operation:  # x + 3.0 and the like: no weights
+            continue
         layer = weights[entry.name]
         try:
             set_keras_weights(model.layer(entry.name), layer.arrays)
@@ -181,8 +183,12 @@ def _model_config(file: KerasFile) -> ModelConfig:
 
 def _layer_spec(file: KerasFile, entry: LayerEntry) -> LayerSpec:
     where = f"{file.path}: layer {entry.name!r} ({entry.class_name})"
+    rescaling = scalar_operation(entry)
+    raw = ({"type": entry.class_name, **entry.config} if rescaling is None else
+           {"type": "Rescaling", "name": entry.name, "scale": rescaling[0],
+            "offset": rescaling[1]})
     try:
-        return parse_layer({"type": entry.class_name, **entry.config}, where=where)
+        return parse_layer(raw, where=where)
     except SpecError as error:
         raise KerasFileError(str(error)) from None
 
