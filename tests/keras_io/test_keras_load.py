@@ -256,3 +256,21 @@ def test_operations_with_a_number_run_as_rescaling_and_save_back(tmp_path) -> No
         type(op).__name__ for op in kmodel.operations]
     torch.testing.assert_close(torch.from_numpy(predict(again, (x,), training=False)),
                                torch.from_numpy(expected))
+
+
+def test_inception_resnet_scaled_residual_equals_keras(tmp_path) -> None:
+    """keras.applications' CustomScaleLayer (InceptionResNetV2's residual x + r * scale)."""
+    from keras.src.applications.inception_resnet_v2 import CustomScaleLayer
+
+    inputs = keras.Input((6, 6, 4))
+    residual = keras.layers.Conv2D(4, 3, padding="same", name="branch")(inputs)
+    scaled = CustomScaleLayer(0.17, name="scaled")([inputs, residual])
+    kmodel = keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(scaled))
+    path = tmp_path / "residual.keras"
+    kmodel.save(path)
+    model = bnlab.load_keras(path)
+    x = np.random.default_rng(0).normal(size=(2, 6, 6, 4)).astype("float32")
+    for training in (False, True):
+        expected = predict(kmodel, (x,), training=training)
+        got = model.train(training)(torch.from_numpy(x)).detach()
+        torch.testing.assert_close(got, torch.from_numpy(expected), rtol=1e-5, atol=1e-5)

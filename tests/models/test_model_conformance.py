@@ -37,6 +37,7 @@ EXAMPLES = {
     ),
     "Conv2DTranspose": ({"type": "Conv2DTranspose", "filters": 3, "kernel_size": 3, "strides": 2,
                          "padding": "same"}, (3, 4, 2)),
+    "CustomScaleLayer": ({"type": "CustomScaleLayer", "scale": 0.17}, (3, 4, 2)),
     "Cropping2D": ({"type": "Cropping2D", "cropping": [[1, 0], [0, 2]]}, (3, 4, 2)),
     "Dense": ({"type": "Dense", "units": 3, "activation": "relu"}, (5, 2)),
     "DepthwiseConv2D": ({"type": "DepthwiseConv2D", "kernel_size": 2, "depth_multiplier": 2},

@@ -37,6 +37,7 @@ ALL_TYPES = [
     "Conv2D",
     "Conv2DTranspose",
     "Cropping2D",
+    "CustomScaleLayer",
     "Dense",
     "DepthwiseConv2D",
     "Dropout",

@@ -63,6 +63,8 @@ _SERIALIZERS = {
     "_regularizer": regularizers.serialize,
     "_constraint": constraints.serialize,
 }
+#: Layers of keras.applications that are not in keras.layers: their modules.
+_APPLICATION_LAYERS = {"CustomScaleLayer": "keras.src.applications.inception_resnet_v2"}
 
 
 def _plain(value: Any) -> Any:
@@ -145,5 +147,8 @@ def keras_config(spec: LayerSpec, *, name: str | None = None) -> dict[str, Any]:
         if (key == "name" and value is None) or key == "batch_input_shape":
             continue  # Keras names the layer itself; the model holds the input shape
         config[key] = _value(key, value, where)
+    if spec.type in _APPLICATION_LAYERS:  # Keras's own, registered under its class name
+        return {"module": _APPLICATION_LAYERS[spec.type], "class_name": spec.type,
+                "config": config, "registered_name": spec.type}
     return {"module": "keras.layers", "class_name": spec.type, "config": config,
             "registered_name": None}

@@ -50,6 +50,7 @@ __all__ = [
     "Pooling",
     "Rescaling",
     "Reshape",
+    "ScaledSum",
     "SeparableConv2D",
     "Softmax",
     "UpSampling2D",
@@ -505,6 +506,23 @@ class GaussianNoise(nn.Module):
 
     def extra_repr(self) -> str:
         return f"stddev={self.stddev}, mode={self.mode!r}"
+
+
+class ScaledSum(nn.Module):
+    """Keras's CustomScaleLayer (InceptionResNetV2's residual): ``x0 + x1 * scale``.
+
+    Shape: two tensors that broadcast against each other; the broadcast shape.
+    """
+
+    def __init__(self, scale: float) -> None:
+        super().__init__()
+        self.scale = scale
+
+    def forward(self, inputs: Sequence[torch.Tensor]) -> torch.Tensor:
+        return inputs[0] + inputs[1] * self.scale
+
+    def extra_repr(self) -> str:
+        return f"scale={self.scale}"
 
 
 class Merge(nn.Module):

@@ -2,7 +2,8 @@
 
 Input, Dense, activation layers (Activation, ReLU, LeakyReLU, ELU, Softmax), Dropout,
 SpatialDropout1D/2D, GaussianNoise and GaussianDropout, Flatten, Reshape, Rescaling,
-Normalization, Masking, Embedding, the merge layers (Add, Subtract, Multiply, Average, Maximum, Minimum, Concatenate),
+Normalization, Masking, Embedding, the merge layers (Add, Subtract, Multiply, Average,
+Maximum, Minimum, Concatenate, and keras.applications' CustomScaleLayer),
 LayerNormalization and GroupNormalization. Arguments and defaults are Keras 3's
 (see :mod:`bnlab.models.registry` for what differs).
 """
@@ -317,6 +318,12 @@ def _merge(op: str, layer: str):
     return build
 
 
+def _build_custom_scale(args: dict[str, Any], shapes: tuple[Shape, ...], channels_first: bool):
+    if len(shapes) != 2:
+        raise ValueError(f"CustomScaleLayer takes 2 inputs (x0 + x1 * scale); got {len(shapes)}")
+    return L.ScaledSum(args["scale"]), _broadcast("CustomScaleLayer", shapes)
+
+
 def _build_concatenate(args: dict[str, Any], shapes: tuple[Shape, ...], channels_first: bool):
     if len(shapes) < 2:
         raise ValueError(f"Concatenate needs at least 2 inputs; got {len(shapes)}")
@@ -473,6 +480,9 @@ CORE_TYPES: list[LayerType] = [
                _build_embedding, "channels_last", mask=_embedding_mask),
     *[layer_type(name, name.lower(), {}, _merge(name.lower(), name), inputs=None, mask="keep")
       for name in _MERGES],
+    # keras.applications' InceptionResNetV2 residual: x0 + x1 * scale
+    layer_type("CustomScaleLayer", "custom_scale_layer", {"scale": Arg(A.real())},
+               _build_custom_scale, inputs=None, mask="keep"),
     layer_type("Concatenate", "concatenate", {"axis": Arg(A.integer(), -1)},
                _build_concatenate, inputs=None, mask="keep"),
     layer_type("LayerNormalization", "layer_normalization",
