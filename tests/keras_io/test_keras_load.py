@@ -274,3 +274,18 @@ def test_inception_resnet_scaled_residual_equals_keras(tmp_path) -> None:
         expected = predict(kmodel, (x,), training=training)
         got = model.train(training)(torch.from_numpy(x)).detach()
         torch.testing.assert_close(got, torch.from_numpy(expected), rtol=1e-5, atol=1e-5)
+
+
+def test_an_operation_between_tensors_and_as_the_output_runs_as_its_layer(tmp_path) -> None:
+    """``a + b * 2.0 - a / 4.0``: Add and Subtract of two tensors run as the merge layers,
+    and the last operation is the model's output (it was taken for a mask computation)."""
+    inputs = keras.Input((3,))
+    a = keras.layers.Dense(3, name="a")(inputs)
+    b = keras.layers.Dense(3, name="b")(inputs)
+    kmodel = keras.Model(inputs, a + b * 2.0 - a / 4.0)
+    path = tmp_path / "ops.keras"
+    kmodel.save(path)
+    model = bnlab.load_keras(path)
+    x = np.random.default_rng(0).normal(size=(4, 3)).astype("float32")
+    torch.testing.assert_close(model(torch.from_numpy(x)).detach(),
+                               torch.from_numpy(predict(kmodel, (x,), training=False)))

@@ -23,10 +23,10 @@ Masks: Keras 3 records how a Functional model computes a mask as operation nodes
 feed only the ``mask`` call argument of later layers. bnlab's models derive masks
 themselves as Keras's layers do (``Masking``, ``Embedding(mask_zero=True)``), so
 operation nodes reached only through ``mask`` arguments are dropped, with those
-arguments; an operation whose output is data is not supported.
-
-Operations between one tensor and a number (``x + 3.0``, ``x * (1 / 6)``, as in
-MobileNetV3's hard sigmoid) become Rescaling layers (:func:`scalar_operation`).
+arguments. An operation whose output is data runs as the layer of its class name where
+there is one (``x + y`` as Add); one between a tensor and a number (``x + 3.0``,
+``x * (1 / 6)``, as in MobileNetV3's hard sigmoid) as a Rescaling
+(:func:`scalar_operation`).
 
 Not supported (one-line error each): a layer called on several inputs at different
 times (shared layers, and so a nested model called twice), layers with several
@@ -282,7 +282,7 @@ def _sequential(config: Mapping[str, Any], name: str, where: str, prefix: str = 
 
 def _functional(config: Mapping[str, Any], name: str, where: str, prefix: str = "") -> ModelConfig:
     entries = [_entry(raw, where, i) for i, raw in enumerate(config["layers"])]
-    mask_ops = _mask_operations(entries)
+    mask_ops = _mask_operations(entries, config.get("output_layers"))
     entries = [e for e in entries if e.name not in mask_ops]
     graph = _Graph(where)
     by_name = {e.name: e for e in entries}
@@ -414,12 +414,11 @@ def _single_use(layer: str, node: Any, tensor: Any, where: str) -> None:
         )
 
 
-def _mask_operations(entries: Sequence[LayerEntry]) -> frozenset[str]:
-    """Names of the operation nodes whose outputs reach other nodes only as ``mask``."""
-    operations = {
-        e.name for e in entries if str(e.entry.get("module", "")).startswith("keras.src.ops")
-    }
-    as_data: set[str] = set()
+def _mask_operations(entries: Sequence[LayerEntry], outputs: Any) -> frozenset[str]:
+    """Names of the operation nodes whose outputs reach other nodes only as ``mask`` (and
+    are no model output: ``outputs`` is the configuration's ``output_layers``)."""
+    operations = {e.name for e in entries if e.is_operation}
+    as_data: set[str] = {h[0] for h in _histories(_as_histories(outputs))} & operations
     feeds: dict[str, set[str]] = {}  # operation -> the operations its arguments read
     for entry in entries:
         for node in entry.entry.get("inbound_nodes") or []:
@@ -439,6 +438,16 @@ def _mask_operations(entries: Sequence[LayerEntry]) -> frozenset[str]:
                 as_data.add(source)
                 pending.append(source)
     return frozenset(operations - as_data)
+
+
+def _as_histories(endpoints: Any) -> list[Any]:
+    """``output_layers`` (``[name, 0, 0]`` or a list of them) as tensors with that history."""
+    if isinstance(endpoints, list | tuple) and endpoints and isinstance(endpoints[0], str):
+        endpoints = [endpoints]
+    if not isinstance(endpoints, list | tuple):
+        return []
+    return [{"class_name": _KERAS_TENSOR, "config": {"keras_history": list(e)}}
+            for e in endpoints if isinstance(e, list | tuple)]
 
 
 def _histories(value: Any) -> list[list[Any]]:

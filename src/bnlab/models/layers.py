@@ -56,7 +56,6 @@ __all__ = [
     "UpSampling2D",
     "ZeroPadding2D",
     "same_padding",
-    "transpose_crops",
 ]
 
 Padding = Literal["valid", "same", "causal"]
@@ -195,7 +194,7 @@ class Conv2DTranspose(nn.Module):
     The full transposed convolution, of size ``(in - 1) * stride + (k - 1) * dilation + 1``
     per spatial axis, is cropped by ``crops[i] = (before, after)`` (zero-padded where
     negative), Keras's window for its ``padding`` and ``output_padding`` (see
-    :func:`transpose_crops`). ``weight``: ``(C_in, filters, kh, kw)``.
+    :func:`bnlab.models.types_conv.transpose_window`). ``weight``: ``(C_in, filters, kh, kw)``.
 
     Shape: ``(N, C_in, H, W) -> (N, filters, H_out, W_out)``.
     """
@@ -223,35 +222,6 @@ class Conv2DTranspose(nn.Module):
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
                 f"strides={self.strides}, crops={self.crops}, dilation={self.dilation}, "
                 f"use_bias={self.bias is not None}")
-
-
-def transpose_crops(size: int | None, kernel: int, stride: int, dilation: int, padding: str,
-                    output_padding: int | None) -> tuple[tuple[int, int], int | None]:
-    """Keras's transposed-convolution window on one axis: the ``(before, after)`` crop of
-    the full output and the output size (None for an unknown input size).
-
-    'valid': ``(in - 1) * stride + k_eff + output_padding`` with ``output_padding``
-    defaulting to ``max(k_eff, stride) - k_eff``; 'same': ``in * stride``, or
-    ``(in - 1) * stride + k_eff % 2 + output_padding`` when given; ``k_eff =
-    (kernel - 1) * dilation + 1``.
-    """
-    k_eff = (kernel - 1) * dilation + 1
-    if padding == "valid":
-        extra = max(k_eff, stride) - k_eff if output_padding is None else output_padding
-        before, after = 0, -extra
-        out = None if size is None else (size - 1) * stride + k_eff + extra
-    else:
-        total = (stride + k_eff - 2 if output_padding is None
-                 else k_eff + k_eff % 2 - 2 + output_padding)
-        left = min(total // 2 + total % 2, k_eff - 1)
-        before, after = (k_eff - 1) - left, (k_eff - 1) - (total - left)
-        if size is None:
-            out = None
-        elif output_padding is None:
-            out = size * stride
-        else:
-            out = (size - 1) * stride + k_eff % 2 + output_padding
-    return (before, after), out
 
 
 class SeparableConv2D(nn.Module):

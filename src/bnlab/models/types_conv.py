@@ -21,7 +21,7 @@ from bnlab.models.arguments import Arg
 from bnlab.models.layer_type import LayerType, Shape, check_rank, init_, keras_shape, layer_type
 from bnlab.models.types_core import KERNEL_ARGS, weight_args
 
-__all__ = ["CONV_TYPES"]
+__all__ = ["CONV_TYPES", "transpose_window"]
 
 _FORMS = {1: "(batch, steps, channels)", 2: "(batch, height, width, channels)"}
 
@@ -89,6 +89,35 @@ def _conv(rank: int, layer: str):
     return build
 
 
+def transpose_window(size: int | None, kernel: int, stride: int, dilation: int, padding: str,
+                    output_padding: int | None) -> tuple[tuple[int, int], int | None]:
+    """Keras's transposed-convolution window on one axis: the ``(before, after)`` crop of
+    the full output and the output size (None for an unknown input size).
+
+    'valid': ``(in - 1) * stride + k_eff + output_padding`` with ``output_padding``
+    defaulting to ``max(k_eff, stride) - k_eff``; 'same': ``in * stride``, or
+    ``(in - 1) * stride + k_eff % 2 + output_padding`` when given; ``k_eff =
+    (kernel - 1) * dilation + 1``.
+    """
+    k_eff = (kernel - 1) * dilation + 1
+    if padding == "valid":
+        extra = max(k_eff, stride) - k_eff if output_padding is None else output_padding
+        before, after = 0, -extra
+        out = None if size is None else (size - 1) * stride + k_eff + extra
+    else:
+        total = (stride + k_eff - 2 if output_padding is None
+                 else k_eff + k_eff % 2 - 2 + output_padding)
+        left = min(total // 2 + total % 2, k_eff - 1)
+        before, after = (k_eff - 1) - left, (k_eff - 1) - (total - left)
+        if size is None:
+            out = None
+        elif output_padding is None:
+            out = size * stride
+        else:
+            out = (size - 1) * stride + k_eff % 2 + output_padding
+    return (before, after), out
+
+
 def _build_conv_transpose(args: dict[str, Any], shape: Shape, channels_first: bool):
     layer = "Conv2DTranspose"
     check_rank(layer, shape, (4,), _FORMS[2])
@@ -96,7 +125,7 @@ def _build_conv_transpose(args: dict[str, Any], shape: Shape, channels_first: bo
     dilation = A.ntuple(args["dilation_rate"], 2)
     extra = (None, None) if args["output_padding"] is None else A.ntuple(
         args["output_padding"], 2)
-    windows = [L.transpose_crops(*a, args["padding"], p) for a, p in zip(
+    windows = [transpose_window(*a, args["padding"], p) for a, p in zip(
         zip(shape[:2], kernel, strides, dilation, strict=True), extra, strict=True)]
     crops = tuple(crop for crop, _ in windows)
     out = tuple(size for _, size in windows)
