@@ -77,6 +77,8 @@ EXAMPLES = {
                     "interpolation": "nearest"}, (5, 4, 2)),
     "ReLU": ({"type": "ReLU", "max_value": 1.0, "negative_slope": 0.1}, (3, 4)),
     "Rescaling": ({"type": "Rescaling", "scale": [0.5, 2.0], "offset": 1.0}, (3, 4, 2)),
+    "Resizing": ({"type": "Resizing", "height": 5, "width": 3, "crop_to_aspect_ratio": True},
+                 (4, 6, 2)),
     "Reshape": ({"type": "Reshape", "target_shape": [-1, 2]}, (3, 4, 2)),
     "SeparableConv2D": ({"type": "SeparableConv2D", "filters": 3, "kernel_size": 2}, (4, 3, 2)),
     "SimpleRNN": ({"type": "SimpleRNN", "units": 3}, (4, 2)),

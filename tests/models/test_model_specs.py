@@ -72,6 +72,7 @@ ALL_TYPES = [
     "ReLU",
     "Rescaling",
     "Reshape",
+    "Resizing",
     "SeparableConv2D",
     "SimpleRNN",
     "Softmax",
@@ -378,6 +379,12 @@ def test_unknown_batchnorm_argument_lists_the_layer_arguments():
         ({"type": "Dense", "units": 2, "name": "1st"}, "name", "'1st' (str)", "letters, digits"),
         ({"type": "Dense", "units": 2, "name": "a.b"}, "name", "'a.b' (str)", "letters, digits"),
         ({"type": "BatchNormalization", "axis": "x"}, "axis", "'x' (str)", "an integer"),
+        ({"type": "Resizing", "height": 4, "width": 4, "interpolation": "lanczos3"},
+         "interpolation", "'lanczos3' (str)", "'bilinear', 'nearest', 'bicubic'"),
+        ({"type": "Dropout", "rate": 0.5, "noise_shape": [None, 0]}, "noise_shape", "(None, 0)",
+         "each null or a positive integer"),
+        ({"type": "Conv2DTranspose", "filters": 2, "kernel_size": 3, "output_padding": -1},
+         "output_padding", "-1 (int)", "an integer >= 0"),
     ],
     ids=lambda v: str(v)[:30],
 )
@@ -386,6 +393,12 @@ def test_bad_value_names_key_received_value_and_what_is_allowed(raw, key, shown,
     assert message.startswith(f"{WHERE}.{key}: ")
     assert shown in message
     assert allowed in message
+
+
+def test_resizing_takes_one_aspect_ratio_rule():
+    message = _error({"type": "Resizing", "height": 4, "width": 4,
+                      "crop_to_aspect_ratio": True, "pad_to_aspect_ratio": True})
+    assert "\n" not in message and "not both" in message
 
 
 @pytest.mark.parametrize(

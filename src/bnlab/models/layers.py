@@ -50,6 +50,7 @@ __all__ = [
     "Pooling",
     "Rescaling",
     "Reshape",
+    "Resizing",
     "ScaledSum",
     "SeparableConv2D",
     "Softmax",
@@ -362,6 +363,49 @@ class UpSampling2D(nn.Module):
 
     def extra_repr(self) -> str:
         return f"size={self.size}, interpolation={self.interpolation!r}"
+
+
+#: Keras's interpolations -> F.interpolate's modes (Keras's torch backend).
+_RESIZE_MODES = {"bilinear": "bilinear", "nearest": "nearest-exact", "bicubic": "bicubic"}
+
+
+class Resizing(nn.Module):
+    """Keras Resizing on channel-first images, as Keras's torch backend computes it.
+
+    ``fit``: ``"stretch"`` resizes the whole image; ``"crop"`` first takes the largest
+    centered window of the target's aspect ratio (Keras's ``crop_to_aspect_ratio``);
+    ``"pad"`` first pads both sides with ``fill_value`` to that aspect ratio
+    (``pad_to_aspect_ratio``). Then ``F.interpolate``: ``"bilinear"`` and ``"bicubic"``
+    between pixel centers (``align_corners=False``, ``antialias`` when downscaling if
+    set), ``"nearest"`` as ``"nearest-exact"``.
+    Shape: ``(N, C, H, W) -> (N, C, height, width)``.
+    """
+
+    def __init__(self, size: tuple[int, int], interpolation: str, *, antialias: bool,
+                 fit: Literal["stretch", "crop", "pad"], fill_value: float) -> None:
+        super().__init__()
+        self.size, self.interpolation, self.antialias = size, interpolation, antialias
+        self.fit, self.fill_value = fit, fill_value
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (height, width), (target_h, target_w) = x.shape[2:], self.size
+        if self.fit == "crop":
+            crop_h = max(min(height, int(width * target_h / target_w)), 1)
+            crop_w = max(min(width, int(height * target_w / target_h)), 1)
+            top, left = int((height - crop_h) / 2), int((width - crop_w) / 2)
+            x = x[:, :, top : top + crop_h, left : left + crop_w]
+        elif self.fit == "pad":
+            top = int((max(height, int(width * target_h / target_w)) - height) / 2)
+            left = int((max(width, int(height * target_w / target_h)) - width) / 2)
+            x = F.pad(x, (left, left, top, top), value=self.fill_value)
+        smooth = self.interpolation != "nearest"
+        return F.interpolate(x, size=self.size, mode=_RESIZE_MODES[self.interpolation],
+                             align_corners=False if smooth else None,
+                             antialias=self.antialias and smooth)
+
+    def extra_repr(self) -> str:
+        return (f"size={self.size}, interpolation={self.interpolation!r}, "
+                f"antialias={self.antialias}, fit={self.fit!r}")
 
 
 class KerasReLU(nn.Module):

@@ -1,5 +1,5 @@
 """Convolution and pooling layer types: Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D,
-SeparableConv2D, ZeroPadding2D, Cropping2D, UpSampling2D, Max/AveragePooling1D/2D,
+SeparableConv2D, ZeroPadding2D, Cropping2D, UpSampling2D, Resizing, Max/AveragePooling1D/2D,
 GlobalAverage/MaxPooling1D/2D.
 
 They run channel-first inside the model (the global poolings take either layout).
@@ -226,6 +226,22 @@ def _build_upsampling2d(args: dict[str, Any], shape: Shape, channels_first: bool
     )
 
 
+def _resizing_validate(args: dict[str, Any]) -> None:
+    if args.get("crop_to_aspect_ratio") and args.get("pad_to_aspect_ratio"):
+        raise A.InvalidArgError(
+            "give crop_to_aspect_ratio or pad_to_aspect_ratio, not both; got both true"
+        )
+
+
+def _build_resizing(args: dict[str, Any], shape: Shape, channels_first: bool):
+    check_rank("Resizing", shape, (4,), _FORMS[2])
+    fit = ("crop" if args["crop_to_aspect_ratio"] else
+           "pad" if args["pad_to_aspect_ratio"] else "stretch")
+    size = (args["height"], args["width"])
+    return L.Resizing(size, args["interpolation"], antialias=args["antialias"], fit=fit,
+                      fill_value=args["fill_value"]), (*size, shape[-1])
+
+
 def _pooling(kind: str, rank: int, layer: str):
     def build(args: dict[str, Any], shape: Shape, channels_first: bool):
         pool = A.ntuple(args["pool_size"], rank)
@@ -330,6 +346,15 @@ CONV_TYPES: list[LayerType] = [
                                                                    "channels_last"),
                 "interpolation": Arg(A.choice("nearest", "bilinear"), "nearest")},
                _build_upsampling2d, "channels_first"),
+    layer_type("Resizing", "resizing",
+               {"height": Arg(A.integer(min=1)), "width": Arg(A.integer(min=1)),
+                "interpolation": Arg(A.choice("bilinear", "nearest", "bicubic"), "bilinear"),
+                "crop_to_aspect_ratio": Arg(A.boolean, False),
+                "pad_to_aspect_ratio": Arg(A.boolean, False),
+                "fill_mode": Arg(A.choice("constant"), "constant"),
+                "fill_value": Arg(A.real(), 0.0), "antialias": Arg(A.boolean, False),
+                "data_format": Arg(A.data_format, "channels_last")},
+               _build_resizing, "channels_first", validate=_resizing_validate),
     *[_pool_type(kind, rank) for kind in ("max", "avg") for rank in (1, 2)],
     *[_global_type(kind, rank) for kind in ("avg", "max") for rank in (1, 2)],
 ]
