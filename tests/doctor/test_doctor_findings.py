@@ -11,6 +11,7 @@ from torch import nn
 
 from bnlab.doctor import SEVERITIES, examine, list_rules
 from bnlab.models import build_model
+from bnlab.models.layers import Dropout
 from bnlab.nn import BatchNormalization, freeze
 
 
@@ -159,6 +160,19 @@ def test_dropout_before_bn_measures_the_variance_shift() -> None:
     assert finding is not None and finding.severity == "warning"
     assert finding.evidence["dropout"] == [{"module": "0", "rate": 0.5, "layers": ["1"]}]
     assert finding.evidence["variance_ratio"]["1"] == pytest.approx(2.0, rel=0.1)
+
+
+def test_dropout_before_bn_that_barely_shifts_the_variance_is_info() -> None:
+    """A light dropout before BN (EfficientNet's drop-connect has rates from 0.025): the
+    doctor still names it, as information, when the variance it measures moves by under
+    x1.25 (1 / (1 - 0.05) in expectation on zero-mean inputs)."""
+    x = torch.randn(1024, FEATURES, generator=torch.Generator().manual_seed(2))
+    dropout = Dropout(0.05, noise_shape=(None, 1))  # whole samples, as (None, 1, 1, 1)
+    model = nn.Sequential(dropout, BatchNormalization(FEATURES, momentum=0.9)).eval()
+    finding = examine(model, x).finding("dropout_before_bn")
+    assert finding is not None and finding.severity == "info"
+    assert 0.9 < finding.evidence["variance_ratio"]["1"] < 1.15  # one draw of the masks
+    assert "too small to matter" in finding.summary
 
 
 def test_dropout_after_bn_is_fine(healthy, xy) -> None:

@@ -238,3 +238,29 @@ def test_gaussian_noise_layers_draw_keras_distribution_in_training_only(spec, me
     assert abs(noise.std().item() - std) < 0.01
     model.eval()
     assert torch.equal(model(x), x)
+
+
+@pytest.mark.filterwarnings("ignore:__array__ implementation:DeprecationWarning")
+def test_a_functional_model_records_training_true_for_augmentation_and_follows_its_mode(
+        tmp_path, assert_close):
+    """Keras 3 records ``training=True`` for a functional call of an augmentation layer (its
+    call's default) and of ``Dropout(...)(x, training=True)``; Keras's ``predict`` and
+    ``model(x, training=False)`` override it, and so does the bnlab model's mode."""
+    inputs = keras.Input((6, 5, 3))
+    x = L.RandomFlip("horizontal", name="flip")(inputs)
+    x = L.Conv2D(4, 3, name="conv")(x)
+    x = L.BatchNormalization(name="bn")(x)
+    x = L.Dropout(0.5, name="drop")(x, training=True)
+    kmodel = keras.Model(inputs, L.GlobalAveragePooling2D()(x))
+    recorded = [layer["inbound_nodes"][0]["kwargs"]
+                for layer in kmodel.get_config()["layers"] if layer["inbound_nodes"]]
+    assert {"training": True} in recorded
+    path = tmp_path / "functional.keras"
+    kmodel.save(path)
+    model = bnlab.load_keras(path)
+    x = images(n=4, h=6, w=5)
+    expected = torch.as_tensor(kmodel.predict(x.numpy(), verbose=0))
+    assert_close(model(x).detach(), expected)
+    model.train()
+    torch.manual_seed(0)
+    assert not torch.allclose(model(x).detach(), expected)  # flips and drops in training

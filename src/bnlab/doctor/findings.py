@@ -26,7 +26,8 @@ wrong_mode             serious    a BN layer in training mode inside an eval-mod
 no_running_statistics  warning    PyTorch BN with ``track_running_stats=False``
 small_batch            serious    trained with small batches: batch-mean noise >= 0.5
                        / warning  (warning >= 0.3) population standard deviations
-dropout_before_bn      warning    dropout runs before BN layers (variance shift)
+dropout_before_bn      warning    dropout runs before BN layers (variance shift); info when
+                       / info     the measured shift of every such layer is within ×1.25
 dead_channels          warning    ``|gamma| <`` 1e-3
 zero_variance          warning    population variance < 0.01 epsilon
 unexplained_gap        warning    accuracy gap >= :data:`GAP_SERIOUS` that no layer explains
@@ -526,11 +527,16 @@ def _dropout(m: Measurements) -> list[Finding]:
     first = found[0]
     summary = (f"{first.dropout!r} (rate {first.rate:g}) runs before {_names(list(first.layers))}: "
                "in training their inputs carry the dropout noise, at inference not")
+    severity = "warning"
     if ratios:
         name, ratio = max(ratios.items(), key=lambda item: abs(math.log(item[1])))
-        summary += (f"; the input variance of {name!r} is ×{ratio:.2f} with dropout active "
-                    "(median over channels), so its moving variance does not fit inference")
-    return [Finding("dropout_before_bn", "warning", "Dropout before BN (variance shift)",
+        summary += f"; the input variance of {name!r} is ×{ratio:.2f} with dropout active "
+        if abs(math.log(ratio)) <= OFF_VARIANCE_MEDIAN:  # e.g. EfficientNet's light drop-connect
+            severity = "info"
+            summary += "(median over channels), a shift too small to matter here"
+        else:
+            summary += "(median over channels), so its moving variance does not fit inference"
+    return [Finding("dropout_before_bn", severity, "Dropout before BN (variance shift)",
                     summary + ".",
                     "Put Dropout after the last BN layer (Li et al., 'Understanding the "
                     "disharmony between dropout and batch normalization by variance shift', "

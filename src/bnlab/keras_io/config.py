@@ -28,11 +28,14 @@ there is one (``x + y`` as Add); one between a tensor and a number (``x + 3.0``,
 ``x * (1 / 6)``, as in MobileNetV3's hard sigmoid) as a Rescaling
 (:func:`scalar_operation`).
 
+A ``training`` value recorded for a call (Keras 3 records ``training=False`` for most
+calls and ``True`` for the augmentation layers, whose call defaults to it) gives way to
+the model's mode, as in Keras 3 when the model is called with ``training=`` (``fit``,
+``predict``, ``evaluate``): ``model.train()`` or ``model.eval()`` decides.
+
 Not supported (one-line error each): a layer called on several inputs at different
 times (shared layers, and so a nested model called twice), layers with several
-outputs, call arguments other than tensors (e.g. a fixed ``training=True``; Keras 3
-records ``training=False`` for every call and lets the model's mode override it, and
-so does bnlab).
+outputs, call arguments other than tensors and ``training``.
 """
 
 from __future__ import annotations
@@ -533,13 +536,13 @@ def _inbound(
             f"{where}: layer {entry.name!r} has an inbound node of type {type(node).__name__}; "
             "expected a Keras 3 or tf.keras node"
         )
-    # Keras records the symbolic call's training=False; the model's own mode overrides it.
+    # A recorded training value gives way to the model's mode (see the module docstring).
     # A mask computed by dropped operations is derived by the layers themselves.
     fixed = {
         k: v
         for k, v in kwargs.items()
         if v is not None
-        and (k, v) != ("training", False)
+        and not (k == "training" and isinstance(v, bool))
         and not (k == "mask" and _histories(v) and {h[0] for h in _histories(v)} <= mask_ops)
     }
     if fixed:
