@@ -37,6 +37,7 @@ EXAMPLES = {
     ),
     "Conv2DTranspose": ({"type": "Conv2DTranspose", "filters": 3, "kernel_size": 3, "strides": 2,
                          "padding": "same"}, (3, 4, 2)),
+    "Cropping1D": ({"type": "Cropping1D", "cropping": [2, 1]}, (5, 2)),
     "CustomScaleLayer": ({"type": "CustomScaleLayer", "scale": 0.17}, (3, 4, 2)),
     "Cropping2D": ({"type": "Cropping2D", "cropping": [[1, 0], [0, 2]]}, (3, 4, 2)),
     "Dense": ({"type": "Dense", "units": 3, "activation": "relu"}, (5, 2)),
@@ -88,8 +89,10 @@ EXAMPLES = {
     "Subtract": ({"type": "Subtract"}, (5, 2)),
     "TimeDistributed": ({"type": "TimeDistributed", "layer": {"type": "Conv2D", "filters": 2,
                                                                "kernel_size": 2}}, (2, 3, 3, 2)),
+    "UpSampling1D": ({"type": "UpSampling1D", "size": 3}, (4, 2)),
     "UpSampling2D": ({"type": "UpSampling2D", "size": [2, 3], "interpolation": "bilinear"},
                      (3, 4, 2)),
+    "ZeroPadding1D": ({"type": "ZeroPadding1D", "padding": [0, 2]}, (4, 2)),
     "ZeroPadding2D": ({"type": "ZeroPadding2D", "padding": [[1, 0], [0, 2]]}, (3, 4, 2)),
 }
 TYPES = sorted(EXAMPLES)

@@ -36,6 +36,7 @@ ALL_TYPES = [
     "Conv1D",
     "Conv2D",
     "Conv2DTranspose",
+    "Cropping1D",
     "Cropping2D",
     "CustomScaleLayer",
     "Dense",
@@ -80,7 +81,9 @@ ALL_TYPES = [
     "SpatialDropout2D",
     "Subtract",
     "TimeDistributed",
+    "UpSampling1D",
     "UpSampling2D",
+    "ZeroPadding1D",
     "ZeroPadding2D",
 ]
 

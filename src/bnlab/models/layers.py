@@ -36,7 +36,6 @@ __all__ = [
     "Conv1D",
     "Conv2D",
     "Conv2DTranspose",
-    "Cropping2D",
     "Dense",
     "DepthwiseConv2D",
     "Dropout",
@@ -47,6 +46,7 @@ __all__ = [
     "Masking",
     "MaxPooling2D",
     "Merge",
+    "Pad",
     "Pooling",
     "Rescaling",
     "Reshape",
@@ -54,13 +54,11 @@ __all__ = [
     "ScaledSum",
     "SeparableConv2D",
     "Softmax",
-    "UpSampling2D",
-    "ZeroPadding2D",
+    "UpSampling",
     "same_padding",
 ]
 
 Padding = Literal["valid", "same", "causal"]
-Pad4 = tuple[int, int, int, int]  # (left, right, top, bottom): the order of F.pad
 
 
 def same_padding(size: int, kernel: int, stride: int, dilation: int = 1) -> tuple[int, int]:
@@ -315,51 +313,40 @@ class GlobalPooling(nn.Module):
         return f"{self.kind}, axes={self.axes}, keepdims={self.keepdims}"
 
 
-class ZeroPadding2D(nn.Module):
-    """Keras ZeroPadding2D on channel-first input. Shape: ``(N, C, H, W) -> (N, C, H+t+b, W+l+r)``."""
+class Pad(nn.Module):
+    """Keras ZeroPadding1D/2D and Cropping1D/2D on channel-first input: ``F.pad`` with
+    ``amounts`` in its order (last axis first, ``(left, right, top, bottom)`` for images),
+    positive to add zeros, negative to remove rows and columns.
+    Shape: ``(N, C, *spatial) -> (N, C, *spatial + amounts per axis)``."""
 
-    def __init__(self, padding: Pad4) -> None:
+    def __init__(self, amounts: tuple[int, ...]) -> None:
         super().__init__()
-        self.padding = padding
+        self.amounts = amounts
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.pad(x, self.padding)
+        return F.pad(x, self.amounts)
 
     def extra_repr(self) -> str:
-        return f"padding={self.padding}"
+        return f"amounts={self.amounts}"
 
 
-class Cropping2D(nn.Module):
-    """Keras Cropping2D on channel-first input: ``(top, bottom, left, right)`` rows and
-    columns removed. Shape: ``(N, C, H, W) -> (N, C, H-t-b, W-l-r)``."""
+class UpSampling(nn.Module):
+    """Keras UpSampling1D/2D on channel-first input: each position repeated ``size[i]``
+    times along spatial axis ``i`` (``"nearest"``), or bilinear interpolation between
+    pixel centers (``"bilinear"``, images only, ``align_corners=False`` like Keras).
+    Shape: ``(N, C, *spatial) -> (N, C, *(spatial * size))``."""
 
-    def __init__(self, cropping: tuple[int, int, int, int]) -> None:
-        super().__init__()
-        self.cropping = cropping
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        top, bottom, left, right = self.cropping
-        return x[:, :, top : x.shape[2] - bottom, left : x.shape[3] - right]
-
-    def extra_repr(self) -> str:
-        return f"cropping={self.cropping}"
-
-
-class UpSampling2D(nn.Module):
-    """Keras UpSampling2D on channel-first input: each row repeated ``size[0]`` times and
-    each column ``size[1]`` times (``"nearest"``), or bilinear interpolation between
-    pixel centers (``"bilinear"``, ``align_corners=False`` like Keras).
-    Shape: ``(N, C, H, W) -> (N, C, H*size[0], W*size[1])``."""
-
-    def __init__(self, size: tuple[int, int], interpolation: Literal["nearest", "bilinear"]) -> None:
+    def __init__(self, size: tuple[int, ...], interpolation: Literal["nearest", "bilinear"]) -> None:
         super().__init__()
         self.size, self.interpolation = size, interpolation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.interpolation == "nearest":
-            return x.repeat_interleave(self.size[0], dim=2).repeat_interleave(self.size[1], dim=3)
-        target = (x.shape[2] * self.size[0], x.shape[3] * self.size[1])
-        return F.interpolate(x, size=target, mode="bilinear", align_corners=False)
+        if self.interpolation == "bilinear":
+            target = (x.shape[2] * self.size[0], x.shape[3] * self.size[1])
+            return F.interpolate(x, size=target, mode="bilinear", align_corners=False)
+        for axis, repeats in enumerate(self.size, start=2):
+            x = x.repeat_interleave(repeats, dim=axis)
+        return x
 
     def extra_repr(self) -> str:
         return f"size={self.size}, interpolation={self.interpolation!r}"

@@ -1,6 +1,6 @@
 """Convolution and pooling layer types: Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D,
-SeparableConv2D, ZeroPadding2D, Cropping2D, UpSampling2D, Resizing, Max/AveragePooling1D/2D,
-GlobalAverage/MaxPooling1D/2D.
+SeparableConv2D, ZeroPadding1D/2D, Cropping1D/2D, UpSampling1D/2D, Resizing,
+Max/AveragePooling1D/2D, GlobalAverage/MaxPooling1D/2D.
 
 They run channel-first inside the model (the global poolings take either layout).
 Kernels are initialized in Keras's layout, so fan-based initializers draw from the
@@ -24,6 +24,7 @@ from bnlab.models.types_core import KERNEL_ARGS, weight_args
 __all__ = ["CONV_TYPES", "transpose_window"]
 
 _FORMS = {1: "(batch, steps, channels)", 2: "(batch, height, width, channels)"}
+_CHANNELS_LAST = {"data_format": Arg(A.data_format, "channels_last")}
 
 
 def _out_size(size: int | None, kernel: int, stride: int, dilation: int, padding: str,
@@ -187,43 +188,46 @@ def _edges(value: int | tuple[Any, ...]) -> tuple[int, int, int, int]:
     return top, bottom, left, right
 
 
-def _build_zero_padding2d(args: dict[str, Any], shape: Shape, channels_first: bool):
-    check_rank("ZeroPadding2D", shape, (4,), _FORMS[2])
-    top, bottom, left, right = _edges(args["padding"])
-    height, width, channels = shape
-    return L.ZeroPadding2D((left, right, top, bottom)), (
-        None if height is None else height + top + bottom,
-        None if width is None else width + left + right,
-        channels,
-    )
+def _edges1d(value: int | tuple[int, int]) -> tuple[int, int]:
+    """A checked ``int_tuple(2, min=0)`` value as (left, right)."""
+    return (value, value) if isinstance(value, int) else (value[0], value[1])
 
 
-def _build_cropping2d(args: dict[str, Any], shape: Shape, channels_first: bool):
-    check_rank("Cropping2D", shape, (4,), _FORMS[2])
-    top, bottom, left, right = _edges(args["cropping"])
-    height, width, channels = shape
-    for size, cut, what in ((height, top + bottom, "rows"), (width, left + right, "columns")):
-        if size is not None and cut >= size:
-            raise ValueError(
-                f"Cropping2D cropping {args['cropping']} removes {cut} {what} of input "
-                f"{keras_shape(shape)}, which has {size}; at least one must remain"
-            )
-    return L.Cropping2D((top, bottom, left, right)), (
-        None if height is None else height - top - bottom,
-        None if width is None else width - left - right,
-        channels,
-    )
+def _padded(layer: str, rank: int, key: str, sign: int):
+    """ZeroPadding1D/2D (``sign`` 1) and Cropping1D/2D (-1): :class:`L.Pad` with the
+    edges of ``args[key]``, each spatial size grown (or cut) by its two edges."""
+
+    def build(args: dict[str, Any], shape: Shape, channels_first: bool):
+        check_rank(layer, shape, (rank + 2,), _FORMS[rank])
+        if rank == 1:
+            pairs = [_edges1d(args[key])]
+        else:
+            top, bottom, left, right = _edges(args[key])
+            pairs = [(top, bottom), (left, right)]
+        out = []
+        for size, (before, after) in zip(shape[:-1], pairs, strict=True):
+            if sign < 0 and size is not None and before + after >= size:
+                raise ValueError(
+                    f"{layer} {key} {args[key]} removes {before + after} of the {size} "
+                    f"positions of an axis of input {keras_shape(shape)}; one must remain"
+                )
+            out.append(None if size is None else size + sign * (before + after))
+        amounts = tuple(sign * a for pair in reversed(pairs) for a in pair)  # F.pad's order
+        return L.Pad(amounts), (*out, shape[-1])
+
+    return build
 
 
-def _build_upsampling2d(args: dict[str, Any], shape: Shape, channels_first: bool):
-    check_rank("UpSampling2D", shape, (4,), _FORMS[2])
-    rows, cols = A.ntuple(args["size"], 2)
-    height, width, channels = shape
-    return L.UpSampling2D((rows, cols), args["interpolation"]), (
-        None if height is None else height * rows,
-        None if width is None else width * cols,
-        channels,
-    )
+def _upsampling(rank: int):
+    layer = f"UpSampling{rank}D"
+
+    def build(args: dict[str, Any], shape: Shape, channels_first: bool):
+        check_rank(layer, shape, (rank + 2,), _FORMS[rank])
+        size = A.ntuple(args["size"], rank)
+        out = tuple(None if n is None else n * k for n, k in zip(shape[:-1], size, strict=True))
+        return L.UpSampling(size, args.get("interpolation", "nearest")), (*out, shape[-1])
+
+    return build
 
 
 def _resizing_validate(args: dict[str, Any]) -> None:
@@ -333,19 +337,22 @@ CONV_TYPES: list[LayerType] = [
                {"filters": Arg(A.integer(min=1)), **_DEPTHWISE,
                 **weight_args("pointwise", "glorot_uniform")},
                _build_separable, "channels_first"),
+    layer_type("ZeroPadding1D", "zero_padding1d",
+               {"padding": Arg(A.int_tuple(2, min=0), 1), **_CHANNELS_LAST},
+               _padded("ZeroPadding1D", 1, "padding", 1), "channels_first"),
     layer_type("ZeroPadding2D", "zero_padding2d",
-               {"padding": Arg(A.padding2d, 1), "data_format": Arg(A.data_format,
-                                                                  "channels_last")},
-               _build_zero_padding2d, "channels_first"),
-    layer_type("Cropping2D", "cropping2d",
-               {"cropping": Arg(A.padding2d, 0), "data_format": Arg(A.data_format,
-                                                                   "channels_last")},
-               _build_cropping2d, "channels_first"),
+               {"padding": Arg(A.padding2d, 1), **_CHANNELS_LAST},
+               _padded("ZeroPadding2D", 2, "padding", 1), "channels_first"),
+    layer_type("Cropping1D", "cropping1d", {"cropping": Arg(A.int_tuple(2, min=0), (1, 1))},
+               _padded("Cropping1D", 1, "cropping", -1), "channels_first"),
+    layer_type("Cropping2D", "cropping2d", {"cropping": Arg(A.padding2d, 0), **_CHANNELS_LAST},
+               _padded("Cropping2D", 2, "cropping", -1), "channels_first"),
+    layer_type("UpSampling1D", "up_sampling1d", {"size": Arg(A.integer(min=1), 2)},
+               _upsampling(1), "channels_first"),
     layer_type("UpSampling2D", "up_sampling2d",
-               {"size": Arg(A.int_tuple(2), 2), "data_format": Arg(A.data_format,
-                                                                   "channels_last"),
+               {"size": Arg(A.int_tuple(2), 2), **_CHANNELS_LAST,
                 "interpolation": Arg(A.choice("nearest", "bilinear"), "nearest")},
-               _build_upsampling2d, "channels_first"),
+               _upsampling(2), "channels_first"),
     layer_type("Resizing", "resizing",
                {"height": Arg(A.integer(min=1)), "width": Arg(A.integer(min=1)),
                 "interpolation": Arg(A.choice("bilinear", "nearest", "bicubic"), "bilinear"),

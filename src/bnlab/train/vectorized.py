@@ -75,11 +75,11 @@ from bnlab.models.layers import (
     Dropout,
     GlobalPooling,
     KerasReLU,
+    Pad,
     Pooling,
     Rescaling,
     Reshape,
     SeparableConv2D,
-    ZeroPadding2D,
 )
 from bnlab.models.norms import GroupNormalization, LayerNormalization, Normalization
 from bnlab.models.recurrent import GRU, LSTM, SimpleRNN
@@ -119,7 +119,7 @@ Mode = Literal["train", "inference", "batch_statistics"]
 #: draws, no state): ``vmap`` of the module is each replica's forward.
 _PURE_LAYERS: tuple[type[nn.Module], ...] = (
     Dense, Conv1D, Conv2D, DepthwiseConv2D, SeparableConv2D, Pooling, GlobalPooling,
-    ZeroPadding2D, KerasReLU, Rescaling, Reshape, LayerNormalization, GroupNormalization,
+    Pad, KerasReLU, Rescaling, Reshape, LayerNormalization, GroupNormalization,
     Normalization, LSTM, GRU, SimpleRNN, nn.Flatten, nn.Identity,
 )
 _RECURRENT = (LSTM, GRU, SimpleRNN)
