@@ -66,6 +66,8 @@ EXAMPLES = {
     "Multiply": ({"type": "Multiply"}, (3, 4, 2)),
     "Normalization": ({"type": "Normalization", "mean": [1.0, 2.0], "variance": [4.0, 9.0]},
                       (3, 2)),
+    "PReLU": ({"type": "PReLU", "alpha_initializer": "ones", "shared_axes": [1, 2]},
+              (3, 4, 2)),
     "RandomBrightness": ({"type": "RandomBrightness", "factor": 0.2, "value_range": [-2, 2]},
                          (4, 3, 2)),
     "RandomContrast": ({"type": "RandomContrast", "factor": [0.1, 0.3]}, (4, 3, 2)),

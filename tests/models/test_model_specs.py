@@ -64,6 +64,7 @@ ALL_TYPES = [
     "Minimum",
     "Multiply",
     "Normalization",
+    "PReLU",
     "RandomBrightness",
     "RandomContrast",
     "RandomFlip",

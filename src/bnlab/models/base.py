@@ -8,7 +8,7 @@ projects constrained weights after each optimizer step; here
 
 over every weight ``w`` with a regularizer (``kernel_regularizer``,
 ``bias_regularizer``, ``recurrent_regularizer``, ``depthwise_/pointwise_regularizer``,
-``embeddings_regularizer``, ``gamma_/beta_regularizer``), and
+``embeddings_regularizer``, ``alpha_regularizer``, ``gamma_/beta_regularizer``), and
 :meth:`KerasModel.apply_constraints` applies the ``*_constraint`` projections. Both act
 on the weights in Keras's layout, so a ``max_norm(axis=0)`` of a Dense kernel
 constrains each unit's incoming weights as in Keras.

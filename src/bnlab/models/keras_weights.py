@@ -3,10 +3,10 @@
 For the module built for any layer type, the arrays are in the order of Keras 3's
 ``layer.weights`` (trainable and non-trainable), in Keras's shapes and layouts:
 Dense kernel (in, units); Conv1D/Conv2D kernel (*k, in/groups, filters); Conv2DTranspose
-kernel (*k, filters, in);
-DepthwiseConv2D (kh, kw, in, multiplier); LSTM/GRU/SimpleRNN kernel (in, k*units),
-recurrent kernel (units, k*units); BatchNormalization gamma, beta, moving_mean,
-moving_variance (+ renorm's moving_stddev, renorm_mean, renorm_stddev). Wrappers
+kernel (*k, filters, in); DepthwiseConv2D (kh, kw, in, multiplier); LSTM/GRU/SimpleRNN
+kernel (in, k*units), recurrent kernel (units, k*units); PReLU alpha (its input's shape,
+shared axes 1); BatchNormalization gamma, beta, moving_mean, moving_variance (+ renorm's
+moving_stddev, renorm_mean, renorm_stddev). Wrappers
 (Bidirectional, TimeDistributed, SeparableConv2D's halves) give the flattened list.
 
 One registry maps a module class to its :class:`KerasWeight` views; a module with
@@ -128,6 +128,7 @@ _VIEWS: dict[type[nn.Module], Callable[..., list[KerasWeight]]] = {
     L.DepthwiseConv2D: _depthwise,
     L.SeparableConv2D: _separable,
     L.Embedding: _embedding,
+    L.PReLU: lambda m: [KerasWeight("alpha", m.alpha)],
     recurrent.LSTM: _recurrent,
     recurrent.GRU: _recurrent,
     recurrent.SimpleRNN: _recurrent,

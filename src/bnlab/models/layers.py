@@ -46,6 +46,7 @@ __all__ = [
     "Masking",
     "MaxPooling2D",
     "Merge",
+    "PReLU",
     "Pad",
     "Pooling",
     "Rescaling",
@@ -393,6 +394,23 @@ class Resizing(nn.Module):
     def extra_repr(self) -> str:
         return (f"size={self.size}, interpolation={self.interpolation!r}, "
                 f"antialias={self.antialias}, fit={self.fit!r}")
+
+
+class PReLU(nn.Module):
+    r"""Keras PReLU on channel-last input:
+    :math:`y = \max(x, 0) - \alpha \max(-x, 0)` with a learned ``alpha`` per position
+    and channel, shared (size 1) along Keras's ``shared_axes``.
+
+    Shape: ``(N, *shape)`` unchanged; ``alpha``: ``shape`` with the shared axes 1 (Keras's
+    layout, so its weight goes across as it is).
+    """
+
+    def __init__(self, alpha_shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.alpha = nn.Parameter(torch.empty(alpha_shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x) - self.alpha * torch.relu(-x)
 
 
 class KerasReLU(nn.Module):

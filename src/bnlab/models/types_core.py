@@ -1,6 +1,6 @@
 """Layer types that are not convolutions, pooling, recurrent or batch normalization.
 
-Input, Dense, activation layers (Activation, ReLU, LeakyReLU, ELU, Softmax), Dropout,
+Input, Dense, activation layers (Activation, ReLU, LeakyReLU, ELU, PReLU, Softmax), Dropout,
 SpatialDropout1D/2D, GaussianNoise and GaussianDropout, Flatten, Reshape, Rescaling,
 Normalization, Masking, Embedding, the merge layers (Add, Subtract, Multiply, Average,
 Maximum, Minimum, Concatenate, and keras.applications' CustomScaleLayer),
@@ -167,6 +167,32 @@ def _spatial_dropout(rank: int):
 
 def _build_elu(args: dict[str, Any], shape: Shape, channels_first: bool):
     return torch.nn.ELU(args["alpha"]), shape
+
+
+def _shared_axes(value: Any) -> tuple[int, ...] | None:
+    """Keras PReLU's ``shared_axes``: null, an axis >= 1 or a list of them."""
+    if value is None:
+        return None
+    axes = [value] if isinstance(value, int) and not isinstance(value, bool) else value
+    if isinstance(axes, list | tuple) and axes and all(
+            isinstance(a, int) and not isinstance(a, bool) and a >= 1 for a in axes):
+        return tuple(axes)
+    raise A.InvalidArgError(
+        f"expected null, an axis >= 1 or a list of them (e.g. [1, 2]); got {A.received(value)}"
+    )
+
+
+def _build_prelu(args: dict[str, Any], shape: Shape, channels_first: bool):
+    shared = set(args["shared_axes"] or ())
+    if any(a > len(shape) for a in shared):
+        raise ValueError(
+            f"PReLU shared_axes {sorted(shared)} name an axis beyond input {keras_shape(shape)}"
+        )
+    alpha = tuple(1 if i in shared else _known("PReLU", f"size on axis {i}", n)
+                  for i, n in enumerate(shape, start=1))
+    module = L.PReLU(alpha)
+    init_(args["alpha_initializer"], module.alpha)
+    return module, shape
 
 
 def _build_gaussian_noise(args: dict[str, Any], shape: Shape, channels_first: bool):
@@ -432,6 +458,9 @@ CORE_TYPES: list[LayerType] = [
                 "negative_slope": Arg(A.real(0.0), 0.0), "threshold": Arg(A.real(), 0.0)},
                _build_relu, mask="keep"),
     layer_type("ELU", "elu", {"alpha": Arg(A.real(), 1.0)}, _build_elu, mask="keep"),
+    layer_type("PReLU", "p_re_lu",
+               {**weight_args("alpha", "zeros"), "shared_axes": Arg(_shared_axes, None)},
+               _build_prelu, "channels_last", mask="keep"),
     layer_type("LeakyReLU", "leaky_re_lu",
                {"negative_slope": Arg(A.real(0.0), 0.3),
                 "alpha": Arg(A.optional(A.real(0.0)), None)},
