@@ -135,8 +135,7 @@ def test_identity_maps_leave_images_unchanged():
 )
 def test_draws_cover_the_range_keras_documents(spec, low, high):
     torch.manual_seed(0)
-    layer = build_model([spec], (9, 9, 1), seed=0).layers[spec["type"].lower().replace(
-        "random", "random_")]
+    (_, _, layer), = build_model([spec], (9, 9, 1), seed=0).named_layers()
     draws = layer.draw(torch.zeros(4000, 1, 9, 9))
     assert draws.min() >= low - 1e-5 and draws.max() <= high + 1e-5
     span = high - low

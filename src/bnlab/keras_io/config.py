@@ -285,7 +285,9 @@ def _sequential(config: Mapping[str, Any], name: str, where: str, prefix: str = 
 
 def _functional(config: Mapping[str, Any], name: str, where: str, prefix: str = "") -> ModelConfig:
     entries = [_entry(raw, where, i) for i, raw in enumerate(config["layers"])]
-    mask_ops = _mask_operations(entries, config.get("output_layers"))
+    every = {e.name: e for e in entries}
+    outputs = set(_endpoints(config.get("output_layers"), every, where, "output_layers"))
+    mask_ops = _mask_operations(entries, outputs)
     entries = [e for e in entries if e.name not in mask_ops]
     graph = _Graph(where)
     by_name = {e.name: e for e in entries}
@@ -417,11 +419,11 @@ def _single_use(layer: str, node: Any, tensor: Any, where: str) -> None:
         )
 
 
-def _mask_operations(entries: Sequence[LayerEntry], outputs: Any) -> frozenset[str]:
-    """Names of the operation nodes whose outputs reach other nodes only as ``mask`` (and
-    are no model output: ``outputs`` is the configuration's ``output_layers``)."""
+def _mask_operations(entries: Sequence[LayerEntry], outputs: set[str]) -> frozenset[str]:
+    """Names of the operation nodes whose outputs reach other nodes only as ``mask`` and
+    are none of the model's ``outputs``."""
     operations = {e.name for e in entries if e.is_operation}
-    as_data: set[str] = {h[0] for h in _histories(_as_histories(outputs))} & operations
+    as_data = outputs & operations
     feeds: dict[str, set[str]] = {}  # operation -> the operations its arguments read
     for entry in entries:
         for node in entry.entry.get("inbound_nodes") or []:
@@ -441,16 +443,6 @@ def _mask_operations(entries: Sequence[LayerEntry], outputs: Any) -> frozenset[s
                 as_data.add(source)
                 pending.append(source)
     return frozenset(operations - as_data)
-
-
-def _as_histories(endpoints: Any) -> list[Any]:
-    """``output_layers`` (``[name, 0, 0]`` or a list of them) as tensors with that history."""
-    if isinstance(endpoints, list | tuple) and endpoints and isinstance(endpoints[0], str):
-        endpoints = [endpoints]
-    if not isinstance(endpoints, list | tuple):
-        return []
-    return [{"class_name": _KERAS_TENSOR, "config": {"keras_history": list(e)}}
-            for e in endpoints if isinstance(e, list | tuple)]
 
 
 def _histories(value: Any) -> list[list[Any]]:

@@ -20,27 +20,21 @@ from bnlab.models.layer_type import LayerType, Shape, check_rank, layer_type
 __all__ = ["AUGMENT_TYPES", "factor_range"]
 
 
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and value == value
-
-
 def _factor(lowest: float, highest: float, *, open_low: bool = False) -> A.Check:
-    """A number or a pair of numbers, each within Keras's bounds for the layer."""
+    """A number or a pair of numbers [lower, upper], each within Keras's bounds for the layer."""
+    number = A.real(lowest, highest, min_open=open_low)
     bounds = f"{'>' if open_low else '>='} {lowest:g} and <= {highest:g}"
 
-    def within(v: float) -> bool:
-        return (v > lowest if open_low else v >= lowest) and v <= highest
-
     def check(value: Any) -> float | tuple[float, float]:
-        if _number(value) and within(value):
-            return float(value)
-        if (isinstance(value, list | tuple) and len(value) == 2 and all(map(_number, value))
-                and all(map(within, value))):
-            return (float(value[0]), float(value[1]))
-        raise A.InvalidArgError(
-            f"expected a number {bounds}, or a list of two of them [lower, upper]; "
-            f"got {A.received(value)}"
-        )
+        try:
+            if isinstance(value, list | tuple) and len(value) == 2:
+                return (number(value[0]), number(value[1]))
+            return number(value)
+        except A.InvalidArgError:
+            raise A.InvalidArgError(
+                f"expected a number {bounds}, or a list of two of them [lower, upper]; "
+                f"got {A.received(value)}"
+            ) from None
 
     return check
 
@@ -56,9 +50,14 @@ def factor_range(value: float | tuple[float, float], floor: float | None = None)
 
 
 def _value_range(value: Any) -> tuple[float, float]:
-    if (isinstance(value, list | tuple) and len(value) == 2 and all(map(_number, value))
-            and value[0] < value[1]):
-        return (float(value[0]), float(value[1]))
+    if isinstance(value, list | tuple) and len(value) == 2:
+        try:
+            low, high = A.real()(value[0]), A.real()(value[1])
+        except A.InvalidArgError:
+            pass
+        else:
+            if low < high:
+                return low, high
     raise A.InvalidArgError(
         f"expected [low, high], two numbers with low < high (e.g. [0, 255]); got {A.received(value)}"
     )
