@@ -440,7 +440,7 @@ def _show(args: argparse.Namespace, argv: list[str]) -> int:
 
     from bnlab.lab import load_experiment
     from bnlab.lab.runs import load_variant_data
-    from bnlab.models import build_model, summary
+    from bnlab.models import summary
 
     exp = load_experiment(args.experiment)
     print(f"{exp.name} — {exp.description}")
@@ -461,8 +461,7 @@ def _show(args: argparse.Namespace, argv: list[str]) -> int:
             if cfg[key] != first[key]:
                 print(f"{key}: {json.dumps(cfg[key])}")
         shape = v.input_shape or load_variant_data(v).input_shape
-        model = build_model(v.layers, shape, seed=0, where=f"variant {v.name}")
-        print(summary(model))
+        print(summary(v.build(shape, seed=0)))
     return EXIT_OK
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import jsonschema
 import keras
 import numpy as np
 import pytest
@@ -13,6 +14,7 @@ import torch
 from bnlab import lab
 from bnlab.cli import main
 from bnlab.lab import LabError
+from bnlab.lab.vectorized import VectorizationFallbackWarning
 from bnlab.models import build_model
 
 pytestmark = [
@@ -245,3 +247,138 @@ def test_doctor_saves_a_fixed_run_as_a_keras_file(run_dir, tmp_path, capsys) -> 
     code = main(["doctor", str(run_dir), "--variant", variant, "--fix", "recalibrate",
                  "--save", str(fixed)])
     assert code == 2 and "exists; give another file name or --overwrite" in capsys.readouterr().err
+
+
+FUNCTIONAL = """
+name = "from_functional"
+seeds = 2
+
+[data]
+name = "npz"
+path = "IMAGES"
+
+[model]
+from = "residual.keras"
+
+[train]
+optimizer = { name = "adam", learning_rate = 0.001 }
+loss = "sparse_categorical_crossentropy"
+epochs = 1
+batch_size = 16
+probes = [{ layer = "add", where = "output" }]
+
+[variants.as_saved]
+[variants.momentum_0_8]
+edits = [{ set = { type = "BatchNormalization" }, args = { momentum = 0.8 } }]
+[variants.bn_after_add]
+edits = [{ insert_after = "add", layer = { type = "BatchNormalization" } }]
+[variants.no_bn]
+edits = [{ remove = "BatchNormalization" }]
+"""
+
+
+def residual_model() -> keras.Model:
+    """A Functional CNN with a residual Add around a 1x1 convolution and BN at 0.99."""
+    layers = keras.layers
+    image = keras.Input((8, 8, 1), name="image")
+    x = layers.Conv2D(4, 3, padding="same", use_bias=False, name="conv2d")(image)
+    x = layers.BatchNormalization(name="batch_normalization")(x)
+    stem = layers.ReLU(name="re_lu")(x)
+    branch = layers.Conv2D(4, 1, name="conv2d_1")(stem)
+    x = layers.Add(name="add")([stem, branch])
+    x = layers.GlobalAveragePooling2D(name="global_average_pooling2d")(x)
+    return keras.Model(image, layers.Dense(3, activation="softmax", name="dense")(x),
+                       name="residual")
+
+
+@pytest.fixture(scope="module")
+def functional_study(keras_experiment: Path) -> Path:
+    """The residual model saved next to the Sequential one, its TOML, and a finished study."""
+    root = keras_experiment
+    keras.utils.set_random_seed(0)
+    residual_model().save(root / "residual.keras")
+    (root / "functional.toml").write_text(
+        FUNCTIONAL.replace("IMAGES", str(root / "images.npz")))
+    # The stacked trainer takes layer stacks only: a graph's runs train one at a time.
+    with pytest.warns(VectorizationFallbackWarning, match="not stacked: the model is a GraphModel"):
+        outcome = lab.run(root / "functional.toml", root / "functional", workers=1, report=False)
+    assert outcome.failed == 0
+    return root
+
+
+def test_model_from_a_functional_keras_file_edits_its_graph(functional_study) -> None:
+    exp = lab.load_experiment(functional_study / "functional.toml")
+    variants = {v.name: v for v in exp.variants}
+    kmodel = keras.saving.load_model(functional_study / "residual.keras")
+    base = variants["as_saved"]
+    assert [n.name for n in base.graph.nodes] == [layer.name for layer in kmodel.layers[1:]]
+    assert base.input_shape == (8, 8, 1)
+    assert lab_counts(base) == kmodel.count_params()
+    bn = lambda v: [n.layer.resolved_args()["momentum"] for n in v.graph.nodes  # noqa: E731
+                    if n.layer.type == "BatchNormalization"]
+    assert bn(base) == [pytest.approx(0.99)] and bn(variants["momentum_0_8"]) == [pytest.approx(0.8)]
+    inbound = lambda v: {n.name: n.inbound for n in v.graph.nodes}  # noqa: E731
+    after = inbound(variants["bn_after_add"])
+    assert after["batch_normalization_1"] == ("add",)
+    assert after["global_average_pooling2d"] == ("batch_normalization_1",)
+    removed = inbound(variants["no_bn"])
+    assert "batch_normalization" not in removed and removed["re_lu"] == ("conv2d",)
+    assert removed["add"] == ("re_lu", "conv2d_1")
+
+
+def lab_counts(variant: lab.Variant) -> int:
+    return sum(p.numel() for p in variant.build(variant.input_shape, seed=0).state_dict().values()
+               if p.dtype.is_floating_point)
+
+
+def test_functional_study_stores_its_graphs_and_resumes(functional_study) -> None:
+    out = functional_study / "functional"
+    results = json.loads((out / "results.json").read_text())
+    jsonschema.validate(results, lab.load_schema())
+    assert [r["status"] for r in results["runs"]] == ["completed"] * 8
+    assert {r["executor"] for r in results["runs"]} == {"sequential"}
+    for entry in results["experiment"]["variants"]:
+        assert lab.Variant.from_dict(entry).config_hash == entry["config_hash"]
+        assert entry["graph"]["nodes"][0]["name"] == "conv2d"
+    probes = results["runs"][0]["history"]["probes"]
+    assert list(probes) == ["add.output"] and len(probes["add.output"]["values"]) == 4
+    outcome = lab.run(functional_study / "functional.toml", out, workers=1, report=False)
+    assert (outcome.reused, outcome.completed) == (8, 0)
+
+
+def test_functional_run_exports_to_a_keras_file_with_its_edit(functional_study, tmp_path,
+                                                              capsys) -> None:
+    out, target = functional_study / "functional", tmp_path / "bn_after_add.keras"
+    code, _, err = export(capsys, out, "--variant", "bn_after_add", "--seed", "1", "--to", target)
+    assert (code, err) == (0, "")
+    theirs = keras.saving.load_model(target)
+    assert theirs.get_layer("batch_normalization_1").input.name == theirs.get_layer("add").output.name
+    ours = lab.load_run_model(out, "bn_after_add", 1)
+    x = np.random.default_rng(1).uniform(size=(16, 8, 8, 1)).astype(np.float32)
+    with torch.no_grad():
+        expected = ours(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(theirs.predict(x, verbose=0), expected, atol=1e-5)
+
+
+def test_model_from_a_functional_file_with_two_inputs_is_refused(keras_experiment) -> None:
+    layers = keras.layers
+    a, b = keras.Input((4,), name="a"), keras.Input((4,), name="b")
+    model = keras.Model([a, b], layers.Dense(1, name="dense")(layers.Add(name="add")([a, b])))
+    model.save(keras_experiment / "two_inputs.keras")
+    path = keras_experiment / "two_inputs.toml"
+    path.write_text(FROM_FILE.replace("student.keras", "two_inputs.keras").replace(
+        "IMAGES", str(keras_experiment / "images.npz")))
+    with pytest.raises(LabError) as e:
+        lab.load_experiment(path)
+    assert "model.from: 'two_inputs.keras' holds a Functional model" in str(e.value)
+    assert "with 2 inputs and 1 outputs; the lab trains models of one input and one output" in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_functional_study_report_lists_each_node_with_its_inputs(functional_study) -> None:
+    from bnlab.lab.report import write_report
+
+    html = Path(write_report(functional_study / "functional")).read_text("utf-8")
+    assert "batch_normalization_1 = BatchNormalization(" in html
+    assert "global_average_pooling2d = GlobalAveragePooling2D(" in html
+    assert "\u2190 add</code>" in html and "\u2190 batch_normalization_1</code>" in html

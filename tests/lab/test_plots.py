@@ -558,6 +558,17 @@ def test_probe_lines_are_mean_percentiles_over_seeds_per_variant():
     assert png_pixels(fig).std() > 0.05
 
 
+def test_probe_legend_overlaps_neither_the_title_nor_a_panel():
+    fig = plots.probes_figure(study(probes=True))
+    renderer = fig.canvas.get_renderer()
+    fig.draw(renderer)
+    legend = fig.legends[0].get_window_extent(renderer)
+    title = next(t for t in fig.texts if t.get_text() == fig.get_suptitle())
+    assert not legend.overlaps(title.get_window_extent(renderer))
+    for ax in fig.axes:
+        assert not legend.overlaps(ax.get_tightbbox(renderer))
+
+
 @pytest.mark.parametrize(
     ("key", "words"),
     [

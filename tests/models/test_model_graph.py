@@ -4,6 +4,8 @@ configs in memory; layouts per edge; one-line errors."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -16,6 +18,7 @@ from bnlab.models import (
     build_graph_model,
     count_params,
     get_keras_weights,
+    graph_from_wiring,
     parse_layer,
     summary,
 )
@@ -195,3 +198,43 @@ def test_forward_checks_input_count_and_shapes():
         model(torch.zeros(2, 7, 3), torch.zeros(2, 7, 3))
     with pytest.raises(ValueError, match=r"expects input of shape \(N, None, 3\)"):
         model(torch.zeros(2, 7, 4))
+
+
+def test_wiring_and_layers_give_the_graph_back_and_its_outputs():
+    """The JSON form a lab study stores (wiring + layers) rebuilds the same graph: same
+    nodes, connections and outputs, and the same model outputs at the same seed."""
+    keras.utils.set_random_seed(0)
+    spec = graph_spec(branches_model())
+    wiring = json.loads(json.dumps(spec.wiring()))  # through JSON, as results.json holds it
+    layers = [parse_layer(n.layer.to_dict(), where=n.name) for n in spec.nodes]
+    again = graph_from_wiring(wiring, layers, where="graph")
+    assert again == spec
+    joined = next(n for n in wiring["nodes"] if n["name"] == "joined")
+    assert joined["inbound"] == ["residual", "pool", "stem_relu"]
+    rng = np.random.default_rng(0)
+    xs = (torch.as_tensor(rng.normal(size=(2, 6, 6, 3)).astype("float32")),
+          torch.as_tensor(rng.normal(size=(2, 4)).astype("float32")))
+    for a, b in zip(build_graph_model(spec, seed=3)(*xs), build_graph_model(again, seed=3)(*xs),
+                    strict=True):
+        assert torch.equal(a, b)
+
+
+@pytest.mark.parametrize(("wiring", "message"), [
+    ({"name": "g", "inputs": [["x", [3]]], "nodes": [{"name": "d"}], "outputs": ["d"]},
+     "w: expected a graph's wiring: name, inputs [[name, shape]], nodes [{name, inbound}]"),
+    ({"name": "g", "inputs": [["x", [3]]], "nodes": [], "outputs": ["x"]},
+     "w: the graph has 0 nodes but 1 layers"),
+], ids=["no-inbound", "count"])
+def test_bad_wiring_is_one_line(wiring, message):
+    with pytest.raises(SpecError) as info:
+        graph_from_wiring(wiring, [parse_layer(DENSE, where="d")], where="w")
+    assert str(info.value).startswith(message) and "\n" not in str(info.value)
+
+
+def test_with_input_shape_replaces_the_one_input():
+    spec = GraphSpec("g", (("x", (None, 3)),), (node("d", DENSE, "x"),), ("d",))
+    assert build_graph_model(spec.with_input_shape((5, 3))).input_shapes == ((5, 3),)
+    two = GraphSpec("g", (("x", (3,)), ("y", (3,))), (node("s", {"type": "Add"}, "x", "y"),),
+                    ("s",))
+    with pytest.raises(SpecError, match="graph 'g' has 2 inputs; only the shape of a graph"):
+        two.with_input_shape((3,))

@@ -14,7 +14,7 @@ n_samples = 1000
 [model]
 input_shape = [2]                     # optional: default is the dataset's input shape
 layers = [ { type = "Dense", units = 50, activation = "relu" }, { type = "Dense", units = 1 } ]
-# or the architecture of a Keras Sequential model file (its weights are not used):
+# or the architecture of a Keras model file, Sequential or Functional (not its weights):
 # from = "model.keras"                # relative to this file's folder
 
 [train]
@@ -64,14 +64,17 @@ or the variant's own table), in file order; a variant that refers to no axis sta
 one variant. Expanded names are ``base[axis=value,...]`` and each carries its grid
 values. An axis no variant uses, or a ``"$name"`` that names no axis, is an error.
 
-``[model] from = "model.keras"`` takes the base layers from a Keras 3 ``.keras`` (or
-legacy ``.h5``) Sequential model file, read with :func:`bnlab.keras_io.load_keras_spec`:
-architecture only, every run initializes its weights afresh from its seed. The layers
+``[model] from = "model.keras"`` takes the base model from a Keras 3 ``.keras`` (or
+legacy ``.h5``) file, read with :func:`bnlab.keras_io.load_keras_spec`: architecture
+only, every run initializes its weights afresh from its seed. A Sequential file gives
+the layer list; a Functional one (one input, one output; nested models flattened) its
+graph, whose nodes the edits change as :func:`bnlab.models.apply_edits` describes
+(``insert_after`` feeds every consumer of the target from the new layers). The layers
 keep the file's names (edits may target ``"conv2d_1"``, a type such as
 ``"BatchNormalization"``, or an index); the input shape is the file's unless
 ``input_shape`` is given, and the data's where the file leaves a size open. The
-resolved experiment holds the layers themselves, so a run does not read the file
-again.
+resolved experiment holds the layers (and the graph's wiring) themselves, so a run
+does not read the file again. A variant with its own ``layers`` is a layer list.
 
 Published numbers (``[report.published.NAME]``, NAME a base variant) apply to every grid
 point of that variant; the report places each among our seeds (``bnlab.lab.published``).
@@ -100,7 +103,20 @@ from bnlab.lab.catalog import (
 )
 from bnlab.lab.errors import LabError
 from bnlab.lab.results import DEFAULT_THRESHOLD, DEFAULT_THRESHOLD_METRIC
-from bnlab.models import LayerSpec, apply_edits, layer_names, parse_layers
+from bnlab.models import (
+    GraphModel,
+    GraphSpec,
+    LayerSpec,
+    SequentialModel,
+    SpecError,
+    apply_edits,
+    build_graph_model,
+    build_model,
+    graph_from_wiring,
+    layer_names,
+    parse_layer,
+    parse_layers,
+)
 from bnlab.train import (
     ProbeSpec,
     TrainConfig,
@@ -198,8 +214,10 @@ class Variant:
         grid: the grid values this variant was built with (``{}`` without a grid).
         data: ``{"name": dataset, **options}`` as written (defaults are the registry's).
         input_shape: Keras-style input shape without the batch axis, or None for the dataset's.
-        layers: the validated layer specs.
+        layers: the validated layer specs (of a graph: its nodes' layers, in node order).
         train: the resolved [train] table (defaults filled in), JSON-ready.
+        graph: a Functional model's graph (from ``[model] from``; its nodes hold
+            ``layers``), or None for a stack of layers.
     """
 
     name: str
@@ -210,15 +228,45 @@ class Variant:
     input_shape: tuple[int, ...] | None
     layers: tuple[LayerSpec, ...]
     train: Mapping[str, Any]
+    graph: GraphSpec | None = None
 
     def config(self) -> dict[str, Any]:
-        """What determines a run's result besides the seed (JSON-ready); hashed into `config_hash`."""
-        return {
+        """What determines a run's result besides the seed (JSON-ready); hashed into `config_hash`.
+
+        A graph adds ``"graph"``: its wiring (:meth:`bnlab.models.GraphSpec.wiring`),
+        whose nodes are ``"layers"`` in order.
+        """
+        config = {
             "data": _plain(self.data),
             "input_shape": list(self.input_shape) if self.input_shape is not None else None,
             "layers": [spec.to_dict() for spec in self.layers],
             "train": _plain(self.train),
         }
+        if self.graph is not None:
+            config["graph"] = self.graph.wiring()
+        return config
+
+    @property
+    def layer_names(self) -> list[str]:
+        """The names of the model's layers (a graph's node names), as probes and edits use them."""
+        if self.graph is not None:
+            return [node.name for node in self.graph.nodes]
+        return [n for n in layer_names(self.layers) if n is not None]
+
+    def build(self, input_shape: Sequence[int], *, seed: int) -> SequentialModel | GraphModel:
+        """A new model of this variant on ``input_shape`` (no batch axis), its weights
+        initialized from ``seed`` alone.
+
+        Raises:
+            SpecError: a layer that does not fit its input.
+        """
+        where = f"variant {self.name}"
+        if self.graph is None:
+            return build_model(self.layers, tuple(input_shape), seed=seed, where=where)
+        try:
+            return build_graph_model(self.graph.with_input_shape(input_shape), seed=seed)
+        except SpecError as error:
+            raise SpecError(f"{where}: {error}") from None
 
     @property
     def config_hash(self) -> str:
@@ -230,6 +278,13 @@ class Variant:
     def from_dict(cls, d: Mapping[str, Any]) -> Variant:
         """Rebuild from `to_dict` output (layers re-validated), e.g. a variant of results.json."""
         shape = d["input_shape"]
+        where = f"variant {d['name']}: layers"
+        graph = None
+        if d.get("graph") is None:
+            layers = tuple(parse_layers(d["layers"], where=where))
+        else:
+            layers = tuple(parse_layer(raw, where=f"{where}[{i}]") for i, raw in enumerate(d["layers"]))
+            graph = graph_from_wiring(d["graph"], layers, where=f"variant {d['name']}: graph")
         return cls(
             name=d["name"],
             base=d["base"],
@@ -237,8 +292,9 @@ class Variant:
             grid=dict(d["grid"]),
             data=dict(d["data"]),
             input_shape=tuple(shape) if shape is not None else None,
-            layers=tuple(parse_layers(d["layers"], where=f"variant {d['name']}: layers")),
+            layers=layers,
             train=dict(d["train"]),
+            graph=graph,
         )
 
     def train_config(self) -> TrainConfig:
@@ -573,11 +629,17 @@ def _model_from_file(w: _Where, model: dict[str, Any], base_dir: str | Path | No
         spec = load_keras_spec(path)
     except KerasFileError as e:
         raise w.error("model.from", str(e)) from None
-    if spec.kind != "sequential":
-        raise w.error("model.from", f"{raw!r} holds a {spec.kind} model ({spec.name!r}); the lab "
-                      "trains Sequential models (a stack of layers); give a Sequential model file")
     out = {k: v for k, v in model.items() if k != "from"}
     out["layers"] = [layer.to_dict() for layer in spec.layers]
+    if spec.graph is not None:
+        if len(spec.graph.inputs) != 1 or len(spec.graph.outputs) != 1:
+            raise w.error(
+                "model.from",
+                f"{raw!r} holds a Functional model ({spec.name!r}) with "
+                f"{len(spec.graph.inputs)} inputs and {len(spec.graph.outputs)} outputs; the lab "
+                "trains models of one input and one output",
+            )
+        out["graph"] = spec.graph.wiring()
     if "input_shape" not in out and all(d is not None for d in spec.input_shape):
         out["input_shape"] = list(spec.input_shape)
     return out
@@ -716,6 +778,7 @@ def _expand_variant(
     shape_path = f"{path}.input_shape" if "input_shape" in table else "model.input_shape"
     own_layers = "layers" in table
     layers_raw = table["layers"] if own_layers else model.get("layers")
+    wiring = None if own_layers else model.get("graph")  # a Functional model file's graph
     layers_path = f"{path}.layers" if own_layers else "model.layers"
     if layers_raw is None:
         raise w.error(
@@ -750,31 +813,43 @@ def _expand_variant(
         at = f" (grid point {name})" if values else ""
         data_opts = _parse_data(w, data_path, resolved["data"], at)
         shape = _parse_input_shape(w, shape_path, resolved["input_shape"], at)
-        layers = parse_layers(resolved["layers"], where=w(layers_path) + at)
+        model_spec = _parse_model(w, layers_path, resolved["layers"], wiring, at)
         if resolved["edits"] is not None:
             if not isinstance(resolved["edits"], list):
                 raise w.error(
                     f"{path}.edits", f"expected a list of edits, {_got(resolved['edits'])}"
                 )
-            layers = apply_edits(layers, resolved["edits"], where=w(f"{path}.edits") + at)
-        train_resolved = _parse_train(w, train_path, resolved["train"], at)
-        names = [n for n in layer_names(layers) if n is not None]
-        for i, probe in enumerate(train_resolved["probes"]):
-            if probe["layer"] not in names:
-                raise LabError(
-                    f"{w(train_path)}.probes[{i}].layer{at}: variant {name!r} has no layer "
-                    f"{probe['layer']!r}; its layers: {', '.join(names)}"
-                )
-        yield Variant(
+            model_spec = apply_edits(model_spec, resolved["edits"], where=w(f"{path}.edits") + at)
+        graph = model_spec if isinstance(model_spec, GraphSpec) else None
+        variant = Variant(
             name=name,
             base=base_name,
             description=description,
             grid=values,
             data=data_opts,
             input_shape=shape,
-            layers=tuple(layers),
-            train=train_resolved,
+            layers=tuple(model_spec) if graph is None else tuple(n.layer for n in graph.nodes),
+            train=_parse_train(w, train_path, resolved["train"], at),
+            graph=graph,
         )
+        names = variant.layer_names
+        for i, probe in enumerate(variant.train["probes"]):
+            if probe["layer"] not in names:
+                raise LabError(
+                    f"{w(train_path)}.probes[{i}].layer{at}: variant {name!r} has no layer "
+                    f"{probe['layer']!r}; its layers: {', '.join(names)}"
+                )
+        yield variant
+
+
+def _parse_model(
+    w: _Where, path: str, raw: Any, wiring: Mapping[str, Any] | None, at: str
+) -> list[LayerSpec] | GraphSpec:
+    """The layer list, or with a Functional model file's ``wiring`` the graph of its layers."""
+    if wiring is None:
+        return parse_layers(raw, where=w(path) + at)
+    layers = [parse_layer(item, where=f"{w(path)}[{i}]{at}") for i, item in enumerate(raw)]
+    return graph_from_wiring(wiring, layers, where=w(path) + at)
 
 
 def _parse_data(w: _Where, path: str, data: dict[str, Any], at: str) -> dict[str, Any]:

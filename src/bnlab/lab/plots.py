@@ -1022,7 +1022,13 @@ def probes_figure(results: Mapping[str, Any]) -> Figure | None:
         )
         for i, p in enumerate(ps)
     ]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=9)
+    fig.legend(
+        handles=handles,
+        loc="outside lower center",
+        ncols=max(len(handles) - len(ps), len(ps)),  # filled column by column
+        fontsize=9,
+        frameon=False,
+    )
     return fig
 
 

@@ -23,7 +23,7 @@ from bnlab.data import Dataset, DatasetError
 from bnlab.lab.errors import LabError
 from bnlab.lab.experiment import Experiment, Variant
 from bnlab.lab.runs import load_variant_data
-from bnlab.models import SpecError, build_model
+from bnlab.models import SpecError
 
 __all__ = ["MAX_PARAMETERS", "MAX_SAMPLE_MAGNITUDE", "check_experiment"]
 
@@ -119,7 +119,7 @@ def _check_model(variant: Variant, data: Dataset) -> None:
 
 def _build(variant: Variant, shape: tuple[int, ...], where: str) -> torch.nn.Module:
     try:
-        return build_model(variant.layers, shape, seed=0, where=where)
+        return variant.build(shape, seed=0)
     except SpecError:
         raise
     except (RuntimeError, ValueError, OverflowError, MemoryError) as e:

@@ -132,15 +132,24 @@ def _kv_table(pairs: Sequence[tuple[str, Any]], css: str = "kv") -> str:
     return f'<table class="{css}">{rows}</table>'
 
 
-def _layers_list(layers: Sequence[Any]) -> str:
-    items = []
-    for layer in layers:
+def _layer_texts(variant: Mapping[str, Any]) -> list[str]:
+    """Each layer of a resolved variant as a call; a graph's as ``name = Call(...) <- inputs``."""
+    texts = []
+    for layer in variant.get("layers") or []:
         if isinstance(layer, Mapping) and "type" in layer:
-            text = _call(str(layer["type"]), {k: v for k, v in layer.items() if k != "type"})
+            texts.append(_call(str(layer["type"]), {k: v for k, v in layer.items() if k != "type"}))
         else:
-            text = _compact(layer)
-        items.append(f"<li><code>{_e(text)}</code></li>")
-    return f'<ol class="layers">{"".join(items)}</ol>'
+            texts.append(_compact(layer))
+    nodes = (variant.get("graph") or {}).get("nodes") or []
+    if len(nodes) == len(texts):
+        texts = [f"{node['name']} = {text} \u2190 {', '.join(node['inbound'])}"
+                 for node, text in zip(nodes, texts, strict=True)]
+    return texts
+
+
+def _layers_list(texts: Sequence[str]) -> str:
+    items = "".join(f"<li><code>{_e(text)}</code></li>" for text in texts)
+    return f'<ol class="layers">{items}</ol>'
 
 
 def _summary_tables(summaries: Sequence[VariantSummary]) -> str:
@@ -335,7 +344,7 @@ def _settings_html(results: Mapping[str, Any]) -> str:
         for base, group in by_base.items():
             description = group[0].get("description") or ""
             parts.append(f'<h4>{_e(base)}</h4><p class="desc">{_e(description)}</p>')
-            layer_lists = [v.get("layers") or [] for v in group]
+            layer_lists = [_layer_texts(v) for v in group]
             if all(layers == layer_lists[0] for layers in layer_lists):
                 shape = group[0].get("input_shape")
                 if shape:

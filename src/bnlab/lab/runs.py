@@ -20,7 +20,7 @@ from bnlab.data import Dataset, load_dataset
 from bnlab.lab.experiment import Experiment, Variant
 from bnlab.lab.results import RunResult
 from bnlab.lab.weights import save_weights, weights_file
-from bnlab.models import SequentialModel, build_model
+from bnlab.models import GraphModel, SequentialModel
 from bnlab.train import fit
 
 __all__ = [
@@ -134,14 +134,13 @@ def execute_run(spec: RunSpec, executor: str | None = None) -> RunResult:
         return failed_result(spec, traceback.format_exc(), time.perf_counter() - start, executor)
 
 
-def build_run_model(spec: RunSpec, data: Dataset) -> SequentialModel:
+def build_run_model(spec: RunSpec, data: Dataset) -> SequentialModel | GraphModel:
     """The run's model, its initial weights from the run's seed alone."""
     variant = spec.variant
-    shape = variant.input_shape or data.input_shape
-    return build_model(variant.layers, shape, seed=spec.seed, where=f"variant {variant.name}")
+    return variant.build(variant.input_shape or data.input_shape, seed=spec.seed)
 
 
-def save_run_weights(spec: RunSpec, model: SequentialModel, data: Dataset) -> None:
+def save_run_weights(spec: RunSpec, model: SequentialModel | GraphModel, data: Dataset) -> None:
     """Save the trained weights under ``spec.out_dir`` (nothing when it is None)."""
     if spec.out_dir is None:
         return

@@ -21,8 +21,9 @@ from safetensors import safe_open
 from safetensors.torch import save as _safetensors_bytes
 
 from bnlab.lab.errors import LabError
+from bnlab.lab.experiment import Variant
 from bnlab.lab.results import atomic_write_bytes
-from bnlab.models import SequentialModel, build_model, parse_layers
+from bnlab.models import GraphModel, SequentialModel
 
 __all__ = ["load_run_model", "load_weights", "save_weights", "weights_file"]
 
@@ -123,7 +124,7 @@ def _metadata_shape(path: Path, metadata: Mapping[str, str]) -> list[int]:
     return shape
 
 
-def load_run_model(out_dir: str | Path, variant: str, seed: int) -> SequentialModel:
+def load_run_model(out_dir: str | Path, variant: str, seed: int) -> SequentialModel | GraphModel:
     """Rebuild the model of one finished run from its output folder and load its final weights.
 
     Args:
@@ -166,7 +167,6 @@ def load_run_model(out_dir: str | Path, variant: str, seed: int) -> SequentialMo
     shape = entry["input_shape"]
     if shape is None:
         shape = _metadata_shape(path, metadata)
-    where = f"{out_dir}: variant {variant}"
-    model = build_model(parse_layers(entry["layers"], where=where), tuple(shape), where=where)
+    model = Variant.from_dict(entry).build(shape, seed=0)
     load_weights(model, path)
     return model.eval()

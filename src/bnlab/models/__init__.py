@@ -25,7 +25,13 @@ from bnlab.models import folding as _folding  # noqa: F401  (registers our layer
 from bnlab.models.activations import get_activation, list_activations
 from bnlab.models.edits import apply_edits
 from bnlab.models.errors import SpecError
-from bnlab.models.graph import GraphModel, GraphNode, GraphSpec, build_graph_model
+from bnlab.models.graph import (
+    GraphModel,
+    GraphNode,
+    GraphSpec,
+    build_graph_model,
+    graph_from_wiring,
+)
 from bnlab.models.keras_config import keras_config
 from bnlab.models.keras_weights import get_keras_weights, set_keras_weights
 from bnlab.models.registry import LayerType, get_layer_type, list_layer_types
@@ -49,6 +55,7 @@ __all__ = [
     "get_activation",
     "get_keras_weights",
     "get_layer_type",
+    "graph_from_wiring",
     "keras_config",
     "layer_names",
     "list_activations",

@@ -27,8 +27,9 @@ Example::
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -42,7 +43,7 @@ from bnlab.models.masks import call_with_mask, combine_masks, warn_dropped_mask
 from bnlab.models.sequential import check_input
 from bnlab.models.spec import LayerSpec
 
-__all__ = ["GraphModel", "GraphNode", "GraphSpec", "build_graph_model"]
+__all__ = ["GraphModel", "GraphNode", "GraphSpec", "build_graph_model", "graph_from_wiring"]
 
 _RESERVED = frozenset(dir(nn.ModuleDict()))
 
@@ -65,6 +66,64 @@ class GraphSpec:
     inputs: tuple[tuple[str, tuple[int | None, ...]], ...]
     nodes: tuple[GraphNode, ...]
     outputs: tuple[str, ...] = field(default=())
+
+    def wiring(self) -> dict[str, Any]:
+        """Everything but the node layers, JSON-ready: the name, the inputs and their
+        shapes, each node's name and input tensors (in ``nodes`` order), the outputs.
+        :func:`graph_from_wiring` puts a graph back together from it and the layers."""
+        return {
+            "name": self.name,
+            "inputs": [[name, list(shape)] for name, shape in self.inputs],
+            "nodes": [{"name": node.name, "inbound": list(node.inbound)} for node in self.nodes],
+            "outputs": list(self.outputs),
+        }
+
+    def with_input_shape(self, shape: Sequence[int | None]) -> GraphSpec:
+        """This graph with the shape of its one input replaced (no batch axis)."""
+        if len(self.inputs) != 1:
+            raise SpecError(
+                f"graph {self.name!r} has {len(self.inputs)} inputs; only the shape of a "
+                "graph with one input can be replaced"
+            )
+        return replace(self, inputs=((self.inputs[0][0], tuple(shape)),))
+
+
+def graph_from_wiring(wiring: Mapping[str, Any], layers: Sequence[LayerSpec], *,
+                      where: str) -> GraphSpec:
+    """The :class:`GraphSpec` of :meth:`GraphSpec.wiring` and the node layers, in order.
+
+    Raises:
+        SpecError: a wiring that is not of that form, or a layer count that differs from
+            its node count (names and connections are checked when the graph is built).
+    """
+    def strings(value: Any) -> bool:
+        return isinstance(value, list) and all(isinstance(v, str) for v in value)
+
+    inputs, nodes = wiring.get("inputs"), wiring.get("nodes")
+    well_formed = (
+        isinstance(wiring.get("name"), str)
+        and isinstance(inputs, list)
+        and all(isinstance(i, list) and len(i) == 2 and isinstance(i[0], str)
+                and isinstance(i[1], list) for i in inputs)
+        and isinstance(nodes, list)
+        and all(isinstance(n, dict) and isinstance(n.get("name"), str) and strings(n.get("inbound"))
+                for n in nodes)
+        and strings(wiring.get("outputs"))
+    )
+    if not well_formed:
+        raise SpecError(
+            f"{where}: expected a graph's wiring: name, inputs [[name, shape]], nodes "
+            f"[{{name, inbound}}] and outputs; got {wiring!r:.200}"
+        )
+    if len(nodes) != len(layers):
+        raise SpecError(f"{where}: the graph has {len(nodes)} nodes but {len(layers)} layers")
+    return GraphSpec(
+        wiring["name"],
+        tuple((name, tuple(shape)) for name, shape in inputs),
+        tuple(GraphNode(n["name"], layer, tuple(n["inbound"]))
+              for n, layer in zip(nodes, layers, strict=True)),
+        tuple(wiring["outputs"]),
+    )
 
 
 class _Plan(NamedTuple):

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from bnlab.models import SequentialModel
+from bnlab.models.base import KerasModel
 from bnlab.train.config import ProbeSpec
 from bnlab.train.history import ProbeTrace
 
@@ -26,17 +26,17 @@ MAX_PROBE_VALUES = 100_000
 def find_layer(model: nn.Module, name: str) -> nn.Module:
     """The layer of ``model`` called ``name``.
 
-    A :class:`bnlab.models.SequentialModel` is asked with ``get_layer`` (Keras-style names:
-    ``"dense_1"``, ``"batch_normalization"``). Any other module is searched by its dotted
-    ``named_modules()`` name (``"0"``, ``"block.bn"``).
+    A model of :mod:`bnlab.models` (``SequentialModel``, ``GraphModel``) is asked by its
+    Keras-style layer names (``"dense_1"``, ``"batch_normalization"``). Any other module
+    is searched by its dotted ``named_modules()`` name (``"0"``, ``"block.bn"``).
 
     Raises:
         ValueError: no layer has that name; the message lists the names.
     """
-    if isinstance(model, SequentialModel):
+    if isinstance(model, KerasModel):
         if name not in model.layers:
             raise ValueError(f"unknown probe layer {name!r}; choose from: {', '.join(model.layers)}")
-        return model.get_layer(name)
+        return model.layer(name)
     modules = dict(model.named_modules())
     modules.pop("", None)
     if name not in modules:
