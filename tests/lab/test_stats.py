@@ -608,6 +608,7 @@ def test_comparison_lines_collapse_what_says_nothing():
         f"3 comparisons not made: they need at least {five} seeds per variant, these have 2 "
         "(differences and intervals are in summary.json)"
     ]
+    assert stats.comparison_lines(few[:1])[0].startswith("1 comparison not made: they need")
 
 
 # ----------------------------------------------------------------- time per step

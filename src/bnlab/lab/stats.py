@@ -998,7 +998,7 @@ def comparison_lines(comparisons: Sequence[Comparison]) -> list[str]:
              else min(c.test.n_a, c.test.n_b) for c in few}
         )
         lines.append(
-            f"{len(few)} comparisons not made: they need at least {MIN_SEEDS_FOR_CI} seeds per "
+            f"{_plural(len(few), 'comparison')} not made: they need at least {MIN_SEEDS_FOR_CI} seeds per "
             f"variant, these have {'/'.join(map(str, seeds))} (differences and intervals are in "
             "summary.json)"
         )
