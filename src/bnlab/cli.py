@@ -439,6 +439,7 @@ def _show(args: argparse.Namespace, argv: list[str]) -> int:
     import json
 
     from bnlab.lab import load_experiment
+    from bnlab.lab.file_weights import start_from_file
     from bnlab.lab.runs import load_variant_data
     from bnlab.models import summary
 
@@ -461,7 +462,13 @@ def _show(args: argparse.Namespace, argv: list[str]) -> int:
             if cfg[key] != first[key]:
                 print(f"{key}: {json.dumps(cfg[key])}")
         shape = v.input_shape or load_variant_data(v).input_shape
-        print(summary(v.build(shape, seed=0)))
+        model = v.build(shape, seed=0)
+        if v.file_weights is not None:
+            start = start_from_file(model, v.file_weights)
+            fresh = f"; from the seed: {', '.join(start.fresh)}" if start.fresh else ""
+            print(f"starting weights: {v.file_weights.path} for {len(start.taken)} of "
+                  f"{len(start.taken) + len(start.fresh)} layers with weights{fresh}")
+        print(summary(model))
     return EXIT_OK
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from bnlab import lab
 from bnlab.cli import main
 from bnlab.lab import LabError
 from bnlab.lab.vectorized import VectorizationFallbackWarning
-from bnlab.models import build_model
+from bnlab.models import build_model, get_keras_weights
 
 pytestmark = [
     # Keras's torch backend converts variables with np.array(tensor), which numpy 2 flags.
@@ -382,3 +383,117 @@ def test_functional_study_report_lists_each_node_with_its_inputs(functional_stud
     assert "batch_normalization_1 = BatchNormalization(" in html
     assert "global_average_pooling2d = GlobalAveragePooling2D(" in html
     assert "\u2190 add</code>" in html and "\u2190 batch_normalization_1</code>" in html
+
+
+PRETRAINED = """
+name = "pretrained"
+seeds = 2
+
+[data]
+name = "npz"
+path = "IMAGES"
+
+[model]
+from = "trained.keras"
+weights = "file"
+
+[train]
+optimizer = { name = "sgd", learning_rate = 0.01 }
+loss = "sparse_categorical_crossentropy"
+epochs = 1
+batch_size = 32
+
+[variants.as_saved]
+[variants.momentum_0_8]
+edits = [{ set = { type = "BatchNormalization" }, args = { momentum = 0.8 } }]
+[variants.new_head]
+edits = [
+  { insert_after = "flatten", layer = { type = "BatchNormalization" } },
+  { set = "dense", args = { units = 3, use_bias = false } },
+]
+"""
+
+
+@pytest.fixture(scope="module")
+def pretrained(keras_experiment: Path) -> Path:
+    """The student CNN with random weights and moving statistics, as if trained, and a TOML
+    whose runs start from them."""
+    root = keras_experiment
+    model = keras.saving.load_model(root / "student.keras")
+    rng = np.random.default_rng(7)
+    for layer in model.layers:  # BN's arrays (gamma, beta, mean, variance) in 0.5..1.5
+        scale = 1.0 if isinstance(layer, keras.layers.BatchNormalization) else 0.01
+        layer.set_weights([(rng.uniform(0.5, 1.5, w.shape) * scale).astype(np.float32)
+                           for w in layer.get_weights()])
+    model.save(root / "trained.keras")
+    (root / "pretrained.toml").write_text(PRETRAINED.replace("IMAGES", str(root / "images.npz")))
+    return root
+
+
+def test_runs_start_from_the_file_weights_where_the_layers_match(pretrained, capsys) -> None:
+    kmodel = keras.saving.load_model(pretrained / "trained.keras")
+    exp = lab.load_experiment(pretrained / "pretrained.toml")
+    variants = {v.name: v for v in exp.variants}
+    data = lab.runs.load_variant_data(variants["as_saved"])
+    x = data.x_train[:8]
+    for seed in (0, 1):
+        model = lab.runs.build_run_model(lab.RunSpec("pretrained", variants["as_saved"], seed),
+                                         data).eval()
+        with torch.no_grad():  # the file's model, moving statistics included
+            ours = model(torch.from_numpy(x)).numpy()
+        np.testing.assert_allclose(ours, kmodel.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+        edited = lab.runs.build_run_model(lab.RunSpec("pretrained", variants["new_head"], seed),
+                                          data)
+        bn = edited.get_layer("batch_normalization_1")  # new: the seed's (Keras's initial values)
+        assert torch.equal(bn.moving_mean, torch.zeros(144)) and torch.equal(bn.gamma, torch.ones(144))
+        np.testing.assert_array_equal(  # unchanged in shape: the file's
+            edited.get_layer("batch_normalization").moving_variance.numpy(),
+            kmodel.get_layer("batch_normalization").moving_variance.numpy())
+        kernel = get_keras_weights(edited.get_layer("dense"))  # no bias now: fresh, not the file's
+        assert len(kernel) == 1 and not np.allclose(kernel[0], kmodel.get_layer("dense").get_weights()[0])
+    first, second = (lab.runs.build_run_model(lab.RunSpec("pretrained", variants["new_head"], s),
+                                              data).get_layer("dense").weight for s in (0, 1))
+    assert not torch.equal(first, second)  # fresh layers differ by seed
+
+    assert main(["show", str(pretrained / "pretrained.toml")]) == 0
+    out = capsys.readouterr().out
+    file = str((pretrained / "trained.keras").resolve())
+    assert f"starting weights: {file} for 3 of 3 layers with weights\n" in out
+    assert (f"starting weights: {file} for 2 of 4 layers with weights; from the seed: "
+            "batch_normalization_1, dense\n") in out
+    digest = hashlib.sha256((pretrained / "trained.keras").read_bytes()).hexdigest()
+    assert variants["momentum_0_8"].to_dict()["file_weights"] == {"path": file, "sha256": digest}
+    outcome = lab.run(exp, pretrained / "pretrained", seeds=1, workers=1, report=False)
+    assert outcome.completed == 3
+    jsonschema.validate(outcome.results, lab.load_schema())
+
+
+def test_a_run_refuses_a_starting_file_that_changed(pretrained, tmp_path) -> None:
+    source = tmp_path / "copy.keras"
+    source.write_bytes((pretrained / "trained.keras").read_bytes())
+    toml = tmp_path / "copy.toml"
+    toml.write_text((pretrained / "pretrained.toml").read_text().replace("trained.keras",
+                                                                        str(source)))
+    variant = lab.load_experiment(toml).variants[0]
+    data = lab.runs.load_variant_data(variant)
+    with source.open("ab") as f:
+        f.write(b"\0")
+    with pytest.raises(LabError) as e:
+        lab.runs.build_run_model(lab.RunSpec("pretrained", variant, 0), data)
+    assert f"{source.resolve()}: the Keras file this variant starts from changed since" in str(e.value)
+
+
+@pytest.mark.parametrize(("model", "message"), [
+    ('from = "student.keras"\nweights = "imagenet"',
+     'model.weights: expected "fresh" (each run initializes from its seed) or "file"'),
+    ('layers = [{ type = "Dense", units = 3 }]\nweights = "file"',
+     "model.weights: starting weights come from a Keras file; give from = FILE too"),
+], ids=["value", "without-file"])
+def test_starting_weights_errors(keras_experiment, model, message) -> None:
+    toml = FROM_FILE.replace('from = "student.keras"', model).replace(
+        "IMAGES", str(keras_experiment / "images.npz"))
+    path = keras_experiment / f"weights_{abs(hash(model))}.toml"
+    path.write_text(toml)
+    with pytest.raises(LabError) as e:
+        lab.load_experiment(path)
+    assert message in str(e.value) and "\n" not in str(e.value)

@@ -21,7 +21,13 @@ Keras weight layouts live in :mod:`bnlab.models`.
 """
 
 from bnlab.keras_io.errors import KerasFileError
-from bnlab.keras_io.load import KerasModelSpec, KerasOrigin, load_keras, load_keras_spec
+from bnlab.keras_io.load import (
+    KerasModelSpec,
+    KerasOrigin,
+    load_keras,
+    load_keras_spec,
+    read_keras_weights,
+)
 from bnlab.keras_io.save import save_keras
 
 __all__ = [
@@ -30,5 +36,6 @@ __all__ = [
     "KerasOrigin",
     "load_keras",
     "load_keras_spec",
+    "read_keras_weights",
     "save_keras",
 ]

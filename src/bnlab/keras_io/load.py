@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 from torch import nn
 
 from bnlab.keras_io.archive import KerasFile, read_file
@@ -47,7 +48,7 @@ from bnlab.models import (
     set_keras_weights,
 )
 
-__all__ = ["KerasModelSpec", "KerasOrigin", "load_keras", "load_keras_spec"]
+__all__ = ["KerasModelSpec", "KerasOrigin", "load_keras", "load_keras_spec", "read_keras_weights"]
 
 Shape = tuple[int | None, ...]
 
@@ -175,6 +176,23 @@ def load_keras(path: str | os.PathLike[str]) -> nn.Module:
     shapes = {name: tuple(a.shape for a in layer.arrays) for name, layer in weights.items()}
     model.keras_origin = dataclasses.replace(spec.origin, weight_shapes=shapes)
     return model.eval()
+
+
+def read_keras_weights(path: str | os.PathLike[str]) -> dict[str, tuple[str, tuple[np.ndarray, ...]]]:
+    """Layer name -> (its Keras class name, its arrays in ``layer.weights`` order), for every
+    layer of a Keras file that has weights.
+
+    Raises:
+        KerasFileError: see :func:`load_keras`.
+    """
+    file = read_file(path)
+    config = _model_config(file)
+    weights = read_layer_weights(file, config)
+    return {
+        entry.name: (entry.class_name, weights[entry.name].arrays)
+        for entry in config.layers
+        if not entry.is_operation and weights[entry.name].arrays
+    }
 
 
 def _model_config(file: KerasFile) -> ModelConfig:

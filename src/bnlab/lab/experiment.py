@@ -14,8 +14,9 @@ n_samples = 1000
 [model]
 input_shape = [2]                     # optional: default is the dataset's input shape
 layers = [ { type = "Dense", units = 50, activation = "relu" }, { type = "Dense", units = 1 } ]
-# or the architecture of a Keras model file, Sequential or Functional (not its weights):
+# or the architecture of a Keras model file, Sequential or Functional:
 # from = "model.keras"                # relative to this file's folder
+# weights = "file"                    # start every run from the file's weights (default "fresh")
 
 [train]
 optimizer = { name = "sgd", learning_rate = "$learning_rate", momentum = 0.9 }
@@ -75,6 +76,9 @@ keep the file's names (edits may target ``"conv2d_1"``, a type such as
 ``input_shape`` is given, and the data's where the file leaves a size open. The
 resolved experiment holds the layers (and the graph's wiring) themselves, so a run
 does not read the file again. A variant with its own ``layers`` is a layer list.
+``weights = "file"`` makes every run start from the file's weights where its layers
+match the file's (:mod:`bnlab.lab.file_weights`); the variant then records the file's
+path and SHA-256, and its runs read the file.
 
 Published numbers (``[report.published.NAME]``, NAME a base variant) apply to every grid
 point of that variant; the report places each among our seeds (``bnlab.lab.published``).
@@ -102,6 +106,7 @@ from bnlab.lab.catalog import (
     read_toml,
 )
 from bnlab.lab.errors import LabError
+from bnlab.lab.file_weights import FileWeights
 from bnlab.lab.results import DEFAULT_THRESHOLD, DEFAULT_THRESHOLD_METRIC
 from bnlab.models import (
     GraphModel,
@@ -139,7 +144,7 @@ __all__ = [
 ]
 
 TOP_KEYS = ("name", "description", "seeds", "data", "model", "train", "variants", "grid", "report")
-MODEL_KEYS = ("input_shape", "layers", "from")
+MODEL_KEYS = ("input_shape", "layers", "from", "weights")
 TRAIN_KEYS = (
     "optimizer",
     "loss",
@@ -218,6 +223,8 @@ class Variant:
         train: the resolved [train] table (defaults filled in), JSON-ready.
         graph: a Functional model's graph (from ``[model] from``; its nodes hold
             ``layers``), or None for a stack of layers.
+        file_weights: the Keras file whose weights every run starts from
+            (``[model] weights = "file"``), or None: the run's seed initializes them all.
     """
 
     name: str
@@ -229,12 +236,14 @@ class Variant:
     layers: tuple[LayerSpec, ...]
     train: Mapping[str, Any]
     graph: GraphSpec | None = None
+    file_weights: FileWeights | None = None
 
     def config(self) -> dict[str, Any]:
         """What determines a run's result besides the seed (JSON-ready); hashed into `config_hash`.
 
         A graph adds ``"graph"``: its wiring (:meth:`bnlab.models.GraphSpec.wiring`),
-        whose nodes are ``"layers"`` in order.
+        whose nodes are ``"layers"`` in order; starting weights from a file add
+        ``"file_weights"`` (its path and SHA-256).
         """
         config = {
             "data": _plain(self.data),
@@ -244,6 +253,8 @@ class Variant:
         }
         if self.graph is not None:
             config["graph"] = self.graph.wiring()
+        if self.file_weights is not None:
+            config["file_weights"] = self.file_weights.to_dict()
         return config
 
     @property
@@ -295,6 +306,7 @@ class Variant:
             layers=layers,
             train=dict(d["train"]),
             graph=graph,
+            file_weights=FileWeights.from_dict(d["file_weights"]) if d.get("file_weights") else None,
         )
 
     def train_config(self) -> TrainConfig:
@@ -611,9 +623,16 @@ def parse_experiment(
 def _model_from_file(w: _Where, model: dict[str, Any], base_dir: str | Path | None) -> dict[str, Any]:
     """``[model]`` with ``from = FILE`` replaced by the file's layers (and input shape)."""
     if "from" not in model:
+        if "weights" in model:
+            raise w.error("model.weights", "starting weights come from a Keras file; give "
+                          "from = FILE too, or remove weights")
         return model
     if "layers" in model:
         raise w.error("model", "give either layers or from (a Keras model file), not both")
+    weights = model.get("weights", "fresh")
+    if weights not in ("fresh", "file"):
+        raise w.error("model.weights", f'expected "fresh" (each run initializes from its seed) '
+                      f'or "file" (each run starts from the file\'s weights), {_got(weights)}')
     raw = model["from"]
     if not isinstance(raw, str) or not raw:
         raise w.error("model.from", f'expected the path of a Keras model file, {_got(raw)}')
@@ -629,8 +648,10 @@ def _model_from_file(w: _Where, model: dict[str, Any], base_dir: str | Path | No
         spec = load_keras_spec(path)
     except KerasFileError as e:
         raise w.error("model.from", str(e)) from None
-    out = {k: v for k, v in model.items() if k != "from"}
+    out = {k: v for k, v in model.items() if k not in ("from", "weights")}
     out["layers"] = [layer.to_dict() for layer in spec.layers]
+    if weights == "file":
+        out["file_weights"] = FileWeights.of(path).to_dict()
     if spec.graph is not None:
         if len(spec.graph.inputs) != 1 or len(spec.graph.outputs) != 1:
             raise w.error(
@@ -779,6 +800,7 @@ def _expand_variant(
     own_layers = "layers" in table
     layers_raw = table["layers"] if own_layers else model.get("layers")
     wiring = None if own_layers else model.get("graph")  # a Functional model file's graph
+    start = None if own_layers else model.get("file_weights")  # weights = "file"
     layers_path = f"{path}.layers" if own_layers else "model.layers"
     if layers_raw is None:
         raise w.error(
@@ -831,6 +853,7 @@ def _expand_variant(
             layers=tuple(model_spec) if graph is None else tuple(n.layer for n in graph.nodes),
             train=_parse_train(w, train_path, resolved["train"], at),
             graph=graph,
+            file_weights=FileWeights.from_dict(start) if start else None,
         )
         names = variant.layer_names
         for i, probe in enumerate(variant.train["probes"]):

@@ -18,6 +18,7 @@ from typing import Any, Protocol
 
 from bnlab.data import Dataset, load_dataset
 from bnlab.lab.experiment import Experiment, Variant
+from bnlab.lab.file_weights import start_from_file
 from bnlab.lab.results import RunResult
 from bnlab.lab.weights import save_weights, weights_file
 from bnlab.models import GraphModel, SequentialModel
@@ -135,9 +136,13 @@ def execute_run(spec: RunSpec, executor: str | None = None) -> RunResult:
 
 
 def build_run_model(spec: RunSpec, data: Dataset) -> SequentialModel | GraphModel:
-    """The run's model, its initial weights from the run's seed alone."""
+    """The run's model, its initial weights from the run's seed alone, or from the Keras
+    file the variant starts from where its layers match the file's (the rest from the seed)."""
     variant = spec.variant
-    return variant.build(variant.input_shape or data.input_shape, seed=spec.seed)
+    model = variant.build(variant.input_shape or data.input_shape, seed=spec.seed)
+    if variant.file_weights is not None:
+        start_from_file(model, variant.file_weights)
+    return model
 
 
 def save_run_weights(spec: RunSpec, model: SequentialModel | GraphModel, data: Dataset) -> None:

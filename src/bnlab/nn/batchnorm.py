@@ -512,14 +512,15 @@ class BatchNormalization(nn.Module):
             )
         if not self.built:
             self.build(tuple(np.shape(weights[0])))
-        for name, value in zip(names, weights, strict=True):
-            target = getattr(self, name)
-            tensor = torch.as_tensor(np.asarray(value), dtype=target.dtype)
-            if tuple(tensor.shape) != tuple(target.shape):
+        targets = [getattr(self, name) for name in names]
+        tensors = [torch.as_tensor(np.asarray(v), dtype=t.dtype) for v, t in zip(weights, targets, strict=True)]
+        for name, target, tensor in zip(names, targets, tensors, strict=True):
+            if tuple(tensor.shape) != tuple(target.shape):  # all checked before any is copied
                 raise ValueError(
                     f"{self.name}: {name} must have shape {tuple(target.shape)}; got {tuple(tensor.shape)}"
                 )
-            with torch.no_grad():
+        with torch.no_grad():
+            for target, tensor in zip(targets, tensors, strict=True):
                 target.copy_(tensor)
 
     def _keras_names(self) -> list[str]:
