@@ -243,3 +243,7 @@ def test_set_keras_weights_rejects_wrong_count_and_shape():
         layer.set_keras_weights([np.ones(4)] * 3)
     with pytest.raises(ValueError, match=r"gamma must have shape \(4,\); got \(5,\)"):
         layer.set_keras_weights([np.ones(5)] * 4)
+    # A bad last array leaves every weight as it was (nothing is copied before all fit).
+    with pytest.raises(ValueError, match=r"moving_variance must have shape \(4,\); got \(5,\)"):
+        layer.set_keras_weights([np.full(4, 2.0)] * 3 + [np.ones(5)])
+    assert torch.equal(layer.gamma, torch.ones(4)) and torch.equal(layer.moving_mean, torch.zeros(4))
