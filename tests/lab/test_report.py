@@ -591,3 +591,12 @@ def test_chromium_dump_dom_shows_the_tables_and_images(built, tmp_path):
     assert page.tables[0][0][0] == "variant"
     assert [row[0] for row in page.tables[0][1:]] == ["baseline", "bn_after", "shaky"]
     assert len(page.images) == 2 and page.images[0].startswith("data:image/png;base64,")
+
+
+def test_long_layer_lists_are_folded():
+    from bnlab.lab.report import UNFOLDED_LAYERS, _layers_list
+
+    short = _layers_list([f"Dense(units={i})" for i in range(UNFOLDED_LAYERS)])
+    long = _layers_list([f"Dense(units={i})" for i in range(UNFOLDED_LAYERS + 1)])
+    assert "<details>" not in short and short.count("<li>") == UNFOLDED_LAYERS
+    assert long.startswith(f"<details><summary>{UNFOLDED_LAYERS + 1} layers</summary><ol")

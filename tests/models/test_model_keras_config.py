@@ -12,7 +12,14 @@ import torch
 from keras_reference import keras
 from test_model_conformance import EXAMPLES, IDS, make
 
-from bnlab.models import SpecError, get_keras_weights, get_layer_type, keras_config, parse_layer
+from bnlab.models import (
+    SpecError,
+    changed_arguments,
+    get_keras_weights,
+    get_layer_type,
+    keras_config,
+    parse_layer,
+)
 
 KERAS_CONFIGS = json.loads((Path(__file__).parent / "keras_configs.json").read_text())["layers"]
 
@@ -157,3 +164,31 @@ def test_tf_keras_configs_are_specs_and_written_back_for_keras_3():
     assert layers[0].batch_shape == (None, 8, 8, 3)
     assert layers[2].axis == 3 and layers[3].negative_slope == pytest.approx(0.1)
     assert float(layers[1].kernel_regularizer.l2) == pytest.approx(5e-4)
+
+
+@pytest.mark.parametrize(("layer", "expected"), [
+    (lambda: keras.layers.Conv2D(16, 3, strides=2, padding="same", use_bias=False),
+     {"filters": 16, "kernel_size": [3, 3], "strides": [2, 2], "padding": "same",
+      "use_bias": False}),
+    (lambda: keras.layers.Dense(4, kernel_initializer="he_uniform", trainable=False),
+     {"units": 4, "kernel_initializer": "he_uniform", "trainable": False}),
+    (lambda: keras.layers.BatchNormalization(), {}),
+    (lambda: keras.layers.BatchNormalization(momentum=0.9, epsilon=1e-5),
+     {"momentum": 0.9, "epsilon": 1e-5}),
+    (lambda: keras.layers.ReLU(max_value=6.0), {"max_value": 6.0}),
+], ids=["conv", "dense", "bn", "bn-momentum", "relu6"])
+def test_changed_arguments_are_what_the_keras_call_wrote(layer, expected):
+    """Keras writes every argument into a file; these are the ones its call gave."""
+    config = keras.saving.serialize_keras_object(layer())
+    spec = parse_layer({"type": config["class_name"], **plain(config["config"])}, where="layer")
+    changed = changed_arguments(spec)
+    if "kernel_initializer" in changed:  # Keras's serialized form of "he_uniform"
+        assert changed["kernel_initializer"]["class_name"] == "HeUniform"
+        changed["kernel_initializer"] = "he_uniform"
+    assert changed == expected
+    assert list(changed) == list(expected)  # the type's order, trainable last
+
+
+def test_changed_arguments_of_a_layer_keras_lacks_are_its_given_ones():
+    spec = parse_layer({"type": "BatchNormAct", "activation": "relu", "momentum": 0.9}, where="l")
+    assert changed_arguments(spec) == {"activation": "relu", "momentum": 0.9}

@@ -54,6 +54,7 @@ from bnlab.lab.stats import (
     summarize,
     threshold_words,
 )
+from bnlab.models import changed_arguments, parse_layer
 
 __all__ = [
     "PUBLISHED_HEADERS",
@@ -118,6 +119,10 @@ def _call(name: str, args: Mapping[str, Any]) -> str:
 
 
 def _compact(value: Any) -> str:
+    if isinstance(value, Mapping) and {"class_name", "config"} <= set(value):
+        # a Keras-serialized object (an initializer): its class and set options
+        config = value["config"] if isinstance(value["config"], Mapping) else {}
+        return _call(str(value["class_name"]), {k: v for k, v in config.items() if v is not None})
     if isinstance(value, Mapping):
         if "name" in value and len(value) > 0:
             return _call(str(value["name"]), {k: v for k, v in value.items() if k != "name"})
@@ -133,23 +138,38 @@ def _kv_table(pairs: Sequence[tuple[str, Any]], css: str = "kv") -> str:
 
 
 def _layer_texts(variant: Mapping[str, Any]) -> list[str]:
-    """Each layer of a resolved variant as a call; a graph's as ``name = Call(...) <- inputs``."""
+    """Each layer of a resolved variant as a call with the arguments that make it what it
+    is (:func:`bnlab.models.changed_arguments`: a Keras file's layers list all of theirs);
+    a named layer as ``name = Call(...)``, a graph's with ``<- inputs``."""
     texts = []
     for layer in variant.get("layers") or []:
-        if isinstance(layer, Mapping) and "type" in layer:
-            texts.append(_call(str(layer["type"]), {k: v for k, v in layer.items() if k != "type"}))
-        else:
+        if not (isinstance(layer, Mapping) and "type" in layer):
             texts.append(_compact(layer))
+            continue
+        try:
+            args = changed_arguments(parse_layer(layer, where="layer"))
+        except ValueError:  # not a layer of this version of bnlab: as written
+            args = {k: v for k, v in layer.items() if k not in ("type", "name")}
+        call = _call(str(layer["type"]), args)
+        texts.append(f"{layer['name']} = {call}" if layer.get("name") else call)
     nodes = (variant.get("graph") or {}).get("nodes") or []
     if len(nodes) == len(texts):
-        texts = [f"{node['name']} = {text} \u2190 {', '.join(node['inbound'])}"
+        texts = [f"{node['name']} = {text.removeprefix(node['name'] + ' = ')} "
+                 f"\u2190 {', '.join(node['inbound'])}"
                  for node, text in zip(nodes, texts, strict=True)]
     return texts
 
 
+#: Longer layer lists are folded (a Keras application has hundreds of layers).
+UNFOLDED_LAYERS = 12
+
+
 def _layers_list(texts: Sequence[str]) -> str:
     items = "".join(f"<li><code>{_e(text)}</code></li>" for text in texts)
-    return f'<ol class="layers">{items}</ol>'
+    listing = f'<ol class="layers">{items}</ol>'
+    if len(texts) <= UNFOLDED_LAYERS:
+        return listing
+    return f"<details><summary>{len(texts)} layers</summary>{listing}</details>"
 
 
 def _summary_tables(summaries: Sequence[VariantSummary]) -> str:

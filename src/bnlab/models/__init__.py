@@ -32,7 +32,7 @@ from bnlab.models.graph import (
     build_graph_model,
     graph_from_wiring,
 )
-from bnlab.models.keras_config import keras_config
+from bnlab.models.keras_config import changed_arguments, keras_config
 from bnlab.models.keras_weights import get_keras_weights, set_keras_weights
 from bnlab.models.registry import LayerType, get_layer_type, list_layer_types
 from bnlab.models.sequential import SequentialModel, build_model
@@ -51,6 +51,7 @@ __all__ = [
     "apply_edits",
     "build_graph_model",
     "build_model",
+    "changed_arguments",
     "count_params",
     "get_activation",
     "get_keras_weights",

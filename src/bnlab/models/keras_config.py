@@ -24,11 +24,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from bnlab.models.errors import SpecError
+from bnlab.models.layer_type import COMMON
 from bnlab.models.spec import LayerSpec, parse_layer
 from bnlab.models.types_core import input_shape
 from bnlab.nn import constraints, get_layer_class, initializers, list_layers, regularizers
 
-__all__ = ["keras_config"]
+__all__ = ["changed_arguments", "keras_config"]
 
 _ANY = object()
 #: Per type, arguments that are no Keras 3 constructor argument: the value they may have
@@ -152,3 +153,35 @@ def keras_config(spec: LayerSpec, *, name: str | None = None) -> dict[str, Any]:
                 "config": config, "registered_name": spec.type}
     return {"module": "keras.layers", "class_name": spec.type, "config": config,
             "registered_name": None}
+
+
+def changed_arguments(spec: LayerSpec) -> dict[str, Any]:
+    """The arguments that make ``spec`` what it is, as given: the required ones and those
+    whose value differs from its type's default once both are in Keras's form
+    (``"glorot_uniform"`` and Keras's serialized ``GlorotUniform`` are the same), name
+    left out. A Keras file writes every argument of every layer; this is what a person
+    would have written. A layer with no Keras form (BatchNormAct) gives all it was given.
+    """
+    given = {k: v for k, v in spec.to_dict().items() if k not in ("type", "name")}
+    required = {k for k, arg in spec.layer_type.args.items() if arg.required}
+    try:
+        ours = keras_config(spec, name="layer")["config"]
+        defaults = keras_config(parse_layer(
+            {"type": spec.type, **{k: v for k, v in given.items() if k in required}},
+            where=spec.type), name="layer")["config"]
+    except SpecError:
+        return given
+    # the type's own order (units before activation), Keras's bookkeeping (trainable) last
+    order = [k for k in spec.layer_type.args if k not in COMMON] + list(COMMON)
+    changed = {k: v for k, v in given.items()
+               if k in required or k not in ours or not _same(ours[k], defaults.get(k, ours[k]))}
+    return dict(sorted(changed.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal Keras values; Keras spells an int size or stride ``1`` as ``[1, 1]`` too."""
+    if isinstance(a, list) and isinstance(b, int) and not isinstance(b, bool):
+        a, b = b, a
+    if isinstance(b, list) and isinstance(a, int) and not isinstance(a, bool):
+        return all(v == a for v in b)
+    return a == b
