@@ -154,6 +154,30 @@ def dcgan_generator() -> keras.Model:
     )
 
 
+def volume_cnn() -> keras.Model:
+    """A 3D CNN as medical-imaging tutorials write it: Conv3D -> BN -> ReLU -> MaxPooling3D."""
+    L = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 6, 1)),
+            L.Conv3D(4, 3, padding="same", use_bias=False),
+            L.BatchNormalization(),
+            L.Activation("relu"),
+            L.MaxPooling3D(2),
+            L.ZeroPadding3D(1),
+            L.Conv3D(6, 3, strides=(2, 2, 1), activation="relu"),
+            L.BatchNormalization(momentum=0.9),
+            L.SpatialDropout3D(0.1),
+            L.UpSampling3D((1, 1, 2)),
+            L.Cropping3D(((0, 0), (0, 0), (1, 1))),
+            L.AveragePooling3D((1, 1, 2), padding="same"),
+            L.GlobalAveragePooling3D(),
+            L.Dense(3, activation="softmax"),
+        ],
+        name="volumes",
+    )
+
+
 def lstm_model() -> keras.Model:
     L = keras.layers
     return keras.Sequential(

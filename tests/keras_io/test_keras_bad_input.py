@@ -208,10 +208,10 @@ def test_lambda_layer_is_rejected_without_running_its_code(tmp_path) -> None:
 
 def test_unsupported_layer_names_it_and_lists_the_supported(tmp_path) -> None:
     keras.backend.clear_session()
-    model = keras.Sequential([keras.Input((4, 4, 4, 1)), keras.layers.Conv3D(2, 2, name="vol")])
-    path = tmp_path / "conv3d.keras"
+    model = keras.Sequential([keras.Input((6, 2)), keras.layers.Conv1DTranspose(2, 2, name="up")])
+    path = tmp_path / "conv1d_transpose.keras"
     model.save(path)
-    message = _fails(path, "'vol'", "Conv3D", "Dense")
+    message = _fails(path, "'up'", "Conv1DTranspose", "Dense")
     assert "BatchNormalization" in message
 
 

@@ -41,6 +41,7 @@ from keras_files import (
     transfer,
     two_branch,
     value,
+    volume_cnn,
 )
 
 import bnlab
@@ -82,6 +83,7 @@ CASES = {
     "sequential_cnn": (sequential_cnn, [(4, 12, 12, 3)], 1e-5, 1e-5),
     "lstm": (lstm_model, [(4, 7, 4)], 1e-5, 1e-5),
     "dcgan_generator": (dcgan_generator, [(4, 6)], 1e-5, 1e-5),
+    "volume_cnn": (volume_cnn, [(4, 8, 8, 6, 1)], 1e-5, 1e-5),
     "two_branch": (two_branch, [(4, 10, 10, 3)], 1e-5, 1e-5),
     "layer_zoo": (layer_zoo, [(4, 12, 12, 3)], 1e-5, 1e-5),
     "sequence_zoo": (sequence_zoo, [(4, 6)], 1e-5, 1e-5),

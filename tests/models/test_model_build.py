@@ -532,6 +532,18 @@ def test_dropout_noise_shape_drops_along_its_size_one_axes(noise_shape, shared):
     assert torch.equal(model(torch.ones(2, 5, 4, 1)), torch.ones(2, 5, 4, 3))
 
 
+@pytest.mark.parametrize(("rank", "spatial"), [(1, (6,)), (2, (5, 4)), (3, (3, 4, 2))])
+def test_spatial_dropout_drops_whole_channels_of_each_sample(rank, spatial):
+    torch.manual_seed(0)
+    model = build_model([{"type": f"SpatialDropout{rank}D", "rate": 0.5}], (*spatial, 8), seed=0)
+    model.train()
+    out = model(torch.ones(200, *spatial, 8))  # Keras order (N, *spatial, C)
+    kept = out != 0
+    axes = tuple(range(1, rank + 1))  # one draw per sample and channel
+    assert torch.equal(kept, kept.amax(dim=axes, keepdim=True).expand_as(kept))
+    assert set(out.unique().tolist()) <= {0.0, 2.0} and 0.4 < kept.float().mean() < 0.6
+
+
 def test_dropout_noise_shape_that_does_not_fit_the_input_is_refused():
     with pytest.raises(ValueError, match=r"noise_shape \[None, 3\] does not fit input"):
         build_model([{"type": "Dropout", "rate": 0.5, "noise_shape": [None, 3]}], (4,))

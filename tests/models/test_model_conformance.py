@@ -96,6 +96,17 @@ EXAMPLES = {
                      (3, 4, 2)),
     "ZeroPadding1D": ({"type": "ZeroPadding1D", "padding": [0, 2]}, (4, 2)),
     "ZeroPadding2D": ({"type": "ZeroPadding2D", "padding": [[1, 0], [0, 2]]}, (3, 4, 2)),
+    "AveragePooling3D": ({"type": "AveragePooling3D", "pool_size": 2, "padding": "same"},
+                         (3, 4, 2, 2)),
+    "Cropping3D": ({"type": "Cropping3D", "cropping": [[1, 0], [0, 1], [0, 0]]}, (3, 4, 2, 2)),
+    "GlobalAveragePooling3D": ({"type": "GlobalAveragePooling3D"}, (2, 3, 4, 2)),
+    "GlobalMaxPooling3D": ({"type": "GlobalMaxPooling3D", "keepdims": True}, (2, 3, 4, 2)),
+    "MaxPooling3D": ({"type": "MaxPooling3D", "pool_size": [1, 2, 2], "strides": 1}, (2, 3, 4, 2)),
+    "SpatialDropout3D": ({"type": "SpatialDropout3D", "rate": 0.5}, (2, 3, 4, 2)),
+    "UpSampling3D": ({"type": "UpSampling3D", "size": [2, 1, 3]}, (2, 3, 2, 2)),
+    "ZeroPadding3D": ({"type": "ZeroPadding3D", "padding": [1, 0, 2]}, (2, 3, 2, 2)),
+    "Conv3D": ({"type": "Conv3D", "filters": 3, "kernel_size": [2, 3, 2], "padding": "same",
+               "strides": [1, 2, 1]}, (3, 4, 3, 2)),
 }
 TYPES = sorted(EXAMPLES)
 IDS = {"Embedding"}  # integer inputs

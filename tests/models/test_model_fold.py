@@ -102,3 +102,17 @@ def test_graph_models_fold_along_their_chains():
     assert {bn for bn, _ in fold(folded)} == {"layers.shared_bn", "layers.add_bn"}
     x = (torch.randn(5, 8, 8, 4), torch.randn(5, 7, 3))
     torch.testing.assert_close(folded(*x), model(*x), atol=1e-5, rtol=1e-5)
+
+
+def test_conv3d_followed_by_bn_folds_to_the_same_function():
+    model = build_model([{"type": "Conv3D", "filters": 3, "kernel_size": 2, "use_bias": False},
+                         BN, RELU, {"type": "GlobalAveragePooling3D"}], (5, 4, 3, 2), seed=0)
+    model.train()
+    for _ in range(3):
+        model(torch.randn(8, 5, 4, 3, 2) * 2 + 0.5)
+    model.eval()
+    folded = copy.deepcopy(model)
+    assert fold(folded) == []
+    x = torch.randn(4, 5, 4, 3, 2)
+    torch.testing.assert_close(folded(x), model(x), atol=1e-5, rtol=1e-5)
+    assert isinstance(folded.get_layer("batch_normalization"), torch.nn.Identity)

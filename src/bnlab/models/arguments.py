@@ -37,7 +37,7 @@ __all__ = [
     "none_only",
     "ntuple",
     "optional",
-    "padding2d",
+    "padding_pairs",
     "real",
     "received",
     "regularizer",
@@ -296,23 +296,31 @@ def keras_axes(value: Any) -> int | tuple[int, ...]:
     raise InvalidArgError(f"expected an axis or a list of distinct axes; got {received(value)}")
 
 
-def padding2d(value: Any) -> Any:
-    """Keras ZeroPadding2D: ``p``, ``(h, w)`` or ``((top, bottom), (left, right))``, all >= 0."""
+def padding_pairs(axes: int) -> Check:
+    """Keras ZeroPadding2D/3D and Cropping2D/3D: ``p``, one ``p`` per axis (``(h, w)``),
+    or one ``(before, after)`` pair per axis (``((top, bottom), (left, right))``), all >= 0."""
     pad = integer(min=0)
-    try:
-        if _is_int(value):
-            return pad(value)
-        if isinstance(value, list | tuple) and len(value) == 2:
-            if all(_is_int(v) for v in value):
-                return tuple(pad(v) for v in value)
-            if all(isinstance(v, list | tuple) and len(v) == 2 for v in value):
-                return tuple(tuple(pad(w) for w in v) for v in value)
-    except InvalidArgError:
-        pass
-    raise InvalidArgError(
-        "expected an integer >= 0, a pair (height, width) or a pair of pairs "
-        f"((top, bottom), (left, right)); got {received(value)}"
-    )
+    names = "(height, width)" if axes == 2 else "(depth, height, width)"
+    pairs = ("((top, bottom), (left, right))" if axes == 2
+             else "((front, back), (top, bottom), (left, right))")
+
+    def check(value: Any) -> Any:
+        try:
+            if _is_int(value):
+                return pad(value)
+            if isinstance(value, list | tuple) and len(value) == axes:
+                if all(_is_int(v) for v in value):
+                    return tuple(pad(v) for v in value)
+                if all(isinstance(v, list | tuple) and len(v) == 2 for v in value):
+                    return tuple(tuple(pad(w) for w in v) for v in value)
+        except InvalidArgError:
+            pass
+        raise InvalidArgError(
+            f"expected an integer >= 0, {axes} of them {names} or {axes} pairs {pairs}; "
+            f"got {received(value)}"
+        )
+
+    return check
 
 
 def shape(value: Any) -> tuple[int | None, ...]:

@@ -45,6 +45,7 @@ _NOT_KERAS: dict[str, dict[str, Any]] = {
     # Keras's SpatialDropout takes no trainable (nothing to train)
     "SpatialDropout1D": {"trainable": _ANY},
     "SpatialDropout2D": {"trainable": _ANY},
+    "SpatialDropout3D": {"trainable": _ANY},
 }
 #: Keras 3's BatchNormalization arguments; the others of bnlab's class have no equivalent.
 _KERAS_BN = frozenset({

@@ -2,7 +2,7 @@
 
 For the module built for any layer type, the arrays are in the order of Keras 3's
 ``layer.weights`` (trainable and non-trainable), in Keras's shapes and layouts:
-Dense kernel (in, units); Conv1D/Conv2D kernel (*k, in/groups, filters); Conv2DTranspose
+Dense kernel (in, units); Conv1D/2D/3D kernel (*k, in/groups, filters); Conv2DTranspose
 kernel (*k, filters, in); DepthwiseConv2D (kh, kw, in, multiplier); LSTM/GRU/SimpleRNN
 kernel (in, k*units), recurrent kernel (units, k*units); PReLU alpha (its input's shape,
 shared axes 1); BatchNormalization gamma, beta, moving_mean, moving_variance (+ renorm's
@@ -124,6 +124,7 @@ _VIEWS: dict[type[nn.Module], Callable[..., list[KerasWeight]]] = {
     L.Dense: _dense,
     L.Conv1D: _conv,
     L.Conv2D: _conv,
+    L.Conv3D: _conv,
     L.Conv2DTranspose: _conv,  # (in, filters, *k) <-> Keras's (*k, filters, in)
     L.DepthwiseConv2D: _depthwise,
     L.SeparableConv2D: _separable,

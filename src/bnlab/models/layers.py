@@ -36,6 +36,7 @@ __all__ = [
     "Conv1D",
     "Conv2D",
     "Conv2DTranspose",
+    "Conv3D",
     "Dense",
     "DepthwiseConv2D",
     "Dropout",
@@ -112,7 +113,7 @@ class Dense(nn.Module):
 
 
 class _Conv(nn.Module):
-    r"""A Keras convolution on channel-first input (1 or 2 spatial axes).
+    r"""A Keras convolution on channel-first input (1 to 3 spatial axes).
 
     .. math:: y = \mathrm{activation}(\mathrm{conv}(\mathrm{pad}(x), W) + b)
 
@@ -148,7 +149,7 @@ class _Conv(nn.Module):
         self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        conv = F.conv1d if len(self.kernel_size) == 1 else F.conv2d
+        conv = (F.conv1d, F.conv2d, F.conv3d)[len(self.kernel_size) - 1]
         pads = [(0, 0)] * len(self.kernel_size)
         if self.padding == "same":
             pads = _same_pads(x.shape[2:], self.kernel_size, self.strides, self.dilation)
@@ -176,6 +177,10 @@ class Conv1D(_Conv):
 
 class Conv2D(_Conv):
     """Keras Conv2D on ``(N, C, H, W)``; see :class:`_Conv`."""
+
+
+class Conv3D(_Conv):
+    """Keras Conv3D on ``(N, C, D, H, W)``; see :class:`_Conv`."""
 
 
 class DepthwiseConv2D(_Conv):
@@ -241,7 +246,7 @@ class SeparableConv2D(nn.Module):
 
 
 class Pooling(nn.Module):
-    """Keras MaxPooling/AveragePooling (1 or 2 spatial axes) on channel-first input.
+    """Keras MaxPooling/AveragePooling (1 to 3 spatial axes) on channel-first input.
 
     'same' padding as Keras's torch backend: when the padding is the same on both
     sides of every axis it is implicit (a max ignores it; an average divides by the
@@ -264,11 +269,11 @@ class Pooling(nn.Module):
         implicit = [a for a, _ in pads]
         if any(a != b for a, b in pads):
             x, implicit = F.pad(x, _flat(pads), mode="replicate"), [0] * len(pads)
-        two_d = len(self.pool_size) == 2
+        axes = len(self.pool_size)
         if self.kind == "max":
-            pool = F.max_pool2d if two_d else F.max_pool1d
+            pool = (F.max_pool1d, F.max_pool2d, F.max_pool3d)[axes - 1]
             return pool(x, self.pool_size, self.strides, implicit)
-        pool = F.avg_pool2d if two_d else F.avg_pool1d
+        pool = (F.avg_pool1d, F.avg_pool2d, F.avg_pool3d)[axes - 1]
         return pool(x, self.pool_size, self.strides, implicit, count_include_pad=False)
 
     def extra_repr(self) -> str:
@@ -285,7 +290,7 @@ class MaxPooling2D(Pooling):
 
 
 class GlobalPooling(nn.Module):
-    r"""Keras GlobalAverage/MaxPooling1D/2D: mean or max over the spatial axes.
+    r"""Keras GlobalAverage/MaxPooling1D/2D/3D: mean or max over the spatial axes.
 
     With a mask (GlobalAveragePooling1D after Masking or Embedding(mask_zero=True)),
     the average is over the unmasked steps: :math:`\sum_t m_t x_t / \sum_t m_t`.
@@ -315,7 +320,7 @@ class GlobalPooling(nn.Module):
 
 
 class Pad(nn.Module):
-    """Keras ZeroPadding1D/2D and Cropping1D/2D on channel-first input: ``F.pad`` with
+    """Keras ZeroPadding1D/2D/3D and Cropping1D/2D/3D on channel-first input: ``F.pad`` with
     ``amounts`` in its order (last axis first, ``(left, right, top, bottom)`` for images),
     positive to add zeros, negative to remove rows and columns.
     Shape: ``(N, C, *spatial) -> (N, C, *spatial + amounts per axis)``."""
@@ -332,7 +337,7 @@ class Pad(nn.Module):
 
 
 class UpSampling(nn.Module):
-    """Keras UpSampling1D/2D on channel-first input: each position repeated ``size[i]``
+    """Keras UpSampling1D/2D/3D on channel-first input: each position repeated ``size[i]``
     times along spatial axis ``i`` (``"nearest"``), or bilinear interpolation between
     pixel centers (``"bilinear"``, images only, ``align_corners=False`` like Keras).
     Shape: ``(N, C, *spatial) -> (N, C, *(spatial * size))``."""

@@ -1,6 +1,6 @@
-"""Convolution and pooling layer types: Conv1D, Conv2D, Conv2DTranspose, DepthwiseConv2D,
-SeparableConv2D, ZeroPadding1D/2D, Cropping1D/2D, UpSampling1D/2D, Resizing,
-Max/AveragePooling1D/2D, GlobalAverage/MaxPooling1D/2D.
+"""Convolution and pooling layer types: Conv1D, Conv2D, Conv3D, Conv2DTranspose,
+DepthwiseConv2D, SeparableConv2D, ZeroPadding1D/2D/3D, Cropping1D/2D/3D,
+UpSampling1D/2D/3D, Resizing, Max/AveragePooling1D/2D/3D, GlobalAverage/MaxPooling1D/2D/3D.
 
 They run channel-first inside the model (the global poolings take either layout).
 Kernels are initialized in Keras's layout, so fan-based initializers draw from the
@@ -23,7 +23,8 @@ from bnlab.models.types_core import KERNEL_ARGS, weight_args
 
 __all__ = ["CONV_TYPES", "transpose_window"]
 
-_FORMS = {1: "(batch, steps, channels)", 2: "(batch, height, width, channels)"}
+_FORMS = {1: "(batch, steps, channels)", 2: "(batch, height, width, channels)",
+          3: "(batch, depth, height, width, channels)"}
 _CHANNELS_LAST = {"data_format": Arg(A.data_format, "channels_last")}
 
 
@@ -78,7 +79,7 @@ def _conv(rank: int, layer: str):
                 f"{layer} groups={groups} must divide the {channels} input channels and the "
                 f"{args['filters']} filters"
             )
-        module = (L.Conv1D if rank == 1 else L.Conv2D)(
+        module = {1: L.Conv1D, 2: L.Conv2D, 3: L.Conv3D}[rank](
             channels, args["filters"], kernel, strides=strides, padding=args["padding"],
             dilation=dilation, groups=groups, use_bias=args["use_bias"],
             activation=get_activation(args["activation"], channel_axis=1),
@@ -178,32 +179,26 @@ def _build_separable(args: dict[str, Any], shape: Shape, channels_first: bool):
     return L.SeparableConv2D(depthwise, pointwise), (*out[:-1], args["filters"])
 
 
-def _edges(value: int | tuple[Any, ...]) -> tuple[int, int, int, int]:
-    """A checked :func:`~bnlab.models.arguments.padding2d` value as (top, bottom, left, right)."""
+def _edges(value: int | tuple[Any, ...], rank: int) -> list[tuple[int, int]]:
+    """A checked padding or cropping value as ``(before, after)`` per spatial axis.
+
+    Rank 1: ``p`` or ``(left, right)``. Ranks 2 and 3 (:func:`~bnlab.models.arguments.
+    padding_pairs`): ``p``, one ``p`` per axis, or one ``(before, after)`` per axis.
+    """
     if isinstance(value, int):
-        return value, value, value, value
-    if isinstance(value[0], int):
-        return value[0], value[0], value[1], value[1]
-    (top, bottom), (left, right) = value
-    return top, bottom, left, right
-
-
-def _edges1d(value: int | tuple[int, int]) -> tuple[int, int]:
-    """A checked ``int_tuple(2, min=0)`` value as (left, right)."""
-    return (value, value) if isinstance(value, int) else (value[0], value[1])
+        return [(value, value)] * rank
+    if rank == 1:
+        return [(value[0], value[1])]
+    return [(v, v) if isinstance(v, int) else (v[0], v[1]) for v in value]
 
 
 def _padded(layer: str, rank: int, key: str, sign: int):
-    """ZeroPadding1D/2D (``sign`` 1) and Cropping1D/2D (-1): :class:`L.Pad` with the
+    """ZeroPadding1D/2D/3D (``sign`` 1) and Cropping1D/2D/3D (-1): :class:`L.Pad` with the
     edges of ``args[key]``, each spatial size grown (or cut) by its two edges."""
 
     def build(args: dict[str, Any], shape: Shape, channels_first: bool):
         check_rank(layer, shape, (rank + 2,), _FORMS[rank])
-        if rank == 1:
-            pairs = [_edges1d(args[key])]
-        else:
-            top, bottom, left, right = _edges(args[key])
-            pairs = [(top, bottom), (left, right)]
+        pairs = _edges(args[key], rank)
         out = []
         for size, (before, after) in zip(shape[:-1], pairs, strict=True):
             if sign < 0 and size is not None and before + after >= size:
@@ -327,6 +322,7 @@ def _global_type(kind: str, rank: int) -> LayerType:
 CONV_TYPES: list[LayerType] = [
     _conv_type(1),
     _conv_type(2),
+    _conv_type(3),
     layer_type("Conv2DTranspose", "conv2d_transpose",
                {"filters": Arg(A.integer(min=1)), **_window_args(2),
                 "output_padding": Arg(A.optional(A.int_tuple(2, min=0)), None), **KERNEL_ARGS},
@@ -341,18 +337,26 @@ CONV_TYPES: list[LayerType] = [
                {"padding": Arg(A.int_tuple(2, min=0), 1), **_CHANNELS_LAST},
                _padded("ZeroPadding1D", 1, "padding", 1), "channels_first"),
     layer_type("ZeroPadding2D", "zero_padding2d",
-               {"padding": Arg(A.padding2d, 1), **_CHANNELS_LAST},
+               {"padding": Arg(A.padding_pairs(2), 1), **_CHANNELS_LAST},
                _padded("ZeroPadding2D", 2, "padding", 1), "channels_first"),
+    layer_type("ZeroPadding3D", "zero_padding3d",
+               {"padding": Arg(A.padding_pairs(3), 1), **_CHANNELS_LAST},
+               _padded("ZeroPadding3D", 3, "padding", 1), "channels_first"),
     layer_type("Cropping1D", "cropping1d", {"cropping": Arg(A.int_tuple(2, min=0), (1, 1))},
                _padded("Cropping1D", 1, "cropping", -1), "channels_first"),
-    layer_type("Cropping2D", "cropping2d", {"cropping": Arg(A.padding2d, 0), **_CHANNELS_LAST},
+    layer_type("Cropping2D", "cropping2d", {"cropping": Arg(A.padding_pairs(2), 0), **_CHANNELS_LAST},
                _padded("Cropping2D", 2, "cropping", -1), "channels_first"),
+    layer_type("Cropping3D", "cropping3d",
+               {"cropping": Arg(A.padding_pairs(3), ((1, 1), (1, 1), (1, 1))), **_CHANNELS_LAST},
+               _padded("Cropping3D", 3, "cropping", -1), "channels_first"),
     layer_type("UpSampling1D", "up_sampling1d", {"size": Arg(A.integer(min=1), 2)},
                _upsampling(1), "channels_first"),
     layer_type("UpSampling2D", "up_sampling2d",
                {"size": Arg(A.int_tuple(2), 2), **_CHANNELS_LAST,
                 "interpolation": Arg(A.choice("nearest", "bilinear"), "nearest")},
                _upsampling(2), "channels_first"),
+    layer_type("UpSampling3D", "up_sampling3d", {"size": Arg(A.int_tuple(3), 2), **_CHANNELS_LAST},
+               _upsampling(3), "channels_first"),
     layer_type("Resizing", "resizing",
                {"height": Arg(A.integer(min=1)), "width": Arg(A.integer(min=1)),
                 "interpolation": Arg(A.choice("bilinear", "nearest", "bicubic"), "bilinear"),
@@ -362,6 +366,6 @@ CONV_TYPES: list[LayerType] = [
                 "fill_value": Arg(A.real(), 0.0), "antialias": Arg(A.boolean, False),
                 "data_format": Arg(A.data_format, "channels_last")},
                _build_resizing, "channels_first", validate=_resizing_validate),
-    *[_pool_type(kind, rank) for kind in ("max", "avg") for rank in (1, 2)],
-    *[_global_type(kind, rank) for kind in ("avg", "max") for rank in (1, 2)],
+    *[_pool_type(kind, rank) for kind in ("max", "avg") for rank in (1, 2, 3)],
+    *[_global_type(kind, rank) for kind in ("avg", "max") for rank in (1, 2, 3)],
 ]

@@ -1,7 +1,7 @@
 """Layer types that are not convolutions, pooling, recurrent or batch normalization.
 
 Input, Dense, activation layers (Activation, ReLU, LeakyReLU, ELU, PReLU, Softmax), Dropout,
-SpatialDropout1D/2D, GaussianNoise and GaussianDropout, Flatten, Reshape, Rescaling,
+SpatialDropout1D/2D/3D, GaussianNoise and GaussianDropout, Flatten, Reshape, Rescaling,
 Normalization, Masking, Embedding, the merge layers (Add, Subtract, Multiply, Average,
 Maximum, Minimum, Concatenate, and keras.applications' CustomScaleLayer),
 LayerNormalization and GroupNormalization. Arguments and defaults are Keras 3's
@@ -156,7 +156,8 @@ def _build_dropout(args: dict[str, Any], shape: Shape, channels_first: bool):
 
 
 def _spatial_dropout(rank: int):
-    form = "(batch, steps, channels)" if rank == 3 else "(batch, height, width, channels)"
+    form = {3: "(batch, steps, channels)", 4: "(batch, height, width, channels)",
+            5: "(batch, depth, height, width, channels)"}[rank]
 
     def build(args: dict[str, Any], shape: Shape, channels_first: bool):
         check_rank(f"SpatialDropout{rank - 2}D", shape, (rank,), form)
@@ -480,6 +481,9 @@ CORE_TYPES: list[LayerType] = [
     layer_type("SpatialDropout2D", "spatial_dropout2d",
                {**_RATE, "data_format": Arg(A.data_format, "channels_last")},
                _spatial_dropout(4), "channels_first"),
+    layer_type("SpatialDropout3D", "spatial_dropout3d",
+               {**_RATE, "data_format": Arg(A.data_format, "channels_last")},
+               _spatial_dropout(5), "channels_first"),
     layer_type("Flatten", "flatten", {"data_format": Arg(A.data_format, "channels_last")},
                _build_flatten, "channels_last"),
     layer_type("Reshape", "reshape", {"target_shape": Arg(_target_shape)}, _build_reshape,
