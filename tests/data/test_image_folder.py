@@ -69,6 +69,20 @@ def test_pixels_labels_and_class_names(tree):
     assert sorted(_uids(d.x_train) + _uids(d.x_test)) == sorted(written)
 
 
+def test_keras_pixel_range(tree):
+    """pixels = "0..255": the decoded values as floats, as image_dataset_from_directory
+    yields them; the same files in the same order as the default 0..1."""
+    root, written = tree
+    unit = load_dataset("image_folder", path=str(root), image_size=[H, W])
+    raw = load_dataset("image_folder", path=str(root), image_size=[H, W], pixels="0..255")
+    assert raw.x_train.dtype == np.float32
+    for x_raw, x_unit in ((raw.x_train, unit.x_train), (raw.x_test, unit.x_test)):
+        for img, uid in zip(x_raw, _uids(x_unit), strict=True):
+            np.testing.assert_array_equal(img, written[uid][1].astype(np.float32))
+    with pytest.raises(DatasetError, match=r"invalid pixels='0..100'; expected one of"):
+        load_dataset("image_folder", path=str(root), pixels="0..100")
+
+
 # Recorded from Keras 3.15 on the `tree` fixture (classes dog 7, cat 5, emu 3 images):
 #   paths, labels, names = keras.src.utils.dataset_utils.index_directory(
 #       root, "inferred", formats=(".bmp", ".gif", ".jpeg", ".jpg", ".png"), shuffle=True, seed=7)

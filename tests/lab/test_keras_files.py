@@ -500,3 +500,47 @@ def test_starting_weights_errors(keras_experiment, model, message) -> None:
     with pytest.raises(LabError) as e:
         lab.load_experiment(path)
     assert message in str(e.value) and "\n" not in str(e.value)
+
+
+RESCALING = """
+name = "rescaling"
+[data]
+name = "image_folder"
+path = "IMAGES"
+image_size = [8, 8]
+[model]
+from = "rescaling.keras"
+[train]
+optimizer = { name = "adam" }
+loss = "sparse_categorical_crossentropy"
+epochs = 1
+[variants.as_saved]
+[variants.rescaled_outside]
+edits = [{ remove = "rescaling" }]
+"""
+
+
+def test_an_image_folder_feeds_keras_pixels_to_a_model_that_rescales(tmp_path) -> None:
+    """image_dataset_from_directory yields 0..255 and the file's Rescaling(1/255) divides
+    them: the lab feeds that model 0..255, and 0..1 once the Rescaling is gone."""
+    image = pytest.importorskip("PIL.Image")
+    for cls in ("a", "b"):
+        (tmp_path / "images" / cls).mkdir(parents=True)
+        for i in range(5):
+            image.fromarray(np.full((8, 8, 3), 40 * i, np.uint8)).save(
+                tmp_path / "images" / cls / f"{i}.png")
+    layers = keras.layers
+    keras.Sequential([keras.Input((8, 8, 3)), layers.RandomFlip(name="random_flip"),
+                      layers.Rescaling(1 / 255, name="rescaling"),
+                      layers.Conv2D(2, 3, name="conv2d"), layers.Flatten(name="flatten"),
+                      layers.Dense(2, activation="softmax", name="dense")]).save(
+        tmp_path / "rescaling.keras")
+    toml = tmp_path / "rescaling.toml"
+    toml.write_text(RESCALING.replace("IMAGES", str(tmp_path / "images")))
+    pixels = {v.name: v.data["pixels"] for v in lab.load_experiment(toml).variants}
+    assert pixels == {"as_saved": "0..255", "rescaled_outside": "0..1"}
+    data = lab.runs.load_variant_data(lab.load_experiment(toml).variants[0])
+    assert data.x_train.max() == 160.0  # the largest pixel value written
+    toml.write_text(RESCALING.replace("IMAGES", str(tmp_path / "images")).replace(
+        "image_size = [8, 8]", 'image_size = [8, 8]\npixels = "0..1"'))
+    assert {v.data["pixels"] for v in lab.load_experiment(toml).variants} == {"0..1"}

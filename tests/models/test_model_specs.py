@@ -567,3 +567,21 @@ def test_keras_values_that_cannot_be_honoured_fail_in_one_line(raw, message):
     with pytest.raises(SpecError, match=message) as info:
         parse_layer(raw, where="layers")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(("types", "rescales"), [
+    (["Rescaling", "Conv2D"], True),
+    (["RandomFlip", "RandomRotation", "Resizing", "Rescaling", "Conv2D"], True),
+    (["Rescaling", "Normalization", "Rescaling", "Conv2D"], True),  # EfficientNet's stem
+    (["Conv2D", "Rescaling"], False),  # rescales features, not pixels
+    (["RandomFlip", "Dense"], False),
+    ([], False),
+])
+def test_rescales_input_is_a_rescaling_among_the_layers_that_prepare_the_input(types, rescales):
+    from bnlab.models import rescales_input
+
+    args = {"Rescaling": {"scale": 0.5}, "Conv2D": {"filters": 1, "kernel_size": 1},
+            "Dense": {"units": 1}, "Resizing": {"height": 4, "width": 4},
+            "RandomRotation": {"factor": 0.1}}
+    specs = [parse_layer({"type": t, **args.get(t, {})}, where=t) for t in types]
+    assert rescales_input(specs) is rescales

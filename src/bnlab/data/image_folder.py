@@ -18,7 +18,9 @@ same ``seed`` and ``validation_split``.
 Images are decoded with Pillow, converted to RGB (or grayscale), resized to
 ``image_size`` (Pillow's resampling, which antialiases when shrinking, so pixels are
 close to but not identical with TensorFlow's ``tf.image.resize``), and scaled to
-``[0, 1]`` (Keras leaves them in ``[0, 255]``). Decoded images are cached.
+``[0, 1]``, or left in ``[0, 255]`` as Keras yields them with ``pixels="0..255"`` (for
+a model that rescales its input itself, such as a Keras file with a ``Rescaling``
+layer). Decoded images are cached.
 """
 
 from __future__ import annotations
@@ -217,6 +219,7 @@ def load_image_folder(
     test_path: str | os.PathLike[str] | None = None,
     color_mode: Literal["rgb", "grayscale"] = "rgb",
     interpolation: Literal["bilinear", "nearest", "bicubic", "area", "lanczos"] = "bilinear",
+    pixels: Literal["0..1", "0..255"] = "0..1",
 ) -> Dataset:
     """Your own images, one sub-folder per class, as a `Dataset` (see the module docstring).
 
@@ -236,9 +239,11 @@ def load_image_folder(
         test_path: separate folder for the test set.
         color_mode: ``"rgb"`` (3 channels) or ``"grayscale"`` (1 channel).
         interpolation: Pillow resampling used when resizing.
+        pixels: ``"0..1"`` (``k / 255``) or ``"0..255"`` (``k``, Keras's
+            ``image_dataset_from_directory``).
 
     Shape:
-        x: ``(N, H, W, 3)`` float32 in ``[0, 1]`` (``(N, H, W, 1)`` for grayscale);
+        x: ``(N, H, W, 3)`` float32 in ``[0, 1]`` or ``[0, 255]`` (``(N, H, W, 1)`` for grayscale);
         y: ``(N,)`` int64 in ``[0, len(class_names))``.
 
     Raises:
@@ -281,11 +286,16 @@ def load_image_folder(
             )
         x_train, y_train = x_all[order], labels[order]
         x_test = _decoded(test_files, image_size, color_mode, interpolation)
+    def floats(x: np.ndarray, what: str) -> np.ndarray:
+        if pixels == "0..255":
+            return x.astype(np.float32)  # Keras's float pixels, 0..255
+        return images_to_float(x, what=f"dataset 'image_folder' {what}")
+
     return Dataset(
         name="image_folder",
-        x_train=images_to_float(x_train, what="dataset 'image_folder' training images"),
+        x_train=floats(x_train, "training images"),
         y_train=y_train.copy(),
-        x_test=images_to_float(x_test, what="dataset 'image_folder' test images"),
+        x_test=floats(x_test, "test images"),
         y_test=y_test.copy(),
         num_classes=len(class_names),
         class_names=class_names,

@@ -285,6 +285,13 @@ _ENTRIES: dict[str, DatasetInfo] = {
                     choice(*INTERPOLATIONS),
                     "resampling used when resizing",
                 ),
+                DatasetParam(
+                    "pixels",
+                    "0..1",
+                    choice("0..1", "0..255"),
+                    "pixel range: 0..1, or 0..255 as Keras yields them (for a model that "
+                    "rescales its input; the lab's default for such a Keras file)",
+                ),
             ),
             load_image_folder,
         ),

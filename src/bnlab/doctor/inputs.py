@@ -26,8 +26,9 @@ so the doctor sees exactly the images Keras's two subsets hold for the same
 both purposes, like ``image_dataset_from_directory`` without ``validation_split``.
 
 **Pixel values.** ``image_dataset_from_directory`` yields floats 0..255 and a model
-that rescales itself (a ``Rescaling`` layer before its first layer with weights, e.g.
-``Rescaling(1/255)``) was trained on those: the doctor feeds it 0..255 (exactly the
+that rescales itself (a ``Rescaling`` layer before its first layer that does more than
+prepare the input, :func:`bnlab.models.rescales_input`; e.g. ``Rescaling(1/255)``) was
+trained on those: the doctor feeds it 0..255 (exactly the
 integer pixel values), so its Rescaling applies once, never twice. A model without
 such a layer was trained on pixels rescaled outside the model (``x / 255``,
 ``ImageDataGenerator(rescale=1/255)``, Keras's MNIST examples): it gets 0..1, as
@@ -72,8 +73,8 @@ class ModelInterface:
         input_shape: Keras input shape without the batch axis; None for a size Keras
             leaves open, e.g. ``(None, None, 3)``.
         output_units: size of the output's last axis.
-        rescales: the model rescales its input itself (a Rescaling layer before its
-            first layer with weights).
+        rescales: the model rescales its input itself
+            (:func:`bnlab.models.rescales_input`).
     """
 
     name: str

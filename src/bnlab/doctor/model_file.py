@@ -30,7 +30,7 @@ from bnlab.doctor.fix import Treatment, list_fixes
 from bnlab.doctor.inputs import ModelInterface, PixelScale, resolve_data
 from bnlab.doctor.run import DoctorError, examine_and_treat
 from bnlab.lab.keras_export import check_model_file
-from bnlab.models import GraphModel, SequentialModel
+from bnlab.models import GraphModel, SequentialModel, rescales_input
 from bnlab.train import list_losses
 
 __all__ = ["examine_model_file", "model_interface", "training_record"]
@@ -141,14 +141,9 @@ def model_interface(model: nn.Module, name: str) -> ModelInterface:
     else:
         raise DoctorError(f"{name}: expected a model loaded from a Keras file; got "
                           f"{type(model).__name__}")
-    rescales = False
-    for _, spec, module in model.named_layers():
-        if any(True for _ in module.parameters()):
-            break  # Rescaling after the first weights does not rescale the input pixels
-        rescales = rescales or spec.type == "Rescaling"
     units = output[-1]  # type: ignore[index]
     return ModelInterface(name, tuple(inputs[0]), int(units) if units is not None else 0,
-                          rescales)
+                          rescales_input(spec for _, spec, _ in model.named_layers()))
 
 
 def training_record(path: str | Path) -> dict[str, Any]:

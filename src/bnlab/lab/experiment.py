@@ -76,6 +76,9 @@ keep the file's names (edits may target ``"conv2d_1"``, a type such as
 ``input_shape`` is given, and the data's where the file leaves a size open. The
 resolved experiment holds the layers (and the graph's wiring) themselves, so a run
 does not read the file again. A variant with its own ``layers`` is a layer list.
+An ``image_folder`` feeds a model that rescales its input itself
+(:func:`bnlab.models.rescales_input`, e.g. a Keras file with ``Rescaling(1/255)``) pixels
+0..255, as Keras does, unless ``[data]`` sets ``pixels``.
 ``weights = "file"`` makes every run start from the file's weights where its layers
 match the file's (:mod:`bnlab.lab.file_weights`); the variant then records the file's
 path and SHA-256, and its runs read the file.
@@ -121,6 +124,7 @@ from bnlab.models import (
     layer_names,
     parse_layer,
     parse_layers,
+    rescales_input,
 )
 from bnlab.train import (
     ProbeSpec,
@@ -843,6 +847,10 @@ def _expand_variant(
                 )
             model_spec = apply_edits(model_spec, resolved["edits"], where=w(f"{path}.edits") + at)
         graph = model_spec if isinstance(model_spec, GraphSpec) else None
+        layers = tuple(model_spec) if graph is None else tuple(n.layer for n in graph.nodes)
+        if (data_opts["name"] == "image_folder" and "pixels" not in resolved["data"]
+                and rescales_input(layers)):
+            data_opts["pixels"] = "0..255"  # what Keras feeds a model that rescales itself
         variant = Variant(
             name=name,
             base=base_name,
@@ -850,7 +858,7 @@ def _expand_variant(
             grid=values,
             data=data_opts,
             input_shape=shape,
-            layers=tuple(model_spec) if graph is None else tuple(n.layer for n in graph.nodes),
+            layers=layers,
             train=_parse_train(w, train_path, resolved["train"], at),
             graph=graph,
             file_weights=FileWeights.from_dict(start) if start else None,

@@ -36,7 +36,7 @@ from bnlab.models.keras_config import changed_arguments, keras_config
 from bnlab.models.keras_weights import get_keras_weights, set_keras_weights
 from bnlab.models.registry import LayerType, get_layer_type, list_layer_types
 from bnlab.models.sequential import SequentialModel, build_model
-from bnlab.models.spec import LayerSpec, layer_names, parse_layer, parse_layers
+from bnlab.models.spec import LayerSpec, layer_names, parse_layer, parse_layers, rescales_input
 from bnlab.models.summary import ParamCounts, count_params, summary
 
 __all__ = [
@@ -63,6 +63,7 @@ __all__ = [
     "list_layer_types",
     "parse_layer",
     "parse_layers",
+    "rescales_input",
     "set_keras_weights",
     "summary",
 ]

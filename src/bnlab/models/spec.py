@@ -12,7 +12,7 @@ what was wrong (with the received value) and what is allowed.
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
@@ -20,8 +20,9 @@ from typing import Any
 from bnlab.models.arguments import InvalidArgError, freeze, received
 from bnlab.models.errors import SpecError
 from bnlab.models.registry import LayerType, get_layer_type
+from bnlab.models.types_augment import AUGMENT_TYPES
 
-__all__ = ["LayerSpec", "auto_name", "layer_names", "parse_layer", "parse_layers"]
+__all__ = ["LayerSpec", "auto_name", "layer_names", "parse_layer", "parse_layers", "rescales_input"]
 
 
 def _thaw(value: Any) -> Any:
@@ -278,3 +279,22 @@ def auto_name(base: str, counts: dict[str, int], taken: set[str]) -> str:
         candidate = base if n == 0 else f"{base}_{n}"
         if candidate not in taken:
             return candidate
+
+
+#: Layer types that only prepare a model's input: what may come before its own Rescaling.
+_PREPARING = frozenset({"Input", "Rescaling", "Resizing", "Normalization",
+                        *(t.name for t in AUGMENT_TYPES)})
+
+
+def rescales_input(specs: Iterable[LayerSpec]) -> bool:
+    """Whether a model of these layers (in call order) rescales its input pixels itself:
+    a Rescaling layer before its first layer that does more than prepare the input
+    (augmentation, Resizing, Normalization, Rescaling). Keras feeds such a model pixels
+    0..255, as ``image_dataset_from_directory`` yields them.
+    """
+    for spec in specs:
+        if spec.type == "Rescaling":
+            return True
+        if spec.type not in _PREPARING:
+            return False
+    return False
