@@ -141,6 +141,14 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="EXPERIMENT",
         help="start from a bundled experiment (see `bnlab list`) instead of the template",
     )
+    init.add_argument("--model", type=Path, metavar="FILE",
+                      help="start from your Keras model file (.keras or .h5): its BN questions")
+    init.add_argument("--data", metavar="DATA",
+                      help="with --model: a dataset name, an image folder, an .npz file or a "
+                      "TOML table, as for bnlab doctor")
+    init.add_argument("--image-size", type=int, nargs=2, metavar=("H", "W"),
+                      help="with --model and an image folder: resize to H x W (default: the "
+                      "model's input size)")
     init.add_argument("--force", action="store_true", help="overwrite an existing file")
     completion = sub.add_parser(
         "completion", parents=[common], help="print a shell completion script (bash, zsh, tcsh)"
@@ -777,7 +785,9 @@ def _report(args: argparse.Namespace, argv: list[str]) -> int:
 def _init(args: argparse.Namespace, argv: list[str]) -> int:
     from bnlab.lab.starter import write_starter
 
-    path = write_starter(args.name, source=args.source, force=args.force)
+    image_size = tuple(args.image_size) if args.image_size else None
+    path = write_starter(args.name, source=args.source, model=args.model, data=args.data,
+                         image_size=image_size, force=args.force)  # type: ignore[arg-type]
     print(f"wrote {path}; run it with: bnlab run {path}")
     return EXIT_OK
 

@@ -132,7 +132,7 @@ def test_bad_data_arguments(tmp_path: Path, folder: Path) -> None:
         resolve_data("circles", model(), image_size=(2, 2), validation_split=0.5)
     with pytest.raises(DoctorError, match=r"DATA 'no/such/dir' is not a folder"):
         resolve_data("no/such/dir", model())
-    with pytest.raises(DoctorError, match=r"the table needs name = a registered dataset"):
+    with pytest.raises(DatasetError, match=r"the table needs name = a registered dataset"):
         resolve_data("{ path = 'x' }", model())
     empty = tmp_path / "empty"
     (empty / "cat").mkdir(parents=True)

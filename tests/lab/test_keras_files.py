@@ -544,3 +544,48 @@ def test_an_image_folder_feeds_keras_pixels_to_a_model_that_rescales(tmp_path) -
     toml.write_text(RESCALING.replace("IMAGES", str(tmp_path / "images")).replace(
         "image_size = [8, 8]", 'image_size = [8, 8]\npixels = "0..1"'))
     assert {v.data["pixels"] for v in lab.load_experiment(toml).variants} == {"0..1"}
+
+
+def test_init_from_a_keras_model_asks_its_bn_questions(keras_experiment, tmp_path, monkeypatch,
+                                                       capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    code = main(["init", "mine", "--model", str(keras_experiment / "student.keras"),
+                 "--data", str(keras_experiment / "images.npz")])
+    assert code == 0 and "wrote mine.toml; run it with: bnlab run mine.toml" in capsys.readouterr().out
+    text = (tmp_path / "mine.toml").read_text()
+    assert f'from = "{(keras_experiment / "student.keras").as_posix()}"' in text  # not below
+    assert 'weights = "fresh"' in text and 'loss = "sparse_categorical_crossentropy"' in text
+    exp = lab.load_experiment(tmp_path / "mine.toml")
+    variants = {v.name: v for v in exp.variants}
+    assert list(variants) == ["as_saved", "momentum_0_9", "no_bn"]
+    assert [s.resolved_args()["momentum"] for s in variants["momentum_0_9"].layers
+            if s.type == "BatchNormalization"] == [pytest.approx(0.9)]
+    assert "BatchNormalization" not in [s.type for s in variants["no_bn"].layers]
+    data = exp.variants[0].data
+    assert (data["name"], data["path"]) == ("npz", str(keras_experiment / "images.npz"))
+    outcome = lab.run(exp, tmp_path / "out", seeds=1, epochs=1, workers=1, report=False)
+    assert outcome.completed == 3
+
+
+def test_init_from_a_model_without_bn_adds_it_after_each_hidden_layer(tmp_path, monkeypatch,
+                                                                       capsys) -> None:
+    layers = keras.layers
+    keras.Sequential([keras.Input((2,)), layers.Dense(8, activation="relu", name="hidden"),
+                      layers.Dense(8, activation="relu", name="hidden_2"),
+                      layers.Dense(1, activation="sigmoid", name="out")]).save(tmp_path / "mlp.keras")
+    monkeypatch.chdir(tmp_path)
+    assert main(["init", "mlp", "--model", "mlp.keras", "--data", "circles"]) == 0
+    text = (tmp_path / "mlp.toml").read_text()
+    assert 'from = "mlp.keras"' in text and 'loss = "binary_crossentropy"' in text
+    with_bn = lab.load_experiment(tmp_path / "mlp.toml").variants[1]
+    assert with_bn.name == "with_bn"
+    assert [s.type for s in with_bn.layers] == ["Dense", "BatchNormalization", "Dense",
+                                               "BatchNormalization", "Dense"]
+    for args, message in (
+        (["--model", "mlp.keras"], "bnlab init: --model needs --data"),
+        (["--data", "circles"], "bnlab init: --data and --image-size go with --model FILE"),
+        (["--model", "mlp.keras", "--data", "nothing/here"], "DATA 'nothing/here' is not a folder"),
+    ):
+        assert main(["init", "again", *args]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "again.toml").exists()

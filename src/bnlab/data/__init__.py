@@ -33,6 +33,7 @@ from bnlab.data.registry import (
     dataset_info,
     list_datasets,
     load_dataset,
+    parse_data_argument,
 )
 from bnlab.data.toy import load_blobs, load_circles, load_moons
 
@@ -58,6 +59,7 @@ __all__ = [
     "load_mnist",
     "load_moons",
     "load_npz",
+    "parse_data_argument",
     "read_idx",
     "write_idx",
 ]

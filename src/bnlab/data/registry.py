@@ -9,8 +9,10 @@ record the resolved options, and `dataset_info` to list what each dataset accept
 
 from __future__ import annotations
 
+import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from bnlab.data.dataset import Dataset, DatasetError
@@ -413,3 +415,37 @@ def load_dataset(name: str, /, **options: Any) -> Dataset:
     """
     resolved = check_dataset_options(name, options)
     return _ENTRIES[name].loader(**resolved)
+
+
+def parse_data_argument(text: str) -> tuple[str, dict[str, Any]]:
+    """A command line's DATA -> (registered dataset name, options as given).
+
+    DATA is a folder (``image_folder``), a path ending in ``.npz`` (``npz``), a
+    registered name (``mnist``), or a TOML table with a name and options
+    (``{ name = "fashion6", train_per_class = 100 }``, the lab's ``[data]`` table).
+
+    Raises:
+        DatasetError: a table that is no TOML or has no name, a path that is no folder
+            or ``.npz`` file.
+    """
+    stripped = text.strip()
+    if stripped.startswith("{"):
+        try:
+            table = tomllib.loads(f"data = {stripped}")["data"]
+        except tomllib.TOMLDecodeError as e:
+            raise DatasetError(f"DATA {text!r}: not a TOML table like "
+                               f'{{ name = "fashion6", train_per_class = 100 }}: {e}') from None
+        name = table.pop("name", None)
+        if not isinstance(name, str):
+            raise DatasetError(f"DATA {text!r}: the table needs name = a registered dataset, "
+                               f"got {name!r}")
+        return name, table
+    path = Path(text).expanduser()
+    if path.is_dir():
+        return "image_folder", {"path": str(path)}
+    if path.suffix.lower() == ".npz":
+        return "npz", {"path": str(path)}
+    if "/" in text or "\\" in text or path.exists():
+        raise DatasetError(f"DATA {text!r} is not a folder of class sub-folders, an .npz file "
+                           "or a registered dataset name; check the path")
+    return text, {}

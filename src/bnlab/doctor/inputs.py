@@ -42,7 +42,6 @@ shape against image size and channels, output units against the number of classe
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -50,7 +49,7 @@ from typing import Any, Literal
 
 import numpy as np
 
-from bnlab.data import Dataset, check_dataset_options, load_dataset
+from bnlab.data import Dataset, check_dataset_options, load_dataset, parse_data_argument
 from bnlab.doctor.run import DoctorError
 
 __all__ = ["DEFAULT_SPLIT_SEED", "PIXEL_SCALES", "ModelInterface", "PixelScale", "resolve_data"]
@@ -120,7 +119,7 @@ def resolve_data(
     if pixel_scale not in PIXEL_SCALES:
         raise DoctorError(f"--pixel-scale: got {pixel_scale!r}; choose from: "
                           f"{', '.join(PIXEL_SCALES)}")
-    name, options = _parse(text)
+    name, options = parse_data_argument(text)
     folder_options = {"--image-size": image_size, "--validation-split": validation_split,
                       "--split-seed": split_seed}
     given = [flag for flag, value in folder_options.items() if value is not None]
@@ -138,31 +137,6 @@ def resolve_data(
     description = {"data": text, "dataset": name, "options": _plain(options), "pixels": pixels,
                    "pixel_rule": rule}
     return dataset, description
-
-
-def _parse(text: str) -> tuple[str, dict[str, Any]]:
-    """DATA -> (registered dataset name, options as given)."""
-    stripped = text.strip()
-    if stripped.startswith("{"):
-        try:
-            table = tomllib.loads(f"data = {stripped}")["data"]
-        except tomllib.TOMLDecodeError as e:
-            raise DoctorError(f"DATA {text!r}: not a TOML table like "
-                              f'{{ name = "fashion6", train_per_class = 100 }}: {e}') from None
-        name = table.pop("name", None)
-        if not isinstance(name, str):
-            raise DoctorError(f"DATA {text!r}: the table needs name = a registered dataset, got "
-                              f"{name!r}")
-        return name, table
-    path = Path(text).expanduser()
-    if path.is_dir():
-        return "image_folder", {"path": str(path)}
-    if path.suffix.lower() == ".npz":
-        return "npz", {"path": str(path)}
-    if "/" in text or "\\" in text or path.exists():
-        raise DoctorError(f"DATA {text!r} is not a folder of class sub-folders, an .npz file or a "
-                          "registered dataset name; check the path")
-    return text, {}
 
 
 def _image_folder_options(

@@ -1,20 +1,27 @@
-"""``bnlab init NAME [--from EXPERIMENT]``: a starting experiment file with comments.
+"""``bnlab init NAME [--from EXPERIMENT | --model FILE --data DATA]``: a starting experiment.
 
 `starter_text` returns the TOML text: a commented template of every section (data, model,
 train, variants, grid, report), or a bundled experiment's own file with its name replaced.
-`write_starter` writes it to ``NAME.toml`` after checking that it loads
+`model_starter_text` starts from a user's Keras model file and data: the file as the base
+model (``[model] from``), the data as ``bnlab doctor --data`` reads it, and variants that
+ask the batch-normalization questions of that model (as saved, another momentum, without
+BN; or, for a model without BN, with BN after each convolution or hidden Dense layer).
+`write_starter` writes the text to ``NAME.toml`` after checking that it loads
 (``bnlab.lab.load_experiment``), so a new user starts from a file that runs.
 """
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+from typing import Any
 
 from bnlab.lab.errors import LabError
 from bnlab.lab.experiment import list_experiments, load_experiment
+from bnlab.models import LayerSpec
 
-__all__ = ["TEMPLATE", "starter_text", "write_starter"]
+__all__ = ["TEMPLATE", "model_starter_text", "starter_text", "write_starter"]
 
 TEMPLATE = '''# {name}: a bnlab experiment. Run it with `bnlab run {name}.toml`; `bnlab show {name}.toml`
 # prints the settings as used and each variant's model summary.
@@ -79,14 +86,128 @@ def starter_text(name: str, source: str | None = None) -> str:
     return head + text
 
 
-def write_starter(
-    name: str, *, source: str | None = None, folder: str | Path = ".", force: bool = False
-) -> Path:
-    """Write ``folder/NAME.toml`` (`starter_text`) and check that it loads; returns the path.
+_MODEL_TEMPLATE = '''# {name}: batch normalization in {file}, over many seeds (bnlab init --model).
+# Run it with `bnlab run {name}.toml`; `bnlab show {name}.toml` prints each variant's model.
+name = "{name}"
+description = "{file}: {summary}"
+seeds = 5                 # runs per variant; confidence intervals need 5 or more
+
+[data]
+{data}
+
+[model]                   # the file's architecture (its path is relative to this file)
+from = "{model}"
+{weights}
+
+[train]                   # set these to how the model is trained
+optimizer = {{ name = "adam", learning_rate = 0.001 }}
+loss = "{loss}"
+epochs = 10
+batch_size = 32
+
+{variants}
+[report]
+reference = "as_saved"    # the variant the others are compared with
+'''
+
+
+def model_starter_text(
+    name: str, model: str | Path, data: str, *, image_size: tuple[int, int] | None = None,
+    folder: str | Path = ".",
+) -> str:
+    """The TOML text of a study of Keras model file ``model`` on ``data`` (see the module
+    docstring); ``folder`` is where the TOML goes (the model path is written relative to it).
 
     Raises:
-        LabError: the name is not a plain file name, the file exists (without ``force``), or
-            the written experiment does not load (it is removed again).
+        LabError: a file that is no Keras model this version of bnlab reads, or DATA that
+            names no dataset, folder or ``.npz`` file.
+    """
+    from bnlab.data import DatasetError, check_dataset_options, parse_data_argument
+    from bnlab.keras_io import KerasFileError, load_keras_spec
+
+    path = Path(model).expanduser().resolve()
+    try:
+        spec = load_keras_spec(path)
+        built = spec.build(seed=0)
+        dataset, options = parse_data_argument(data)
+        if "path" in options:  # [data] paths are relative to the working folder: make it last
+            options["path"] = str(Path(options["path"]).expanduser().resolve())
+        if dataset == "image_folder" and "image_size" not in options:
+            height_width = image_size or tuple(spec.input_shape[:2])
+            options["image_size"] = list(height_width) if None not in height_width else [64, 64]
+        check_dataset_options(dataset, options, where="--data")
+    except (KerasFileError, DatasetError) as error:
+        raise LabError(str(error)) from None
+    layers = [(n, s) for n, s, _ in built.named_layers()]
+    outputs = built.output_shape[-1]  # type: ignore[index]
+    data_lines = [f'name = "{dataset}"'] + [f"{k} = {_toml(v)}" for k, v in options.items()]
+    variants, summary = _model_variants(layers)
+    try:
+        relative = path.relative_to(Path(folder).resolve())
+    except ValueError:
+        relative = path
+    frozen = any(not p.requires_grad for p in built.parameters())
+    weights = ('weights = "file"          # the frozen layers are pretrained: every run starts '
+               'from the file\'s weights' if frozen else
+               'weights = "fresh"         # "file": every run starts from the file\'s weights')
+    return _MODEL_TEMPLATE.format(
+        name=name, file=path.name, summary=summary, data="\n".join(data_lines),
+        model=relative.as_posix(), variants=variants, weights=weights,
+        loss="binary_crossentropy" if outputs == 1 else "sparse_categorical_crossentropy",
+    )
+
+
+def _model_variants(layers: list[tuple[str, LayerSpec]]) -> tuple[str, str]:
+    """The variants' TOML and a one-line summary for a model with these named layers."""
+    own = '[variants.as_saved]\ndescription = "the model as in the file"\n'
+    momenta = {s.resolved_args()["momentum"] for _, s in layers if s.type == "BatchNormalization"}
+    if momenta:
+        other = 0.99 if momenta == {0.9} else 0.9
+        tag = str(other).replace(".", "_")
+        return own + (
+            f'\n[variants.momentum_{tag}]\n'
+            f'description = "every BatchNormalization with momentum {other} (Keras\'s default is 0.99)"\n'
+            f'edits = [{{ set = {{ type = "BatchNormalization" }}, args = {{ momentum = {other} }} }}]\n'
+            '\n[variants.no_bn]\n'
+            'description = "without BatchNormalization"\n'
+            'edits = [{ remove = "BatchNormalization" }]\n'
+        ), f"as saved vs BN momentum {other} vs without BN"
+    convolutions = [n for n, s in layers if s.type in ("Conv1D", "Conv2D", "Conv3D")]
+    targets = convolutions or [n for n, s in layers if s.type == "Dense"][:-1]
+    if not targets:
+        return own, "as saved"
+    where = "convolution" if convolutions else "hidden Dense layer"
+    names = ", ".join(f'"{n}"' for n in targets)
+    return own + (
+        '\n[variants.with_bn]\n'
+        f'description = "BatchNormalization after each {where}"\n'
+        f'edits = [{{ insert_after = [{names}], layer = {{ type = "BatchNormalization" }} }}]\n'
+    ), f"as saved vs with BN after each {where}"
+
+
+def _toml(value: Any) -> str:
+    """A TOML value of a dataset option (strings, numbers, booleans and lists of them)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, str):
+        return json.dumps(value)
+    return repr(value)
+
+
+def write_starter(
+    name: str, *, source: str | None = None, model: str | Path | None = None,
+    data: str | None = None, image_size: tuple[int, int] | None = None,
+    folder: str | Path = ".", force: bool = False,
+) -> Path:
+    """Write ``folder/NAME.toml`` and check that it loads; returns the path. The text is
+    `model_starter_text` with ``model`` (and ``data``), else `starter_text`.
+
+    Raises:
+        LabError: the name is not a plain file name, the file exists (without ``force``),
+            ``--model`` without ``--data`` (or with ``--from``), or the written experiment
+            does not load (it is removed again).
     """
     if not re.fullmatch(r"[A-Za-z0-9_][A-Za-z0-9_.-]*", name):
         raise LabError(
@@ -96,7 +217,13 @@ def write_starter(
     path = Path(folder) / f"{name}.toml"
     if path.exists() and not force:
         raise LabError(f"bnlab init: {path} exists; pass --force to overwrite it")
-    path.write_text(starter_text(name, source), "utf-8")
+    if model is not None and (data is None or source is not None):
+        raise LabError("bnlab init: --model needs --data (the data to train on), and no --from")
+    if model is None and (data is not None or image_size is not None):
+        raise LabError("bnlab init: --data and --image-size go with --model FILE")
+    text = (starter_text(name, source) if model is None else
+            model_starter_text(name, model, data or "", image_size=image_size, folder=folder))
+    path.write_text(text, "utf-8")
     try:
         load_experiment(path)
     except LabError:
