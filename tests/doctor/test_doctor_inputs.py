@@ -130,7 +130,7 @@ def test_bad_data_arguments(tmp_path: Path, folder: Path) -> None:
     with pytest.raises(DoctorError, match=r"--image-size, --validation-split apply to an image "
                                           r"folder; DATA 'circles' is dataset 'circles'"):
         resolve_data("circles", model(), image_size=(2, 2), validation_split=0.5)
-    with pytest.raises(DoctorError, match=r"DATA 'no/such/dir' is not a folder"):
+    with pytest.raises(DatasetError, match=r"DATA 'no/such/dir' is not a folder"):
         resolve_data("no/such/dir", model())
     with pytest.raises(DatasetError, match=r"the table needs name = a registered dataset"):
         resolve_data("{ path = 'x' }", model())
