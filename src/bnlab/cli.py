@@ -785,9 +785,9 @@ def _report(args: argparse.Namespace, argv: list[str]) -> int:
 def _init(args: argparse.Namespace, argv: list[str]) -> int:
     from bnlab.lab.starter import write_starter
 
-    image_size = tuple(args.image_size) if args.image_size else None
+    image_size = (args.image_size[0], args.image_size[1]) if args.image_size else None
     path = write_starter(args.name, source=args.source, model=args.model, data=args.data,
-                         image_size=image_size, force=args.force)  # type: ignore[arg-type]
+                         image_size=image_size, force=args.force)
     print(f"wrote {path}; run it with: bnlab run {path}")
     return EXIT_OK
 

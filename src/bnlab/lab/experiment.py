@@ -76,12 +76,13 @@ keep the file's names (edits may target ``"conv2d_1"``, a type such as
 ``input_shape`` is given, and the data's where the file leaves a size open. The
 resolved experiment holds the layers (and the graph's wiring) themselves, so a run
 does not read the file again. A variant with its own ``layers`` is a layer list.
-An ``image_folder`` feeds a model that rescales its input itself
-(:func:`bnlab.models.rescales_input`, e.g. a Keras file with ``Rescaling(1/255)``) pixels
-0..255, as Keras does, unless ``[data]`` sets ``pixels``.
 ``weights = "file"`` makes every run start from the file's weights where its layers
 match the file's (:mod:`bnlab.lab.file_weights`); the variant then records the file's
 path and SHA-256, and its runs read the file.
+
+An ``image_folder`` feeds a model that rescales its input itself
+(:func:`bnlab.models.rescales_input`, e.g. a Keras file with ``Rescaling(1/255)``) pixels
+0..255, as Keras does, unless ``[data]`` sets ``pixels``.
 
 Published numbers (``[report.published.NAME]``, NAME a base variant) apply to every grid
 point of that variant; the report places each among our seeds (``bnlab.lab.published``).
@@ -625,7 +626,8 @@ def parse_experiment(
 
 
 def _model_from_file(w: _Where, model: dict[str, Any], base_dir: str | Path | None) -> dict[str, Any]:
-    """``[model]`` with ``from = FILE`` replaced by the file's layers (and input shape)."""
+    """``[model]`` with ``from = FILE`` replaced by the file's layers (and input shape),
+    a Functional file's ``graph`` wiring, and with ``weights = "file"`` its ``file_weights``."""
     if "from" not in model:
         if "weights" in model:
             raise w.error("model.weights", "starting weights come from a Keras file; give "
