@@ -66,3 +66,21 @@ def test_tf_keras_2_h5_loads_with_keras_outputs(case: Case, tmp_path) -> None:
     np.testing.assert_allclose(
         predict(reloaded, case.inputs, training=False), expected, rtol=1e-5, atol=1e-5
     )
+
+
+@pytest.mark.parametrize("suffix", [".keras", ".h5"])
+@pytest.mark.filterwarnings("ignore:You are saving your model as an HDF5 file:UserWarning")
+def test_compile_settings_are_read_from_both_formats(tmp_path, suffix) -> None:
+    from bnlab.keras_io.archive import read_file
+
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")])
+    model.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                  loss=keras.losses.SparseCategoricalCrossentropy())
+    model.save(tmp_path / f"m{suffix}")
+    compiled = read_file(tmp_path / f"m{suffix}", weights=False).compile
+    assert compiled["optimizer"]["class_name"] == "SGD"
+    assert compiled["optimizer"]["config"]["momentum"] == pytest.approx(0.9)
+    assert compiled["loss"]["class_name"] == "SparseCategoricalCrossentropy"
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    model.save(tmp_path / f"plain{suffix}")
+    assert read_file(tmp_path / f"plain{suffix}", weights=False).compile == {}

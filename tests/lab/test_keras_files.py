@@ -555,6 +555,7 @@ def test_init_from_a_keras_model_asks_its_bn_questions(keras_experiment, tmp_pat
     text = (tmp_path / "mine.toml").read_text()
     assert f'from = "{(keras_experiment / "student.keras").as_posix()}"' in text  # not below
     assert 'weights = "fresh"' in text and 'loss = "sparse_categorical_crossentropy"' in text
+    assert "# set these to how the model is trained" in text  # saved uncompiled
     exp = lab.load_experiment(tmp_path / "mine.toml")
     variants = {v.name: v for v in exp.variants}
     assert list(variants) == ["as_saved", "momentum_0_9", "no_bn"]
@@ -570,13 +571,23 @@ def test_init_from_a_keras_model_asks_its_bn_questions(keras_experiment, tmp_pat
 def test_init_from_a_model_without_bn_adds_it_after_each_hidden_layer(tmp_path, monkeypatch,
                                                                        capsys) -> None:
     layers = keras.layers
-    keras.Sequential([keras.Input((2,)), layers.Dense(8, activation="relu", name="hidden"),
-                      layers.Dense(8, activation="relu", name="hidden_2"),
-                      layers.Dense(1, activation="sigmoid", name="out")]).save(tmp_path / "mlp.keras")
+    mlp = keras.Sequential([keras.Input((2,)), layers.Dense(8, activation="relu", name="hidden"),
+                            layers.Dense(8, activation="relu", name="hidden_2"),
+                            layers.Dense(1, activation="sigmoid", name="out")])
+    mlp.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9), loss="binary_crossentropy")
+    mlp.save(tmp_path / "mlp.keras")
+    mlp.compile(optimizer="rmsprop", loss=keras.losses.BinaryCrossentropy(from_logits=True))
+    mlp.save(tmp_path / "logits.keras")
     monkeypatch.chdir(tmp_path)
     assert main(["init", "mlp", "--model", "mlp.keras", "--data", "circles"]) == 0
     text = (tmp_path / "mlp.toml").read_text()
-    assert 'from = "mlp.keras"' in text and 'loss = "binary_crossentropy"' in text
+    assert 'from = "mlp.keras"' in text
+    assert ('[train]                   # as the file was compiled\n'
+            'optimizer = { name = "sgd", learning_rate = 0.05, momentum = 0.9 }\n'
+            'loss = "binary_crossentropy"\n') in text
+    assert main(["init", "logits", "--model", "logits.keras", "--data", "circles"]) == 0
+    text = (tmp_path / "logits.toml").read_text()  # bnlab's losses take probabilities
+    assert "# set these to how the model is trained" in text
     with_bn = lab.load_experiment(tmp_path / "mlp.toml").variants[1]
     assert with_bn.name == "with_bn"
     assert [s.type for s in with_bn.layers] == ["Dense", "BatchNormalization", "Dense",

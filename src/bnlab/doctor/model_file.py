@@ -17,7 +17,6 @@ optimizer) leaves the step count unknown.
 from __future__ import annotations
 
 import io
-import json
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from bnlab.doctor.examine import Diagnosis
 from bnlab.doctor.fix import Treatment, list_fixes
 from bnlab.doctor.inputs import ModelInterface, PixelScale, resolve_data
 from bnlab.doctor.run import DoctorError, examine_and_treat
+from bnlab.keras_io.archive import read_file
 from bnlab.lab.keras_export import check_model_file
 from bnlab.models import GraphModel, SequentialModel, rescales_input
 from bnlab.train import list_losses
@@ -158,28 +158,22 @@ def training_record(path: str | Path) -> dict[str, Any]:
 
     path = Path(path)
     steps: int | None = None
-    loss: Any = None
     try:
+        loss = read_file(path, weights=False).compile.get("loss")
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as archive:
-                config = json.loads(archive.read("config.json"))
-                loss = (config.get("compile_config") or {}).get("loss")
                 if "model.weights.h5" in archive.namelist():
                     with h5py.File(io.BytesIO(archive.read("model.weights.h5")), "r") as f:
                         steps = _scalar_int(f.get("optimizer/vars/0"))
         else:
             with h5py.File(path, "r") as f:
-                training = f.attrs.get("training_config")
-                if training is not None:
-                    text = training.decode() if isinstance(training, bytes) else str(training)
-                    loss = json.loads(text).get("loss")
                 group = f.get("optimizer_weights")
                 if group is not None:
                     names: list[str] = []
                     group.visit(names.append)
                     found = [n for n in names if n.rsplit("/", 1)[-1].startswith("iter")]
                     steps = _scalar_int(group.get(found[0])) if found else None
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile):
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile):  # KerasFileError too
         return {"steps": None, "loss": None}
     return {"steps": steps, "loss": loss if isinstance(loss, str) else None}
 

@@ -57,6 +57,9 @@ class KerasFile:
             layer's ``vars`` group (the layer's name), where present.
         legacy: ``"h5"``: layer name -> ``[(weight name, array), ...]`` in the file's
             ``weight_names`` order; ``"keras"``: empty.
+        compile: what ``model.compile`` recorded: ``{"optimizer": {"class_name",
+            "config"}, "loss": a name or a serialized loss}`` (a key is absent when the
+            file does not record it; empty for a model saved uncompiled).
     """
 
     path: Path
@@ -66,6 +69,7 @@ class KerasFile:
     arrays: dict[str, np.ndarray] = field(default_factory=dict)
     group_names: dict[str, str] = field(default_factory=dict)
     legacy: dict[str, list[tuple[str, np.ndarray]]] = field(default_factory=dict)
+    compile: dict[str, Any] = field(default_factory=dict)
 
 
 def read_file(path: str | os.PathLike[str], *, weights: bool = True) -> KerasFile:
@@ -134,7 +138,8 @@ def _read_archive(path: Path, read_weights: bool) -> KerasFile:
         )
     arrays, group_names = _read_h5_tree(path, weights) if weights is not None else ({}, {})
     version = metadata.get("keras_version") if isinstance(metadata, dict) else None
-    return KerasFile(path, "keras", config, version, arrays=arrays, group_names=group_names)
+    return KerasFile(path, "keras", config, version, arrays=arrays, group_names=group_names,
+                     compile=_compile_settings(config.get("compile_config"), "optimizer"))
 
 
 def _listing(names: list[str]) -> str:
@@ -200,6 +205,9 @@ def _read_legacy(path: Path, read_weights: bool) -> KerasFile:
                     "saved with model.save('model.h5')"
                 )
             legacy = _read_legacy_weights(path, group) if read_weights else {}
+            training = h5.attrs.get("training_config")
+            compiled = None if training is None else _json(path, "the 'training_config' attribute",
+                                                           _bytes(training))
     except OSError as error:
         raise KerasFileError(f"{path}: is a damaged HDF5 file ({error}); {_EXPECTED}") from None
     if not isinstance(config, dict) or "class_name" not in config:
@@ -207,7 +215,22 @@ def _read_legacy(path: Path, read_weights: bool) -> KerasFile:
             f"{path}: model_config holds {type(config).__name__} without 'class_name'; expected "
             'a serialized model {"class_name": "Sequential" or "Functional", "config": {...}}'
         )
-    return KerasFile(path, "h5", config, None if version is None else _text(version), legacy=legacy)
+    return KerasFile(path, "h5", config, None if version is None else _text(version), legacy=legacy,
+                     compile=_compile_settings(compiled, "optimizer_config"))
+
+
+def _compile_settings(recorded: Any, optimizer_key: str) -> dict[str, Any]:
+    """``{"optimizer", "loss"}`` of a recorded compile configuration (Keras 3's
+    ``compile_config`` keeps the optimizer under ``optimizer``, tf.keras's
+    ``training_config`` under ``optimizer_config``); what it lacks is left out."""
+    if not isinstance(recorded, dict):
+        return {}
+    out = {}
+    if isinstance(recorded.get(optimizer_key), dict):
+        out["optimizer"] = recorded[optimizer_key]
+    if isinstance(recorded.get("loss"), str | dict):
+        out["loss"] = recorded["loss"]
+    return out
 
 
 def _bytes(value: Any) -> bytes:

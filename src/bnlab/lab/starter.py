@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -99,8 +100,8 @@ seeds = 5                 # runs per variant; confidence intervals need 5 or mor
 from = "{model}"
 {weights}
 
-[train]                   # set these to how the model is trained
-optimizer = {{ name = "adam", learning_rate = 0.001 }}
+[train]                   # {train_note}
+optimizer = {optimizer}
 loss = "{loss}"
 epochs = 10
 batch_size = 32
@@ -124,10 +125,12 @@ def model_starter_text(
     """
     from bnlab.data import DatasetError, check_dataset_options, parse_data_argument
     from bnlab.keras_io import KerasFileError, load_keras_spec
+    from bnlab.keras_io.archive import read_file
 
     path = Path(model).expanduser().resolve()
     try:
         spec = load_keras_spec(path)
+        compiled = read_file(path, weights=False).compile
         built = spec.build(seed=0)
         dataset, options = parse_data_argument(data)
         if "path" in options:  # [data] paths are relative to the working folder: make it last
@@ -150,11 +153,50 @@ def model_starter_text(
     weights = ('weights = "file"          # the frozen layers are pretrained: every run starts '
                'from the file\'s weights' if frozen else
                'weights = "fresh"         # "file": every run starts from the file\'s weights')
+    optimizer, loss = _compiled_optimizer(compiled), _compiled_loss(compiled)
+    note = ("as the file was compiled" if optimizer and loss else
+            "set these to how the model is trained")
     return _MODEL_TEMPLATE.format(
         name=name, file=path.name, summary=summary, data="\n".join(data_lines),
-        model=relative.as_posix(), variants=variants, weights=weights,
-        loss="binary_crossentropy" if outputs == 1 else "sparse_categorical_crossentropy",
+        model=relative.as_posix(), variants=variants, weights=weights, train_note=note,
+        optimizer=optimizer or '{ name = "adam", learning_rate = 0.001 }',
+        loss=loss or ("binary_crossentropy" if outputs == 1 else "sparse_categorical_crossentropy"),
     )
+
+
+def _compiled_optimizer(compiled: Mapping[str, Any]) -> str | None:
+    """The file's compiled optimizer as a TOML table, with the arguments that differ from
+    Keras's defaults; None when it is not SGD, Adam or RMSprop with plain numbers."""
+    from bnlab.train import validate_optimizer_args
+
+    entry = compiled.get("optimizer") or {}
+    name = str(entry.get("class_name", "")).lower()
+    config = entry.get("config") if isinstance(entry.get("config"), Mapping) else {}
+    try:
+        defaults = validate_optimizer_args(name, {})
+        args = validate_optimizer_args(name, {
+            k: float(f"{v:.7g}") if isinstance(v, float) else v  # float32 values: 0.05, not 0.0500000007
+            for k, v in config.items() if k in defaults})
+    except (TypeError, ValueError):  # another optimizer, or a learning-rate schedule
+        return None
+    changed = {k: v for k, v in args.items() if k == "learning_rate" or v != defaults[k]}
+    return "{ " + ", ".join([f'name = "{name}"', *(f"{k} = {_toml(v)}" for k, v in changed.items())]) + " }"
+
+
+def _compiled_loss(compiled: Mapping[str, Any]) -> str | None:
+    """The file's compiled loss when bnlab has it (by name, or a serialized loss on
+    probabilities such as ``SparseCategoricalCrossentropy()``); else None."""
+    from bnlab.train import list_losses
+
+    loss = compiled.get("loss")
+    if isinstance(loss, Mapping):
+        config = loss.get("config") if isinstance(loss.get("config"), Mapping) else {}
+        if config.get("from_logits"):
+            return None  # bnlab's losses take probabilities
+        loss = re.sub(r"(?<!^)(?=[A-Z])", "_", str(loss.get("class_name", ""))).lower()
+    aliases = {"mean_squared_error": "mse"}
+    loss = aliases.get(loss, loss) if isinstance(loss, str) else None
+    return loss if loss in list_losses() else None
 
 
 def _model_variants(layers: list[tuple[str, LayerSpec]]) -> tuple[str, str]:
