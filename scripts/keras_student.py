@@ -14,8 +14,8 @@ The folder is read the way ``keras.utils.image_dataset_from_directory(folder,
 validation_split=0.2, subset="both", seed=1337, image_size=(28, 28))`` reads it
 (class = sorted sub-folder, files shuffled with ``RandomState(1337)``, the last 20%
 for validation, pixels 0..255); that function needs TensorFlow's ``tf.data``, so the
-script takes the same files in the same order from ``bnlab.data.load_image_folder``
-and multiplies its 0..1 pixels back by 255.
+script takes the same files in the same order, pixels 0..255, from
+``bnlab.data.load_image_folder(..., pixels="0..255")``.
 """
 
 from __future__ import annotations
@@ -45,8 +45,9 @@ def write_folder(folder: Path) -> None:
 def main(folder: Path, out: Path) -> None:
     if not folder.exists():
         write_folder(folder)
-    split = load_image_folder(path=folder, image_size=(28, 28), validation_split=0.2, seed=1337)
-    x_train, x_val = split.x_train * 255, split.x_test * 255  # what Keras's loader yields
+    split = load_image_folder(path=folder, image_size=(28, 28), validation_split=0.2, seed=1337,
+                              pixels="0..255")  # what Keras's loader yields
+    x_train, x_val = split.x_train, split.x_test
     y_train, y_val = split.y_train, split.y_test
     keras.utils.set_random_seed(0)
     layers = keras.layers
