@@ -9,7 +9,7 @@ permutation of it (:mod:`bnlab.models.keras_weights` converts):
 layer             here                                Keras
 ================  ==================================  ===============================
 Dense             ``weight`` (units, in)              ``kernel`` (in, units)
-Conv1D/Conv2D     ``weight`` (filters, in/g, *k)      ``kernel`` (*k, in/g, filters)
+Conv1D/2D/3D      ``weight`` (filters, in/g, *k)      ``kernel`` (*k, in/g, filters)
 DepthwiseConv2D   ``weight`` (in*m, 1, kh, kw)        ``kernel`` (kh, kw, in, m)
 SeparableConv2D   ``depthwise`` (in*m, 1, kh, kw),    ``depthwise_kernel`` (kh, kw, in,
                   ``pointwise`` (f, in*m, 1, 1)       m), ``pointwise_kernel`` (1, 1,

@@ -2,8 +2,8 @@
 takes and returns Keras's channel-last tensors.
 
 Layout inside (see :mod:`bnlab.models.layout`): images and sequences travel
-channel-first ``(N, C, *spatial)`` from the first layer that needs it (Conv1D/2D,
-pooling, ZeroPadding2D; PyTorch's native layout, and what
+channel-first ``(N, C, *spatial)`` from the first layer that needs it (Conv1D/2D/3D,
+pooling, padding; PyTorch's native layout, and what
 :class:`bnlab.nn.BatchNormalization` expects with ``axis=1``), and are permuted back
 before a layer that needs channel-last (Flatten, so the flattened order and the next
 Dense's weights match Keras; Dense on a 4D tensor; LSTM) and at the end, so outputs
