@@ -178,6 +178,25 @@ def volume_cnn() -> keras.Model:
     )
 
 
+def sequence_autoencoder() -> keras.Model:
+    """An LSTM autoencoder with BN on the code: RepeatVector, Permute, Identity."""
+    L = keras.layers
+    return keras.Sequential(
+        [
+            keras.Input((6, 4)),
+            L.LSTM(8),
+            L.BatchNormalization(),
+            L.RepeatVector(6),
+            L.LSTM(5, return_sequences=True),
+            L.Permute((2, 1)),
+            L.Identity(),
+            L.Dense(3),
+            L.Permute((2, 1)),
+        ],
+        name="autoencoder",
+    )
+
+
 def lstm_model() -> keras.Model:
     L = keras.layers
     return keras.Sequential(

@@ -107,6 +107,9 @@ EXAMPLES = {
     "ZeroPadding3D": ({"type": "ZeroPadding3D", "padding": [1, 0, 2]}, (2, 3, 2, 2)),
     "Conv3D": ({"type": "Conv3D", "filters": 3, "kernel_size": [2, 3, 2], "padding": "same",
                "strides": [1, 2, 1]}, (3, 4, 3, 2)),
+    "Identity": ({"type": "Identity"}, (4, 3)),
+    "Permute": ({"type": "Permute", "dims": [3, 1, 2]}, (4, 3, 2)),
+    "RepeatVector": ({"type": "RepeatVector", "n": 3}, (5,)),
 }
 TYPES = sorted(EXAMPLES)
 IDS = {"Embedding"}  # integer inputs

@@ -45,12 +45,14 @@ __all__ = [
     "GlobalPooling",
     "KerasReLU",
     "Masking",
+    "Permute",
     "MaxPooling2D",
     "Merge",
     "PReLU",
     "Pad",
     "Pooling",
     "Rescaling",
+    "RepeatVector",
     "Reshape",
     "Resizing",
     "ScaledSum",
@@ -475,6 +477,37 @@ class Reshape(nn.Module):
 
     def extra_repr(self) -> str:
         return f"target_shape={self.target_shape}"
+
+
+class Permute(nn.Module):
+    """Keras Permute: the non-batch axes in the order ``dims`` (1-based, Keras's).
+
+    Shape: ``(N, d_1, ..., d_k) -> (N, d_dims[0], ..., d_dims[k-1])``.
+    """
+
+    def __init__(self, dims: tuple[int, ...]) -> None:
+        super().__init__()
+        self.dims = dims
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.permute(0, *self.dims)
+
+    def extra_repr(self) -> str:
+        return f"dims={self.dims}"
+
+
+class RepeatVector(nn.Module):
+    """Keras RepeatVector: each sample's vector ``n`` times. Shape: ``(N, F) -> (N, n, F)``."""
+
+    def __init__(self, n: int) -> None:
+        super().__init__()
+        self.n = n
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unsqueeze(1).expand(-1, self.n, -1)
+
+    def extra_repr(self) -> str:
+        return f"n={self.n}"
 
 
 class Dropout(nn.Module):

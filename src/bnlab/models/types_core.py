@@ -1,7 +1,8 @@
 """Layer types that are not convolutions, pooling, recurrent or batch normalization.
 
 Input, Dense, activation layers (Activation, ReLU, LeakyReLU, ELU, PReLU, Softmax), Dropout,
-SpatialDropout1D/2D/3D, GaussianNoise and GaussianDropout, Flatten, Reshape, Rescaling,
+SpatialDropout1D/2D/3D, GaussianNoise and GaussianDropout, Flatten, Reshape, Permute,
+RepeatVector, Identity, Rescaling,
 Normalization, Masking, Embedding, the merge layers (Add, Subtract, Multiply, Average,
 Maximum, Minimum, Concatenate, and keras.applications' CustomScaleLayer),
 LayerNormalization and GroupNormalization. Arguments and defaults are Keras 3's
@@ -229,6 +230,36 @@ def _build_reshape(args: dict[str, Any], shape: Shape, channels_first: bool):
             f"values; the input {keras_shape(shape)} has {total}"
         )
     return L.Reshape(target), target
+
+
+def _build_permute(args: dict[str, Any], shape: Shape, channels_first: bool):
+    dims = tuple(args["dims"])
+    if sorted(dims) != list(range(1, len(shape) + 1)):
+        raise ValueError(
+            f"Permute dims {list(dims)} must order the input's axes 1..{len(shape)} (each "
+            f"once); got input {keras_shape(shape)}"
+        )
+    return L.Permute(dims), tuple(shape[d - 1] for d in dims)
+
+
+def _permutation(value: Any) -> tuple[int, ...]:
+    if (isinstance(value, list | tuple) and value
+            and all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)
+            and len(set(value)) == len(value)):
+        return tuple(value)
+    raise A.InvalidArgError(
+        f"expected a list of distinct axes >= 1 (1 is the first after the batch axis), e.g. "
+        f"[2, 1]; got {A.received(value)}"
+    )
+
+
+def _build_repeat_vector(args: dict[str, Any], shape: Shape, channels_first: bool):
+    check_rank("RepeatVector", shape, (2,), "(batch, features)")
+    return L.RepeatVector(args["n"]), (args["n"], shape[0])
+
+
+def _build_identity(args: dict[str, Any], shape: Shape, channels_first: bool):
+    return torch.nn.Identity(), shape
 
 
 def _target_shape(value: Any) -> tuple[int, ...]:
@@ -488,6 +519,11 @@ CORE_TYPES: list[LayerType] = [
                _build_flatten, "channels_last"),
     layer_type("Reshape", "reshape", {"target_shape": Arg(_target_shape)}, _build_reshape,
                "channels_last"),
+    layer_type("Permute", "permute", {"dims": Arg(_permutation)}, _build_permute,
+               "channels_last"),
+    layer_type("RepeatVector", "repeat_vector", {"n": Arg(A.integer(min=1))},
+               _build_repeat_vector, "channels_last"),
+    layer_type("Identity", "identity", {}, _build_identity, mask="keep"),
     layer_type("Rescaling", "rescaling",
                {"scale": Arg(_number_or_list), "offset": Arg(_number_or_list, 0.0)},
                _build_rescaling, mask="keep"),
