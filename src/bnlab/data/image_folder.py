@@ -286,6 +286,7 @@ def load_image_folder(
             )
         x_train, y_train = x_all[order], labels[order]
         x_test = _decoded(test_files, image_size, color_mode, interpolation)
+
     def floats(x: np.ndarray, what: str) -> np.ndarray:
         if pixels == "0..255":
             return x.astype(np.float32)  # Keras's float pixels, 0..255

@@ -294,13 +294,8 @@ class Variant:
     def from_dict(cls, d: Mapping[str, Any]) -> Variant:
         """Rebuild from `to_dict` output (layers re-validated), e.g. a variant of results.json."""
         shape = d["input_shape"]
-        where = f"variant {d['name']}: layers"
-        graph = None
-        if d.get("graph") is None:
-            layers = tuple(parse_layers(d["layers"], where=where))
-        else:
-            layers = tuple(parse_layer(raw, where=f"{where}[{i}]") for i, raw in enumerate(d["layers"]))
-            graph = graph_from_wiring(d["graph"], layers, where=f"variant {d['name']}: graph")
+        layers, graph = _layers_and_graph(
+            _parse_model(d["layers"], d.get("graph"), f"variant {d['name']}: layers"))
         return cls(
             name=d["name"],
             base=d["base"],
@@ -841,15 +836,14 @@ def _expand_variant(
         at = f" (grid point {name})" if values else ""
         data_opts = _parse_data(w, data_path, resolved["data"], at)
         shape = _parse_input_shape(w, shape_path, resolved["input_shape"], at)
-        model_spec = _parse_model(w, layers_path, resolved["layers"], wiring, at)
+        model_spec = _parse_model(resolved["layers"], wiring, w(layers_path), at)
         if resolved["edits"] is not None:
             if not isinstance(resolved["edits"], list):
                 raise w.error(
                     f"{path}.edits", f"expected a list of edits, {_got(resolved['edits'])}"
                 )
             model_spec = apply_edits(model_spec, resolved["edits"], where=w(f"{path}.edits") + at)
-        graph = model_spec if isinstance(model_spec, GraphSpec) else None
-        layers = tuple(model_spec) if graph is None else tuple(n.layer for n in graph.nodes)
+        layers, graph = _layers_and_graph(model_spec)
         if (data_opts["name"] == "image_folder" and "pixels" not in resolved["data"]
                 and rescales_input(layers)):
             data_opts["pixels"] = "0..255"  # what Keras feeds a model that rescales itself
@@ -876,13 +870,23 @@ def _expand_variant(
 
 
 def _parse_model(
-    w: _Where, path: str, raw: Any, wiring: Mapping[str, Any] | None, at: str
+    raw: Any, wiring: Mapping[str, Any] | None, where: str, at: str = ""
 ) -> list[LayerSpec] | GraphSpec:
-    """The layer list, or with a Functional model file's ``wiring`` the graph of its layers."""
+    """The layer list, or with a Functional model file's ``wiring`` the graph of its layers;
+    ``where`` names the list in messages, ``at`` the grid point."""
     if wiring is None:
-        return parse_layers(raw, where=w(path) + at)
-    layers = [parse_layer(item, where=f"{w(path)}[{i}]{at}") for i, item in enumerate(raw)]
-    return graph_from_wiring(wiring, layers, where=w(path) + at)
+        return parse_layers(raw, where=where + at)
+    layers = [parse_layer(item, where=f"{where}[{i}]{at}") for i, item in enumerate(raw)]
+    return graph_from_wiring(wiring, layers, where=where + at)
+
+
+def _layers_and_graph(
+    model: Sequence[LayerSpec] | GraphSpec,
+) -> tuple[tuple[LayerSpec, ...], GraphSpec | None]:
+    """A variant's ``layers`` and ``graph``: a graph's layers are its nodes', in order."""
+    if isinstance(model, GraphSpec):
+        return tuple(node.layer for node in model.nodes), model
+    return tuple(model), None
 
 
 def _parse_data(w: _Where, path: str, data: dict[str, Any], at: str) -> dict[str, Any]:

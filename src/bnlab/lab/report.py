@@ -141,8 +141,11 @@ def _layer_texts(variant: Mapping[str, Any]) -> list[str]:
     """Each layer of a resolved variant as a call with the arguments that make it what it
     is (:func:`bnlab.models.changed_arguments`: a Keras file's layers list all of theirs);
     a named layer as ``name = Call(...)``, a graph's with ``<- inputs``."""
+    layers = variant.get("layers") or []
+    nodes = (variant.get("graph") or {}).get("nodes") or []
+    graph = len(nodes) == len(layers)
     texts = []
-    for layer in variant.get("layers") or []:
+    for i, layer in enumerate(layers):
         if not (isinstance(layer, Mapping) and "type" in layer):
             texts.append(_compact(layer))
             continue
@@ -150,13 +153,10 @@ def _layer_texts(variant: Mapping[str, Any]) -> list[str]:
             args = changed_arguments(parse_layer(layer, where="layer"))
         except ValueError:  # not a layer of this version of bnlab: as written
             args = {k: v for k, v in layer.items() if k not in ("type", "name")}
-        call = _call(str(layer["type"]), args)
-        texts.append(f"{layer['name']} = {call}" if layer.get("name") else call)
-    nodes = (variant.get("graph") or {}).get("nodes") or []
-    if len(nodes) == len(texts):
-        texts = [f"{node['name']} = {text.removeprefix(node['name'] + ' = ')} "
-                 f"\u2190 {', '.join(node['inbound'])}"
-                 for node, text in zip(nodes, texts, strict=True)]
+        text = _call(str(layer["type"]), args)
+        name = nodes[i]["name"] if graph else layer.get("name")
+        text = f"{name} = {text}" if name else text
+        texts.append(f"{text} \u2190 {', '.join(nodes[i]['inbound'])}" if graph else text)
     return texts
 
 

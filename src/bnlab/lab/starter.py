@@ -186,6 +186,7 @@ def _compiled_optimizer(compiled: Mapping[str, Any]) -> str | None:
 def _compiled_loss(compiled: Mapping[str, Any]) -> str | None:
     """The file's compiled loss when bnlab has it (by name, or a serialized loss on
     probabilities such as ``SparseCategoricalCrossentropy()``); else None."""
+    from bnlab.keras_io.layout import snake_case
     from bnlab.train import list_losses
 
     loss = compiled.get("loss")
@@ -193,7 +194,7 @@ def _compiled_loss(compiled: Mapping[str, Any]) -> str | None:
         config = loss.get("config") if isinstance(loss.get("config"), Mapping) else {}
         if config.get("from_logits"):
             return None  # bnlab's losses take probabilities
-        loss = re.sub(r"(?<!^)(?=[A-Z])", "_", str(loss.get("class_name", ""))).lower()
+        loss = snake_case(str(loss.get("class_name", "")))  # Keras's own name of the class
     aliases = {"mean_squared_error": "mse"}
     loss = aliases.get(loss, loss) if isinstance(loss, str) else None
     return loss if loss in list_losses() else None

@@ -33,6 +33,7 @@ from bnlab.nn import initializers
 
 __all__ = [
     "COMMON",
+    "SPATIAL_FORMS",
     "Builder",
     "LayerType",
     "MaskRule",
@@ -81,6 +82,11 @@ def init_(spec: Any, tensor: torch.Tensor | None) -> None:
     if tensor is not None:
         with torch.no_grad():
             initializers.get(spec)(tensor)
+
+
+#: The input forms of layers over 1, 2 or 3 spatial axes, for messages.
+SPATIAL_FORMS = {1: "(batch, steps, channels)", 2: "(batch, height, width, channels)",
+                 3: "(batch, depth, height, width, channels)"}
 
 
 def check_rank(layer: str, shape: Shape, ranks: tuple[int, ...], form: str) -> None:

@@ -18,13 +18,19 @@ from bnlab.models import arguments as A
 from bnlab.models import layers as L
 from bnlab.models.activations import get_activation
 from bnlab.models.arguments import Arg
-from bnlab.models.layer_type import LayerType, Shape, check_rank, init_, keras_shape, layer_type
+from bnlab.models.layer_type import (
+    SPATIAL_FORMS,
+    LayerType,
+    Shape,
+    check_rank,
+    init_,
+    keras_shape,
+    layer_type,
+)
 from bnlab.models.types_core import KERNEL_ARGS, weight_args
 
 __all__ = ["CONV_TYPES", "transpose_window"]
 
-_FORMS = {1: "(batch, steps, channels)", 2: "(batch, height, width, channels)",
-          3: "(batch, depth, height, width, channels)"}
 _CHANNELS_LAST = {"data_format": Arg(A.data_format, "channels_last")}
 
 
@@ -40,7 +46,7 @@ def _out_size(size: int | None, kernel: int, stride: int, dilation: int, padding
 def _spatial_out(layer: str, shape: Shape, kernel: tuple[int, ...], strides: tuple[int, ...],
                  dilation: tuple[int, ...], padding: str) -> tuple[int | None, ...]:
     n = len(kernel)
-    check_rank(layer, shape, (n + 2,), _FORMS[n])
+    check_rank(layer, shape, (n + 2,), SPATIAL_FORMS[n])
     out = tuple(_out_size(*a, padding) for a in zip(shape[:-1], kernel, strides, dilation,
                                                      strict=True))
     if any(o is not None and o < 1 for o in out):
@@ -122,7 +128,7 @@ def transpose_window(size: int | None, kernel: int, stride: int, dilation: int, 
 
 def _build_conv_transpose(args: dict[str, Any], shape: Shape, channels_first: bool):
     layer = "Conv2DTranspose"
-    check_rank(layer, shape, (4,), _FORMS[2])
+    check_rank(layer, shape, (4,), SPATIAL_FORMS[2])
     kernel, strides = A.ntuple(args["kernel_size"], 2), A.ntuple(args["strides"], 2)
     dilation = A.ntuple(args["dilation_rate"], 2)
     extra = (None, None) if args["output_padding"] is None else A.ntuple(
@@ -197,7 +203,7 @@ def _padded(layer: str, rank: int, key: str, sign: int):
     edges of ``args[key]``, each spatial size grown (or cut) by its two edges."""
 
     def build(args: dict[str, Any], shape: Shape, channels_first: bool):
-        check_rank(layer, shape, (rank + 2,), _FORMS[rank])
+        check_rank(layer, shape, (rank + 2,), SPATIAL_FORMS[rank])
         pairs = _edges(args[key], rank)
         out = []
         for size, (before, after) in zip(shape[:-1], pairs, strict=True):
@@ -217,7 +223,7 @@ def _upsampling(rank: int):
     layer = f"UpSampling{rank}D"
 
     def build(args: dict[str, Any], shape: Shape, channels_first: bool):
-        check_rank(layer, shape, (rank + 2,), _FORMS[rank])
+        check_rank(layer, shape, (rank + 2,), SPATIAL_FORMS[rank])
         size = A.ntuple(args["size"], rank)
         out = tuple(None if n is None else n * k for n, k in zip(shape[:-1], size, strict=True))
         return L.UpSampling(size, args.get("interpolation", "nearest")), (*out, shape[-1])
@@ -233,7 +239,7 @@ def _resizing_validate(args: dict[str, Any]) -> None:
 
 
 def _build_resizing(args: dict[str, Any], shape: Shape, channels_first: bool):
-    check_rank("Resizing", shape, (4,), _FORMS[2])
+    check_rank("Resizing", shape, (4,), SPATIAL_FORMS[2])
     fit = ("crop" if args["crop_to_aspect_ratio"] else
            "pad" if args["pad_to_aspect_ratio"] else "stretch")
     size = (args["height"], args["width"])
@@ -257,7 +263,7 @@ def _pooling(kind: str, rank: int, layer: str):
 
 def _global(kind: str, rank: int, layer: str):
     def build(args: dict[str, Any], shape: Shape, channels_first: bool):
-        check_rank(layer, shape, (rank + 2,), _FORMS[rank])
+        check_rank(layer, shape, (rank + 2,), SPATIAL_FORMS[rank])
         module = L.GlobalPooling(kind, rank, keepdims=args["keepdims"],  # type: ignore[arg-type]
                                  channels_first=channels_first)
         return module, ((1,) * rank + (shape[-1],) if args["keepdims"] else (shape[-1],))

@@ -21,7 +21,15 @@ from bnlab.models import layers as L
 from bnlab.models import norms
 from bnlab.models.activations import get_activation
 from bnlab.models.arguments import Arg
-from bnlab.models.layer_type import LayerType, Shape, check_rank, init_, keras_shape, layer_type
+from bnlab.models.layer_type import (
+    SPATIAL_FORMS,
+    LayerType,
+    Shape,
+    check_rank,
+    init_,
+    keras_shape,
+    layer_type,
+)
 from bnlab.models.layout import internal_axis
 
 __all__ = ["CORE_TYPES", "KERNEL_ARGS", "input_shape", "weight_args"]
@@ -157,8 +165,7 @@ def _build_dropout(args: dict[str, Any], shape: Shape, channels_first: bool):
 
 
 def _spatial_dropout(rank: int):
-    form = {3: "(batch, steps, channels)", 4: "(batch, height, width, channels)",
-            5: "(batch, depth, height, width, channels)"}[rank]
+    form = SPATIAL_FORMS[rank - 2]
 
     def build(args: dict[str, Any], shape: Shape, channels_first: bool):
         check_rank(f"SpatialDropout{rank - 2}D", shape, (rank,), form)
